@@ -1,0 +1,1 @@
+"""The local web chat and the service's HTTP basics (`/healthz`, `/metrics`) inside `kb serve`."""

@@ -1,0 +1,244 @@
+"""The `kb` command line: parses arguments, wires the parts together, and calls down.
+
+This is the composition root: the only place in `core` that reaches into the other packages,
+and only inside command bodies (so `kb --help` stays fast and `core` imports nothing above it).
+
+Exit codes: 0 success, 1 error (nothing or not everything could be done, see the message),
+2 bad usage, 3 finished but some inputs were skipped (each one is named with its reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from core import db
+from core.errors import KBError
+from core.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from knowledge.service import KnowledgeBase
+
+OUR_PACKAGES = ("core", "privacy", "knowledge", "bot", "push", "training")
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+
+app = typer.Typer(
+    help="Enterprise knowledge assistant.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
+
+
+def main() -> None:
+    app()
+
+
+def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn our own errors into one red line and exit code 1, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except KBError as exc:
+            err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+            if exc.hint:
+                err.print(f"[dim]hint:[/] {exc.hint}", markup=True, highlight=False)
+            raise typer.Exit(EXIT_ERROR) from None
+
+    return wrapper
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    logging.basicConfig(
+        level=logging.WARNING,  # third-party chatter (faiss, alembic) stays quiet
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+        force=True,
+    )
+    for package in OUR_PACKAGES:
+        logging.getLogger(package).setLevel(settings.log_level)
+    return settings
+
+
+def _open_kb(settings: Settings) -> KnowledgeBase:
+    from knowledge.service import KnowledgeBase
+
+    engine = db.make_engine(settings)
+    db.require_migrated(engine)
+    return KnowledgeBase(settings, engine)
+
+
+def _print_json(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str, ensure_ascii=False))
+
+
+@db_app.command("upgrade")
+@friendly_errors
+def db_upgrade(as_json: JsonOption = False) -> None:
+    """Create or migrate the database schema to the newest version."""
+    settings = _settings()
+    engine = db.make_engine(settings)
+    before, after = db.upgrade(engine)
+    if as_json:
+        _print_json({"database": settings.database_url_for_display(), "from": before, "to": after})
+    elif before == after:
+        out.print(f"Database {settings.database_url_for_display()} is up to date (revision {after}).")
+    else:
+        out.print(f"Migrated {settings.database_url_for_display()} from {before or 'empty'} to {after}.")
+
+
+@db_app.command("current")
+@friendly_errors
+def db_current() -> None:
+    """Print the database's schema revision and the newest one this code knows."""
+    settings = _settings()
+    current = db.current_revision(db.make_engine(settings))
+    out.print(f"current: {current or 'none (empty database)'}  head: {db.head_revision()}")
+
+
+@app.command()
+@friendly_errors
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders of documents.", show_default=False)],
+    as_json: JsonOption = False,
+) -> None:
+    """Read documents into the knowledge base; unchanged ones are skipped, removed ones deleted."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    settings = _settings()
+    kb = _open_kb(settings)
+    columns = (TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[name]}"))
+    with Progress(*columns, console=err, transient=True, disable=as_json) as progress:
+        task = progress.add_task("ingest", total=None, name="loading the embedding model")
+        _ = kb.index  # loads the model and checks the index first, inside the spinner
+
+        def advance(path: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, name=Path(path).name)
+
+        report = kb.ingest(paths, progress=advance)
+    if as_json:
+        _print_json({**asdict(report), "ok": report.ok})
+    else:
+        out.print(
+            f"Ingested in {report.seconds:.1f}s: {report.added} added, {report.updated} updated, "
+            f"{report.unchanged} unchanged, {report.removed} removed, {len(report.skipped)} skipped; "
+            f"{report.chunks} chunks written."
+        )
+        for problem in report.skipped:
+            err.print(f"[yellow]skipped[/] {problem.path}: {problem.reason}", markup=True, highlight=False)
+    if not report.ok:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+@app.command()
+@friendly_errors
+def ask(
+    question: Annotated[str, typer.Argument(help="The question, in quotes.", show_default=False)],
+    group: Annotated[list[str] | None, typer.Option("--group", "-g", help="Asker's group (repeatable).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Answer a question from the knowledge base, with numbered citations."""
+    from knowledge.types import Question
+
+    if not question.strip():
+        raise KBError("the question is empty", hint='ask something, e.g. kb ask "How do I reset my password?"')
+    settings = _settings()
+    kb = _open_kb(settings)
+    with err.status("searching…"):
+        answer = kb.ask(Question(text=question.strip(), user="cli", groups=tuple(group or ()), channel="cli"))
+    if as_json:
+        _print_json(asdict(answer))
+        return
+    out.print(answer.text, highlight=False)
+    if answer.citations:
+        out.print("\n[bold]Sources[/]" if not answer.abstained else "\n[bold]Closest documents[/]")
+    for c in answer.citations:
+        section = f" — {c.section}" if c.section else ""
+        out.print(f"[{c.number}] [bold]{c.title}[/]{section}", highlight=False, markup=True)
+        out.print(f"    {c.uri}  (score {c.score:.2f})", style="dim", highlight=False, markup=False)
+        out.print(f"    {c.snippet}", highlight=False, markup=False)
+
+
+@app.command()
+@friendly_errors
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (default KB_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default KB_PORT).")] = None,
+) -> None:
+    """Run the service: web chat, /healthz and /metrics (Slack and Teams arrive with their issue)."""
+    from aiohttp import web
+
+    from bot.web.app import create_app
+
+    settings = _settings()
+    kb = _open_kb(settings)
+    with err.status("loading the embedding model and the index…"):
+        stats = kb.stats()
+        _ = kb.index
+    bind_host, bind_port = host or settings.host, port or settings.port
+    err.print(f"Serving {stats.documents} documents ({stats.chunks} chunks) on http://{bind_host}:{bind_port}/")
+    web.run_app(create_app(settings, kb), host=bind_host, port=bind_port, print=None)
+
+
+@app.command()
+@friendly_errors
+def status(as_json: JsonOption = False) -> None:
+    """Documents, chunks, index, last ingest, and whether the configured backends answer."""
+    from core.health import check_all
+
+    settings = _settings()
+    kb = _open_kb(settings)
+    stats = kb.stats()
+    index_file = settings.index_dir / "vectors.faiss"
+    last = stats.last_ingest
+    backends = asyncio.run(check_all(settings))
+    data = {
+        "database": settings.database_url_for_display(),
+        "schema_revision": db.head_revision(),
+        "documents": stats.documents,
+        "chunks": stats.chunks,
+        "index_vectors": kb.index.size,
+        "index_bytes": index_file.stat().st_size if index_file.exists() else 0,
+        "last_ingest": None
+        if last is None
+        else {"finished_at": last.finished_at, "status": last.status, "added": last.added, "skipped": last.skipped},
+        "backends": {b.name: {"configured": b.configured, "reachable": b.reachable, "detail": b.detail} for b in backends},
+    }
+    if as_json:
+        _print_json(data)
+        return
+    out.print(f"database     {data['database']} (revision {data['schema_revision']})", highlight=False)
+    out.print(f"documents    {stats.documents}   chunks {stats.chunks}   vectors {data['index_vectors']}")
+    out.print(f"index        {index_file} ({data['index_bytes']:,} bytes)", highlight=False)
+    if last is None:
+        out.print("last ingest  never")
+    else:
+        out.print(f"last ingest  {last.finished_at or 'still running'} ({last.status}, {last.skipped} skipped)")
+    for b in backends:
+        state = {True: "reachable", False: "UNREACHABLE", None: "configured" if b.configured else "off"}[b.reachable]
+        out.print(f"{b.name:<12} {state}: {b.detail}", highlight=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

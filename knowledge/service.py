@@ -1,0 +1,135 @@
+"""The knowledge base as the rest of the product sees it: ingest, retrieve, ask, stats.
+
+>>> kb = KnowledgeBase(settings, engine)          # doctest: +SKIP
+>>> kb.ingest([Path("examples/handbook")]).ok     # doctest: +SKIP
+True
+>>> kb.ask(Question("How do I reset my password?")).citations[0].title  # doctest: +SKIP
+'Resetting your password'
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from core.settings import Settings
+from knowledge.answer import extractive_answer
+from knowledge.embeddings import Embedder, get_embedder
+from knowledge.errors import VectorIndexError
+from knowledge.index import VectorIndex, set_threads
+from knowledge.retrieval import Retriever
+from knowledge.store import Stats, Store
+from knowledge.sync import IngestReport, Ingestor, Progress, embedding_text
+from knowledge.types import Answer, Hit, Question
+
+log = logging.getLogger(__name__)
+
+_RELOAD_CHECK_SECONDS = 2.0
+
+
+class KnowledgeBase:
+    def __init__(self, settings: Settings, engine: Engine, *, embedder: Embedder | None = None) -> None:
+        self.settings = settings
+        self.store = Store(engine)
+        self._embedder = embedder
+        self._index: VectorIndex | None = None
+        self._open_lock = threading.Lock()
+        self._seen_run: int | None = None
+        self._checked_at = 0.0
+        set_threads(settings.faiss_threads)
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = get_embedder(self.settings.embedding_model, self.settings.embedding_batch_size)
+        return self._embedder
+
+    @property
+    def index(self) -> VectorIndex:
+        """The vector index, loaded from disk and checked against the database on first use."""
+        with self._open_lock:
+            if self._index is None or self._changed_elsewhere():
+                self._seen_run = self.store.last_finished_run()
+                self._index = self._open_index()
+            return self._index
+
+    def _changed_elsewhere(self) -> bool:
+        """Another process (a `kb ingest` beside `kb serve`) finished an ingest since we loaded."""
+        now = time.monotonic()
+        if now - self._checked_at < _RELOAD_CHECK_SECONDS:
+            return False
+        self._checked_at = now
+        return self.store.last_finished_run() != self._seen_run
+
+    def ingest(self, paths: list[Path], *, progress: Progress | None = None) -> IngestReport:
+        index = self.index
+        ingestor = Ingestor(
+            self.store,
+            self.embedder,
+            index,
+            chunk_tokens=self.settings.chunk_tokens,
+            overlap=self.settings.chunk_overlap,
+            max_bytes=self.settings.max_file_bytes,
+        )
+        try:
+            return ingestor.run(paths, progress=progress)
+        finally:
+            index.save(self.settings.index_dir)
+            self._seen_run = self.store.last_finished_run()
+
+    def retrieve(self, question: Question, k: int | None = None) -> list[Hit]:
+        return Retriever(self.store, self.embedder, self.index).search(question, k or self.settings.top_k)
+
+    def ask(self, question: Question) -> Answer:
+        started = time.perf_counter()
+        retriever = Retriever(self.store, self.embedder, self.index)
+        query = retriever.embed(question.text)
+        hits = retriever.search(question, self.settings.top_k, vector=query)
+        retrieved = time.perf_counter()
+        answer = extractive_answer(query, hits, embedder=self.embedder, min_score=self.settings.min_score)
+        done = time.perf_counter()
+        answer.latency_ms = {
+            "retrieve": round((retrieved - started) * 1000, 2),
+            "answer": round((done - retrieved) * 1000, 2),
+            "total": round((done - started) * 1000, 2),
+        }
+        return answer
+
+    def stats(self) -> Stats:
+        return self.store.stats()
+
+    def _open_index(self) -> VectorIndex:
+        directory, embedder = self.settings.index_dir, self.embedder
+        expected = self.store.fingerprint()
+        reason = "no index on disk"
+        if (directory / "manifest.json").exists():
+            try:
+                index, manifest = VectorIndex.load(directory)
+            except VectorIndexError as exc:
+                reason = str(exc)
+            else:
+                if manifest.model != embedder.name or manifest.dim != embedder.dim:
+                    log.warning("index built with %s, configured %s: re-embedding", manifest.model, embedder.name)
+                    return self._rebuild(reembed=True)
+                if manifest.fingerprint == expected and index.ids().size == expected.count:
+                    return index
+                reason = f"index holds {index.size} vectors, the database {expected.count} chunks"
+        if expected.count:
+            log.warning("rebuilding the vector index from the database: %s", reason)
+        return self._rebuild(reembed=False)
+
+    def _rebuild(self, *, reembed: bool) -> VectorIndex:
+        index = VectorIndex(self.embedder.dim, model=self.embedder.name)
+        if reembed:
+            for batch in self.store.iter_chunk_texts():
+                ids = [row[0] for row in batch]
+                vectors = self.embedder.encode([embedding_text(t, s, x) for _, t, s, x in batch])
+                self.store.update_embeddings(ids, vectors)
+        for ids, vectors in self.store.iter_embeddings():
+            index.add(ids, vectors)
+        index.save(self.settings.index_dir)
+        return index

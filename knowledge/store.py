@@ -1,0 +1,196 @@
+"""Database access for documents and chunks: the only place knowledge/ writes SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+import numpy as np
+from sqlalchemy import Engine, delete, func, select
+from sqlmodel import Session
+
+from core.db import session_scope
+from core.models import ChunkRow, DocumentRow, IngestRunRow, as_utc, utcnow
+from knowledge.embeddings import Vectors
+from knowledge.index import ID_CHECKSUM_MOD, Fingerprint
+from knowledge.types import Chunk, Document, Hit
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    documents: int
+    chunks: int
+    last_ingest: IngestRunRow | None
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def document_hashes(self, source: str | None = None) -> dict[str, str]:
+        with Session(self.engine) as session:
+            query = select(DocumentRow.id, DocumentRow.content_hash)  # type: ignore[call-overload]
+            if source is not None:
+                query = query.where(DocumentRow.source == source)
+            return {row[0]: row[1] for row in session.execute(query)}
+
+    def replace_document(self, document: Document, chunks: list[Chunk], vectors: Vectors) -> tuple[list[int], list[int]]:
+        """Insert or update a document with its new chunks in one transaction.
+
+        Returns (removed chunk ids, added chunk ids) for the index to mirror.
+        """
+        with session_scope(self.engine) as session:
+            removed = self._chunk_ids(session, document.id)
+            session.execute(delete(ChunkRow).where(ChunkRow.document_id == document.id))  # type: ignore[arg-type]
+            row = session.get(DocumentRow, document.id) or DocumentRow(id=document.id)
+            row.source, row.uri, row.title = document.source, document.uri, document.title
+            row.content_hash, row.size_bytes = document.content_hash, document.size_bytes
+            row.acl_groups, row.tags = list(document.acl_groups), list(document.tags)
+            row.updated_at, row.ingested_at = document.updated_at, utcnow()
+            session.add(row)
+            session.flush()  # the document row first: chunks reference it
+            rows = [
+                ChunkRow(
+                    document_id=chunk.document_id,
+                    ordinal=chunk.ordinal,
+                    text=chunk.text,
+                    section=chunk.section,
+                    anchor=chunk.anchor,
+                    page=chunk.page,
+                    token_count=chunk.token_count,
+                    embedding=vector.astype(np.float32).tobytes(),
+                )
+                for chunk, vector in zip(chunks, vectors, strict=True)
+            ]
+            session.add_all(rows)
+            session.flush()
+            return removed, [int(r.id) for r in rows if r.id is not None]
+
+    def delete_documents(self, document_ids: list[str]) -> list[int]:
+        """Delete documents and their chunks; returns the removed chunk ids."""
+        removed: list[int] = []
+        with session_scope(self.engine) as session:
+            for document_id in document_ids:
+                removed += self._chunk_ids(session, document_id)
+                session.execute(delete(ChunkRow).where(ChunkRow.document_id == document_id))  # type: ignore[arg-type]
+                session.execute(delete(DocumentRow).where(DocumentRow.id == document_id))  # type: ignore[arg-type]
+        return removed
+
+    def hits(self, scored: list[tuple[int, float]]) -> list[tuple[Hit, list[str]]]:
+        """Chunk ids with scores -> hits (in the same order) with their documents' ACL groups."""
+        if not scored:
+            return []
+        ids = [chunk_id for chunk_id, _ in scored]
+        with Session(self.engine) as session:
+            query = (
+                select(ChunkRow, DocumentRow)  # type: ignore[call-overload]
+                .join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
+                .where(ChunkRow.id.in_(ids))  # type: ignore[union-attr]
+            )
+            rows = {chunk.id: (chunk, doc) for chunk, doc in session.execute(query)}
+        result = []
+        for chunk_id, score in scored:
+            if chunk_id not in rows:
+                continue  # deleted since the index was searched
+            chunk, doc = rows[chunk_id]
+            hit = Hit(
+                chunk_id=chunk_id,
+                score=score,
+                text=chunk.text,
+                section=chunk.section,
+                anchor=chunk.anchor,
+                page=chunk.page,
+                document_id=doc.id,
+                title=doc.title,
+                uri=doc.uri,
+                updated_at=as_utc(doc.updated_at),
+            )
+            result.append((hit, list(doc.acl_groups)))
+        return result
+
+    def fingerprint(self) -> Fingerprint:
+        with Session(self.engine) as session:
+            count, max_id, id_sum = session.execute(
+                select(func.count(ChunkRow.id), func.max(ChunkRow.id), func.sum(ChunkRow.id))  # type: ignore[arg-type]
+            ).one()
+        return Fingerprint(int(count), int(max_id or 0), int(id_sum or 0) % ID_CHECKSUM_MOD)
+
+    def iter_embeddings(self, batch: int = 10_000) -> Iterator[tuple[list[int], Vectors]]:
+        """All stored embeddings in id order, in batches, for rebuilding the index."""
+        last = 0
+        while True:
+            with Session(self.engine) as session:
+                rows = session.execute(
+                    select(ChunkRow.id, ChunkRow.embedding)  # type: ignore[call-overload]
+                    .where(ChunkRow.id > last)
+                    .order_by(ChunkRow.id)
+                    .limit(batch)
+                ).all()
+            if not rows:
+                return
+            ids = [int(row[0]) for row in rows]
+            vectors = np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
+            yield ids, vectors
+            last = ids[-1]
+
+    def iter_chunk_texts(self, batch: int = 2_000) -> Iterator[list[tuple[int, str, str, str]]]:
+        """(chunk id, document title, section, text) in id order, for re-embedding with a new model."""
+        last = 0
+        while True:
+            with Session(self.engine) as session:
+                rows = session.execute(
+                    select(ChunkRow.id, DocumentRow.title, ChunkRow.section, ChunkRow.text)  # type: ignore[call-overload]
+                    .join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
+                    .where(ChunkRow.id > last)
+                    .order_by(ChunkRow.id)
+                    .limit(batch)
+                ).all()
+            if not rows:
+                return
+            yield [(int(r[0]), r[1], r[2], r[3]) for r in rows]
+            last = int(rows[-1][0])
+
+    def update_embeddings(self, ids: list[int], vectors: Vectors) -> None:
+        with session_scope(self.engine) as session:
+            for chunk_id, vector in zip(ids, vectors, strict=True):
+                row = session.get(ChunkRow, chunk_id)
+                if row is not None:
+                    row.embedding = vector.astype(np.float32).tobytes()
+                    session.add(row)
+
+    def stats(self) -> Stats:
+        with Session(self.engine) as session:
+            documents = session.execute(select(func.count()).select_from(DocumentRow)).scalar_one()
+            chunks = session.execute(select(func.count()).select_from(ChunkRow)).scalar_one()
+            last = session.execute(
+                select(IngestRunRow).order_by(IngestRunRow.id.desc()).limit(1)  # type: ignore[union-attr]
+            ).scalar_one_or_none()
+        return Stats(documents=int(documents), chunks=int(chunks), last_ingest=last)
+
+    def last_finished_run(self) -> int | None:
+        with Session(self.engine) as session:
+            query = select(func.max(IngestRunRow.id)).where(IngestRunRow.finished_at.is_not(None))  # type: ignore[union-attr]
+            value = session.execute(query).scalar_one_or_none()
+        return int(value) if value is not None else None
+
+    def start_run(self, paths: list[str]) -> int:
+        with session_scope(self.engine) as session:
+            run = IngestRunRow(started_at=utcnow(), paths=paths)
+            session.add(run)
+            session.flush()
+            assert run.id is not None
+            return run.id
+
+    def finish_run(self, run_id: int, *, status: str, counts: dict[str, int], problems: list[dict[str, str]]) -> None:
+        with session_scope(self.engine) as session:
+            run = session.get(IngestRunRow, run_id)
+            assert run is not None
+            run.status, run.finished_at, run.problems = status, utcnow(), problems
+            for name, value in counts.items():
+                setattr(run, name, value)
+            session.add(run)
+
+    @staticmethod
+    def _chunk_ids(session: Session, document_id: str) -> list[int]:
+        query = select(ChunkRow.id).where(ChunkRow.document_id == document_id)  # type: ignore[call-overload]
+        return [int(i) for i in session.execute(query).scalars()]
+

@@ -1,0 +1,181 @@
+"""Ingest: files -> Documents -> chunks -> embeddings -> database rows and index vectors.
+
+Each document is written in its own transaction, so an interrupted run keeps what it finished
+and the next run skips it (same content hash). A file that cannot be loaded is reported with
+its reason and skipped; its previously ingested version, if any, is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from knowledge.chunking import chunk_document
+from knowledge.embeddings import Embedder
+from knowledge.errors import LoadError
+from knowledge.index import VectorIndex
+from knowledge.loaders import LOADERS, load_file, supported
+from knowledge.store import Store
+from knowledge.types import Document
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+"""Called as progress(path, done, total) after each file."""
+
+
+@dataclass(slots=True)
+class Problem:
+    path: str
+    reason: str
+
+
+@dataclass(slots=True)
+class IngestReport:
+    run_id: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    chunks: int = 0
+    ignored: int = 0
+    skipped: list[Problem] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.skipped
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "skipped": len(self.skipped),
+            "chunks": self.chunks,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    root: Path
+    source: str
+    files: tuple[Path, ...]
+    sweep: bool  # a whole folder: documents no longer in it are removed
+
+
+def embedding_text(title: str, section: str, text: str) -> str:
+    """What gets embedded for a chunk: its title and section give a short passage its context."""
+    return "\n".join(part for part in (title, section, text) if part)
+
+
+class Ingestor:
+    def __init__(
+        self, store: Store, embedder: Embedder, index: VectorIndex, *, chunk_tokens: int, overlap: int, max_bytes: int
+    ) -> None:
+        self.store, self.embedder, self.index = store, embedder, index
+        self.chunk_tokens, self.overlap, self.max_bytes = chunk_tokens, overlap, max_bytes
+
+    def run(self, paths: list[Path], *, progress: Progress | None = None) -> IngestReport:
+        started = time.perf_counter()
+        report = IngestReport(run_id=self.store.start_run([str(p) for p in paths]))
+        targets = self._targets(paths, report)
+        total, done = sum(len(t.files) for t in targets), 0
+        status = "failed"
+        try:
+            for target in targets:
+                known = self.store.document_hashes(target.source)
+                seen: set[str] = set()
+                for path in target.files:
+                    self._ingest_file(path, target, known, seen, report)
+                    done += 1
+                    if progress:
+                        progress(str(path), done, total)
+                if target.sweep:
+                    gone = sorted(set(known) - seen)
+                    self.index.remove(self.store.delete_documents(gone))
+                    report.removed += len(gone)
+            status = "ok" if report.ok else "partial"
+        finally:
+            report.seconds = time.perf_counter() - started
+            problems = [{"path": p.path, "reason": p.reason} for p in report.skipped]
+            self.store.finish_run(report.run_id, status=status, counts=report.counts(), problems=problems)
+        return report
+
+    def _targets(self, paths: list[Path], report: IngestReport) -> list[_Target]:
+        targets = []
+        for path in paths:
+            if not path.exists():
+                report.skipped.append(Problem(str(path), "no such file or directory"))
+            elif path.is_dir():
+                files, ignored = _walk(path)
+                report.ignored += ignored
+                if not files:
+                    kinds = ", ".join(sorted(LOADERS))
+                    report.skipped.append(Problem(str(path), f"no supported documents ({kinds}) in this folder"))
+                    continue
+                targets.append(_Target(root=path, source=path.resolve().name, files=tuple(files), sweep=True))
+            elif supported(path):
+                targets.append(_Target(root=path.parent, source=path.resolve().parent.name, files=(path,), sweep=False))
+            else:
+                report.skipped.append(Problem(str(path), f"unsupported file type {path.suffix or '(none)'!r}"))
+        return targets
+
+    def _ingest_file(
+        self, path: Path, target: _Target, known: dict[str, str], seen: set[str], report: IngestReport
+    ) -> None:
+        key = path.relative_to(target.root).as_posix()
+        seen.add(f"{target.source}:{key}")  # even when loading fails: a broken file is not a deleted one
+        try:
+            document = load_file(path, root=target.root, source=target.source, max_bytes=self.max_bytes)
+        except LoadError as exc:
+            report.skipped.append(Problem(str(path), str(exc).removeprefix(f"{path}: ")))
+            return
+        except Exception as exc:  # a loader bug must not sink the whole run
+            log.exception("unexpected error loading %s", path)
+            report.skipped.append(Problem(str(path), f"unexpected error: {exc.__class__.__name__}: {exc}"))
+            return
+        if known.get(document.id) == document.content_hash:
+            report.unchanged += 1
+            return
+        report.chunks += self._write(document)
+        if document.id in known:
+            report.updated += 1
+        else:
+            report.added += 1
+
+    def _write(self, document: Document) -> int:
+        prefix = max(
+            (self.embedder.count_tokens(embedding_text(document.title, s.path, "")) for s in document.sections),
+            default=0,
+        )
+        budget = max(min(self.chunk_tokens, self.embedder.max_tokens) - prefix - 2, 16)
+        chunks = chunk_document(
+            document,
+            count_tokens=self.embedder.count_tokens,
+            max_tokens=budget,
+            overlap=min(self.overlap, budget // 2),
+        )
+        vectors = self.embedder.encode([embedding_text(document.title, c.section, c.text) for c in chunks])
+        removed, added = self.store.replace_document(document, chunks, vectors)
+        self.index.remove(removed)
+        self.index.add(added, vectors)
+        return len(chunks)
+
+
+def _walk(root: Path) -> tuple[list[Path], int]:
+    """Supported files under root, in a stable order; hidden files and folders are left out."""
+    files, ignored = [], 0
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+            continue
+        if supported(path):
+            files.append(path)
+        else:
+            ignored += 1
+    return files, ignored

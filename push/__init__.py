@@ -1,0 +1,1 @@
+"""Proactive knowledge push: behaviour events, interest profiles, matching, digests, delivery."""

@@ -1,0 +1,1 @@
+"""Differentially private knowledge distillation of the served student model."""
