@@ -13,7 +13,6 @@ import asyncio
 import functools
 import json
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from sqlalchemy import Engine
 
 from core import db
 from core.errors import KBError
@@ -34,7 +34,10 @@ OUR_PACKAGES = ("core", "privacy", "knowledge", "bot", "push", "training")
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
 app = typer.Typer(
-    help="Enterprise knowledge assistant.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
+    help="Enterprise knowledge assistant.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -44,6 +47,8 @@ err = Console(stderr=True, soft_wrap=True)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+_engines: list[Engine] = []
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
 
@@ -64,6 +69,9 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
             if exc.hint:
                 err.print(f"[dim]hint:[/] {exc.hint}", markup=True, highlight=False)
             raise typer.Exit(EXIT_ERROR) from None
+        finally:
+            while _engines:
+                _engines.pop().dispose()
 
     return wrapper
 
@@ -81,10 +89,17 @@ def _settings() -> Settings:
     return settings
 
 
+def _engine(settings: Settings) -> Engine:
+    """An engine that is disposed when the command ends (closing its pooled connections)."""
+    engine = db.make_engine(settings)
+    _engines.append(engine)
+    return engine
+
+
 def _open_kb(settings: Settings) -> KnowledgeBase:
     from knowledge.service import KnowledgeBase
 
-    engine = db.make_engine(settings)
+    engine = _engine(settings)
     db.require_migrated(engine)
     return KnowledgeBase(settings, engine)
 
@@ -98,7 +113,7 @@ def _print_json(data: Any) -> None:
 def db_upgrade(as_json: JsonOption = False) -> None:
     """Create or migrate the database schema to the newest version."""
     settings = _settings()
-    engine = db.make_engine(settings)
+    engine = _engine(settings)
     before, after = db.upgrade(engine)
     if as_json:
         _print_json({"database": settings.database_url_for_display(), "from": before, "to": after})
@@ -113,7 +128,7 @@ def db_upgrade(as_json: JsonOption = False) -> None:
 def db_current() -> None:
     """Print the database's schema revision and the newest one this code knows."""
     settings = _settings()
-    current = db.current_revision(db.make_engine(settings))
+    current = db.current_revision(_engine(settings))
     out.print(f"current: {current or 'none (empty database)'}  head: {db.head_revision()}")
 
 
@@ -128,7 +143,13 @@ def ingest(
 
     settings = _settings()
     kb = _open_kb(settings)
-    columns = (TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[name]}"))
+    columns = (
+        TextColumn("ingest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[name]}"),
+    )
     with Progress(*columns, console=err, transient=True, disable=as_json) as progress:
         task = progress.add_task("ingest", total=None, name="loading the embedding model")
         _ = kb.index  # loads the model and checks the index first, inside the spinner
@@ -155,14 +176,18 @@ def ingest(
 @friendly_errors
 def ask(
     question: Annotated[str, typer.Argument(help="The question, in quotes.", show_default=False)],
-    group: Annotated[list[str] | None, typer.Option("--group", "-g", help="Asker's group (repeatable).")] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", "-g", help="Asker's group (repeatable).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Answer a question from the knowledge base, with numbered citations."""
     from knowledge.types import Question
 
     if not question.strip():
-        raise KBError("the question is empty", hint='ask something, e.g. kb ask "How do I reset my password?"')
+        raise KBError(
+            "the question is empty", hint='ask something, e.g. kb ask "How do I reset my password?"'
+        )
     settings = _settings()
     kb = _open_kb(settings)
     with err.status("searching…"):
@@ -197,7 +222,9 @@ def serve(
         stats = kb.stats()
         _ = kb.index
     bind_host, bind_port = host or settings.host, port or settings.port
-    err.print(f"Serving {stats.documents} documents ({stats.chunks} chunks) on http://{bind_host}:{bind_port}/")
+    err.print(
+        f"Serving {stats.documents} documents ({stats.chunks} chunks) on http://{bind_host}:{bind_port}/"
+    )
     web.run_app(create_app(settings, kb), host=bind_host, port=bind_port, print=None)
 
 
@@ -222,8 +249,16 @@ def status(as_json: JsonOption = False) -> None:
         "index_bytes": index_file.stat().st_size if index_file.exists() else 0,
         "last_ingest": None
         if last is None
-        else {"finished_at": last.finished_at, "status": last.status, "added": last.added, "skipped": last.skipped},
-        "backends": {b.name: {"configured": b.configured, "reachable": b.reachable, "detail": b.detail} for b in backends},
+        else {
+            "finished_at": last.finished_at,
+            "status": last.status,
+            "added": last.added,
+            "skipped": last.skipped,
+        },
+        "backends": {
+            b.name: {"configured": b.configured, "reachable": b.reachable, "detail": b.detail}
+            for b in backends
+        },
     }
     if as_json:
         _print_json(data)
@@ -234,11 +269,15 @@ def status(as_json: JsonOption = False) -> None:
     if last is None:
         out.print("last ingest  never")
     else:
-        out.print(f"last ingest  {last.finished_at or 'still running'} ({last.status}, {last.skipped} skipped)")
+        out.print(
+            f"last ingest  {last.finished_at or 'still running'} ({last.status}, {last.skipped} skipped)"
+        )
     for b in backends:
-        state = {True: "reachable", False: "UNREACHABLE", None: "configured" if b.configured else "off"}[b.reachable]
+        state = {True: "reachable", False: "UNREACHABLE", None: "configured" if b.configured else "off"}[
+            b.reachable
+        ]
         out.print(f"{b.name:<12} {state}: {b.detail}", highlight=False)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -21,16 +21,22 @@ class Backend:
 
 
 async def _get(url: str, headers: dict[str, str] | None = None, *, method: str = "GET") -> tuple[int, str]:
-    async with aiohttp.ClientSession(timeout=_TIMEOUT) as session:
-        async with session.request(method, url, headers=headers) as response:
-            return response.status, await response.text()
+    async with (
+        aiohttp.ClientSession(timeout=_TIMEOUT) as session,
+        session.request(method, url, headers=headers) as response,
+    ):
+        return response.status, await response.text()
 
 
 async def check_llm(settings: Settings) -> Backend:
     if settings.llm_url is None:
         return Backend("llm", False, None, "not configured: extractive answers (set KB_LLM_URL for vLLM)")
     url = str(settings.llm_url).rstrip("/") + "/v1/models"
-    headers = {"Authorization": f"Bearer {settings.llm_api_key.get_secret_value()}"} if settings.llm_api_key else None
+    headers = (
+        {"Authorization": f"Bearer {settings.llm_api_key.get_secret_value()}"}
+        if settings.llm_api_key
+        else None
+    )
     try:
         status, _ = await _get(url, headers)
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -46,7 +52,9 @@ async def check_slack(settings: Settings) -> Backend:
     try:
         status, body = await _get(url, headers, method="POST")
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return Backend("slack", True, False, f"{settings.slack_api_url}: {exc.__class__.__name__} {exc}".strip())
+        return Backend(
+            "slack", True, False, f"{settings.slack_api_url}: {exc.__class__.__name__} {exc}".strip()
+        )
     ok = status == 200 and '"ok":true' in body.replace(" ", "")
     return Backend("slack", True, ok, f"{settings.slack_api_url}: HTTP {status}")
 

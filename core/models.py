@@ -46,7 +46,9 @@ class ChunkRow(SQLModel, table=True):
 
     id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
     document_id: str = Field(
-        sa_column=Column(String(512), ForeignKey("documents.id", ondelete="CASCADE"), nullable=False, index=True)
+        sa_column=Column(
+            String(512), ForeignKey("documents.id", ondelete="CASCADE"), nullable=False, index=True
+        )
     )
     ordinal: int
     text: str

@@ -15,7 +15,7 @@ from knowledge.embeddings import Embedder, Vectors
 from knowledge.types import Answer, Citation, Hit
 
 ABSTAIN_TEXT = "I could not find this in the knowledge base."
-_SENTENCE = re.compile(r"(?<=[.!?。！？])\s+|\n+")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
 _LIST_MARK = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}")
 _SNIPPET_CHARS = 240
@@ -67,13 +67,24 @@ def extractive_answer(
 
 
 def _sentences(text: str) -> list[str]:
-    out = []
-    for raw in _SENTENCE.split(text):
-        if _TABLE_RULE.match(raw):
+    """Sentences of prose, list items without their markers, and table rows as 'header: value'."""
+    out: list[str] = []
+    header: list[str] | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped.startswith("|"):
+            header = None
+            parts = _SENTENCE.split(_LIST_MARK.sub("", stripped))
+        elif _TABLE_RULE.match(stripped):
             continue
-        sentence = _LIST_MARK.sub("", raw).strip().strip("|").strip()
-        if len(sentence) >= 12:
-            out.append(sentence)
+        else:
+            cells = [cell.strip() for cell in stripped.strip("|").split("|")]
+            if header is None:
+                header = cells  # a table's first row names its columns
+                continue
+            pairs = zip(header, cells, strict=False)
+            parts = ["; ".join(f"{name}: {value}" if name else value for name, value in pairs if value)]
+        out.extend(part.strip() for part in parts if len(part.strip()) >= 12)
     return out
 
 

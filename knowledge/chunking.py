@@ -26,7 +26,9 @@ def chunk_document(
     """Split every section of `document` into chunks that fit the budget."""
     chunks: list[Chunk] = []
     for section in document.sections:
-        for text in _chunk_section(section, count_tokens=count_tokens, max_tokens=max_tokens, overlap=overlap):
+        for text in _chunk_section(
+            section, count_tokens=count_tokens, max_tokens=max_tokens, overlap=overlap
+        ):
             chunks.append(
                 Chunk(
                     document_id=document.id,
@@ -41,7 +43,9 @@ def chunk_document(
     return chunks
 
 
-def _chunk_section(section: Section, *, count_tokens: TokenCounter, max_tokens: int, overlap: int) -> Iterator[str]:
+def _chunk_section(
+    section: Section, *, count_tokens: TokenCounter, max_tokens: int, overlap: int
+) -> Iterator[str]:
     pieces = list(_pieces(section.text, count_tokens=count_tokens, max_tokens=max_tokens))
     current: list[tuple[str, int]] = []
     size = 0

@@ -42,15 +42,15 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
         self.path = path
         self.batch_size = batch_size
         self._model: Any = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         self._tokenizer: Any = self._model.tokenizer
         self._lock = threading.Lock()
-        self.dim = int(self._model.get_embedding_dimension())
-        self.max_tokens = int(self._model.max_seq_length)
+        self.dim = int(self._model.get_embedding_dimension() or 0)
+        self.max_tokens = int(self._model.max_seq_length or 512)
         self.name = path.name if path.name != "model" else path.parent.name
 
     def count_tokens(self, text: str) -> int:

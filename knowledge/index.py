@@ -14,6 +14,7 @@ import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -39,7 +40,7 @@ class Fingerprint:
     def of(cls, ids: npt.NDArray[np.int64]) -> Fingerprint:
         if len(ids) == 0:
             return cls(0, 0, 0)
-        return cls(int(len(ids)), int(ids.max()), int(sum(int(i) for i in ids) % ID_CHECKSUM_MOD))
+        return cls(len(ids), int(ids.max()), int(sum(int(i) for i in ids) % ID_CHECKSUM_MOD))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,7 @@ class VectorIndex:
     def __init__(self, dim: int, *, model: str) -> None:
         self.dim = dim
         self.model = model
-        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self._lock = threading.Lock()
 
     @property
@@ -102,7 +103,9 @@ class VectorIndex:
     def load(cls, directory: Path) -> tuple[VectorIndex, Manifest]:
         try:
             raw = json.loads((directory / MANIFEST_FILE).read_text())
-            manifest = Manifest(model=raw["model"], dim=raw["dim"], fingerprint=Fingerprint(**raw["fingerprint"]))
+            manifest = Manifest(
+                model=raw["model"], dim=raw["dim"], fingerprint=Fingerprint(**raw["fingerprint"])
+            )
             data = np.frombuffer((directory / INDEX_FILE).read_bytes(), dtype=np.uint8)
             index = faiss.deserialize_index(data)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:

@@ -7,6 +7,8 @@ a user with few rights still gets k results when k exist.
 
 from __future__ import annotations
 
+import numpy as np
+
 from knowledge.embeddings import Embedder, Vectors
 from knowledge.index import VectorIndex
 from knowledge.store import Store
@@ -21,7 +23,7 @@ class Retriever:
         self.store, self.embedder, self.index = store, embedder, index
 
     def embed(self, text: str) -> Vectors:
-        return self.embedder.encode([text])[0]
+        return np.asarray(self.embedder.encode([text])[0], dtype=np.float32)
 
     def search(self, question: Question, k: int, *, vector: Vectors | None = None) -> list[Hit]:
         """The k best chunks that `question.groups` may read, best first."""

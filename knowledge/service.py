@@ -23,7 +23,7 @@ from knowledge.errors import VectorIndexError
 from knowledge.index import VectorIndex, set_threads
 from knowledge.retrieval import Retriever
 from knowledge.store import Stats, Store
-from knowledge.sync import IngestReport, Ingestor, Progress, embedding_text
+from knowledge.sync import Ingestor, IngestReport, Progress, embedding_text
 from knowledge.types import Answer, Hit, Question
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,9 @@ class KnowledgeBase:
                 reason = str(exc)
             else:
                 if manifest.model != embedder.name or manifest.dim != embedder.dim:
-                    log.warning("index built with %s, configured %s: re-embedding", manifest.model, embedder.name)
+                    log.warning(
+                        "index built with %s, configured %s: re-embedding", manifest.model, embedder.name
+                    )
                     return self._rebuild(reembed=True)
                 if manifest.fingerprint == expected and index.ids().size == expected.count:
                     return index

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+
 import numpy as np
 from sqlalchemy import Engine, delete, func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from core.db import session_scope
 from core.models import ChunkRow, DocumentRow, IngestRunRow, as_utc, utcnow
@@ -28,24 +29,37 @@ class Store:
 
     def document_hashes(self, source: str | None = None) -> dict[str, str]:
         with Session(self.engine) as session:
-            query = select(DocumentRow.id, DocumentRow.content_hash)  # type: ignore[call-overload]
+            query = select(col(DocumentRow.id), col(DocumentRow.content_hash))
             if source is not None:
-                query = query.where(DocumentRow.source == source)
+                query = query.where(col(DocumentRow.source) == source)
             return {row[0]: row[1] for row in session.execute(query)}
 
-    def replace_document(self, document: Document, chunks: list[Chunk], vectors: Vectors) -> tuple[list[int], list[int]]:
+    def replace_document(
+        self, document: Document, chunks: list[Chunk], vectors: Vectors
+    ) -> tuple[list[int], list[int]]:
         """Insert or update a document with its new chunks in one transaction.
 
         Returns (removed chunk ids, added chunk ids) for the index to mirror.
         """
         with session_scope(self.engine) as session:
             removed = self._chunk_ids(session, document.id)
-            session.execute(delete(ChunkRow).where(ChunkRow.document_id == document.id))  # type: ignore[arg-type]
-            row = session.get(DocumentRow, document.id) or DocumentRow(id=document.id)
-            row.source, row.uri, row.title = document.source, document.uri, document.title
-            row.content_hash, row.size_bytes = document.content_hash, document.size_bytes
-            row.acl_groups, row.tags = list(document.acl_groups), list(document.tags)
-            row.updated_at, row.ingested_at = document.updated_at, utcnow()
+            session.execute(delete(ChunkRow).where(col(ChunkRow.document_id) == document.id))
+            fields: dict[str, object] = {
+                "source": document.source,
+                "uri": document.uri,
+                "title": document.title,
+                "content_hash": document.content_hash,
+                "size_bytes": document.size_bytes,
+                "acl_groups": list(document.acl_groups),
+                "tags": list(document.tags),
+                "updated_at": document.updated_at,
+                "ingested_at": utcnow(),
+            }
+            row = session.get(DocumentRow, document.id)
+            if row is None:
+                row = DocumentRow.model_validate({"id": document.id, **fields})
+            else:
+                row.sqlmodel_update(fields)
             session.add(row)
             session.flush()  # the document row first: chunks reference it
             rows = [
@@ -71,8 +85,8 @@ class Store:
         with session_scope(self.engine) as session:
             for document_id in document_ids:
                 removed += self._chunk_ids(session, document_id)
-                session.execute(delete(ChunkRow).where(ChunkRow.document_id == document_id))  # type: ignore[arg-type]
-                session.execute(delete(DocumentRow).where(DocumentRow.id == document_id))  # type: ignore[arg-type]
+                session.execute(delete(ChunkRow).where(col(ChunkRow.document_id) == document_id))
+                session.execute(delete(DocumentRow).where(col(DocumentRow.id) == document_id))
         return removed
 
     def hits(self, scored: list[tuple[int, float]]) -> list[tuple[Hit, list[str]]]:
@@ -82,9 +96,9 @@ class Store:
         ids = [chunk_id for chunk_id, _ in scored]
         with Session(self.engine) as session:
             query = (
-                select(ChunkRow, DocumentRow)  # type: ignore[call-overload]
-                .join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
-                .where(ChunkRow.id.in_(ids))  # type: ignore[union-attr]
+                select(ChunkRow, DocumentRow)
+                .join(DocumentRow, col(DocumentRow.id) == col(ChunkRow.document_id))
+                .where(col(ChunkRow.id).in_(ids))
             )
             rows = {chunk.id: (chunk, doc) for chunk, doc in session.execute(query)}
         result = []
@@ -110,7 +124,7 @@ class Store:
     def fingerprint(self) -> Fingerprint:
         with Session(self.engine) as session:
             count, max_id, id_sum = session.execute(
-                select(func.count(ChunkRow.id), func.max(ChunkRow.id), func.sum(ChunkRow.id))  # type: ignore[arg-type]
+                select(func.count(col(ChunkRow.id)), func.max(col(ChunkRow.id)), func.sum(col(ChunkRow.id)))
             ).one()
         return Fingerprint(int(count), int(max_id or 0), int(id_sum or 0) % ID_CHECKSUM_MOD)
 
@@ -120,9 +134,9 @@ class Store:
         while True:
             with Session(self.engine) as session:
                 rows = session.execute(
-                    select(ChunkRow.id, ChunkRow.embedding)  # type: ignore[call-overload]
-                    .where(ChunkRow.id > last)
-                    .order_by(ChunkRow.id)
+                    select(col(ChunkRow.id), col(ChunkRow.embedding))
+                    .where(col(ChunkRow.id) > last)
+                    .order_by(col(ChunkRow.id))
                     .limit(batch)
                 ).all()
             if not rows:
@@ -138,10 +152,12 @@ class Store:
         while True:
             with Session(self.engine) as session:
                 rows = session.execute(
-                    select(ChunkRow.id, DocumentRow.title, ChunkRow.section, ChunkRow.text)  # type: ignore[call-overload]
-                    .join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
-                    .where(ChunkRow.id > last)
-                    .order_by(ChunkRow.id)
+                    select(
+                        col(ChunkRow.id), col(DocumentRow.title), col(ChunkRow.section), col(ChunkRow.text)
+                    )
+                    .join(DocumentRow, col(DocumentRow.id) == col(ChunkRow.document_id))
+                    .where(col(ChunkRow.id) > last)
+                    .order_by(col(ChunkRow.id))
                     .limit(batch)
                 ).all()
             if not rows:
@@ -162,13 +178,13 @@ class Store:
             documents = session.execute(select(func.count()).select_from(DocumentRow)).scalar_one()
             chunks = session.execute(select(func.count()).select_from(ChunkRow)).scalar_one()
             last = session.execute(
-                select(IngestRunRow).order_by(IngestRunRow.id.desc()).limit(1)  # type: ignore[union-attr]
+                select(IngestRunRow).order_by(col(IngestRunRow.id).desc()).limit(1)
             ).scalar_one_or_none()
         return Stats(documents=int(documents), chunks=int(chunks), last_ingest=last)
 
     def last_finished_run(self) -> int | None:
         with Session(self.engine) as session:
-            query = select(func.max(IngestRunRow.id)).where(IngestRunRow.finished_at.is_not(None))  # type: ignore[union-attr]
+            query = select(func.max(col(IngestRunRow.id))).where(col(IngestRunRow.finished_at).is_not(None))
             value = session.execute(query).scalar_one_or_none()
         return int(value) if value is not None else None
 
@@ -180,7 +196,9 @@ class Store:
             assert run.id is not None
             return run.id
 
-    def finish_run(self, run_id: int, *, status: str, counts: dict[str, int], problems: list[dict[str, str]]) -> None:
+    def finish_run(
+        self, run_id: int, *, status: str, counts: dict[str, int], problems: list[dict[str, str]]
+    ) -> None:
         with session_scope(self.engine) as session:
             run = session.get(IngestRunRow, run_id)
             assert run is not None
@@ -191,6 +209,5 @@ class Store:
 
     @staticmethod
     def _chunk_ids(session: Session, document_id: str) -> list[int]:
-        query = select(ChunkRow.id).where(ChunkRow.document_id == document_id)  # type: ignore[call-overload]
+        query = select(col(ChunkRow.id)).where(col(ChunkRow.document_id) == document_id)
         return [int(i) for i in session.execute(query).scalars()]
-

@@ -75,7 +75,14 @@ def embedding_text(title: str, section: str, text: str) -> str:
 
 class Ingestor:
     def __init__(
-        self, store: Store, embedder: Embedder, index: VectorIndex, *, chunk_tokens: int, overlap: int, max_bytes: int
+        self,
+        store: Store,
+        embedder: Embedder,
+        index: VectorIndex,
+        *,
+        chunk_tokens: int,
+        overlap: int,
+        max_bytes: int,
     ) -> None:
         self.store, self.embedder, self.index = store, embedder, index
         self.chunk_tokens, self.overlap, self.max_bytes = chunk_tokens, overlap, max_bytes
@@ -116,13 +123,19 @@ class Ingestor:
                 report.ignored += ignored
                 if not files:
                     kinds = ", ".join(sorted(LOADERS))
-                    report.skipped.append(Problem(str(path), f"no supported documents ({kinds}) in this folder"))
+                    report.skipped.append(
+                        Problem(str(path), f"no supported documents ({kinds}) in this folder")
+                    )
                     continue
                 targets.append(_Target(root=path, source=path.resolve().name, files=tuple(files), sweep=True))
             elif supported(path):
-                targets.append(_Target(root=path.parent, source=path.resolve().parent.name, files=(path,), sweep=False))
+                targets.append(
+                    _Target(root=path.parent, source=path.resolve().parent.name, files=(path,), sweep=False)
+                )
             else:
-                report.skipped.append(Problem(str(path), f"unsupported file type {path.suffix or '(none)'!r}"))
+                report.skipped.append(
+                    Problem(str(path), f"unsupported file type {path.suffix or '(none)'!r}")
+                )
         return targets
 
     def _ingest_file(
@@ -150,7 +163,10 @@ class Ingestor:
 
     def _write(self, document: Document) -> int:
         prefix = max(
-            (self.embedder.count_tokens(embedding_text(document.title, s.path, "")) for s in document.sections),
+            (
+                self.embedder.count_tokens(embedding_text(document.title, s.path, ""))
+                for s in document.sections
+            ),
             default=0,
         )
         budget = max(min(self.chunk_tokens, self.embedder.max_tokens) - prefix - 2, 16)

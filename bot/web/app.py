@@ -69,7 +69,7 @@ async def ask(request: web.Request) -> web.Response:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return _error(400, "the request body must be JSON like {\"question\": \"...\"}")
+        return _error(400, 'the request body must be JSON like {"question": "..."}')
     text = body.get("question") if isinstance(body, dict) else None
     if not isinstance(text, str) or not text.strip():
         return _error(400, "ask a question: the 'question' field is missing or empty")

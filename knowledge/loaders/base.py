@@ -30,7 +30,9 @@ class FileInfo:
 def read_text(path: Path, *, size: int, max_bytes: int) -> str:
     """The file's text, or a LoadError saying exactly why it is not usable text."""
     if size > max_bytes:
-        raise LoadError(f"{path}: file is {size:,} bytes, over the limit of {max_bytes:,} (KB_MAX_FILE_BYTES)")
+        raise LoadError(
+            f"{path}: file is {size:,} bytes, over the limit of {max_bytes:,} (KB_MAX_FILE_BYTES)"
+        )
     try:
         data = path.read_bytes()
     except OSError as exc:
