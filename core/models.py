@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import JSON, Column, DateTime, ForeignKey, Integer, LargeBinary, String, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -51,7 +51,7 @@ class ChunkRow(SQLModel, table=True):
         )
     )
     ordinal: int
-    text: str
+    text: str = Field(sa_column=Column(Text, nullable=False))
     section: str = Field(default="", max_length=1000, description="heading path, ' > '-joined")
     anchor: str = Field(default="", max_length=300)
     page: int | None = None

@@ -119,8 +119,7 @@ class Ingestor:
             if not path.exists():
                 report.skipped.append(Problem(str(path), "no such file or directory"))
             elif path.is_dir():
-                files, ignored = _walk(path)
-                report.ignored += ignored
+                files = _walk(path, report)
                 if not files:
                     kinds = ", ".join(sorted(LOADERS))
                     report.skipped.append(
@@ -183,15 +182,19 @@ class Ingestor:
         return len(chunks)
 
 
-def _walk(root: Path) -> tuple[list[Path], int]:
+def _walk(root: Path, report: IngestReport) -> list[Path]:
     """Supported files under root, in a stable order; hidden files and folders are left out."""
-    files, ignored = [], 0
+    files = []
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+        if any(part.startswith(".") for part in relative.parts):
             continue
-        if supported(path):
+        if path.is_symlink() and not path.exists():
+            report.skipped.append(Problem(str(path), "broken symbolic link"))
+        elif not path.is_file():
+            continue
+        elif supported(path):
             files.append(path)
         else:
-            ignored += 1
-    return files, ignored
+            report.ignored += 1
+    return files

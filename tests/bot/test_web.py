@@ -1,0 +1,82 @@
+"""The local web chat, /healthz and /metrics, over real HTTP on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import Engine
+
+from bot.web.app import create_app
+from core import db
+from core.settings import Settings
+from knowledge.embeddings import Embedder
+from knowledge.service import KnowledgeBase
+
+
+@pytest.fixture
+async def client(make_settings, tmp_path: Path, embedder: Embedder) -> AsyncIterator[TestClient]:  # type: ignore[no-untyped-def]
+    settings: Settings = make_settings(web_user_groups=["hr"], max_request_bytes=4096)
+    engine: Engine = db.make_engine(settings)
+    db.upgrade(engine)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "vpn.md").write_text(
+        "# VPN\n\n## Installing\n\nInstall HaldenConnect from the Software Center.\n"
+    )
+    (docs / "pay.md").write_text("---\nacl_groups: [hr]\n---\n# Pay\n\nBand H5 pays up to 78,000 EUR.\n")
+    kb = KnowledgeBase(settings, engine, embedder=embedder)
+    kb.ingest([docs])
+    async with TestClient(TestServer(create_app(settings, kb))) as test_client:
+        yield test_client
+    engine.dispose()
+
+
+async def test_chat_page_is_served(client: TestClient) -> None:
+    response = await client.get("/")
+    assert response.status == 200
+    page = await response.text()
+    assert "<form" in page and "api/ask" in page
+
+
+async def test_ask_returns_a_cited_answer(client: TestClient) -> None:
+    response = await client.post("/api/ask", json={"question": "How do I install the VPN client?"})
+    assert response.status == 200
+    answer = await response.json()
+    assert answer["citations"][0]["uri"] == "docs/vpn.md#installing"
+    assert "[1]" in answer["text"]
+
+
+async def test_web_chat_uses_the_configured_groups(client: TestClient) -> None:
+    answer = await (await client.post("/api/ask", json={"question": "How much does band H5 pay?"})).json()
+    assert answer["citations"][0]["title"] == "Pay"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"not json", 400, "must be JSON"),
+        (b'{"question": "   "}', 400, "missing or empty"),
+        (b'["a list"]', 400, "missing or empty"),
+        (b'{"question": "' + b"x" * 4500 + b'"}', 413, ""),
+    ],
+)
+async def test_bad_requests_get_clear_errors(
+    client: TestClient, body: bytes, status: int, message: str
+) -> None:
+    response = await client.post("/api/ask", data=body, headers={"Content-Type": "application/json"})
+    assert response.status == status
+    if message:
+        assert message in (await response.json())["error"]
+
+
+async def test_healthz_and_metrics(client: TestClient) -> None:
+    health = await (await client.get("/healthz")).json()
+    assert health == {"status": "ok", "documents": 2, "chunks": 2}
+    await client.post("/api/ask", json={"question": "VPN?"})
+    metrics = await (await client.get("/metrics")).text()
+    assert 'kb_http_requests_total{route="/api/ask",status="200"} 1.0' in metrics
+    assert "kb_questions_total" in metrics and "kb_answer_seconds_bucket" in metrics
+    assert "kb_documents 2.0" in metrics

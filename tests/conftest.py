@@ -1,0 +1,102 @@
+"""Shared fixtures: every test gets a clean environment, its own working directory and database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from core import db
+from core.settings import Settings, load_settings
+from knowledge.embeddings import Embedder, get_embedder
+
+REPO = Path(__file__).resolve().parent.parent
+HANDBOOK = REPO / "examples" / "handbook"
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No KB_* variable and no .env from the developer's shell leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("KB_"):
+            monkeypatch.delenv(name)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[Engine]:
+    engine = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("select 1"))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is required on 127.0.0.1:5432 (trust auth, database test): {exc.orig}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_admin: Engine) -> Iterator[str]:
+    """A fresh schema in the `test` database, dropped afterwards; the URL puts it first on search_path."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with postgres_admin.connect() as connection:
+        connection.execute(sa.text(f'create schema "{schema}"'))
+    yield f"{POSTGRES_ADMIN_URL}?options=-csearch_path%3D{schema}"
+    with postgres_admin.connect() as connection:
+        connection.execute(sa.text(f'drop schema "{schema}" cascade'))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'var' / 'kb.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: object) -> Settings:
+        return load_settings(data_dir=tmp_path / "var", **overrides)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings], database_url: str) -> Settings:
+    return make_settings(database_url=database_url)
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    engine = db.make_engine(settings)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def migrated(engine: Engine) -> Engine:
+    db.upgrade(engine)
+    return engine
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    return get_embedder(None)
+
+
+@pytest.fixture
+def handbook_copy(tmp_path: Path) -> Path:
+    """A private copy of the sample handbook that a test may change."""
+    target = tmp_path / "handbook"
+    shutil.copytree(HANDBOOK, target)
+    return target

@@ -1,0 +1,156 @@
+"""Ingest -> ask round trips on both databases, with the real embedding model and FAISS."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from core.settings import Settings
+from knowledge.embeddings import Embedder
+from knowledge.service import KnowledgeBase
+from knowledge.types import Question
+
+PAGES = {
+    "it/password.md": "---\ntitle: Resetting your password\ntags: [it]\n---\n# Resetting your password\n\n"
+    "## Self-service\n\nOpen the HaldenID portal and choose Forgot password. You need your MFA app.\n\n"
+    "## Lockout\n\nAfter five failed attempts the account is locked for 15 minutes.\n",
+    "hr/salaries.md": "---\ntitle: Salary bands\nacl_groups: [hr]\n---\n# Salary bands\n\n"
+    "## Bands\n\nBand H5 pays between 61,000 and 78,000 EUR per year.\n",
+    "facilities/parking.md": "---\ntitle: Parking\n---\n# Parking\n\nThe staff car park behind building C "
+    "opens at 6:00. Charging points for electric cars are in rows A and B.\n",
+}
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    root = tmp_path / "docs"
+    for name, text in PAGES.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+@pytest.fixture
+def kb(settings: Settings, migrated: Engine, embedder: Embedder) -> KnowledgeBase:
+    return KnowledgeBase(settings, migrated, embedder=embedder)
+
+
+def test_ingest_then_ask_cites_the_right_section(kb: KnowledgeBase, corpus: Path) -> None:
+    report = kb.ingest([corpus])
+    assert (report.added, report.skipped, report.ok) == (3, [], True)
+    assert report.chunks >= 4
+    answer = kb.ask(Question("How do I reset my password?"))
+    assert not answer.abstained
+    assert answer.citations[0].uri == "docs/it/password.md#self-service"
+    assert answer.citations[0].title == "Resetting your password"
+    assert "[1]" in answer.text
+    assert set(answer.latency_ms) == {"retrieve", "answer", "total"}
+
+
+def test_second_ingest_skips_unchanged_updates_changed_removes_deleted(
+    kb: KnowledgeBase, corpus: Path
+) -> None:
+    kb.ingest([corpus])
+    assert kb.ingest([corpus]).unchanged == 3
+    (corpus / "facilities/parking.md").write_text("# Parking\n\nThe car park is now closed for renovation.\n")
+    (corpus / "it/password.md").unlink()
+    report = kb.ingest([corpus])
+    assert (report.added, report.updated, report.unchanged, report.removed) == (0, 1, 1, 1)
+    stats = kb.stats()
+    assert stats.documents == 2
+    assert kb.index.size == stats.chunks
+    hits = kb.retrieve(Question("charging points for electric cars"), 10)
+    assert all("Charging points" not in hit.text for hit in hits), "old chunks of a changed page are gone"
+    assert all(hit.document_id != "docs:it/password.md" for hit in hits)
+
+
+def test_restricted_documents_only_reach_their_groups(kb: KnowledgeBase, corpus: Path) -> None:
+    kb.ingest([corpus])
+    public = kb.retrieve(Question("salary band H5 pay range"), 10)
+    assert public and all(hit.title != "Salary bands" for hit in public)
+    hr = kb.retrieve(Question("salary band H5 pay range", groups=("HR",)), 3)
+    assert hr[0].title == "Salary bands"
+
+
+def test_user_with_few_rights_still_gets_k_results(kb: KnowledgeBase, tmp_path: Path) -> None:
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(30):
+        (root / f"secret-{i}.md").write_text(f"---\nacl_groups: [board]\n---\nVPN setup secret note {i}.\n")
+    for i in range(5):
+        (root / f"public-{i}.md").write_text(f"Holiday calendar for site {i}.\n")
+    kb.ingest([root])
+    hits = kb.retrieve(Question("VPN setup"), 5)
+    assert len(hits) == 5 and all(h.title.startswith("Public") for h in hits)
+
+
+def test_nonsense_question_abstains_with_closest_documents(kb: KnowledgeBase, corpus: Path) -> None:
+    kb.ingest([corpus])
+    answer = kb.ask(Question("zxqv blorf quantum giraffe telemetry"))
+    assert answer.abstained
+    assert answer.text.startswith("I could not find this in the knowledge base.")
+
+
+def test_bad_files_are_reported_and_the_rest_is_ingested(kb: KnowledgeBase, corpus: Path) -> None:
+    (corpus / "empty.md").write_text("")
+    (corpus / "binary.md").write_bytes(b"\x00\x01\x02 binary")
+    (corpus / "picture.png").write_bytes(b"\x89PNG")
+    (corpus / "dangling.md").symlink_to(corpus / "nowhere.md")
+    report = kb.ingest([corpus, corpus.parent / "missing-folder"])
+    reasons = {Path(p.path).name: p.reason for p in report.skipped}
+    assert reasons == {
+        "empty.md": "empty file, nothing to index",
+        "binary.md": "binary file, not text (contains NUL bytes)",
+        "dangling.md": "broken symbolic link",
+        "missing-folder": "no such file or directory",
+    }
+    assert report.added == 3 and report.ignored == 1 and not report.ok
+
+
+def test_a_broken_file_keeps_its_previous_version(kb: KnowledgeBase, corpus: Path) -> None:
+    kb.ingest([corpus])
+    (corpus / "facilities/parking.md").write_bytes(b"\x00 corrupted")
+    report = kb.ingest([corpus])
+    assert report.removed == 0 and len(report.skipped) == 1
+    assert kb.retrieve(Question("where are the charging points"), 1)[0].title == "Parking"
+
+
+def test_empty_folder_is_reported(kb: KnowledgeBase, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    report = kb.ingest([tmp_path / "empty"])
+    assert report.skipped[0].reason.startswith("no supported documents")
+
+
+def test_index_is_rebuilt_from_the_database_when_lost_or_stale(
+    settings: Settings, migrated: Engine, embedder: Embedder, corpus: Path
+) -> None:
+    KnowledgeBase(settings, migrated, embedder=embedder).ingest([corpus])
+    shutil.rmtree(settings.index_dir)
+    reopened = KnowledgeBase(settings, migrated, embedder=embedder)
+    assert reopened.index.size == reopened.stats().chunks > 0
+
+    # A crash between the database commit and the index save leaves an older index on disk.
+    stale = settings.index_dir.parent / "stale"
+    shutil.copytree(settings.index_dir, stale)
+    (corpus / "extra.md").write_text("# Extra\n\nThe canteen serves soup on Fridays.\n")
+    KnowledgeBase(settings, migrated, embedder=embedder).ingest([corpus])
+    shutil.rmtree(settings.index_dir)
+    shutil.copytree(stale, settings.index_dir)
+    repaired = KnowledgeBase(settings, migrated, embedder=embedder)
+    assert repaired.index.size == repaired.stats().chunks
+    assert repaired.retrieve(Question("soup on Fridays"), 1)[0].title == "Extra"
+
+
+def test_serving_process_sees_an_ingest_made_by_another_process(
+    settings: Settings, migrated: Engine, embedder: Embedder, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import knowledge.service
+
+    monkeypatch.setattr(knowledge.service, "_RELOAD_CHECK_SECONDS", 0.0)
+    serving = KnowledgeBase(settings, migrated, embedder=embedder)
+    assert serving.index.size == 0
+    KnowledgeBase(settings, migrated, embedder=embedder).ingest([corpus])
+    assert serving.retrieve(Question("staff car park opening time"), 1)[0].title == "Parking"
