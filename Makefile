@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HANDBOOK ?= examples/handbook
+
+.PHONY: install run test test-fast lint format clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch is pinned to the CPU build in pyproject.toml; install it alone first so nothing pulls a CUDA one.
+	$(BIN)/python -m pip install --quiet "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet -e ".[train,dev]"
+	touch $@
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/kb db upgrade
+	$(BIN)/kb ingest $(HANDBOOK)
+	$(BIN)/kb serve
+
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
