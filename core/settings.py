@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(default=20_000_000, ge=1)
     faiss_threads: int = Field(default=1, ge=1, le=256)
     top_k: int = Field(default=5, ge=1, le=50)
+    rrf_k: int = Field(default=60, ge=1, description="Reciprocal rank fusion constant.")
+    dense_weight: float = Field(default=1.0, ge=0.0)
+    lexical_weight: float = Field(default=1.0, ge=0.0)
     min_score: float = Field(default=0.25, ge=-1.0, le=1.0, description="Below this, the bot abstains.")
 
     # HTTP server (`kb serve`)

@@ -83,12 +83,24 @@ class VectorIndex:
         with self._lock:
             return int(self._index.remove_ids(np.asarray(ids, dtype=np.int64)))
 
-    def search(self, vector: Vectors, k: int) -> list[tuple[int, float]]:
-        """The k nearest chunk ids with their cosine similarity, best first."""
+    def search(
+        self, vector: Vectors, k: int, *, allowed: tuple[int, npt.NDArray[np.uint8]] | None = None
+    ) -> list[tuple[int, float]]:
+        """The k nearest chunk ids with their cosine similarity, best first.
+
+        `allowed` is a (size, bitmap) pair over chunk ids (see ChunkCatalog.bitmap): only those
+        ids are considered, inside FAISS, so filtering never costs results.
+        """
         if self.size == 0 or k <= 0:
             return []
+        params = None
+        if allowed is not None:
+            size, bitmap = allowed
+            selector = faiss.IDSelectorBitmap(size, faiss.swig_ptr(bitmap))
+            params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
+        query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
         with self._lock:
-            scores, ids = self._index.search(np.ascontiguousarray(vector.reshape(1, -1)), min(k, self.size))
+            scores, ids = self._index.search(query, min(k, self.size), params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i != -1]
 
     def save(self, directory: Path) -> None:
@@ -96,8 +108,8 @@ class VectorIndex:
         with self._lock:
             data = faiss.serialize_index(self._index)
             manifest = Manifest(model=self.model, dim=self.dim, fingerprint=Fingerprint.of(self.ids()))
-        _atomic_write(directory / INDEX_FILE, data.tobytes())
-        _atomic_write(directory / MANIFEST_FILE, json.dumps(asdict(manifest), indent=2).encode())
+        atomic_write(directory / INDEX_FILE, data.tobytes())
+        atomic_write(directory / MANIFEST_FILE, json.dumps(asdict(manifest), indent=2).encode())
 
     @classmethod
     def load(cls, directory: Path) -> tuple[VectorIndex, Manifest]:
@@ -120,7 +132,7 @@ def set_threads(count: int) -> None:
     faiss.omp_set_num_threads(count)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as handle:
         handle.write(data)

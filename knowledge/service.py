@@ -12,18 +12,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine
 
 from core.settings import Settings
 from knowledge.answer import extractive_answer
+from knowledge.catalog import ChunkCatalog, Filters
 from knowledge.embeddings import Embedder, get_embedder
 from knowledge.errors import VectorIndexError
 from knowledge.index import VectorIndex, set_threads
-from knowledge.retrieval import Retriever
+from knowledge.lexical import LEXICAL_FILE, LexicalIndex
+from knowledge.retrieval import FusionConfig, Mode, Retriever
 from knowledge.store import Stats, Store
 from knowledge.sync import Ingestor, IngestReport, Progress, embedding_text
+from knowledge.timefilter import extract_time_filter, merge
 from knowledge.types import Answer, Hit, Question
 
 log = logging.getLogger(__name__)
@@ -37,6 +42,8 @@ class KnowledgeBase:
         self.store = Store(engine)
         self._embedder = embedder
         self._index: VectorIndex | None = None
+        self._lexical: LexicalIndex | None = None
+        self._catalog: ChunkCatalog | None = None
         self._open_lock = threading.Lock()
         self._seen_run: int | None = None
         self._checked_at = 0.0
@@ -51,11 +58,30 @@ class KnowledgeBase:
     @property
     def index(self) -> VectorIndex:
         """The vector index, loaded from disk and checked against the database on first use."""
+        return self._indexes()[0]
+
+    def _indexes(self) -> tuple[VectorIndex, LexicalIndex, ChunkCatalog]:
         with self._open_lock:
-            if self._index is None or self._changed_elsewhere():
+            if (
+                self._index is None
+                or self._lexical is None
+                or self._catalog is None
+                or self._changed_elsewhere()
+            ):
                 self._seen_run = self.store.last_finished_run()
                 self._index = self._open_index()
-            return self._index
+                self._lexical = self._open_lexical()
+                self._catalog = ChunkCatalog(self.store.catalog_rows())
+            return self._index, self._lexical, self._catalog
+
+    def retriever(self) -> Retriever:
+        index, lexical, catalog = self._indexes()
+        fusion = FusionConfig(
+            rrf_k=self.settings.rrf_k,
+            dense_weight=self.settings.dense_weight,
+            lexical_weight=self.settings.lexical_weight,
+        )
+        return Retriever(self.store, self.embedder, index, lexical, catalog, fusion=fusion)
 
     def _changed_elsewhere(self) -> bool:
         """Another process (a `kb ingest` beside `kb serve`) finished an ingest since we loaded."""
@@ -79,16 +105,31 @@ class KnowledgeBase:
             return ingestor.run(paths, progress=progress)
         finally:
             index.save(self.settings.index_dir)
-            self._seen_run = self.store.last_finished_run()
+            with self._open_lock:
+                # Derived from all chunk texts: rebuilt whole, cheap next to embedding.
+                self._lexical = self._open_lexical()
+                self._catalog = ChunkCatalog(self.store.catalog_rows())
+                self._seen_run = self.store.last_finished_run()
 
-    def retrieve(self, question: Question, k: int | None = None) -> list[Hit]:
-        return Retriever(self.store, self.embedder, self.index).search(question, k or self.settings.top_k)
+    def retrieve(
+        self,
+        question: Question,
+        k: int | None = None,
+        *,
+        filters: Filters | None = None,
+        mode: Mode = "hybrid",
+    ) -> list[Hit]:
+        return self.retriever().search(question, k or self.settings.top_k, filters=filters, mode=mode)
 
-    def ask(self, question: Question) -> Answer:
+    def ask(self, question: Question, *, filters: Filters | None = None) -> Answer:
         started = time.perf_counter()
-        retriever = Retriever(self.store, self.embedder, self.index)
+        retriever = self.retriever()
+        text, parsed = extract_time_filter(question.text, now=datetime.now(UTC))
+        if parsed is not None:
+            filters = merge(filters, parsed)
+            question = replace(question, text=text or question.text)
         query = retriever.embed(question.text)
-        hits = retriever.search(question, self.settings.top_k, vector=query)
+        hits = retriever.search(question, self.settings.top_k, vector=query, filters=filters)
         retrieved = time.perf_counter()
         answer = extractive_answer(query, hits, embedder=self.embedder, min_score=self.settings.min_score)
         done = time.perf_counter()
@@ -123,6 +164,25 @@ class KnowledgeBase:
         if expected.count:
             log.warning("rebuilding the vector index from the database: %s", reason)
         return self._rebuild(reembed=False)
+
+    def _open_lexical(self) -> LexicalIndex:
+        directory, expected = self.settings.index_dir, self.store.fingerprint()
+        if (directory / LEXICAL_FILE).exists():
+            try:
+                lexical = LexicalIndex.load(directory)
+            except VectorIndexError as exc:
+                log.warning("rebuilding the lexical index: %s", exc)
+            else:
+                if lexical.fingerprint == expected:
+                    return lexical
+        ids: list[int] = []
+        texts: list[str] = []
+        for batch in self.store.iter_chunk_texts():
+            ids += [row[0] for row in batch]
+            texts += [embedding_text(title, section, text) for _, title, section, text in batch]
+        lexical = LexicalIndex.build(ids, texts)
+        lexical.save(directory)
+        return lexical
 
     def _rebuild(self, *, reembed: bool) -> VectorIndex:
         index = VectorIndex(self.embedder.dim, model=self.embedder.name)

@@ -11,6 +11,7 @@ from sqlmodel import Session, col
 
 from core.db import session_scope
 from core.models import ChunkRow, DocumentRow, IngestRunRow, as_utc, utcnow
+from knowledge.catalog import ChunkMeta
 from knowledge.embeddings import Vectors
 from knowledge.index import ID_CHECKSUM_MOD, Fingerprint
 from knowledge.types import Chunk, Document, Hit
@@ -89,23 +90,31 @@ class Store:
                 session.execute(delete(DocumentRow).where(col(DocumentRow.id) == document_id))
         return removed
 
-    def hits(self, scored: list[tuple[int, float]]) -> list[tuple[Hit, list[str]]]:
-        """Chunk ids with scores -> hits (in the same order) with their documents' ACL groups."""
+    def hits(
+        self, scored: list[tuple[int, float]], *, query: Vectors | None = None
+    ) -> list[tuple[Hit, list[str]]]:
+        """Chunk ids with scores -> hits (in the same order) with their documents' ACL groups.
+
+        With `query`, each hit's score is its cosine similarity to the query (from the stored
+        embedding), so fused rankings still carry a calibrated score for abstention.
+        """
         if not scored:
             return []
         ids = [chunk_id for chunk_id, _ in scored]
         with Session(self.engine) as session:
-            query = (
+            statement = (
                 select(ChunkRow, DocumentRow)
                 .join(DocumentRow, col(DocumentRow.id) == col(ChunkRow.document_id))
                 .where(col(ChunkRow.id).in_(ids))
             )
-            rows = {chunk.id: (chunk, doc) for chunk, doc in session.execute(query)}
+            rows = {chunk.id: (chunk, doc) for chunk, doc in session.execute(statement)}
         result = []
         for chunk_id, score in scored:
             if chunk_id not in rows:
                 continue  # deleted since the index was searched
             chunk, doc = rows[chunk_id]
+            if query is not None:
+                score = float(np.frombuffer(chunk.embedding, dtype=np.float32) @ query)
             hit = Hit(
                 chunk_id=chunk_id,
                 score=score,
@@ -164,6 +173,21 @@ class Store:
                 return
             yield [(int(r[0]), r[1], r[2], r[3]) for r in rows]
             last = int(rows[-1][0])
+
+    def catalog_rows(self) -> list[ChunkMeta]:
+        """Every chunk's filterable metadata, for the in-memory ChunkCatalog."""
+        with Session(self.engine) as session:
+            query = select(
+                col(ChunkRow.id),
+                col(DocumentRow.source),
+                col(DocumentRow.acl_groups),
+                col(DocumentRow.tags),
+                col(DocumentRow.updated_at),
+            ).join(DocumentRow, col(DocumentRow.id) == col(ChunkRow.document_id))
+            return [
+                ChunkMeta(int(r[0]), r[1], tuple(r[2] or ()), tuple(r[3] or ()), as_utc(r[4]))
+                for r in session.execute(query)
+            ]
 
     def update_embeddings(self, ids: list[int], vectors: Vectors) -> None:
         with session_scope(self.engine) as session:
