@@ -76,3 +76,24 @@ class IngestRunRow(SQLModel, table=True):
     skipped: int = 0
     chunks: int = 0
     problems: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class DocumentChangeRow(SQLModel, table=True):
+    """One change to one document, in the order it was committed; push reads it to find news.
+
+    Written in the same transaction as the change itself, so the log never disagrees with the
+    documents table. Deleted documents keep their last title, uri and ACL here.
+    """
+
+    __tablename__ = "document_changes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    document_id: str = Field(index=True, max_length=512)
+    kind: str = Field(max_length=10, description="added, updated or deleted")
+    title: str = Field(max_length=500)
+    uri: str = Field(max_length=1024)
+    content_hash: str = Field(max_length=64)
+    acl_groups: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    changed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+    ingest_run_id: int | None = None

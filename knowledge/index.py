@@ -48,6 +48,7 @@ class Manifest:
     model: str
     dim: int
     fingerprint: Fingerprint
+    last_change: int = 0  # the newest document_changes row this index reflects
 
 
 class VectorIndex:
@@ -103,11 +104,14 @@ class VectorIndex:
             scores, ids = self._index.search(query, min(k, self.size), params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i != -1]
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, *, last_change: int = 0) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         with self._lock:
             data = faiss.serialize_index(self._index)
-            manifest = Manifest(model=self.model, dim=self.dim, fingerprint=Fingerprint.of(self.ids()))
+            fingerprint = Fingerprint.of(self.ids())
+            manifest = Manifest(
+                model=self.model, dim=self.dim, fingerprint=fingerprint, last_change=last_change
+            )
         atomic_write(directory / INDEX_FILE, data.tobytes())
         atomic_write(directory / MANIFEST_FILE, json.dumps(asdict(manifest), indent=2).encode())
 

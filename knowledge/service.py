@@ -104,7 +104,7 @@ class KnowledgeBase:
         try:
             return ingestor.run(paths, progress=progress)
         finally:
-            index.save(self.settings.index_dir)
+            index.save(self.settings.index_dir, last_change=self.store.last_change())
             with self._open_lock:
                 # Derived from all chunk texts: rebuilt whole, cheap next to embedding.
                 self._lexical = self._open_lexical()
@@ -158,7 +158,11 @@ class KnowledgeBase:
                         "index built with %s, configured %s: re-embedding", manifest.model, embedder.name
                     )
                     return self._rebuild(reembed=True)
-                if manifest.fingerprint == expected and index.ids().size == expected.count:
+                if (
+                    manifest.fingerprint == expected
+                    and index.ids().size == expected.count
+                    and manifest.last_change == self.store.last_change()
+                ):
                     return index
                 reason = f"index holds {index.size} vectors, the database {expected.count} chunks"
         if expected.count:
@@ -191,7 +195,8 @@ class KnowledgeBase:
                 ids = [row[0] for row in batch]
                 vectors = self.embedder.encode([embedding_text(t, s, x) for _, t, s, x in batch])
                 self.store.update_embeddings(ids, vectors)
+        last_change = self.store.last_change()  # read first: a change after it makes the next open rebuild
         for ids, vectors in self.store.iter_embeddings():
             index.add(ids, vectors)
-        index.save(self.settings.index_dir)
+        index.save(self.settings.index_dir, last_change=last_change)
         return index

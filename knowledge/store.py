@@ -10,7 +10,7 @@ from sqlalchemy import Engine, delete, func, select
 from sqlmodel import Session, col
 
 from core.db import session_scope
-from core.models import ChunkRow, DocumentRow, IngestRunRow, as_utc, utcnow
+from core.models import ChunkRow, DocumentChangeRow, DocumentRow, IngestRunRow, as_utc, utcnow
 from knowledge.catalog import ChunkMeta
 from knowledge.embeddings import Vectors
 from knowledge.index import ID_CHECKSUM_MOD, Fingerprint
@@ -36,9 +36,9 @@ class Store:
             return {row[0]: row[1] for row in session.execute(query)}
 
     def replace_document(
-        self, document: Document, chunks: list[Chunk], vectors: Vectors
+        self, document: Document, chunks: list[Chunk], vectors: Vectors, *, run_id: int | None = None
     ) -> tuple[list[int], list[int]]:
-        """Insert or update a document with its new chunks in one transaction.
+        """Insert or update a document with its new chunks, and log the change, in one transaction.
 
         Returns (removed chunk ids, added chunk ids) for the index to mirror.
         """
@@ -57,11 +57,13 @@ class Store:
                 "ingested_at": utcnow(),
             }
             row = session.get(DocumentRow, document.id)
+            kind = "added" if row is None else "updated"
             if row is None:
                 row = DocumentRow.model_validate({"id": document.id, **fields})
             else:
                 row.sqlmodel_update(fields)
             session.add(row)
+            session.add(_change(row, kind, run_id))
             session.flush()  # the document row first: chunks reference it
             rows = [
                 ChunkRow(
@@ -80,11 +82,15 @@ class Store:
             session.flush()
             return removed, [int(r.id) for r in rows if r.id is not None]
 
-    def delete_documents(self, document_ids: list[str]) -> list[int]:
-        """Delete documents and their chunks; returns the removed chunk ids."""
+    def delete_documents(self, document_ids: list[str], *, run_id: int | None = None) -> list[int]:
+        """Delete documents and their chunks, logging each; returns the removed chunk ids."""
         removed: list[int] = []
         with session_scope(self.engine) as session:
             for document_id in document_ids:
+                row = session.get(DocumentRow, document_id)
+                if row is None:
+                    continue
+                session.add(_change(row, "deleted", run_id))
                 removed += self._chunk_ids(session, document_id)
                 session.execute(delete(ChunkRow).where(col(ChunkRow.document_id) == document_id))
                 session.execute(delete(DocumentRow).where(col(DocumentRow.id) == document_id))
@@ -174,6 +180,22 @@ class Store:
             yield [(int(r[0]), r[1], r[2], r[3]) for r in rows]
             last = int(rows[-1][0])
 
+    def changes(self, *, after_id: int = 0, limit: int = 1000) -> list[DocumentChangeRow]:
+        """The change log in commit order, from just after `after_id` (push keeps its position)."""
+        with Session(self.engine) as session:
+            query = (
+                select(DocumentChangeRow)
+                .where(col(DocumentChangeRow.id) > after_id)
+                .order_by(col(DocumentChangeRow.id))
+                .limit(limit)
+            )
+            return list(session.execute(query).scalars())
+
+    def last_change(self) -> int:
+        with Session(self.engine) as session:
+            value = session.execute(select(func.max(col(DocumentChangeRow.id)))).scalar_one_or_none()
+        return int(value or 0)
+
     def catalog_rows(self) -> list[ChunkMeta]:
         """Every chunk's filterable metadata, for the in-memory ChunkCatalog."""
         with Session(self.engine) as session:
@@ -235,3 +257,17 @@ class Store:
     def _chunk_ids(session: Session, document_id: str) -> list[int]:
         query = select(col(ChunkRow.id)).where(col(ChunkRow.document_id) == document_id)
         return [int(i) for i in session.execute(query).scalars()]
+
+
+def _change(row: DocumentRow, kind: str, run_id: int | None) -> DocumentChangeRow:
+    return DocumentChangeRow(
+        document_id=row.id,
+        kind=kind,
+        title=row.title,
+        uri=row.uri,
+        content_hash=row.content_hash,
+        acl_groups=list(row.acl_groups),
+        tags=list(row.tags),
+        changed_at=utcnow(),
+        ingest_run_id=run_id,
+    )

@@ -86,10 +86,12 @@ class Ingestor:
     ) -> None:
         self.store, self.embedder, self.index = store, embedder, index
         self.chunk_tokens, self.overlap, self.max_bytes = chunk_tokens, overlap, max_bytes
+        self._run_id: int | None = None
 
     def run(self, paths: list[Path], *, progress: Progress | None = None) -> IngestReport:
         started = time.perf_counter()
         report = IngestReport(run_id=self.store.start_run([str(p) for p in paths]))
+        self._run_id = report.run_id
         targets = self._targets(paths, report)
         total, done = sum(len(t.files) for t in targets), 0
         status = "failed"
@@ -104,7 +106,7 @@ class Ingestor:
                         progress(str(path), done, total)
                 if target.sweep:
                     gone = sorted(set(known) - seen)
-                    self.index.remove(self.store.delete_documents(gone))
+                    self.index.remove(self.store.delete_documents(gone, run_id=report.run_id))
                     report.removed += len(gone)
             status = "ok" if report.ok else "partial"
         finally:
@@ -176,7 +178,7 @@ class Ingestor:
             overlap=min(self.overlap, budget // 2),
         )
         vectors = self.embedder.encode([embedding_text(document.title, c.section, c.text) for c in chunks])
-        removed, added = self.store.replace_document(document, chunks, vectors)
+        removed, added = self.store.replace_document(document, chunks, vectors, run_id=self._run_id)
         self.index.remove(removed)
         self.index.add(added, vectors)
         return len(chunks)

@@ -154,3 +154,21 @@ def test_serving_process_sees_an_ingest_made_by_another_process(
     assert serving.index.size == 0
     KnowledgeBase(settings, migrated, embedder=embedder).ingest([corpus])
     assert serving.retrieve(Question("staff car park opening time"), 1)[0].title == "Parking"
+
+
+def test_change_log_records_every_change_in_order(kb: KnowledgeBase, corpus: Path) -> None:
+    first = kb.ingest([corpus])
+    kb.ingest([corpus])  # nothing changed: nothing logged
+    (corpus / "facilities/parking.md").write_text("# Parking\n\nClosed for renovation.\n")
+    (corpus / "hr/salaries.md").unlink()
+    second = kb.ingest([corpus])
+    changes = kb.store.changes()
+    assert [(c.kind, c.document_id, c.ingest_run_id) for c in changes] == [
+        ("added", "docs:facilities/parking.md", first.run_id),
+        ("added", "docs:hr/salaries.md", first.run_id),
+        ("added", "docs:it/password.md", first.run_id),
+        ("updated", "docs:facilities/parking.md", second.run_id),
+        ("deleted", "docs:hr/salaries.md", second.run_id),
+    ]
+    assert changes[-1].acl_groups == ["hr"], "a deleted document keeps its ACL in the log"
+    assert [c.id for c in kb.store.changes(after_id=changes[2].id or 0)] == [changes[3].id, changes[4].id]
