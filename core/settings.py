@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(default=32, ge=0, le=256)
     max_file_bytes: int = Field(default=20_000_000, ge=1)
     faiss_threads: int = Field(default=1, ge=1, le=256)
+    ann_threshold: int = Field(
+        default=200_000, ge=0, description="Above this many chunks the vector index is approximate (IVF)."
+    )
+    ivf_nprobe: int = Field(default=32, ge=1, le=65536, description="IVF lists searched per query.")
     top_k: int = Field(default=5, ge=1, le=50)
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal rank fusion constant.")
     dense_weight: float = Field(default=1.0, ge=0.0)

@@ -16,6 +16,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import Engine
 
 from core.settings import Settings
@@ -104,8 +105,13 @@ class KnowledgeBase:
         try:
             return ingestor.run(paths, progress=progress)
         finally:
-            index.save(self.settings.index_dir, last_change=self.store.last_change())
+            if index.kind == "flat" and index.size > self.settings.ann_threshold:
+                log.info("%d chunks: switching to the approximate (IVF) index", index.size)
+                index = self._rebuild(reembed=False)
+            else:
+                index.save(self.settings.index_dir, last_change=self.store.last_change())
             with self._open_lock:
+                self._index = index
                 # Derived from all chunk texts: rebuilt whole, cheap next to embedding.
                 self._lexical = self._open_lexical()
                 self._catalog = ChunkCatalog(self.store.catalog_rows())
@@ -149,7 +155,7 @@ class KnowledgeBase:
         reason = "no index on disk"
         if (directory / "manifest.json").exists():
             try:
-                index, manifest = VectorIndex.load(directory)
+                index, manifest = VectorIndex.load(directory, nprobe=self.settings.ivf_nprobe)
             except VectorIndexError as exc:
                 reason = str(exc)
             else:
@@ -189,14 +195,29 @@ class KnowledgeBase:
         return lexical
 
     def _rebuild(self, *, reembed: bool) -> VectorIndex:
-        index = VectorIndex(self.embedder.dim, model=self.embedder.name)
         if reembed:
             for batch in self.store.iter_chunk_texts():
-                ids = [row[0] for row in batch]
-                vectors = self.embedder.encode([embedding_text(t, s, x) for _, t, s, x in batch])
-                self.store.update_embeddings(ids, vectors)
+                texts = [embedding_text(t, s, x) for _, t, s, x in batch]
+                self.store.update_embeddings([row[0] for row in batch], self.embedder.encode(texts))
         last_change = self.store.last_change()  # read first: a change after it makes the next open rebuild
-        for ids, vectors in self.store.iter_embeddings():
-            index.add(ids, vectors)
+        batches = list(self.store.iter_embeddings())
+        all_ids = (
+            np.concatenate([np.asarray(i, dtype=np.int64) for i, _ in batches])
+            if batches
+            else np.zeros(0, np.int64)
+        )
+        vectors = (
+            np.concatenate([v for _, v in batches])
+            if batches
+            else np.zeros((0, self.embedder.dim), np.float32)
+        )
+        index = VectorIndex.build(
+            self.embedder.dim,
+            model=self.embedder.name,
+            ids=all_ids,
+            vectors=vectors,
+            ann_threshold=self.settings.ann_threshold,
+            nprobe=self.settings.ivf_nprobe,
+        )
         index.save(self.settings.index_dir, last_change=last_change)
         return index

@@ -47,3 +47,53 @@ def test_corrupt_index_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_wrong_dimension_is_refused() -> None:
     with pytest.raises(VectorIndexError, match="dimension 4"):
         VectorIndex(8, model="m").add([1], _unit(1, dim=4))
+
+
+def test_large_indexes_are_ivf_and_still_find_and_forget(tmp_path: Path) -> None:
+    vectors = _unit(3000, dim=16, seed=1)
+    ids = np.arange(10, 3010, dtype=np.int64)
+    index = VectorIndex.build(16, model="m", ids=ids, vectors=vectors, ann_threshold=1000, nprobe=64)
+    assert index.kind == "ivf"
+    assert index.search(vectors[5], 1)[0][0] == 15
+    assert index.remove([15, 16]) == 2
+    assert 15 not in [i for i, _ in index.search(vectors[5], 10)]
+    assert index.size == 2998
+    allowed = np.zeros(3010, dtype=bool)
+    allowed[[20, 30, 40]] = True
+    found = index.search(vectors[5], 10, allowed=(3010, np.packbits(allowed, bitorder="little")))
+    assert sorted(i for i, _ in found) == [20, 30, 40]
+    index.save(tmp_path)
+    loaded, manifest = VectorIndex.load(tmp_path, nprobe=64)
+    assert (manifest.kind, loaded.kind) == ("ivf", "ivf")
+    assert sorted(loaded.ids().tolist()) == sorted(set(range(10, 3010)) - {15, 16})
+    assert manifest.fingerprint == Fingerprint.of(loaded.ids())
+
+
+def test_small_indexes_stay_exact() -> None:
+    index = VectorIndex.build(
+        8, model="m", ids=np.arange(5, dtype=np.int64), vectors=_unit(5), ann_threshold=1000
+    )
+    assert index.kind == "flat"
+
+
+def test_searches_run_while_another_thread_writes() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    index = VectorIndex(8, model="m")
+    base = _unit(200, seed=2)
+    index.add(list(range(200)), base)
+
+    def writer() -> None:
+        for i in range(50):
+            index.add([1000 + i], _unit(1, seed=100 + i))
+            index.remove([1000 + i])
+
+    def reader(_: int) -> int:
+        return index.search(base[7], 1)[0][0]
+
+    with ThreadPoolExecutor(4) as pool:
+        writing = pool.submit(writer)
+        results = list(pool.map(reader, range(200)))
+        writing.result()
+    assert set(results) == {7}
+    assert index.size == 200

@@ -172,3 +172,19 @@ def test_change_log_records_every_change_in_order(kb: KnowledgeBase, corpus: Pat
     ]
     assert changes[-1].acl_groups == ["hr"], "a deleted document keeps its ACL in the log"
     assert [c.id for c in kb.store.changes(after_id=changes[2].id or 0)] == [changes[3].id, changes[4].id]
+
+
+def test_past_the_threshold_the_index_becomes_approximate(
+    make_settings, migrated: Engine, embedder: Embedder, corpus: Path, database_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    settings = make_settings(database_url=database_url, ann_threshold=3)
+    kb = KnowledgeBase(settings, migrated, embedder=embedder)
+    kb.ingest([corpus])
+    assert kb.index.kind == "ivf"
+    assert kb.retrieve(Question("charging points for electric cars"), 1)[0].title == "Parking"
+    (corpus / "facilities/parking.md").write_text("# Parking\n\nThe car park is closed for renovation.\n")
+    kb.ingest([corpus])
+    reopened = KnowledgeBase(settings, migrated, embedder=embedder)
+    assert reopened.index.kind == "ivf"
+    assert reopened.index.size == reopened.stats().chunks
+    assert all("Charging points" not in h.text for h in reopened.retrieve(Question("charging points"), 10))
