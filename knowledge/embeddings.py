@@ -29,7 +29,9 @@ def default_model_path() -> Path:
 class Embedder:
     """Encodes texts to normalized vectors and counts tokens with the model's own tokenizer."""
 
-    def __init__(self, model_path: Path | None = None, *, batch_size: int = 32) -> None:
+    def __init__(
+        self, model_path: Path | None = None, *, batch_size: int = 32, threads: int | None = 1
+    ) -> None:
         path = model_path or default_model_path()
         if not (path / "modules.json").is_file() and not (path / "config.json").is_file():
             raise KnowledgeError(
@@ -39,11 +41,16 @@ class Embedder:
         # Never reach for a model hub: everything we load is on local disk.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import torch
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
+        if threads is not None:
+            # torch's intra-op threads spin while they wait: beside the bot's own threads (or any
+            # other process) two threads made a one-question encode 7x slower than one thread.
+            torch.set_num_threads(threads)
         self.path = path
         self.batch_size = batch_size
         self._model: Any = SentenceTransformer(str(path), device="cpu", local_files_only=True)
@@ -72,6 +79,6 @@ class Embedder:
 
 
 @lru_cache(maxsize=4)
-def get_embedder(model_path: Path | None, batch_size: int = 32) -> Embedder:
+def get_embedder(model_path: Path | None, batch_size: int = 32, threads: int | None = 1) -> Embedder:
     """One loaded model per process and path: loading takes seconds, encoding milliseconds."""
-    return Embedder(model_path, batch_size=batch_size)
+    return Embedder(model_path, batch_size=batch_size, threads=threads)

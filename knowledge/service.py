@@ -53,7 +53,9 @@ class KnowledgeBase:
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
-            self._embedder = get_embedder(self.settings.embedding_model, self.settings.embedding_batch_size)
+            self._embedder = get_embedder(
+                self.settings.embedding_model, self.settings.embedding_batch_size, self.settings.torch_threads
+            )
         return self._embedder
 
     @property

@@ -1,0 +1,65 @@
+"""Shared by the benchmarks: machine description, JSON results, and the BENCHMARKS.md table."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+TABLE = BENCH / "BENCHMARKS.md"
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gb": memory_gb,
+    }
+
+
+def write_results(name: str, results: dict[str, Any], *, summary: str) -> Path:
+    """Write bench/results/NAME.json and put a one-line summary row for NAME in BENCHMARKS.md."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "benchmark": name,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine(),
+        **results,
+    }
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    _update_table(name, payload["command"], payload["date"], summary)
+    return path
+
+
+def _update_table(name: str, command: str, date: str, summary: str) -> None:
+    header = (
+        "# Benchmarks\n\nEach row is written by its benchmark; the JSON beside it has every figure and\n"
+        "the machine. The machine is shared and noisy: compare ratios measured in one run, not\n"
+        "absolute times across runs.\n\n"
+        "| benchmark | result | command | date |\n| --- | --- | --- | --- |\n"
+    )
+    text = TABLE.read_text() if TABLE.exists() else header
+    row = f"| {name} | {summary} | `{command}` | {date} |"
+    pattern = re.compile(rf"^\| {re.escape(name)} \|.*$", re.MULTILINE)
+    text = pattern.sub(row, text) if pattern.search(text) else text.rstrip("\n") + "\n" + row + "\n"
+    TABLE.write_text(text)

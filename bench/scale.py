@@ -1,0 +1,252 @@
+"""Scale run: query latency at 100k chunks through the whole retrieval path, and the vector
+index at 1M vectors, exact (flat) against approximate (IVF) with recall@10 against exact.
+
+    .venv/bin/python bench/scale.py            # about 10 minutes on 2 cores, ~8 GB of memory
+    .venv/bin/python bench/scale.py --quick    # 20k / 100k, for a smoke run
+
+Part 1 stores 100k synthetic chunks (random unit vectors, Zipf-distributed generated text, 10%
+of documents restricted) in SQLite, opens the real KnowledgeBase and times `retrieve` (embed +
+dense + BM25 + fuse + ACL filter + row fetch) for 200 questions, as a public user and as a
+user with one group. Part 2 compares IndexFlatIP and IndexIVFFlat at 1M vectors over nprobe,
+on clustered vectors (like real embeddings, which gather by topic) and on uniform random ones
+(no neighbourhood structure at all: the worst case for any approximate index).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import write_results
+from core import db
+from core.models import ChunkRow, DocumentRow
+from core.settings import load_settings
+from knowledge.index import VectorIndex, ivf_lists
+from knowledge.service import KnowledgeBase
+from knowledge.types import Question
+
+DIM = 384
+CHUNKS_PER_DOC = 100
+
+
+def _vocabulary(rng: np.random.Generator, size: int = 8000) -> list[str]:
+    syllables = [
+        "ka",
+        "lo",
+        "mi",
+        "ten",
+        "var",
+        "sul",
+        "pre",
+        "dor",
+        "ix",
+        "ul",
+        "ben",
+        "tro",
+        "ma",
+        "sik",
+        "zen",
+    ]
+    words = {"".join(rng.choice(syllables, size=rng.integers(2, 4))) for _ in range(size * 2)}
+    return sorted(words)[:size]
+
+
+def _texts(rng: np.random.Generator, vocabulary: list[str], count: int, length: int) -> list[str]:
+    weights = 1.0 / np.arange(1, len(vocabulary) + 1)
+    weights /= weights.sum()
+    picks = rng.choice(len(vocabulary), size=(count, length), p=weights)
+    return [" ".join(vocabulary[i] for i in row) for row in picks]
+
+
+def _unit(rng: np.random.Generator, rows: int) -> npt.NDArray[np.float32]:
+    x = rng.standard_normal((rows, DIM), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def populate(engine: sa.Engine, chunks: int, rng: np.random.Generator) -> list[str]:
+    vocabulary = _vocabulary(rng)
+    now = datetime.now(UTC)
+    documents = chunks // CHUNKS_PER_DOC
+    with engine.begin() as connection:
+        connection.execute(
+            sa.insert(DocumentRow.__table__),  # type: ignore[attr-defined]
+            [
+                {
+                    "id": f"synthetic:doc-{d}",
+                    "source": "synthetic",
+                    "uri": f"synthetic/doc-{d}",
+                    "title": f"Synthetic document {d}",
+                    "content_hash": f"{d:064x}",
+                    "size_bytes": 0,
+                    "acl_groups": ["finance"] if d % 10 == 0 else [],
+                    "tags": [],
+                    "updated_at": now,
+                    "ingested_at": now,
+                }
+                for d in range(documents)
+            ],
+        )
+    batch = 20_000
+    for start in range(0, chunks, batch):
+        count = min(batch, chunks - start)
+        texts = _texts(rng, vocabulary, count, 120)
+        vectors = _unit(rng, count)
+        rows = [
+            {
+                "document_id": f"synthetic:doc-{(start + i) // CHUNKS_PER_DOC}",
+                "ordinal": (start + i) % CHUNKS_PER_DOC,
+                "text": texts[i],
+                "section": "",
+                "anchor": "",
+                "page": None,
+                "token_count": 120,
+                "embedding": vectors[i].tobytes(),
+            }
+            for i in range(count)
+        ]
+        with engine.begin() as connection:
+            connection.execute(sa.insert(ChunkRow.__table__), rows)  # type: ignore[attr-defined]
+    return [" ".join(words) for words in (t.split()[:6] for t in _texts(rng, vocabulary, 200, 30))]
+
+
+def pipeline_latency(chunks: int, rng: np.random.Generator) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings(data_dir=Path(tmp), ann_threshold=10 * chunks)
+        engine = db.make_engine(settings)
+        db.upgrade(engine)
+        started = time.perf_counter()
+        questions = populate(engine, chunks, rng)
+        populated = time.perf_counter()
+        kb = KnowledgeBase(settings, engine)
+        kb.retriever()  # builds FAISS, BM25 and the catalog from the database
+        opened = time.perf_counter()
+        result: dict[str, Any] = {
+            "chunks": chunks,
+            "populate_s": round(populated - started, 1),
+            "open_and_build_indexes_s": round(opened - populated, 1),
+        }
+        for label, groups in (("public_user", ()), ("finance_user", ("finance",))):
+            for q in questions[:5]:  # warm up
+                kb.retrieve(Question(q, groups=groups), 10)
+            latencies = []
+            for q in questions:
+                begin = time.perf_counter()
+                hits = kb.retrieve(Question(q, groups=groups), 10)
+                latencies.append((time.perf_counter() - begin) * 1000)
+                assert len(hits) == 10
+            result[label] = _percentiles(latencies)
+        embed = []
+        for q in questions:
+            begin = time.perf_counter()
+            kb.embedder.encode([q])
+            embed.append((time.perf_counter() - begin) * 1000)
+        result["embed_only"] = _percentiles(embed)
+        engine.dispose()
+        return result
+
+
+def _clustered(rng: np.random.Generator, rows: int, centers: npt.NDArray[np.float32], noise: float) -> Any:
+    out = np.empty((rows, DIM), dtype=np.float32)
+    for start in range(0, rows, 100_000):
+        count = min(100_000, rows - start)
+        picks = rng.integers(0, len(centers), count)
+        out[start : start + count] = centers[picks] + noise * _unit(rng, count)
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return out
+
+
+def ann_comparison(rows: int, rng: np.random.Generator, *, queries: int = 200) -> dict[str, Any]:
+    faiss.omp_set_num_threads(1)  # as served: KB_FAISS_THREADS=1, one search per request thread
+    centers = _unit(rng, 4000)
+    datasets = {
+        "clustered": (_clustered(rng, rows, centers, 1.2), _clustered(rng, queries, centers, 1.2)),
+        "uniform_random": (_unit(rng, rows), _unit(rng, queries)),
+    }
+    out: dict[str, Any] = {"vectors": rows, "nlist": ivf_lists(rows)}
+    ids = np.arange(1, rows + 1, dtype=np.int64)
+    for name, (data, query) in datasets.items():
+        flat = VectorIndex.build(DIM, model="bench", ids=ids, vectors=data, ann_threshold=rows)
+        exact, flat_ms = [], []
+        for q in query:
+            begin = time.perf_counter()
+            exact.append({i for i, _ in flat.search(q, 10)})
+            flat_ms.append((time.perf_counter() - begin) * 1000)
+        del flat
+        begin = time.perf_counter()
+        ivf = VectorIndex.build(DIM, model="bench", ids=ids, vectors=data, ann_threshold=0)
+        build_s = time.perf_counter() - begin
+        sweep = []
+        for nprobe in (8, 16, 32, 64, 128, 256):
+            ivf.nprobe = nprobe
+            recalls, ms = [], []
+            for q, truth in zip(query, exact, strict=True):
+                begin = time.perf_counter()
+                found = {i for i, _ in ivf.search(q, 10)}
+                ms.append((time.perf_counter() - begin) * 1000)
+                recalls.append(len(found & truth) / 10)
+            sweep.append(
+                {"nprobe": nprobe, "recall@10": round(float(np.mean(recalls)), 4), **_percentiles(ms)}
+            )
+        out[name] = {"flat": _percentiles(flat_ms), "ivf_build_s": round(build_s, 1), "ivf": sweep}
+        del ivf
+    return out
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(float(np.percentile(values, 50)), 2),
+        "p95_ms": round(float(np.percentile(values, 95)), 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="20k chunks and 100k vectors")
+    parser.add_argument("--pipeline-chunks", type=int, default=100_000)
+    parser.add_argument("--ann-vectors", type=int, default=1_000_000)
+    args = parser.parse_args()
+    chunks, vectors = (20_000, 100_000) if args.quick else (args.pipeline_chunks, args.ann_vectors)
+    rng = np.random.default_rng(7)
+    print(f"pipeline at {chunks:,} chunks…", flush=True)
+    pipeline = pipeline_latency(chunks, rng)
+    print(pipeline, flush=True)
+    print(f"flat vs IVF at {vectors:,} vectors…", flush=True)
+    ann = ann_comparison(vectors, rng)
+    print(ann, flush=True)
+    clustered = ann["clustered"]
+    best = next((s for s in clustered["ivf"] if s["recall@10"] >= 0.95), clustered["ivf"][-1])
+    results = {
+        "pipeline": pipeline,
+        "ann": ann,
+        "targets": {
+            "pipeline_p95_ms_at_100k": pipeline["public_user"]["p95_ms"],
+            "ivf_nprobe_for_recall_0.95": best["nprobe"],
+            "ivf_recall@10": best["recall@10"],
+            "ivf_p95_ms": best["p95_ms"],
+            "flat_p95_ms": clustered["flat"]["p95_ms"],
+        },
+    }
+    p95 = pipeline["public_user"]["p95_ms"]
+    summary = (
+        f"retrieve p95 {p95} ms at {chunks:,} chunks; at {vectors:,} vectors IVF "
+        f"nprobe {best['nprobe']}: recall@10 {best['recall@10']}, p95 {best['p95_ms']} ms vs flat "
+        f"{clustered['flat']['p95_ms']} ms ({clustered['flat']['p95_ms'] / max(best['p95_ms'], 1e-9):.0f}x)"
+    )
+    print(write_results("scale" if not args.quick else "scale_quick", results, summary=summary))
+
+
+if __name__ == "__main__":
+    main()
