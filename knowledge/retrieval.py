@@ -90,8 +90,8 @@ class Retriever:
             )
             weights.append(self.fusion.lexical_weight)
         fused = reciprocal_rank_fusion(ranked, weights, k=self.fusion.rrf_k)
-        hits = self.store.hits(fused[: k * 2], query=query)
-        return [hit for hit, acl in hits if can_read(question.groups, acl)][:k]
+        hits = self.store.hits(fused[: k * 3], query=query)
+        return _one_per_section([hit for hit, acl in hits if can_read(question.groups, acl)], k)
 
     def _lexical_mask(self, mask: np.ndarray | None) -> np.ndarray | None:
         if mask is None:
@@ -101,3 +101,15 @@ class Retriever:
         # Built from different database states (an ingest in between): align by chunk id.
         allowed = set(self.catalog.ids[mask].tolist())
         return np.fromiter((int(i) in allowed for i in self.lexical.ids), dtype=bool, count=self.lexical.size)
+
+
+def _one_per_section(hits: list[Hit], k: int) -> list[Hit]:
+    """The best chunk of each section: a citation names a section, and a long section's several
+    chunks would otherwise crowd other sections out of the top k."""
+    seen: set[str] = set()
+    out = []
+    for hit in hits:
+        if hit.link not in seen:
+            seen.add(hit.link)
+            out.append(hit)
+    return out[:k]

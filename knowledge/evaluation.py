@@ -1,0 +1,97 @@
+"""Retrieval quality and latency on a labelled query set (`kb bench retrieval`).
+
+A query file is JSONL: {"query": "...", "relevant": ["page.html#anchor" or "page.html", ...]}.
+A retrieved chunk hits an entry when its uri (less the source folder) equals the entry; an entry
+without "#" matches any section of that page. Each relevant entry counts once, at its best rank.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from knowledge.errors import KnowledgeError
+from knowledge.retrieval import Mode
+from knowledge.service import KnowledgeBase
+from knowledge.types import Hit, Question
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledQuery:
+    query: str
+    relevant: tuple[str, ...]
+
+
+def load_queries(path: Path) -> list[LabelledQuery]:
+    """Read a JSONL query file; a bad line is an error that names its line number."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise KnowledgeError(f"cannot read the query file {path}: {exc.strerror or exc}") from exc
+    queries = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            query, relevant = item["query"], item["relevant"]
+            if not isinstance(query, str) or not isinstance(relevant, list) or not relevant:
+                raise TypeError("'query' must be text and 'relevant' a non-empty list")
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise KnowledgeError(f"{path}, line {number}: not a labelled query ({exc})") from exc
+        queries.append(LabelledQuery(query, tuple(str(r) for r in relevant)))
+    if not queries:
+        raise KnowledgeError(f"{path} has no queries")
+    return queries
+
+
+def _matches(hit: Hit, entry: str) -> bool:
+    uri = hit.link.split("/", 1)[1] if "/" in hit.link else hit.link  # drop the source folder
+    return uri == entry if "#" in entry else uri.split("#", 1)[0] == entry
+
+
+def score_ranking(hits: list[Hit], relevant: tuple[str, ...], *, k: int = 10) -> dict[str, float]:
+    """recall@1/5/10, reciprocal rank and nDCG@10 (binary gains) for one query."""
+    first_rank: dict[str, int] = {}
+    for rank, hit in enumerate(hits[:k], start=1):
+        for entry in relevant:
+            if entry not in first_rank and _matches(hit, entry):
+                first_rank[entry] = rank
+    ranks = sorted(first_rank.values())
+    dcg = sum(1 / math.log2(r + 1) for r in ranks)
+    ideal = sum(1 / math.log2(r + 1) for r in range(1, min(len(relevant), k) + 1))
+    return {
+        "recall@1": sum(r <= 1 for r in ranks) / len(relevant),
+        "recall@5": sum(r <= 5 for r in ranks) / len(relevant),
+        "recall@10": len(ranks) / len(relevant),
+        "mrr@10": 1 / ranks[0] if ranks else 0.0,
+        "ndcg@10": dcg / ideal if ideal else 0.0,
+    }
+
+
+def evaluate(kb: KnowledgeBase, queries: list[LabelledQuery], *, mode: Mode, k: int = 10) -> dict[str, Any]:
+    """Mean metrics over the queries, and latency percentiles of the whole retrieval call."""
+    totals: dict[str, float] = {}
+    latencies = []
+    for labelled in queries[:3]:  # warm caches and lazy loads out of the timings
+        kb.retrieve(Question(labelled.query), k, mode=mode)
+    for labelled in queries:
+        started = time.perf_counter()
+        hits = kb.retrieve(Question(labelled.query), k, mode=mode)
+        latencies.append((time.perf_counter() - started) * 1000)
+        for name, value in score_ranking(hits, labelled.relevant, k=k).items():
+            totals[name] = totals.get(name, 0.0) + value
+    result: dict[str, Any] = {name: round(value / len(queries), 4) for name, value in totals.items()}
+    result.update(
+        mode=mode,
+        queries=len(queries),
+        p50_ms=round(float(np.percentile(latencies, 50)), 2),
+        p95_ms=round(float(np.percentile(latencies, 95)), 2),
+    )
+    return result
