@@ -80,12 +80,10 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
 
 def _settings() -> Settings:
     settings = load_settings()
-    logging.basicConfig(
-        level=logging.WARNING,  # third-party chatter (faiss, alembic) stays quiet
-        format="%(message)s",
-        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
-        force=True,
-    )
+    handler = RichHandler(console=err, show_path=False, show_time=False)
+    # Third-party chatter (faiss, alembic, bm25s set their own levels) stays quiet below WARNING.
+    handler.addFilter(lambda rec: rec.levelno >= logging.WARNING or rec.name.startswith(OUR_PACKAGES))
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
     for package in OUR_PACKAGES:
         logging.getLogger(package).setLevel(settings.log_level)
     return settings
