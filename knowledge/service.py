@@ -54,7 +54,10 @@ class KnowledgeBase:
     def embedder(self) -> Embedder:
         if self._embedder is None:
             self._embedder = get_embedder(
-                self.settings.embedding_model, self.settings.embedding_batch_size, self.settings.torch_threads
+                self.settings.embedding_model,
+                self.settings.embedding_batch_size,
+                self.settings.torch_threads,
+                self.settings.embedding_precision,
             )
         return self._embedder
 

@@ -71,3 +71,15 @@ def test_real_tokenizer_budget_holds_on_the_handbook_sizes(embedder: Embedder) -
         _doc(Section(text)), count_tokens=embedder.count_tokens, max_tokens=200, overlap=32
     )
     assert all(c.token_count <= 200 for c in chunks)
+
+
+def test_bf16_vectors_match_fp32(embedder: Embedder) -> None:
+    import numpy as np
+
+    from knowledge.embeddings import Embedder as Model
+
+    texts = ["How do I reset my password?", "员工每年享有二十五天带薪年假。", "The VPN client updates quarterly."]
+    fp32 = Model(embedder.path, precision="fp32").encode(texts)
+    bf16 = Model(embedder.path, precision="bf16").encode(texts)
+    assert bf16.dtype == np.float32
+    assert float((fp32 * bf16).sum(axis=1).min()) > 0.999
