@@ -29,6 +29,7 @@ from core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from knowledge.service import KnowledgeBase
+    from privacy.audit import AuditLog
 
 OUR_PACKAGES = ("core", "privacy", "knowledge", "bot", "push", "training")
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -41,6 +42,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+audit_app = typer.Typer(help="The append-only, hash-chained audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 bench_app = typer.Typer(help="Measure retrieval quality and speed.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -158,6 +161,13 @@ def ingest(
             progress.update(task, completed=done, total=total, name=Path(path).name)
 
         report = kb.ingest(paths, progress=advance)
+    _audit(settings).record(
+        _cli_actor(),
+        "source.ingest",
+        target=", ".join(str(p) for p in paths)[:500],
+        params=report.counts(),
+        outcome="ok" if report.ok else f"partial: {len(report.skipped)} skipped",
+    )
     if as_json:
         _print_json({**asdict(report), "ok": report.ok})
     else:
@@ -226,6 +236,65 @@ def serve(
         f"Serving {stats.documents} documents ({stats.chunks} chunks) on http://{bind_host}:{bind_port}/"
     )
     web.run_app(create_app(settings, kb), host=bind_host, port=bind_port, print=None)
+
+
+@audit_app.command("verify")
+@friendly_errors
+def audit_verify(as_json: JsonOption = False) -> None:
+    """Check the hash chain from the first entry; exit 1 naming the first altered entry."""
+    settings = _settings()
+    engine = _engine(settings)
+    db.require_migrated(engine)
+    checked, problems = _audit(settings, engine).verify()
+    if as_json:
+        _print_json({"entries": checked, "ok": not problems, "problems": [asdict(p) for p in problems]})
+    elif not problems:
+        out.print(f"Audit log intact: {checked} entries, every hash chains to the one before.")
+    else:
+        for problem in problems[:20]:
+            err.print(f"[red]entry {problem.seq}[/]: {problem.reason}", markup=True, highlight=False)
+        err.print(f"The audit log was tampered with: {len(problems)} problems in {checked} entries.")
+    if problems:
+        raise typer.Exit(EXIT_ERROR)
+
+
+@audit_app.command("tail")
+@friendly_errors
+def audit_tail(
+    count: Annotated[int, typer.Option("--count", "-n", min=1, help="How many entries.")] = 20,
+    action: Annotated[str | None, typer.Option(help="Only actions starting with this, e.g. admin.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The newest audit entries, oldest first."""
+    settings = _settings()
+    engine = _engine(settings)
+    db.require_migrated(engine)
+    rows = _audit(settings, engine).tail(count, action=action)
+    if as_json:
+        _print_json([row.model_dump(exclude={"id"}) for row in rows])
+        return
+    for row in rows:
+        target = f" {row.target}" if row.target else ""
+        out.print(
+            f"{row.seq:>6} {row.at:%Y-%m-%d %H:%M:%S} {row.actor} {row.action}{target} -> {row.outcome}",
+            highlight=False,
+            markup=False,
+        )
+
+
+def _audit(settings: Settings, engine: Engine | None = None) -> AuditLog:
+    from privacy.audit import AuditLog
+
+    return AuditLog(engine or _engine(settings))
+
+
+def _cli_actor() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
 
 
 @bench_app.command("retrieval")

@@ -97,3 +97,20 @@ class DocumentChangeRow(SQLModel, table=True):
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     changed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
     ingest_run_id: int | None = None
+
+
+class AuditRow(SQLModel, table=True):
+    """One entry of the append-only, hash-chained audit log (see privacy/audit.py)."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    seq: int = Field(sa_column=Column(Integer, nullable=False, unique=True))
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    actor: str = Field(max_length=200)
+    action: str = Field(max_length=100, index=True)
+    target: str = Field(default="", max_length=500)
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    outcome: str = Field(max_length=500)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
