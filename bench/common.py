@@ -47,11 +47,11 @@ def write_results(name: str, results: dict[str, Any], *, summary: str) -> Path:
     }
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    _update_table(name, payload["command"], payload["date"], summary)
+    update_table(name, payload["command"], payload["date"], summary)
     return path
 
 
-def _update_table(name: str, command: str, date: str, summary: str) -> None:
+def update_table(name: str, command: str, date: str, summary: str) -> None:
     header = (
         "# Benchmarks\n\nEach row is written by its benchmark; the JSON beside it has every figure and\n"
         "the machine. The machine is shared and noisy: compare ratios measured in one run, not\n"
