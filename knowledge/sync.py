@@ -17,7 +17,7 @@ from knowledge.chunking import chunk_document
 from knowledge.embeddings import Embedder
 from knowledge.errors import LoadError
 from knowledge.index import VectorIndex
-from knowledge.loaders import LOADERS, load_file, supported
+from knowledge.loaders import load_file, suffixes, supported
 from knowledge.store import Store
 from knowledge.types import Document
 
@@ -123,7 +123,7 @@ class Ingestor:
             elif path.is_dir():
                 files = _walk(path, report)
                 if not files:
-                    kinds = ", ".join(sorted(LOADERS))
+                    kinds = ", ".join(suffixes())
                     report.skipped.append(
                         Problem(str(path), f"no supported documents ({kinds}) in this folder")
                     )
@@ -142,25 +142,35 @@ class Ingestor:
     def _ingest_file(
         self, path: Path, target: _Target, known: dict[str, str], seen: set[str], report: IngestReport
     ) -> None:
-        key = path.relative_to(target.root).as_posix()
-        seen.add(f"{target.source}:{key}")  # even when loading fails: a broken file is not a deleted one
+        file_id = f"{target.source}:{path.relative_to(target.root).as_posix()}"
         try:
-            document = load_file(path, root=target.root, source=target.source, max_bytes=self.max_bytes)
-        except LoadError as exc:
-            report.skipped.append(Problem(str(path), str(exc).removeprefix(f"{path}: ")))
+            documents = load_file(
+                path,
+                root=target.root,
+                source=target.source,
+                max_bytes=self.max_bytes,
+                on_note=lambda note: report.skipped.append(Problem(str(path), note)),
+            )
+        except Exception as exc:
+            # A broken file is not a deleted one: keep what it gave last time, rows (`#...`) included.
+            seen.update(doc_id for doc_id in known if doc_id == file_id or doc_id.startswith(f"{file_id}#"))
+            if isinstance(exc, LoadError):
+                report.skipped.append(Problem(str(path), str(exc).removeprefix(f"{path}: ")))
+            else:  # a loader bug must not sink the whole run
+                log.exception("unexpected error loading %s", path)
+                reason = f"unexpected error: {exc.__class__.__name__}: {exc}"
+                report.skipped.append(Problem(str(path), reason))
             return
-        except Exception as exc:  # a loader bug must not sink the whole run
-            log.exception("unexpected error loading %s", path)
-            report.skipped.append(Problem(str(path), f"unexpected error: {exc.__class__.__name__}: {exc}"))
-            return
-        if known.get(document.id) == document.content_hash:
-            report.unchanged += 1
-            return
-        report.chunks += self._write(document)
-        if document.id in known:
-            report.updated += 1
-        else:
-            report.added += 1
+        for document in documents:
+            seen.add(document.id)
+            if known.get(document.id) == document.content_hash:
+                report.unchanged += 1
+                continue
+            report.chunks += self._write(document)
+            if document.id in known:
+                report.updated += 1
+            else:
+                report.added += 1
 
     def _write(self, document: Document) -> int:
         prefix = max(

@@ -11,7 +11,8 @@ from knowledge.loaders.base import slugify
 
 
 def _load(path: Path, *, max_bytes: int = 1_000_000):  # type: ignore[no-untyped-def]
-    return load_file(path, root=path.parent, source="docs", max_bytes=max_bytes)
+    (document,) = load_file(path, root=path.parent, source="docs", max_bytes=max_bytes)
+    return document
 
 
 def test_markdown_front_matter_sections_and_anchors(tmp_path: Path) -> None:
