@@ -10,29 +10,34 @@ Exit codes: 0 success, 1 error (nothing or not everything could be done, see the
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
-import logging
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
-from sqlalchemy import Engine
 
 from core import db
+from core.cli_audit import audit_app
+from core.cli_bench import bench_app
+from core.cli_support import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    JsonOption,
+    audit_log,
+    cli_actor,
+    cli_engine,
+    cli_settings,
+    err,
+    friendly_errors,
+    open_kb,
+    out,
+    print_json,
+)
 from core.errors import KBError
-from core.settings import Settings, load_settings
 
-if TYPE_CHECKING:
-    from knowledge.service import KnowledgeBase
-    from privacy.audit import AuditLog
-
-OUR_PACKAGES = ("core", "privacy", "knowledge", "bot", "push", "training")
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+__all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "app", "main"]
 
 app = typer.Typer(
     help="Enterprise knowledge assistant.",
@@ -42,84 +47,23 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-audit_app = typer.Typer(help="The append-only, hash-chained audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
-bench_app = typer.Typer(help="Measure retrieval quality and speed.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-_engines: list[Engine] = []
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
 
 
 def main() -> None:
     app()
 
 
-def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn our own errors into one red line and exit code 1, never a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except KBError as exc:
-            err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
-            if exc.hint:
-                err.print(f"[dim]hint:[/] {exc.hint}", markup=True, highlight=False)
-            raise typer.Exit(EXIT_ERROR) from None
-        finally:
-            while _engines:
-                _engines.pop().dispose()
-
-    return wrapper
-
-
-def _settings() -> Settings:
-    settings = load_settings()
-    handler = RichHandler(console=err, show_path=False, show_time=False)
-    # Third-party chatter (faiss, alembic, bm25s set their own levels) stays quiet below WARNING.
-    handler.addFilter(lambda rec: rec.levelno >= logging.WARNING or rec.name.startswith(OUR_PACKAGES))
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
-    for package in OUR_PACKAGES:
-        logging.getLogger(package).setLevel(settings.log_level)
-    return settings
-
-
-def _engine(settings: Settings) -> Engine:
-    """An engine that is disposed when the command ends (closing its pooled connections)."""
-    engine = db.make_engine(settings)
-    _engines.append(engine)
-    return engine
-
-
-def _open_kb(settings: Settings) -> KnowledgeBase:
-    from knowledge.service import KnowledgeBase
-
-    engine = _engine(settings)
-    db.require_migrated(engine)
-    return KnowledgeBase(settings, engine)
-
-
-def _print_json(data: Any) -> None:
-    out.print_json(json.dumps(data, default=str, ensure_ascii=False))
-
-
 @db_app.command("upgrade")
 @friendly_errors
 def db_upgrade(as_json: JsonOption = False) -> None:
     """Create or migrate the database schema to the newest version."""
-    settings = _settings()
-    engine = _engine(settings)
+    settings = cli_settings()
+    engine = cli_engine(settings)
     before, after = db.upgrade(engine)
     if as_json:
-        _print_json({"database": settings.database_url_for_display(), "from": before, "to": after})
+        print_json({"database": settings.database_url_for_display(), "from": before, "to": after})
     elif before == after:
         out.print(f"Database {settings.database_url_for_display()} is up to date (revision {after}).")
     else:
@@ -130,8 +74,8 @@ def db_upgrade(as_json: JsonOption = False) -> None:
 @friendly_errors
 def db_current() -> None:
     """Print the database's schema revision and the newest one this code knows."""
-    settings = _settings()
-    current = db.current_revision(_engine(settings))
+    settings = cli_settings()
+    current = db.current_revision(cli_engine(settings))
     out.print(f"current: {current or 'none (empty database)'}  head: {db.head_revision()}")
 
 
@@ -144,8 +88,8 @@ def ingest(
     """Read documents into the knowledge base; unchanged ones are skipped, removed ones deleted."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    settings = _settings()
-    kb = _open_kb(settings)
+    settings = cli_settings()
+    kb = open_kb(settings)
     columns = (
         TextColumn("ingest"),
         BarColumn(),
@@ -161,15 +105,15 @@ def ingest(
             progress.update(task, completed=done, total=total, name=Path(path).name)
 
         report = kb.ingest(paths, progress=advance)
-    _audit(settings).record(
-        _cli_actor(),
+    audit_log(settings).record(
+        cli_actor(),
         "source.ingest",
         target=", ".join(str(p) for p in paths)[:500],
         params=report.counts(),
         outcome="ok" if report.ok else f"partial: {len(report.skipped)} skipped",
     )
     if as_json:
-        _print_json({**asdict(report), "ok": report.ok})
+        print_json({**asdict(report), "ok": report.ok})
     else:
         out.print(
             f"Ingested in {report.seconds:.1f}s: {report.added} added, {report.updated} updated, "
@@ -198,12 +142,12 @@ def ask(
         raise KBError(
             "the question is empty", hint='ask something, e.g. kb ask "How do I reset my password?"'
         )
-    settings = _settings()
-    kb = _open_kb(settings)
+    settings = cli_settings()
+    kb = open_kb(settings)
     with err.status("searching…"):
         answer = kb.ask(Question(text=question.strip(), user="cli", groups=tuple(group or ()), channel="cli"))
     if as_json:
-        _print_json(asdict(answer))
+        print_json(asdict(answer))
         return
     out.print(answer.text, highlight=False)
     if answer.citations:
@@ -226,8 +170,8 @@ def serve(
 
     from bot.web.app import create_app
 
-    settings = _settings()
-    kb = _open_kb(settings)
+    settings = cli_settings()
+    kb = open_kb(settings)
     with err.status("loading the embedding model and the index…"):
         stats = kb.stats()
         _ = kb.index
@@ -238,118 +182,14 @@ def serve(
     web.run_app(create_app(settings, kb), host=bind_host, port=bind_port, print=None)
 
 
-@audit_app.command("verify")
-@friendly_errors
-def audit_verify(as_json: JsonOption = False) -> None:
-    """Check the hash chain from the first entry; exit 1 naming the first altered entry."""
-    settings = _settings()
-    engine = _engine(settings)
-    db.require_migrated(engine)
-    checked, problems = _audit(settings, engine).verify()
-    if as_json:
-        _print_json({"entries": checked, "ok": not problems, "problems": [asdict(p) for p in problems]})
-    elif not problems:
-        out.print(f"Audit log intact: {checked} entries, every hash chains to the one before.")
-    else:
-        for problem in problems[:20]:
-            err.print(f"[red]entry {problem.seq}[/]: {problem.reason}", markup=True, highlight=False)
-        err.print(f"The audit log was tampered with: {len(problems)} problems in {checked} entries.")
-    if problems:
-        raise typer.Exit(EXIT_ERROR)
-
-
-@audit_app.command("tail")
-@friendly_errors
-def audit_tail(
-    count: Annotated[int, typer.Option("--count", "-n", min=1, help="How many entries.")] = 20,
-    action: Annotated[str | None, typer.Option(help="Only actions starting with this, e.g. admin.")] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """The newest audit entries, oldest first."""
-    settings = _settings()
-    engine = _engine(settings)
-    db.require_migrated(engine)
-    rows = _audit(settings, engine).tail(count, action=action)
-    if as_json:
-        _print_json([row.model_dump(exclude={"id"}) for row in rows])
-        return
-    for row in rows:
-        target = f" {row.target}" if row.target else ""
-        out.print(
-            f"{row.seq:>6} {row.at:%Y-%m-%d %H:%M:%S} {row.actor} {row.action}{target} -> {row.outcome}",
-            highlight=False,
-            markup=False,
-        )
-
-
-def _audit(settings: Settings, engine: Engine | None = None) -> AuditLog:
-    from privacy.audit import AuditLog
-
-    return AuditLog(engine or _engine(settings))
-
-
-def _cli_actor() -> str:
-    import getpass
-
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
-
-
-@bench_app.command("retrieval")
-@friendly_errors
-def bench_retrieval(
-    docs: Annotated[Path, typer.Option(help="Folder of documents to index.", show_default=False)],
-    queries: Annotated[Path, typer.Option(help="JSONL of {query, relevant}.", show_default=False)],
-    mode: Annotated[str, typer.Option(help="hybrid, dense, bm25, or all.")] = "hybrid",
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Keep the index here (default: a temporary folder).")
-    ] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Index DOCS in a scratch knowledge base and report recall@k, MRR, nDCG@10 and latency."""
-    import tempfile
-
-    from knowledge.evaluation import evaluate, load_queries
-    from knowledge.service import KnowledgeBase
-
-    modes = ["bm25", "dense", "hybrid"] if mode == "all" else [mode]
-    if any(m not in ("bm25", "dense", "hybrid") for m in modes):
-        raise KBError(f"unknown mode {mode!r}", hint="use hybrid, dense, bm25 or all")
-    labelled = load_queries(queries)
-    _settings()  # logging, and a clear error for a bad environment
-    with tempfile.TemporaryDirectory(prefix="kb-bench-") as scratch:
-        settings = load_settings(data_dir=data_dir or Path(scratch), database_url="")
-        engine = _engine(settings)
-        db.upgrade(engine)
-        kb = KnowledgeBase(settings, engine)
-        with err.status(f"indexing {docs}…"):
-            report = kb.ingest([docs])
-        if report.added + report.unchanged == 0:
-            raise KBError(f"nothing could be indexed from {docs}")
-        results = [evaluate(kb, labelled, mode=m) for m in modes]  # type: ignore[arg-type]
-        stats = kb.stats()
-    summary = {"documents": stats.documents, "chunks": stats.chunks, "skipped": len(report.skipped)}
-    if as_json:
-        _print_json(results[0] | summary if len(results) == 1 else {"results": results, **summary})
-        return
-    for r in results:
-        out.print(
-            f"{r['mode']:<7} recall@1 {r['recall@1']:.3f}  recall@5 {r['recall@5']:.3f}  "
-            f"recall@10 {r['recall@10']:.3f}  mrr@10 {r['mrr@10']:.3f}  ndcg@10 {r['ndcg@10']:.3f}  "
-            f"p50 {r['p50_ms']} ms  p95 {r['p95_ms']} ms"
-        )
-
-
 @app.command()
 @friendly_errors
 def status(as_json: JsonOption = False) -> None:
     """Documents, chunks, index, last ingest, and whether the configured backends answer."""
     from core.health import check_all
 
-    settings = _settings()
-    kb = _open_kb(settings)
+    settings = cli_settings()
+    kb = open_kb(settings)
     stats = kb.stats()
     index_file = settings.index_dir / "vectors.faiss"
     last = stats.last_ingest
@@ -375,7 +215,7 @@ def status(as_json: JsonOption = False) -> None:
         },
     }
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     out.print(f"database     {data['database']} (revision {data['schema_revision']})", highlight=False)
     out.print(f"documents    {stats.documents}   chunks {stats.chunks}   vectors {data['index_vectors']}")
