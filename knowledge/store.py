@@ -191,6 +191,19 @@ class Store:
             )
             return list(session.execute(query).scalars())
 
+    def acls_by_uri(self, uris: list[str]) -> dict[str, list[str]]:
+        """The ACL groups of the documents with these uris (anchors are ignored)."""
+        bare = sorted({uri.split("#", 1)[0] for uri in uris})
+        if not bare:
+            return {}
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(col(DocumentRow.uri), col(DocumentRow.acl_groups)).where(
+                    col(DocumentRow.uri).in_(bare)
+                )
+            ).all()
+        return {row[0]: list(row[1] or []) for row in rows}
+
     def last_change(self) -> int:
         with Session(self.engine) as session:
             value = session.execute(select(func.max(col(DocumentChangeRow.id)))).scalar_one_or_none()

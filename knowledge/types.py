@@ -118,3 +118,5 @@ class Answer:
     abstained: bool = False
     model: str = "extractive"
     latency_ms: dict[str, float] = field(default_factory=dict)
+    refused: bool = False  # the input guard turned the question away
+    notices: list[str] = field(default_factory=list)  # guard warnings and redactions, in plain words

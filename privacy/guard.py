@@ -81,9 +81,18 @@ def _rule(category: str, severity: Literal["refuse", "warn", "hint"], reason: st
 # letters and "ig\u200bnore" do not slip past.
 _PROMPT_RULES = (
     _rule(_INJECTION, "refuse", OVERRIDE,
-          rf"\b(?:ignore|disregard|forget|bypass|override|skip)\b{_S}{{0,30}}?\b(?:previous|prior|above|"
-          rf"earlier|preceding|original|initial|system|your)\b{_S}{{0,20}}?\b(?:instructions?|prompts?|"
-          r"rules|directives|guidelines|guardrails|restrictions|policies|programming)\b"),
+          rf"\b(?:ignor(?:e|ing)|disregard(?:ing)?|forget(?:ting)?|bypass(?:ing)?|overrid(?:e|ing)|skip(?:ping)?)\b"
+          rf"{_S}{{0,30}}?\b(?:previous|prior|above|earlier|preceding|original|initial|system|your|any)\b"
+          rf"{_S}{{0,20}}?\b(?:instructions?|prompts?|rules|directives|guidelines|guardrails|restrictions"
+          r"|policies|programming)\b"),
+    _rule(_INJECTION, "refuse", OVERRIDE,
+          rf"\b(?:bypass|circumvent|disable|turn off|switch off|get around)\b{_S}{{0,20}}?"
+          r"\b(?:access control|access rules|permissions|acls?|the guard|filters?|safety|restrictions)\b"
+          r"|\b(?:restricted|confidential|private)\s+(?:documents?|files?|data)\s+(?:are|is)\s+now\s+public\b"
+          r"|\bnew (?:rule|instruction|policy)s? from (?:the |your )?"
+          r"(?:admin(?:istrator)?|developers?|system|openai)\b"
+          r"|\b(?:obey|listen to|follow)\s+me,?\s+not\s+(?:your|the)\b"
+          r"|\bi (?:authori[sz]e|permit|allow) you to\b"),
     _rule(_INJECTION, "refuse", OVERRIDE,
           r"\b(?:ignore|disregard|forget)\s+(?:all|any|every)\s+(?:of\s+)?(?:the\s+)?(?:instructions|prompts)\b"),
     _rule(_INJECTION, "refuse", OVERRIDE,
@@ -96,6 +105,9 @@ _PROMPT_RULES = (
     _rule(_INJECTION, "refuse", LEAK,
           rf"\b(?:reveal|print|show|repeat|output|leak|display|dump|disclose|tell me|what(?: is|'s| are))\b"
           rf"{_S}{{0,30}}?\b(?:system|initial|hidden|secret|developer)\s+(?:prompt|instructions?)\b"),
+    _rule(_INJECTION, "refuse", LEAK,
+          r"\bwhat (?:were|have) you (?:been )?(?:told|instructed|given|programmed)\b"
+          r"|\b(?:your|the) (?:instructions|prompt) (?:word for word|verbatim)\b"),
     _rule(_INJECTION, "refuse", LEAK,
           rf"\b(?:repeat|print|output|echo)\b{_S}{{0,20}}\b(?:everything|all|the (?:text|words|content))\b"
           rf"{_S}{{0,20}}\b(?:above|before this|preceding)\b"),
@@ -118,8 +130,9 @@ _PROMPT_RULES = (
     _rule(_INJECTION, "hint", PERSONA,
           r"\b(?:without|no|free of)\s+(?:any\s+)?(?:restrictions|filters|limitations|rules|guidelines"
           r"|morals|censorship)\b|(?:没有|不受|无|解除|取消|去掉)(?:任何)?的?(?:限制|约束|审查|过滤|规则|道德)"),
-    _rule(_INJECTION, "warn", TEMPLATE,
-          r"<\|(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id)\|>|\[/?inst\]|<<sys>>"),
+    _rule(_INJECTION, "refuse", TEMPLATE,
+          r"<\|(?:im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id)\|>|\[/?inst\]|<<sys>>"
+          r"|(?:^|\n)\s*system\s*:.{0,200}\buser\s*:"),
     _rule("exfiltration", "refuse", EXFILTRATION,
           r"!\[[^\]]*\]\(\s*<?(?:https?:)?//[^)\s]*\?[^)\s]*\)|<img\b[^>]*\bsrc\s*=\s*[\"']?(?:https?:)?//[^\"'\s>]*\?"),
     _rule("exfiltration", "refuse", EXFILTRATION,
@@ -128,6 +141,10 @@ _PROMPT_RULES = (
           rf"|passwords?|api keys?|secrets?|tokens?)\b{_S}{{0,40}}?"
           r"(?:https?://|www\.|\bquery (?:string|parameter)|\burl parameter)"),
     _rule("exfiltration", "refuse", EXFILTRATION,
+          rf"\b(?:send|post|upload|forward|transmit|exfiltrate|email|mail)\b{_S}{{0,60}}?\bto\s+(?:https?://|www\.)"
+          rf"|\b(?:include|put|embed|encode)\b{_S}{{0,60}}?\b(?:in|into)\s+(?:a|the)\s+(?:link|url|image)\b"
+          rf"{_S}{{0,20}}?(?:https?://|www\.)"),
+    _rule("exfiltration", "refuse", EXFILTRATION,
           rf"(?:把|将){_Z}{{0,20}}?(?:对话|聊天记录|上下文|系统提示|密码|密钥|令牌){_Z}{{0,10}}?"
           rf"(?:发送|发到|上传|转发|提交|贴到|附加到){_Z}{{0,10}}?(?:https?://|网址|链接|url)"),
 )  # fmt: skip
@@ -135,6 +152,9 @@ _SQL_RULES = (
     _rule("sql_injection", "warn", SQL,
           r"['\"`]\s*\)?\s*(?:or|and|\|\|)\s+['\"]?\w+['\"]?\s*(?:=|<>|!=|\blike\b)\s*['\"]?\w*"
           r"|\b(?:or|and)\s+(\d+)\s*=\s*\1\b|\w['\"]\s*(?:--|#)\s*$|\w['\"]\s*;?\s*/\*"),
+    _rule("sql_injection", "warn", SQL,
+          r"^\s*select\s+(?:\*|[\w.]+(?:\s*,\s*[\w.]+)*)\s+from\s+[\w.\"`]+(?:\s+where\b|\s*;|\s*$)"
+          r"|\w'--"),
     _rule("sql_injection", "warn", SQL,
           r"\bunion\s+(?:all\s+)?select\s+(?:null|\d+|\*|@@|char\s*\(|[\w.]+\s*\(|[\w.'\"]+\s*,)"),
     _rule("sql_injection", "warn", SQL,
