@@ -59,6 +59,9 @@ def cli_settings() -> Settings:
     handler = RichHandler(console=err, show_path=False, show_time=False)
     # Third-party chatter (faiss, alembic, bm25s set their own levels) stays quiet below WARNING.
     handler.addFilter(lambda rec: rec.levelno >= logging.WARNING or rec.name.startswith(OUR_PACKAGES))
+    from privacy.redaction import RedactingFilter  # core imports the packages above it only lazily
+
+    handler.addFilter(RedactingFilter())  # secrets and personal data never reach a log
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
     for package in OUR_PACKAGES:
         logging.getLogger(package).setLevel(settings.log_level)

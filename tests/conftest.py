@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
@@ -100,3 +101,40 @@ def handbook_copy(tmp_path: Path) -> Path:
     target = tmp_path / "handbook"
     shutil.copytree(HANDBOOK, target)
     return target
+
+
+# Every log record of the whole run goes to one file, which is checked for secrets at the end:
+# the product must never log a secret, whatever a test feeds it.
+_LOG_FILE = Path(os.environ.get("TMPDIR", "/tmp")) / f"kb-test-logs-{os.getpid()}.log"
+# Secret values that tests hand to the product (settings, documents, questions).
+SECRETS_USED_IN_TESTS = (
+    "xoxb-very-secret-value",
+    "xoxb-from-dotenv",
+    "hunter2",
+    "sk-proj-4f9XbQ7rT2mK8vN3pL6wZ1yC5hJ0dA9e",
+)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    handler = logging.FileHandler(_LOG_FILE, mode="w", encoding="utf-8")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    handler.set_name("kb-secret-check")
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for handler in logging.getLogger().handlers:
+        if handler.get_name() == "kb-secret-check":
+            handler.flush()
+    if not _LOG_FILE.exists():
+        return
+    text = _LOG_FILE.read_text(encoding="utf-8", errors="replace")
+    found = [secret for secret in SECRETS_USED_IN_TESTS if secret in text]
+    if found:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print(f"\nSECRETS IN LOGS: {len(found)} secret values were logged during the run (see {_LOG_FILE})")
+    else:
+        print(f"\nlog check: {len(text.splitlines())} log lines, no secret values")
