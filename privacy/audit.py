@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -28,7 +30,8 @@ from core.db import session_scope
 from core.models import AuditRow, as_utc, utcnow
 
 GENESIS = "0" * 64
-_APPEND_ATTEMPTS = 20
+_APPEND_ATTEMPTS = 50
+_LOCK_KEY = 0x6B62_4155_4449_54  # "kbAUDIT": the advisory lock that serializes appends
 # Parameter names whose values never reach the log, whatever the caller passes.
 _SECRET_KEY = re.compile(r"pass(word|wd)?|secret|token|api[_-]?key|credential|authorization", re.IGNORECASE)
 
@@ -80,9 +83,12 @@ class AuditLog:
         """Append one entry; concurrent writers (threads, processes, replicas) each get their own seq."""
         clean = scrub(params or {})
         actor, action, target, outcome = actor[:200], action[:100], target[:500], outcome[:500]
-        for _ in range(_APPEND_ATTEMPTS):
+        for attempt in range(_APPEND_ATTEMPTS):
             try:
                 with session_scope(self.engine) as session:
+                    if self.engine.dialect.name == "postgresql":
+                        # One appender at a time across processes and replicas; released at commit.
+                        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
                     last = session.execute(
                         select(AuditRow).order_by(col(AuditRow.seq).desc()).limit(1)
                     ).scalar_one_or_none()
@@ -96,7 +102,8 @@ class AuditLog:
                     session.add(row)
                 return row
             except IntegrityError:
-                continue  # another writer took this seq: chain onto theirs
+                # Another writer took this seq (SQLite has no advisory lock): chain onto theirs.
+                time.sleep(random.uniform(0, 0.01 * (attempt + 1)))
         raise RuntimeError("could not append to the audit log: too much contention")
 
     def tail(self, count: int = 20, *, action: str | None = None) -> list[AuditRow]:
