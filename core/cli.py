@@ -19,6 +19,7 @@ import typer
 from core import db
 from core.cli_audit import audit_app
 from core.cli_bench import bench_app
+from core.cli_sources import sources_app
 from core.cli_support import (
     EXIT_ERROR,
     EXIT_OK,
@@ -49,6 +50,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(bench_app, name="bench")
+app.add_typer(sources_app, name="sources")
 
 
 def main() -> None:

@@ -114,3 +114,91 @@ class AuditRow(SQLModel, table=True):
     outcome: str = Field(max_length=500)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+
+
+class SourceStateRow(SQLModel, table=True):
+    """Where one declared source (`kb sources`) stands: its incremental cursor and its last sync.
+
+    `cursor` is the largest `updated` value seen, typed so that it binds back as the same kind of
+    value it was read as (see knowledge/sources/sql.py); `problems` are the last sync's.
+    """
+
+    __tablename__ = "source_state"
+
+    name: str = Field(primary_key=True, max_length=200)
+    kind: str = Field(max_length=20)
+    cursor: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    last_sync_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    status: str = Field(default="never", max_length=20, description="ok, partial or failed")
+    documents: int = 0
+    problems: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    ingest_run_id: int | None = None
+
+
+# --- bot (issue 5): behaviour events for push, subscriptions, Slack dedup, Teams references ---
+
+
+class BehaviourEventRow(SQLModel, table=True):
+    """One thing a user did with the bot, for push's profiles: asked, rated, clicked, (un)subscribed.
+
+    `kind` is question, feedback, source_click, subscribe or unsubscribe. Feedback and clicks point
+    at the question they are about through `question_id`. Question texts are stored redacted.
+    """
+
+    __tablename__ = "behaviour_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=20, index=True)
+    platform: str = Field(max_length=20)
+    user_id: str = Field(max_length=200, index=True)
+    channel: str = Field(default="", max_length=200)
+    thread: str = Field(default="", max_length=200)
+    text: str = Field(default="", sa_column=Column(Text, nullable=False))
+    question_id: int | None = Field(default=None, index=True)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+
+
+class SubscriptionRow(SQLModel, table=True):
+    """A user's standing interest in a topic (`subscribe vpn`); push matches new documents to it."""
+
+    __tablename__ = "subscriptions"
+
+    platform: str = Field(primary_key=True, max_length=20)
+    user_id: str = Field(primary_key=True, max_length=200)
+    topic: str = Field(primary_key=True, max_length=200)
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class DigestPrefRow(SQLModel, table=True):
+    """How often a user wants the digest; `requested_at` is set by `digest now` for push to pick up."""
+
+    __tablename__ = "digest_prefs"
+
+    platform: str = Field(primary_key=True, max_length=20)
+    user_id: str = Field(primary_key=True, max_length=200)
+    cadence: str = Field(default="weekly", max_length=10, description="daily, weekly or off")
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    requested_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class ProcessedEventRow(SQLModel, table=True):
+    """An event a chat platform delivered and a replica claimed; the key makes redeliveries no-ops."""
+
+    __tablename__ = "processed_events"
+
+    event_id: str = Field(primary_key=True, max_length=200, description="platform:event id")
+    received_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+
+
+class ConversationRefRow(SQLModel, table=True):
+    """Where the bot can write to a user later (a Teams conversation reference), for push."""
+
+    __tablename__ = "conversation_refs"
+
+    platform: str = Field(primary_key=True, max_length=20)
+    conversation_id: str = Field(primary_key=True, max_length=500)
+    user_id: str = Field(max_length=200, index=True)
+    service_url: str = Field(max_length=1000)
+    reference: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

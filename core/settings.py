@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     max_request_bytes: int = Field(default=64_000, ge=1024)
+    max_question_chars: int = Field(default=4000, ge=10, description="Longer questions are refused.")
     web_user_groups: list[str] = Field(
         default_factory=list, description="Groups of whoever uses the local web chat (JSON list)."
     )
@@ -86,6 +87,26 @@ class Settings(BaseSettings):
     slack_api_url: AnyHttpUrl = AnyHttpUrl("https://slack.com/api/")
     teams_app_id: str | None = None
     teams_app_password: SecretStr | None = None
+    teams_tenant_id: str | None = Field(default=None, description="For single-tenant Entra apps.")
+    bot_admins: list[str] = Field(
+        default_factory=list, description='Admins, e.g. ["slack:U0ADMIN", "teams:<aad-object-id>"] (JSON).'
+    )
+    bot_user_groups: dict[str, list[str]] = Field(
+        default_factory=dict, description='Chat users\' groups, e.g. {"slack:U0HR": ["hr"]} (JSON).'
+    )
+    docs_base_url: str | None = Field(default=None, description="Base URL that makes document paths links.")
+
+    # Declared sources (`kb sources`)
+    sources_file: Path | None = Field(
+        default=None, description="YAML file declaring the sources; default: data_dir/sources.yaml."
+    )
+    url_allowlist: list[str] = Field(
+        default_factory=list,
+        description="Hosts (or CIDR networks) an API source may reach even on private addresses (JSON list).",
+    )
+    source_timeout_s: float = Field(
+        default=30.0, gt=0, le=600, description="Per-request timeout for SQL and API sources, seconds."
+    )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -128,6 +149,11 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def sources_path(self) -> Path:
+        """The sources file: KB_SOURCES_FILE, else sources.yaml under the data folder."""
+        return self.sources_file or self.data_dir / "sources.yaml"
 
     @property
     def is_sqlite(self) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,10 +28,14 @@ from knowledge.errors import VectorIndexError
 from knowledge.index import VectorIndex, set_threads
 from knowledge.lexical import LEXICAL_FILE, LexicalIndex
 from knowledge.retrieval import FusionConfig, Mode, Retriever
+from knowledge.safety import screen_answer, screen_question
 from knowledge.store import Stats, Store
-from knowledge.sync import Ingestor, IngestReport, Progress, embedding_text
+from knowledge.sync import Ingestor, IngestReport, Problem, Progress, embedding_text
 from knowledge.timefilter import extract_time_filter, merge
-from knowledge.types import Answer, Hit, Question
+from knowledge.types import Answer, Document, Hit, Question
+from privacy.audit import AuditLog
+from privacy.guard import Guard
+from privacy.output import OutputGuard
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,9 @@ class KnowledgeBase:
     def __init__(self, settings: Settings, engine: Engine, *, embedder: Embedder | None = None) -> None:
         self.settings = settings
         self.store = Store(engine)
+        self.audit = AuditLog(engine)
+        self.guard = Guard(max_chars=settings.max_question_chars)
+        self.output_guard = OutputGuard()
         self._embedder = embedder
         self._index: VectorIndex | None = None
         self._lexical: LexicalIndex | None = None
@@ -97,30 +105,67 @@ class KnowledgeBase:
         self._checked_at = now
         return self.store.last_finished_run() != self._seen_run
 
-    def ingest(self, paths: list[Path], *, progress: Progress | None = None) -> IngestReport:
+    def ingest(
+        self,
+        paths: list[Path],
+        *,
+        progress: Progress | None = None,
+        prepare: Callable[[Document], Document] | None = None,
+    ) -> IngestReport:
+        """Ingest files and folders; `prepare` may adjust each loaded document (default ACL groups)."""
         index = self.index
-        ingestor = Ingestor(
+        try:
+            return self._ingestor(index, prepare=prepare).run(paths, progress=progress)
+        finally:
+            self._after_ingest(index)
+
+    def ingest_documents(
+        self,
+        source: str,
+        documents: Iterable[Document | Problem],
+        *,
+        sweep: bool = False,
+        label: str | None = None,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        """Ingest already-built documents of one source (a table, an API); see Ingestor.ingest_documents.
+
+        Sweeping with no documents deletes all of the source's documents, index vectors included.
+        """
+        index = self.index
+        try:
+            return self._ingestor(index).ingest_documents(
+                source, documents, sweep=sweep, label=label, progress=progress
+            )
+        finally:
+            self._after_ingest(index)
+
+    def _ingestor(
+        self, index: VectorIndex, *, prepare: Callable[[Document], Document] | None = None
+    ) -> Ingestor:
+        return Ingestor(
             self.store,
             self.embedder,
             index,
             chunk_tokens=self.settings.chunk_tokens,
             overlap=self.settings.chunk_overlap,
             max_bytes=self.settings.max_file_bytes,
+            prepare=prepare,
         )
-        try:
-            return ingestor.run(paths, progress=progress)
-        finally:
-            if index.kind == "flat" and index.size > self.settings.ann_threshold:
-                log.info("%d chunks: switching to the approximate (IVF) index", index.size)
-                index = self._rebuild(reembed=False)
-            else:
-                index.save(self.settings.index_dir, last_change=self.store.last_change())
-            with self._open_lock:
-                self._index = index
-                # Derived from all chunk texts: rebuilt whole, cheap next to embedding.
-                self._lexical = self._open_lexical()
-                self._catalog = ChunkCatalog(self.store.catalog_rows())
-                self._seen_run = self.store.last_finished_run()
+
+    def _after_ingest(self, index: VectorIndex) -> None:
+        """Save the vector index and refresh what derives from the chunks, after any ingest."""
+        if index.kind == "flat" and index.size > self.settings.ann_threshold:
+            log.info("%d chunks: switching to the approximate (IVF) index", index.size)
+            index = self._rebuild(reembed=False)
+        else:
+            index.save(self.settings.index_dir, last_change=self.store.last_change())
+        with self._open_lock:
+            self._index = index
+            # Derived from all chunk texts: rebuilt whole, cheap next to embedding.
+            self._lexical = self._open_lexical()
+            self._catalog = ChunkCatalog(self.store.catalog_rows())
+            self._seen_run = self.store.last_finished_run()
 
     def retrieve(
         self,
@@ -133,6 +178,15 @@ class KnowledgeBase:
         return self.retriever().search(question, k or self.settings.top_k, filters=filters, mode=mode)
 
     def ask(self, question: Question, *, filters: Filters | None = None) -> Answer:
+        """The guarded answer to a question: input guard, retrieval, answer, output guard."""
+        refusal, warnings = screen_question(self.guard, self.audit, question)
+        if refusal is not None:
+            return refusal
+        answer = self._answer(question, filters)
+        answer.notices.extend(warnings)
+        return screen_answer(self.output_guard, self.store, self.audit, answer, question)
+
+    def _answer(self, question: Question, filters: Filters | None) -> Answer:
         started = time.perf_counter()
         retriever = self.retriever()
         text, parsed = extract_time_filter(question.text, now=datetime.now(UTC))

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from knowledge.chunking import chunk_document
 from knowledge.embeddings import Embedder
-from knowledge.errors import LoadError
+from knowledge.errors import KnowledgeError, LoadError
 from knowledge.index import VectorIndex
 from knowledge.loaders import load_file, suffixes, supported
 from knowledge.store import Store
@@ -24,7 +24,7 @@ from knowledge.types import Document
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
-"""Called as progress(path, done, total) after each file."""
+"""Called as progress(path, done, total) after each file (total 0: not known in advance)."""
 
 
 @dataclass(slots=True)
@@ -83,9 +83,12 @@ class Ingestor:
         chunk_tokens: int,
         overlap: int,
         max_bytes: int,
+        prepare: Callable[[Document], Document] | None = None,
     ) -> None:
         self.store, self.embedder, self.index = store, embedder, index
         self.chunk_tokens, self.overlap, self.max_bytes = chunk_tokens, overlap, max_bytes
+        # Applied to each loaded file's documents, e.g. a declared source's default ACL groups.
+        self.prepare = prepare
         self._run_id: int | None = None
 
     def run(self, paths: list[Path], *, progress: Progress | None = None) -> IngestReport:
@@ -114,6 +117,85 @@ class Ingestor:
             problems = [{"path": p.path, "reason": p.reason} for p in report.skipped]
             self.store.finish_run(report.run_id, status=status, counts=report.counts(), problems=problems)
         return report
+
+    def ingest_documents(
+        self,
+        source: str,
+        documents: Iterable[Document | Problem],
+        *,
+        sweep: bool = False,
+        label: str | None = None,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        """Write already-built documents of one source (a table, an API), skipping unchanged ones.
+
+        `documents` may also yield Problems (a record without an id, say): they go to the report.
+        With `sweep`, the source's documents that did not come are deleted, but only when
+        `documents` was read to the end: an error while reading it is reported under `label`
+        (default: the source), and a partial listing is not taken for a deletion.
+        """
+        started = time.perf_counter()
+        name = label or source
+        report = IngestReport(run_id=self.store.start_run([name]))
+        self._run_id = report.run_id
+        status = "failed"
+        try:
+            known = self.store.document_hashes(source)
+            seen: set[str] = set()
+            complete = self._ingest_stream(source, name, documents, known, seen, report, progress)
+            if sweep and complete:
+                gone = sorted(set(known) - seen)
+                self.index.remove(self.store.delete_documents(gone, run_id=report.run_id))
+                report.removed += len(gone)
+            status = "ok" if report.ok else "partial"
+        finally:
+            report.seconds = time.perf_counter() - started
+            problems = [{"path": p.path, "reason": p.reason} for p in report.skipped]
+            self.store.finish_run(report.run_id, status=status, counts=report.counts(), problems=problems)
+        return report
+
+    def _ingest_stream(
+        self,
+        source: str,
+        name: str,
+        documents: Iterable[Document | Problem],
+        known: dict[str, str],
+        seen: set[str],
+        report: IngestReport,
+        progress: Progress | None,
+    ) -> bool:
+        """Write each document as it comes; False when reading `documents` failed half-way."""
+        iterator, done = iter(documents), 0
+        while True:
+            try:
+                item = next(iterator)
+            except StopIteration:
+                return True
+            except Exception as exc:  # the source's failure, reported; our own write errors propagate
+                if not isinstance(exc, KnowledgeError):
+                    log.exception("unexpected error reading %s", name)
+                reason = str(exc) if isinstance(exc, KnowledgeError) else f"unexpected error: {exc!r}"
+                report.skipped.append(Problem(name, reason))
+                return False
+            if isinstance(item, Problem):
+                report.skipped.append(item)
+                continue
+            if item.source != source or item.id in seen:
+                why = f"belongs to source {item.source!r}" if item.source != source else "repeats an id"
+                report.skipped.append(Problem(name, f"document {item.id!r} {why}; skipped"))
+                continue
+            seen.add(item.id)
+            if known.get(item.id) == item.content_hash:
+                report.unchanged += 1
+            else:
+                report.chunks += self._write(item)
+                if item.id in known:
+                    report.updated += 1
+                else:
+                    report.added += 1
+            done += 1
+            if progress:
+                progress(item.id, done, 0)
 
     def _targets(self, paths: list[Path], report: IngestReport) -> list[_Target]:
         targets = []
@@ -161,6 +243,8 @@ class Ingestor:
                 reason = f"unexpected error: {exc.__class__.__name__}: {exc}"
                 report.skipped.append(Problem(str(path), reason))
             return
+        if self.prepare is not None:
+            documents = [self.prepare(document) for document in documents]
         for document in documents:
             seen.add(document.id)
             if known.get(document.id) == document.content_hash:
