@@ -17,6 +17,8 @@ from importlib import resources
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.slack.app import mount_slack
+from bot.teams.app import mount_teams
 from core.errors import KBError
 from core.metrics import CONTENT_TYPE, Metrics
 from core.settings import Settings
@@ -41,6 +43,14 @@ def create_app(settings: Settings, kb: KnowledgeBase, *, metrics: Metrics | None
     app.router.add_post("/api/ask", ask)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
+    admins, groups, links = set(settings.bot_admins), settings.bot_user_groups, settings.docs_base_url
+    metrics_ = app[METRICS_KEY]
+    # Each mounts its routes only when its platform is configured.
+    mount_slack(app, settings, kb, metrics=metrics_, admins=admins, user_groups=groups, link_base=links)
+    mount_teams(
+        app, settings, kb, metrics=metrics_, admins=admins, user_groups=groups, link_base=links,
+        tenant_id=settings.teams_tenant_id,
+    )  # fmt: skip
     return app
 
 

@@ -1,0 +1,215 @@
+"""The platform-neutral conversation: an Incoming message in, a RenderedReply out.
+
+Slack, Teams and the web chat all call :meth:`Conversation.handle`. It resolves the asker's groups
+(only in private exchanges), runs commands, answers questions through an AnswerService, writes
+behaviour events for push and audits every admin command.
+
+    conversation = Conversation(KnowledgeBaseAnswers(kb), BotStore(engine), kb.audit,
+                                admins={"slack:U0ADMIN"}, user_groups={"slack:U0HR": ["hr"]})
+    reply = await conversation.handle(Incoming("slack", "U0HR", "How much does band H5 pay?", private=True))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.commands import HELP_TEXT, Admin, Ask, Digest, Feedback, Help, Invalid, Subscribe, Unsubscribe, parse
+from bot.render import DEFAULT_SHOWN_SOURCES, render_answer, source_links
+from bot.store import BotStore
+from bot.types import Incoming, RenderedReply, SourceLink, plain
+from core.errors import KBError
+from knowledge.service import KnowledgeBase
+from knowledge.types import Answer, Citation, Question
+from privacy.audit import AuditLog
+
+log = logging.getLogger(__name__)
+
+AdminHook = Callable[[Admin], Awaitable[str]]
+
+
+class AnswerService(Protocol):
+    """Anything that answers a Question; a streaming LLM answerer plugs in here later."""
+
+    async def answer(self, question: Question) -> Answer: ...
+
+
+class KnowledgeBaseAnswers:
+    """The knowledge base's guarded, synchronous `ask`, run in a worker thread off the event loop."""
+
+    def __init__(self, kb: KnowledgeBase) -> None:
+        self.kb = kb
+
+    async def answer(self, question: Question) -> Answer:
+        return await asyncio.to_thread(self.kb.ask, question)
+
+
+@dataclass(frozen=True, slots=True)
+class AdminHooks:
+    """What admin commands do, supplied by the `kb` entry point; a missing hook says so politely.
+
+    Each hook gets the parsed command and returns the sentence to show the admin.
+    """
+
+    ingest: AdminHook | None = None
+    sync: AdminHook | None = None
+    retrain: AdminHook | None = None
+    status: AdminHook | None = None
+    budget: AdminHook | None = None
+    models: AdminHook | None = None
+    rollback: AdminHook | None = None
+
+
+_UNAVAILABLE = "I could not search the knowledge base just now. Please try again in a minute."
+_NOT_CONFIGURED = {
+    "retrain": "No trainer is configured yet, so I cannot start a training run.",
+    "budget": "No privacy budget ledger is configured yet.",
+    "models": "No model registry is configured yet.",
+    "rollback": "No model registry is configured yet, so there is nothing to roll back to.",
+}
+
+
+class Conversation:
+    def __init__(
+        self,
+        answers: AnswerService,
+        store: BotStore,
+        audit: AuditLog,
+        *,
+        admins: set[str] | frozenset[str] = frozenset(),
+        user_groups: Mapping[str, Sequence[str]] | None = None,
+        hooks: AdminHooks | None = None,
+        link_base: str | None = None,
+        shown_sources: int = DEFAULT_SHOWN_SOURCES,
+    ) -> None:
+        """`admins` and the keys of `user_groups` are platform-qualified users, e.g. ``slack:U0123``."""
+        self.answers = answers
+        self.store = store
+        self.audit = audit
+        self.admins = frozenset(admins)
+        self.user_groups = dict(user_groups or {})
+        self.hooks = hooks or AdminHooks()
+        self.link_base = link_base
+        self.shown_sources = shown_sources
+
+    def groups_for(self, incoming: Incoming) -> tuple[str, ...]:
+        """Public channels see only documents everyone may read; private exchanges the asker's own."""
+        return tuple(self.user_groups.get(incoming.who, ())) if incoming.private else ()
+
+    async def handle(self, incoming: Incoming) -> RenderedReply:
+        command = parse(incoming.text)
+        match command:
+            case Help():
+                return plain(HELP_TEXT)
+            case Ask(text=text):
+                return await self.ask(incoming, text)
+            case Subscribe(topic=topic):
+                new = await asyncio.to_thread(self.store.subscribe, incoming, topic)
+                return plain(f"Subscribed to *{topic}*." if new else f"You already follow *{topic}*.")
+            case Unsubscribe(topic=topic):
+                had = await asyncio.to_thread(self.store.unsubscribe, incoming, topic)
+                return plain(f"Unsubscribed from *{topic}*." if had else f"You did not follow *{topic}*.")
+            case Digest(cadence=cadence):
+                return await self._digest(incoming, cadence)
+            case Feedback(comment=comment):
+                await asyncio.to_thread(
+                    self.store.record_feedback, _with_text(incoming, comment), None, value=0
+                )
+                return plain("Thanks, I passed your feedback on to the team.")
+            case Admin() | Invalid(admin_verb=str()):
+                return await self._admin(incoming, command)
+            case Invalid(message=message):
+                return plain(message, ok=False)
+        raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
+
+    async def ask(self, incoming: Incoming, text: str) -> RenderedReply:
+        question = Question(
+            text=text, user=incoming.who, groups=self.groups_for(incoming), channel=incoming.channel,
+            thread=incoming.thread,
+        )  # fmt: skip
+        try:
+            answer = await self.answers.answer(question)
+        except (KBError, SQLAlchemyError) as exc:
+            log.warning("question from %s failed: %s", incoming.who, exc)
+            return plain(_UNAVAILABLE, ok=False)
+        try:
+            question_id: int | None = await asyncio.to_thread(
+                self.store.record_question, _with_text(incoming, text), answer
+            )
+        except SQLAlchemyError as exc:
+            # The answer matters more than the record of it: answer anyway, without buttons.
+            log.warning("could not record a question event: %s", exc)
+            question_id = None
+        return render_answer(
+            answer, question_id=question_id, link_base=self.link_base, shown_sources=self.shown_sources
+        )
+
+    async def feedback(self, incoming: Incoming, question_id: int, *, helpful: bool) -> RenderedReply:
+        await asyncio.to_thread(self.store.record_feedback, incoming, question_id, value=1 if helpful else -1)
+        return plain("Thanks for the feedback!" if helpful else "Thanks, I will pass that on to the team.")
+
+    async def source_clicked(self, incoming: Incoming, question_id: int, number: int, uri: str) -> None:
+        await asyncio.to_thread(self.store.record_click, incoming, question_id, number=number, uri=uri)
+
+    async def all_sources(self, question_id: int) -> tuple[SourceLink, ...]:
+        """Every source an earlier answer cited, for "show more sources"."""
+        row = await asyncio.to_thread(self.store.question, question_id)
+        if row is None:
+            return ()
+        citations = [
+            Citation(c["number"], c["title"], c["uri"], c.get("section", ""), "", 0.0)
+            for c in row.data.get("citations", [])
+        ]
+        return source_links(citations, link_base=self.link_base)
+
+    async def _digest(self, incoming: Incoming, cadence: str) -> RenderedReply:
+        if cadence == "now":
+            await asyncio.to_thread(
+                self.store.set_digest, incoming.platform, incoming.user, cadence=None, now=True
+            )
+            return plain("Your digest is on its way.")
+        await asyncio.to_thread(self.store.set_digest, incoming.platform, incoming.user, cadence=cadence)
+        if cadence == "off":
+            return plain("Digest turned off. `digest weekly` turns it back on.")
+        return plain(f"You will get a {cadence} digest.")
+
+    async def _admin(self, incoming: Incoming, command: Admin | Invalid) -> RenderedReply:
+        verb = command.verb if isinstance(command, Admin) else command.admin_verb or "?"
+        action, target = f"admin.{verb}", incoming.text[:500]
+        params = {"platform": incoming.platform, "channel": incoming.channel}
+        if incoming.who not in self.admins:
+            await self._audit(incoming.who, action, target, params, "refused: not an admin")
+            return plain("Sorry, admin commands are for admins only, and you are not one.", ok=False)
+        if isinstance(command, Invalid):
+            await self._audit(incoming.who, action, target, params, f"invalid: {command.message}")
+            return plain(command.message, ok=False)
+        hook: AdminHook | None = getattr(self.hooks, verb)
+        if hook is None:
+            message = _NOT_CONFIGURED.get(verb, f"`admin {verb}` is not configured on this server yet.")
+            await self._audit(incoming.who, action, target, params, "not configured")
+            return plain(message, ok=False)
+        try:
+            message = await hook(command)
+        except Exception as exc:
+            # Whatever broke, the admin gets an answer and the audit log the outcome.
+            log.exception("admin %s failed", verb)
+            await self._audit(incoming.who, action, target, params, f"failed: {exc}")
+            return plain(f"`admin {verb}` failed: {exc}", ok=False)
+        await self._audit(incoming.who, action, target, params, f"ok: {message}")
+        return plain(message)
+
+    async def _audit(
+        self, actor: str, action: str, target: str, params: dict[str, str], outcome: str
+    ) -> None:
+        await asyncio.to_thread(
+            self.audit.record, actor, action, target=target, params=params, outcome=outcome
+        )
+
+
+def _with_text(incoming: Incoming, text: str) -> Incoming:
+    return replace(incoming, text=text)

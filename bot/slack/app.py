@@ -1,0 +1,134 @@
+"""The Slack app: a slack-bolt AsyncApp built from Settings, mounted in `kb serve` or run over Socket Mode.
+
+    mount_slack(app, settings, kb, metrics=app[METRICS_KEY])   # in bot/web/app.py's create_app
+
+HTTP (Events API): bolt verifies each request's signature and timestamp (401 otherwise) at
+`/slack/events`; `/slack/commands` and `/slack/interactions` are the same endpoint under the names
+Slack's app settings suggest. Socket Mode starts with the aiohttp app when KB_SLACK_APP_TOKEN is set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+
+from bot.conversation import AdminHooks, AnswerService, Conversation, KnowledgeBaseAnswers
+from bot.slack.handlers import SlackHandlers
+from bot.slack.sender import SlackSender, make_client
+from bot.store import BotStore
+from bot.tasks import BackgroundTasks
+from core.metrics import Metrics
+from core.settings import Settings
+from knowledge.service import KnowledgeBase
+
+log = logging.getLogger(__name__)
+
+ROUTES = ("/slack/events", "/slack/commands", "/slack/interactions")
+SHUTDOWN_DRAIN_SECONDS = 10.0
+
+
+@dataclass(slots=True)
+class SlackBot:
+    """The running pieces: bolt's app, the conversation behind it, and the work in flight."""
+
+    bolt: AsyncApp
+    conversation: Conversation
+    tasks: BackgroundTasks
+    socket_mode: AsyncSocketModeHandler | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """aiohttp -> bolt -> aiohttp; bolt checks the signature before anything else runs."""
+        try:
+            bolt_request = await to_bolt_request(request)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return web.json_response({"error": "the body must be Slack's JSON or form payload"}, status=400)
+        response = await self.bolt.async_dispatch(bolt_request)
+        return await to_aiohttp_response(response)
+
+
+def build_slack_bot(
+    settings: Settings,
+    conversation: Conversation,
+    store: BotStore,
+    *,
+    metrics: Metrics | None = None,
+) -> SlackBot:
+    """An AsyncApp whose Web API client talks to settings.slack_api_url (Slack's, or a test fake)."""
+    if settings.slack_bot_token is None:
+        raise ValueError("KB_SLACK_BOT_TOKEN is not set")
+    token = settings.slack_bot_token.get_secret_value()
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
+    client = make_client(token, base_url=str(settings.slack_api_url))
+    bolt = AsyncApp(
+        client=client,
+        signing_secret=secret,
+        # Socket Mode connections are authenticated by the app token; HTTP needs the signing secret.
+        request_verification_enabled=bool(secret),
+        # Our listeners only ack and hand the work to BackgroundTasks, so running them before the
+        # response costs microseconds, and the work is registered (drainable) once Slack has its ack.
+        process_before_response=True,
+        logger=logging.getLogger("bot.slack.bolt"),
+    )
+    tasks = BackgroundTasks()
+    SlackHandlers(conversation, SlackSender(client), store, tasks, metrics=metrics).register(bolt)
+    return SlackBot(bolt, conversation, tasks)
+
+
+SLACK_BOT_KEY = web.AppKey("slack_bot", SlackBot)
+
+
+def mount_slack(
+    app: web.Application,
+    settings: Settings,
+    kb: KnowledgeBase,
+    *,
+    metrics: Metrics | None = None,
+    answers: AnswerService | None = None,
+    admins: set[str] | frozenset[str] = frozenset(),
+    user_groups: Mapping[str, Sequence[str]] | None = None,
+    hooks: AdminHooks | None = None,
+    link_base: str | None = None,
+) -> SlackBot | None:
+    """Add Slack to `kb serve`'s app when a bot token is configured; returns None when it is not.
+
+    The HTTP routes need KB_SLACK_SIGNING_SECRET; KB_SLACK_APP_TOKEN adds a Socket Mode connection.
+    """
+    if settings.slack_bot_token is None:
+        return None
+    if settings.slack_signing_secret is None and settings.slack_app_token is None:
+        log.warning(
+            "Slack is off: set KB_SLACK_SIGNING_SECRET (HTTP events) or KB_SLACK_APP_TOKEN (Socket Mode)"
+        )
+        return None
+    store = BotStore(kb.store.engine)
+    conversation = Conversation(
+        answers or KnowledgeBaseAnswers(kb), store, kb.audit, admins=admins, user_groups=user_groups,
+        hooks=hooks, link_base=link_base,
+    )  # fmt: skip
+    bot = build_slack_bot(settings, conversation, store, metrics=metrics)
+    if settings.slack_signing_secret is not None:
+        for route in ROUTES:
+            app.router.add_post(route, bot.handle)
+    if settings.slack_app_token is not None:
+        bot.socket_mode = AsyncSocketModeHandler(bot.bolt, settings.slack_app_token.get_secret_value())
+
+    async def start(_app: web.Application) -> None:
+        if bot.socket_mode is not None:
+            await bot.socket_mode.connect_async()  # type: ignore[no-untyped-call]  # bolt leaves it untyped
+
+    async def stop(_app: web.Application) -> None:
+        if bot.socket_mode is not None:
+            await bot.socket_mode.close_async()  # type: ignore[no-untyped-call]
+        await bot.tasks.drain(seconds=SHUTDOWN_DRAIN_SECONDS)
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(stop)
+    app[SLACK_BOT_KEY] = bot
+    return bot

@@ -1,0 +1,250 @@
+"""Teams: `/api/messages` in `kb serve`, on the Microsoft 365 Agents SDK (AgentApplication + CloudAdapter).
+
+    mount_teams(app, settings, kb, metrics=app[METRICS_KEY])   # in bot/web/app.py's create_app
+
+With KB_TEAMS_APP_ID set, every activity must carry a Bot Framework / Entra JWT (validated by the
+SDK's JwtTokenValidator) and replies authenticate through MSAL. Without it the endpoint is mounted
+only when `allow_anonymous=True` (local testing), since an unauthenticated endpoint would let anyone
+claim to be any user, and so read what that user's groups may read.
+
+Teams waits up to 15 s for a turn; answers are sent inside the turn, typing indicator first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aiohttp import web
+from microsoft_agents.activity import Activity, Attachment  # type: ignore[import-untyped, unused-ignore]
+from microsoft_agents.authentication.msal import (  # type: ignore[import-untyped, unused-ignore]
+    MsalConnectionManager,
+)
+from microsoft_agents.hosting.aiohttp import CloudAdapter  # type: ignore[import-untyped, unused-ignore]
+from microsoft_agents.hosting.core import (  # type: ignore[import-untyped, unused-ignore]
+    AgentApplication,
+    MemoryStorage,
+    MessageFactory,
+    TurnContext,
+    TurnState,
+)
+from microsoft_agents.hosting.core.authorization import (  # type: ignore[import-untyped, unused-ignore]
+    AgentAuthConfiguration,
+    ClaimsIdentity,
+    JwtTokenValidator,
+)
+from pydantic import ValidationError
+
+from bot.conversation import AdminHooks, AnswerService, Conversation, KnowledgeBaseAnswers
+from bot.store import BotStore
+from bot.teams.cards import ACTION_KEY, CARD_TYPE, Card, reply_cards, sources_card
+from bot.types import Action, Incoming, plain
+from core.metrics import Metrics
+from core.settings import Settings
+from knowledge.service import KnowledgeBase
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "teams"
+ROUTE = "/api/messages"
+_SORRY = "Sorry, something went wrong while answering. Please ask again in a minute."
+
+
+class _Request:
+    """The SDK's HttpRequestProtocol over an aiohttp request, with claims we validated ourselves.
+
+    (The SDK's own aiohttp middleware keeps state under string keys, which aiohttp warns about.)
+    """
+
+    method = "POST"
+
+    def __init__(self, request: web.Request, body: dict[str, Any], claims: Any) -> None:
+        self._request, self._body, self._claims = request, body, claims
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._request.headers
+
+    async def json(self) -> dict[str, Any]:
+        return self._body
+
+    def get_claims_identity(self) -> Any:
+        return self._claims
+
+    def get_path_param(self, name: str) -> str:
+        return self._request.match_info[name]
+
+
+class TeamsBot:
+    def __init__(
+        self,
+        conversation: Conversation,
+        store: BotStore,
+        *,
+        auth: Any | None,
+        connections: Any | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        """`auth` is an AgentAuthConfiguration (JWT required) or None (anonymous, tests only)."""
+        self.conversation = conversation
+        self.store = store
+        self.metrics = metrics
+        self._validator = JwtTokenValidator(auth or AgentAuthConfiguration(anonymous_allowed=True))
+        self._auth_required = auth is not None
+        self.adapter = CloudAdapter(connection_manager=connections)
+        self.adapter.on_turn_error = self._on_turn_error
+        self.agent = AgentApplication[TurnState](
+            storage=MemoryStorage(), adapter=self.adapter, start_typing_timer=False
+        )
+        self.agent.activity("message")(self._on_message)
+        self.agent.activity("conversationUpdate")(self._on_conversation_update)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        claims = await self._claims(request)
+        if claims is None:
+            return web.json_response({"error": "a valid Bot Framework token is required"}, status=401)
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "the body must be a JSON activity"}, status=400)
+        if not isinstance(body, dict) or not isinstance(body.get("conversation"), dict):
+            return web.json_response({"error": "an activity needs a type and a conversation"}, status=400)
+        try:
+            response = await self.adapter.process_request(_Request(request, body, claims), self.agent)
+        except ValidationError as exc:
+            return web.json_response(
+                {"error": f"not a valid activity: {exc.error_count()} problems"}, status=400
+            )
+        if response.body is not None:
+            return web.json_response(response.body, status=response.status_code)
+        return web.Response(status=response.status_code)
+
+    async def _claims(self, request: web.Request) -> Any | None:
+        header = request.headers.get("Authorization", "")
+        if not self._auth_required:
+            return self._validator.get_anonymous_claims()
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return None
+        try:
+            claims: ClaimsIdentity = await self._validator.validate_token(token)
+        except Exception as exc:
+            # PyJWT, key fetching and audience errors all mean the same here: not from Teams.
+            log.warning("rejected a Teams activity: %s", type(exc).__name__)
+            return None
+        return claims
+
+    async def _on_message(self, context: Any, _state: Any) -> None:
+        activity: Activity = context.activity
+        await self._remember(activity)
+        incoming = _incoming(activity, TurnContext.remove_recipient_mention(activity) or "")
+        value = activity.value if isinstance(activity.value, dict) else {}
+        if value.get(ACTION_KEY):
+            await self._on_submit(context, incoming, value)
+            return
+        await context.send_activity(Activity(type="typing"))
+        try:
+            reply = await self.conversation.handle(incoming)
+        except Exception:
+            log.exception("answering %s failed", incoming.who)
+            reply = plain(_SORRY, ok=False)
+        if self.metrics is not None and reply.question_id is not None:
+            self.metrics.questions.labels(
+                channel=PLATFORM, outcome="answered" if reply.ok else "abstained"
+            ).inc()
+        for card in reply_cards(reply):
+            await _send_card(context, card)
+
+    async def _on_submit(self, context: Any, incoming: Incoming, value: dict[str, Any]) -> None:
+        try:
+            question_id = int(str(value.get("question_id")))
+        except ValueError:
+            return
+        action = value[ACTION_KEY]
+        if action in (Action.FEEDBACK_UP, Action.FEEDBACK_DOWN):
+            reply = await self.conversation.feedback(
+                incoming, question_id, helpful=action == Action.FEEDBACK_UP
+            )
+            await context.send_activity(MessageFactory.text(reply.text))
+        elif action == Action.MORE_SOURCES:
+            await _send_card(context, sources_card(await self.conversation.all_sources(question_id)))
+
+    async def _on_conversation_update(self, context: Any, _state: Any) -> None:
+        await self._remember(context.activity)
+
+    async def _remember(self, activity: Activity) -> None:
+        """Keep the conversation reference: push writes to this user later through it."""
+        reference = activity.get_conversation_reference()
+        await asyncio.to_thread(
+            self.store.save_reference, PLATFORM, activity.conversation.id, user_id=_user(activity),
+            service_url=activity.service_url or "",
+            reference=reference.model_dump(mode="json", exclude_none=True),
+        )  # fmt: skip
+
+    async def _on_turn_error(self, context: Any, error: Exception) -> None:
+        # The SDK's default sends the exception text to the user; they get an apology instead.
+        log.error("Teams turn failed", exc_info=error)
+        await context.send_activity(MessageFactory.text(_SORRY))
+
+
+async def _send_card(context: Any, card: Card) -> None:
+    await context.send_activity(MessageFactory.attachment(Attachment(content_type=CARD_TYPE, content=card)))
+
+
+def _user(activity: Activity) -> str:
+    sender = activity.from_property
+    # The Entra object id is the same person in every team and chat; the channel id is not.
+    return str(getattr(sender, "aad_object_id", None) or getattr(sender, "id", "") or "unknown")
+
+
+def _incoming(activity: Activity, text: str) -> Incoming:
+    personal = getattr(activity.conversation, "conversation_type", None) == "personal"
+    return Incoming(
+        PLATFORM, _user(activity), text.strip(), channel=str(activity.conversation.id),
+        thread=activity.reply_to_id, private=personal,
+    )  # fmt: skip
+
+
+TEAMS_BOT_KEY = web.AppKey("teams_bot", TeamsBot)
+
+
+def mount_teams(
+    app: web.Application,
+    settings: Settings,
+    kb: KnowledgeBase,
+    *,
+    metrics: Metrics | None = None,
+    answers: AnswerService | None = None,
+    admins: set[str] | frozenset[str] = frozenset(),
+    user_groups: Mapping[str, Sequence[str]] | None = None,
+    hooks: AdminHooks | None = None,
+    link_base: str | None = None,
+    tenant_id: str | None = None,
+    allow_anonymous: bool = False,
+) -> TeamsBot | None:
+    """Add `/api/messages` when KB_TEAMS_APP_ID is set (or, for local testing, `allow_anonymous`)."""
+    auth, connections = None, None
+    if settings.teams_app_id:
+        secret = settings.teams_app_password.get_secret_value() if settings.teams_app_password else None
+        auth = AgentAuthConfiguration(
+            client_id=settings.teams_app_id, client_secret=secret, tenant_id=tenant_id
+        )
+        connections = _msal_connections(auth)
+    elif not allow_anonymous:
+        return None
+    store = BotStore(kb.store.engine)
+    conversation = Conversation(
+        answers or KnowledgeBaseAnswers(kb), store, kb.audit, admins=admins, user_groups=user_groups,
+        hooks=hooks, link_base=link_base,
+    )  # fmt: skip
+    bot = TeamsBot(conversation, store, auth=auth, connections=connections, metrics=metrics)
+    app.router.add_post(ROUTE, bot.handle)
+    app[TEAMS_BOT_KEY] = bot
+    return bot
+
+
+def _msal_connections(auth: Any) -> Any:
+    """Outgoing replies get their tokens from Entra through MSAL (microsoft-agents-authentication-msal)."""
+    return MsalConnectionManager(connections_configurations={"SERVICE_CONNECTION": auth})

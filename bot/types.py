@@ -1,0 +1,85 @@
+"""The platform-neutral shapes of the conversation: what came in, and the reply each platform renders.
+
+Slack turns a RenderedReply into Block Kit, Teams into an Adaptive Card, the web chat into JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One message to the bot, already stripped of platform syntax such as the leading @mention.
+
+    `private` is true in a direct message or an ephemeral exchange that only the asker sees: only
+    then may the answer draw on the asker's own groups.
+    """
+
+    platform: str
+    user: str
+    text: str
+    channel: str = ""
+    thread: str | None = None
+    private: bool = False
+
+    @property
+    def who(self) -> str:
+        """The user as settings and the audit log name them: ``slack:U123``."""
+        return f"{self.platform}:{self.user}"
+
+
+class Action(StrEnum):
+    """What a button does; platforms encode it in their own action ids."""
+
+    FEEDBACK_UP = "feedback_up"
+    FEEDBACK_DOWN = "feedback_down"
+    MORE_SOURCES = "more_sources"
+
+
+@dataclass(frozen=True, slots=True)
+class Button:
+    action: Action
+    label: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceLink:
+    """A numbered source; `url` is None when the document has no web address to link to."""
+
+    number: int
+    title: str
+    section: str
+    uri: str
+    url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedReply:
+    """A reply in parts: paragraphs of markdown-ish text, the sources shown, and buttons.
+
+    `question_id` is the behaviour event of the question this answers, which buttons refer to.
+    `hidden_sources` counts sources left out of `sources` (offered by a "show more sources" button).
+    """
+
+    paragraphs: tuple[str, ...]
+    sources: tuple[SourceLink, ...] = ()
+    buttons: tuple[Button, ...] = ()
+    notices: tuple[str, ...] = ()
+    question_id: int | None = None
+    hidden_sources: int = 0
+    ok: bool = True
+
+    @property
+    def text(self) -> str:
+        """Plain text of the whole reply: notification previews and platforms without rich cards."""
+        parts = list(self.paragraphs)
+        parts += [f"[{s.number}] {s.title}" + (f" — {s.url}" if s.url else "") for s in self.sources]
+        return "\n\n".join(parts)
+
+
+def plain(*paragraphs: str, ok: bool = True) -> RenderedReply:
+    """A reply that is only text (help, confirmations, refusals)."""
+    return RenderedReply(paragraphs=tuple(paragraphs), ok=ok)

@@ -1,0 +1,141 @@
+"""The platform-neutral conversation core against a real SQLite database and a recording answerer."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlmodel import Session
+
+from bot.commands import Admin, Ask, Digest, Invalid, parse
+from bot.conversation import AdminHooks, Conversation
+from bot.store import BotStore
+from bot.types import Action, Incoming
+from core.models import BehaviourEventRow
+from knowledge.types import Answer
+from privacy.audit import AuditLog
+from tests.bot.conftest import RecordingAnswers, citation
+
+ADMIN = "slack:UADMIN"
+
+
+@pytest.fixture
+def answers() -> RecordingAnswers:
+    return RecordingAnswers()
+
+
+@pytest.fixture
+def conversation(answers: RecordingAnswers, bot_engine: Engine) -> Conversation:
+    async def ingest(command: Admin) -> str:
+        return f"ingested {', '.join(command.args)}"
+
+    return Conversation(
+        answers, BotStore(bot_engine), AuditLog(bot_engine), admins={ADMIN},
+        user_groups={"slack:UHR": ["hr"]}, hooks=AdminHooks(ingest=ingest),
+    )  # fmt: skip
+
+
+def msg(text: str, *, user: str = "U1", private: bool = False) -> Incoming:
+    return Incoming("slack", user, text, channel="C1", thread="1.0", private=private)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ask where is the car park?", Ask("where is the car park?")),
+        ("  Where is the car park?", Ask("Where is the car park?")),
+        ("digest WEEKLY", Digest("weekly")),
+        ("admin retrain --epochs 2", Admin("retrain", (), {"epochs": "2"})),
+        ("admin ingest docs/hr", Admin("ingest", ("docs/hr",), {})),
+    ],
+)
+def test_grammar(text: str, expected: object) -> None:
+    assert parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("digest hourly", "daily, weekly, off or now"),
+        ("admin retrain --epsilon -1", "greater than 0"),
+        ("admin retrain --epsilon lots", "must be a number"),
+        ("admin reboot", "Admin commands are"),
+        ("subscribe", "needs a topic"),
+        ("subscribe " + "x" * 200, "at most 100"),
+        ("feedback", "Tell me what"),
+        ('admin ingest "unclosed', "check the quotes"),
+    ],
+)
+def test_bad_arguments_say_how_to_write_the_command(text: str, says: str) -> None:
+    command = parse(text)
+    assert isinstance(command, Invalid)
+    assert says in command.message
+
+
+async def test_public_channel_uses_no_groups_and_dm_uses_the_askers(
+    conversation: Conversation, answers: RecordingAnswers
+) -> None:
+    await conversation.handle(msg("salary bands?", user="UHR"))
+    await conversation.handle(msg("salary bands?", user="UHR", private=True))
+    assert [q.groups for q in answers.history] == [(), ("hr",)]
+    assert answers.history[0].user == "slack:UHR"
+
+
+async def test_answer_is_rendered_and_recorded(
+    conversation: Conversation, answers: RecordingAnswers, bot_engine: Engine
+) -> None:
+    answers.enqueue(
+        Answer(text="Use the portal [1].\n\nOr call IT [2].", citations=[citation(n) for n in range(1, 6)])
+    )
+    reply = await conversation.handle(msg("reset password for jane.doe@example.com"))
+    assert reply.paragraphs == ("Use the portal [1].", "Or call IT [2].")
+    assert [s.number for s in reply.sources] == [1, 2, 3] and reply.hidden_sources == 2
+    assert [b.action for b in reply.buttons] == [
+        Action.FEEDBACK_UP,
+        Action.FEEDBACK_DOWN,
+        Action.MORE_SOURCES,
+    ]
+    assert reply.question_id is not None
+    assert len(await conversation.all_sources(reply.question_id)) == 5
+    await conversation.feedback(msg(""), reply.question_id, helpful=False)
+    with Session(bot_engine) as session:
+        rows = session.execute(select(BehaviourEventRow).order_by(BehaviourEventRow.id)).scalars().all()  # type: ignore[arg-type]
+    assert [(r.kind, r.question_id) for r in rows] == [("question", None), ("feedback", reply.question_id)]
+    assert "jane.doe@example.com" not in rows[0].text, "stored question texts are redacted"
+    assert rows[1].data == {"value": -1}
+
+
+async def test_subscriptions_and_digest(conversation: Conversation) -> None:
+    assert (await conversation.handle(msg("subscribe VPN"))).text == "Subscribed to *vpn*."
+    assert "already" in (await conversation.handle(msg("subscribe vpn"))).text
+    assert conversation.store.subscriptions("slack", "U1") == ["vpn"]
+    assert "Unsubscribed" in (await conversation.handle(msg("unsubscribe vpn"))).text
+    assert "did not follow" in (await conversation.handle(msg("unsubscribe vpn"))).text
+    await conversation.handle(msg("digest daily"))
+    assert conversation.store.digest_cadence("slack", "U1") == "daily"
+    assert "on its way" in (await conversation.handle(msg("digest now"))).text
+
+
+async def test_admin_commands_are_refused_for_others_and_always_audited(
+    conversation: Conversation, bot_engine: Engine
+) -> None:
+    refused = await conversation.handle(msg("admin ingest docs"))
+    assert not refused.ok and "admins only" in refused.text
+    admin = "UADMIN"
+    assert (await conversation.handle(msg("admin ingest docs", user=admin))).text == "ingested docs"
+    assert "No trainer is configured" in (await conversation.handle(msg("admin retrain", user=admin))).text
+    bad = await conversation.handle(msg("admin retrain --epsilon -1", user=admin))
+    assert "greater than 0" in bad.text
+    entries = [(e.actor, e.action, e.outcome) for e in AuditLog(bot_engine).tail(10)]
+    assert entries == [
+        ("slack:U1", "admin.ingest", "refused: not an admin"),
+        (ADMIN, "admin.ingest", "ok: ingested docs"),
+        (ADMIN, "admin.retrain", "not configured"),
+        (ADMIN, "admin.retrain", "invalid: --epsilon must be greater than 0 (got -1)."),
+    ]
+
+
+def test_an_event_is_claimed_once_across_stores(migrated: Engine) -> None:
+    first, second = BotStore(migrated), BotStore(migrated)  # two replicas, one database
+    assert first.claim_event("slack:Ev1") is True
+    assert second.claim_event("slack:Ev1") is False
+    assert second.claim_event("slack:Ev2") is True

@@ -1,0 +1,142 @@
+"""Teams on loopback: activities posted to `/api/messages`, replies captured by a fake connector."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import Engine, select
+from sqlmodel import Session
+
+from bot.store import BotStore
+from bot.teams.app import TEAMS_BOT_KEY, mount_teams
+from bot.web.app import create_app
+from core import db
+from core.models import BehaviourEventRow
+from core.settings import Settings
+from knowledge.embeddings import Embedder
+from knowledge.service import KnowledgeBase
+from tests.bot.fake_connector import FakeConnector
+from tests.bot.test_slack import PAGES
+
+HR_USER = "aad-hr-1"
+
+
+@dataclass
+class Harness:
+    client: TestClient[web.Request, web.Application]
+    connector: FakeConnector
+    engine: Engine
+
+    def activity(
+        self, text: str, *, personal: bool = True, user: str = HR_USER, **extra: Any
+    ) -> dict[str, Any]:
+        conversation: dict[str, Any] = {
+            "id": "a:personal-1",
+            "conversationType": "personal",
+            "tenantId": "t1",
+        }
+        if not personal:
+            conversation = {"id": "19:general@thread.tacv2;messageid=1", "conversationType": "channel",
+                            "tenantId": "t1", "isGroup": True}  # fmt: skip
+        return {
+            "type": "message", "id": f"act-{len(self.connector.activities)}", "text": text,
+            "channelId": "msteams", "serviceUrl": self.connector.url, "locale": "en-US",
+            "from": {"id": f"29:{user}", "aadObjectId": user, "name": "Hana"},
+            "recipient": {"id": "28:kb-bot", "name": "kb"}, "conversation": conversation, **extra,
+        }  # fmt: skip
+
+    async def post(self, activity: dict[str, Any], **headers: str) -> ClientResponse:
+        return await self.client.post("/api/messages", json=activity, headers=headers)
+
+
+async def _harness(
+    settings: Settings, tmp_path: Path, embedder: Embedder, **mount: Any
+) -> AsyncIterator[Harness]:
+    engine = db.make_engine(settings)
+    db.upgrade(engine)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in PAGES.items():
+        (docs / name).write_text(text)
+    kb = KnowledgeBase(settings, engine, embedder=embedder)
+    kb.ingest([docs])
+    app = create_app(settings, kb)  # mounts Teams itself when KB_TEAMS_APP_ID is set
+    if TEAMS_BOT_KEY not in app:
+        assert mount_teams(app, settings, kb, user_groups={f"teams:{HR_USER}": ["hr"]}, **mount) is not None
+    async with FakeConnector() as connector, TestClient(TestServer(app)) as client:
+        yield Harness(client, connector, engine)
+    engine.dispose()
+
+
+@pytest.fixture
+async def harness(
+    make_settings: Callable[..., Settings], tmp_path: Path, embedder: Embedder
+) -> AsyncIterator[Harness]:
+    async for item in _harness(make_settings(), tmp_path, embedder, allow_anonymous=True):
+        yield item
+
+
+def card_text(card: dict[str, Any]) -> str:
+    return json.dumps(card["body"])
+
+
+async def test_personal_chat_gets_an_adaptive_card_with_the_askers_sources(harness: Harness) -> None:
+    response = await harness.post(harness.activity("How much does band H5 pay?"))
+    assert response.status == 202
+    assert harness.connector.sent("typing"), "a typing indicator goes first"
+    [card] = harness.connector.cards()
+    assert card["type"] == "AdaptiveCard" and "Pay" in card_text(card)
+    assert [a["data"]["kb_action"] for a in card["actions"]][:2] == ["feedback_up", "feedback_down"]
+    [reference] = BotStore(harness.engine).references("teams", HR_USER)
+    assert reference.service_url == harness.connector.url
+    assert reference.reference["conversation"]["id"] == "a:personal-1"
+
+
+async def test_channel_mention_answers_from_public_documents_only(harness: Harness) -> None:
+    mention = {"type": "mention", "text": "<at>kb</at>", "mentioned": {"id": "28:kb-bot", "name": "kb"}}
+    activity = harness.activity("<at>kb</at> How much does band H5 pay?", personal=False, entities=[mention])
+    assert (await harness.post(activity)).status == 202
+    [card] = harness.connector.cards()
+    assert "Pay" not in card_text(card)
+    with Session(harness.engine) as session:
+        question = session.execute(select(BehaviourEventRow)).scalars().one()
+    assert question.text == "How much does band H5 pay?", "the mention is not part of the question"
+
+
+async def test_feedback_submit_is_recorded(harness: Harness) -> None:
+    await harness.post(harness.activity("How do I install the VPN client?"))
+    [card] = harness.connector.cards()
+    data = card["actions"][1]["data"]
+    await harness.post(harness.activity("", value=data))
+    with Session(harness.engine) as session:
+        feedback = session.execute(
+            select(BehaviourEventRow).where(BehaviourEventRow.kind == "feedback")  # type: ignore[arg-type]
+        ).scalars().one()  # fmt: skip
+    assert (feedback.question_id, feedback.data) == (int(data["question_id"]), {"value": -1})
+    assert harness.connector.sent()[-1]["text"].startswith("Thanks")
+
+
+async def test_malformed_activity_is_a_400(harness: Harness) -> None:
+    response = await harness.client.post(
+        "/api/messages", data="{oops", headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 400
+    assert (await harness.post({"type": "message"})).status == 400
+
+
+async def test_with_auth_configured_unauthenticated_activities_are_rejected(
+    make_settings: Callable[..., Settings], tmp_path: Path, embedder: Embedder
+) -> None:
+    settings = make_settings(teams_app_id="00000000-0000-0000-0000-00000000b07", teams_app_password="hunter2")
+    async for harness in _harness(settings, tmp_path, embedder):
+        assert (await harness.post(harness.activity("hi"))).status == 401
+        forged = await harness.post(harness.activity("hi"), Authorization="Bearer not.a.jwt")
+        assert forged.status == 401
+        assert harness.connector.activities == []
