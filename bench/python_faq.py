@@ -5,8 +5,8 @@
 Every FAQ heading that asks a question ("How do I ...?") becomes a query; its section's anchor is
 the gold answer (faq/programming.html#how-do-i-...). The indexed copy has those headings replaced
 by a neutral label, and the FAQ's own tables of contents and the cross-reference links that
-repeat a question's text removed, so retrieval has to find the answer text, not the question. Output: OUT/docs/faq/*.html
-and OUT/queries.jsonl.
+repeat a question's text removed, so retrieval has to find the answer text, not the question.
+Output: OUT/docs/faq/*.html and OUT/queries.jsonl.
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ def test_bf16_vectors_match_fp32(embedder: Embedder) -> None:
 
     from knowledge.embeddings import Embedder as Model
 
-    texts = ["How do I reset my password?", "员工每年享有二十五天带薪年假。", "The VPN client updates quarterly."]
+    texts = ["How do I reset my password?", "员工每年享有带薪年假。", "The VPN client updates quarterly."]
     fp32 = Model(embedder.path, precision="fp32").encode(texts)
     bf16 = Model(embedder.path, precision="bf16").encode(texts)
     assert bf16.dtype == np.float32
