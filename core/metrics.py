@@ -33,8 +33,17 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.guard_events = Counter(
+            "kb_guard_events",
+            "Input and output guard actions: refused (by category), withheld, redacted (by kind)",
+            ["event", "detail"],
+            registry=self.registry,
+        )
         self.documents = Gauge("kb_documents", "Documents in the knowledge base", registry=self.registry)
         self.chunks = Gauge("kb_chunks", "Chunks in the knowledge base", registry=self.registry)
+
+    def count_guard(self, event: str, detail: str, count: int = 1) -> None:
+        self.guard_events.labels(event=event, detail=detail).inc(count)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

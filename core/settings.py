@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal rank fusion constant.")
     dense_weight: float = Field(default=1.0, ge=0.0)
     lexical_weight: float = Field(default=1.0, ge=0.0)
+    redact_index_kinds: list[str] = Field(
+        default_factory=lambda: ["SECRET", "CARD", "IBAN", "SSN", "CN_ID"],
+        description="PII kinds removed before indexing (secrets always); contact data stays by default.",
+    )
+    redact_answer_kinds: list[str] = Field(
+        default_factory=lambda: ["SECRET", "CARD", "IBAN", "SSN", "CN_ID"],
+        description="PII kinds the output guard removes from answers (secrets always).",
+    )
     min_score: float = Field(default=0.25, ge=-1.0, le=1.0, description="Below this, the bot abstains.")
 
     # HTTP server (`kb serve`)
@@ -93,6 +101,9 @@ class Settings(BaseSettings):
     )
     bot_user_groups: dict[str, list[str]] = Field(
         default_factory=dict, description='Chat users\' groups, e.g. {"slack:U0HR": ["hr"]} (JSON).'
+    )
+    admin_ingest_roots: list[Path] = Field(
+        default_factory=list, description="Folders `admin ingest` in chat may read (JSON list)."
     )
     docs_base_url: str | None = Field(default=None, description="Base URL that makes document paths links.")
 

@@ -8,6 +8,7 @@ document the asker may not read.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 from knowledge.store import Store
@@ -18,8 +19,19 @@ from privacy.output import OutputGuard
 
 log = logging.getLogger(__name__)
 
+GuardObserver = Callable[[str, str, int], None]
+"""Told of each guard action as (event, detail, count): ("refused", category, 1),
+("withheld", "citation", n), ("redacted", kind, n); `kb serve` counts them in /metrics."""
 
-def screen_question(guard: Guard, audit: AuditLog, question: Question) -> tuple[Answer | None, list[str]]:
+
+def _tell(observer: GuardObserver | None, event: str, detail: str, count: int = 1) -> None:
+    if observer is not None:
+        observer(event, detail, count)
+
+
+def screen_question(
+    guard: Guard, audit: AuditLog, question: Question, *, observer: GuardObserver | None = None
+) -> tuple[Answer | None, list[str]]:
     """(None, warnings) when the question may go on; otherwise (the refusal to send instead, [])."""
     verdict = guard.check(question.text)
     if verdict.allowed:
@@ -27,6 +39,8 @@ def screen_question(guard: Guard, audit: AuditLog, question: Question) -> tuple[
             log.info("question from %s allowed with a warning: %s", question.user, "; ".join(verdict.reasons))
         return None, list(verdict.reasons)
     reasons = "; ".join(verdict.reasons)
+    for category in sorted(verdict.categories) or ["other"]:
+        _tell(observer, "refused", category)
     audit.record(
         question.user,
         "request.refused",
@@ -45,13 +59,20 @@ def screen_question(guard: Guard, audit: AuditLog, question: Question) -> tuple[
 
 
 def screen_answer(
-    guard: OutputGuard, store: Store, audit: AuditLog, answer: Answer, question: Question
+    guard: OutputGuard,
+    store: Store,
+    audit: AuditLog,
+    answer: Answer,
+    question: Question,
+    *,
+    observer: GuardObserver | None = None,
 ) -> Answer:
     """The answer as it may be shown to `question`'s asker."""
     acls = store.acls_by_uri([c.uri for c in answer.citations])
     cited = [(c.number, acls.get(c.uri.split("#", 1)[0], [])) for c in answer.citations]
     checked = guard.check(answer.text, citations=cited, groups=question.groups)
     if checked.withheld:
+        _tell(observer, "withheld", "citation", len(checked.forbidden_citations))
         audit.record(
             question.user,
             "answer.withheld",
@@ -63,6 +84,8 @@ def screen_answer(
         return replace(answer, text=checked.text, citations=[], abstained=True, notices=[checked.text])
     if not checked.redactions:
         return answer
+    for kind, count in checked.redactions.items():
+        _tell(observer, "redacted", kind, count)
     notice = "removed from the answer: " + ", ".join(
         f"{n} {kind.lower()}" for kind, n in checked.redactions.items()
     )

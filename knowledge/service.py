@@ -28,7 +28,7 @@ from knowledge.errors import VectorIndexError
 from knowledge.index import VectorIndex, set_threads
 from knowledge.lexical import LEXICAL_FILE, LexicalIndex
 from knowledge.retrieval import FusionConfig, Mode, Retriever
-from knowledge.safety import screen_answer, screen_question
+from knowledge.safety import GuardObserver, screen_answer, screen_question
 from knowledge.store import Stats, Store
 from knowledge.sync import Ingestor, IngestReport, Problem, Progress, embedding_text
 from knowledge.timefilter import extract_time_filter, merge
@@ -36,6 +36,7 @@ from knowledge.types import Answer, Document, Hit, Question
 from privacy.audit import AuditLog
 from privacy.guard import Guard
 from privacy.output import OutputGuard
+from privacy.redaction import Destination, policy_for
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,10 @@ class KnowledgeBase:
         self.store = Store(engine)
         self.audit = AuditLog(engine)
         self.guard = Guard(max_chars=settings.max_question_chars)
-        self.output_guard = OutputGuard()
+        self.output_guard = OutputGuard(kinds=settings.redact_answer_kinds)
+        self.guard_observer: GuardObserver | None = None  # `kb serve` sets it to count in /metrics
+        index_redactor = policy_for(Destination.INDEX, index_kinds=settings.redact_index_kinds).redactor()
+        self._index_redactor: Callable[[str], str] = lambda text: index_redactor.redact(text).text
         self._embedder = embedder
         self._index: VectorIndex | None = None
         self._lexical: LexicalIndex | None = None
@@ -151,6 +155,7 @@ class KnowledgeBase:
             overlap=self.settings.chunk_overlap,
             max_bytes=self.settings.max_file_bytes,
             prepare=prepare,
+            redact=self._index_redactor,
         )
 
     def _after_ingest(self, index: VectorIndex) -> None:
@@ -179,12 +184,14 @@ class KnowledgeBase:
 
     def ask(self, question: Question, *, filters: Filters | None = None) -> Answer:
         """The guarded answer to a question: input guard, retrieval, answer, output guard."""
-        refusal, warnings = screen_question(self.guard, self.audit, question)
+        refusal, warnings = screen_question(self.guard, self.audit, question, observer=self.guard_observer)
         if refusal is not None:
             return refusal
         answer = self._answer(question, filters)
         answer.notices.extend(warnings)
-        return screen_answer(self.output_guard, self.store, self.audit, answer, question)
+        return screen_answer(
+            self.output_guard, self.store, self.audit, answer, question, observer=self.guard_observer
+        )
 
     def _answer(self, question: Question, filters: Filters | None) -> Answer:
         started = time.perf_counter()

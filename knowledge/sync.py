@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from knowledge.chunking import chunk_document
@@ -84,11 +84,13 @@ class Ingestor:
         overlap: int,
         max_bytes: int,
         prepare: Callable[[Document], Document] | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.store, self.embedder, self.index = store, embedder, index
         self.chunk_tokens, self.overlap, self.max_bytes = chunk_tokens, overlap, max_bytes
         # Applied to each loaded file's documents, e.g. a declared source's default ACL groups.
         self.prepare = prepare
+        self.redact = redact
         self._run_id: int | None = None
 
     def run(self, paths: list[Path], *, progress: Progress | None = None) -> IngestReport:
@@ -185,6 +187,7 @@ class Ingestor:
                 report.skipped.append(Problem(name, f"document {item.id!r} {why}; skipped"))
                 continue
             seen.add(item.id)
+            item = self._redacted(item)
             if known.get(item.id) == item.content_hash:
                 report.unchanged += 1
             else:
@@ -245,7 +248,7 @@ class Ingestor:
             return
         if self.prepare is not None:
             documents = [self.prepare(document) for document in documents]
-        for document in documents:
+        for document in map(self._redacted, documents):
             seen.add(document.id)
             if known.get(document.id) == document.content_hash:
                 report.unchanged += 1
@@ -255,6 +258,15 @@ class Ingestor:
                 report.updated += 1
             else:
                 report.added += 1
+
+    def _redacted(self, document: Document) -> Document:
+        """The document as the index may hold it (the KB_REDACT_INDEX_KINDS policy); redacting before
+        the hash check means a policy change re-ingests what it changes."""
+        if self.redact is None:
+            return document
+        redact = self.redact
+        sections = tuple(replace(s, text=redact(s.text)) for s in document.sections)
+        return replace(document, title=redact(document.title), sections=sections)
 
     def _write(self, document: Document) -> int:
         prefix = max(
@@ -279,14 +291,19 @@ class Ingestor:
 
 
 def _walk(root: Path, report: IngestReport) -> list[Path]:
-    """Supported files under root, in a stable order; hidden files and folders are left out."""
+    """Supported files under root, in a stable order; hidden files and folders are left out, and
+    so is anything a symbolic link leads to outside the folder (it is reported, never read)."""
     files = []
+    real_root = root.resolve()
     for path in sorted(root.rglob("*")):
         relative = path.relative_to(root)
         if any(part.startswith(".") for part in relative.parts):
             continue
         if path.is_symlink() and not path.exists():
             report.skipped.append(Problem(str(path), "broken symbolic link"))
+        elif not path.resolve().is_relative_to(real_root):
+            if path.is_symlink():  # the files beneath a linked folder are covered by this one report
+                report.skipped.append(Problem(str(path), "a symbolic link out of the folder; not read"))
         elif not path.is_file():
             continue
         elif supported(path):

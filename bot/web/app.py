@@ -17,6 +17,7 @@ from importlib import resources
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.admin import admin_hooks
 from bot.slack.app import mount_slack
 from bot.teams.app import mount_teams
 from core.errors import KBError
@@ -39,16 +40,20 @@ def create_app(settings: Settings, kb: KnowledgeBase, *, metrics: Metrics | None
     app = web.Application(client_max_size=settings.max_request_bytes, middlewares=[_count_requests])
     app[KB_KEY], app[SETTINGS_KEY] = kb, settings
     app[METRICS_KEY] = metrics or Metrics()
+    kb.guard_observer = app[METRICS_KEY].count_guard
     app.router.add_get("/", index)
     app.router.add_post("/api/ask", ask)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     admins, groups, links = set(settings.bot_admins), settings.bot_user_groups, settings.docs_base_url
     metrics_ = app[METRICS_KEY]
+    hooks = admin_hooks(kb, ingest_roots=settings.admin_ingest_roots)
     # Each mounts its routes only when its platform is configured.
-    mount_slack(app, settings, kb, metrics=metrics_, admins=admins, user_groups=groups, link_base=links)
+    mount_slack(
+        app, settings, kb, metrics=metrics_, admins=admins, user_groups=groups, link_base=links, hooks=hooks,
+    )  # fmt: skip
     mount_teams(
-        app, settings, kb, metrics=metrics_, admins=admins, user_groups=groups, link_base=links,
+        app, settings, kb, metrics=metrics_, admins=admins, user_groups=groups, link_base=links, hooks=hooks,
         tenant_id=settings.teams_tenant_id,
     )  # fmt: skip
     return app

@@ -188,3 +188,21 @@ def test_past_the_threshold_the_index_becomes_approximate(
     assert reopened.index.kind == "ivf"
     assert reopened.index.size == reopened.stats().chunks
     assert all("Charging points" not in h.text for h in reopened.retrieve(Question("charging points"), 10))
+
+
+def test_the_index_never_holds_secrets_or_identity_numbers(kb: KnowledgeBase, tmp_path: Path) -> None:
+    root = tmp_path / "pii"
+    root.mkdir()
+    (root / "payroll.md").write_text(
+        "# Payroll contacts\n\nWrite to payroll@halden.example. Test card 4111 1111 1111 1111, "
+        "SSN 123-45-6789, and the old API key sk-proj-4f9XbQ7rT2mK8vN3pL6wZ1yC5hJ0dA9e.\n"
+    )
+    assert kb.ingest([root]).ok
+    texts = " ".join(hit.text for hit in kb.retrieve(Question("payroll contacts"), 5))
+    assert "payroll@halden.example" in texts, "contact data stays searchable by default"
+    for secret in ("4111 1111 1111 1111", "123-45-6789", "sk-proj-4f9XbQ7rT2mK8vN3pL6wZ1yC5hJ0dA9e"):
+        assert secret not in texts
+    assert "[CARD]" in texts
+    assert "[SSN]" in texts
+    assert "[SECRET]" in texts
+    assert kb.ingest([root]).unchanged == 1, "redaction is stable, so an unchanged file stays unchanged"

@@ -1,0 +1,73 @@
+"""What the chat admin commands do: the hooks the `kb serve` wiring hands to the conversation.
+
+`admin ingest PATH` reads only under the configured roots (KB_ADMIN_INGEST_ROOTS): the path is
+checked by the input guard (no `..`, no encoded tricks, no absolute path elsewhere), resolved
+with its symbolic links, and must still lie inside a root; inside the folder, links that lead
+out are not followed (see knowledge/sync.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from bot.commands import Admin
+from bot.conversation import AdminHooks
+from knowledge.service import KnowledgeBase
+from knowledge.sources import SourceRunner, load_sources
+from privacy.guard import Guard
+
+
+def admin_hooks(
+    kb: KnowledgeBase, *, ingest_roots: Sequence[Path], environ: Mapping[str, str] | None = None
+) -> AdminHooks:
+    roots = [root.resolve() for root in ingest_roots]
+    guard = Guard(roots=roots)
+
+    def ingest_now(command: Admin) -> str:
+        if not roots:
+            return "Ingesting from chat is off: no folders are allowed (set KB_ADMIN_INGEST_ROOTS)."
+        if not command.args:
+            return f"Say which folder: `admin ingest <folder>` (relative to {roots[0]})."
+        paths = []
+        for arg in command.args:
+            verdict = guard.check(arg, kind="path")
+            if not verdict.allowed:
+                return f"I can't ingest that path: {'; '.join(verdict.reasons)}."
+            path = (roots[0] / arg).resolve() if not os.path.isabs(arg) else Path(arg).resolve()
+            if not any(path.is_relative_to(root) for root in roots):
+                return "I can't ingest that path: it leads outside the allowed folders."
+            paths.append(path)
+        report = kb.ingest(paths)
+        summary = (
+            f"Ingested: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+            f"{report.removed} removed, {len(report.skipped)} skipped."
+        )
+        problems = "; ".join(f"{Path(p.path).name}: {p.reason}" for p in report.skipped[:5])
+        return summary + (f" Skipped: {problems}" if problems else "")
+
+    async def ingest(command: Admin) -> str:
+        return await asyncio.to_thread(ingest_now, command)
+
+    async def sync(command: Admin) -> str:
+        sources = await asyncio.to_thread(load_sources, kb.settings.sources_path)
+        env = dict(environ if environ is not None else os.environ)
+        runner = SourceRunner(kb, sources, environ=env, audit=kb.audit, actor="bot")
+        results = await asyncio.to_thread(runner.sync_all, command.args, full="full" in command.options)
+        return "Synced: " + "; ".join(
+            f"{r.name} {r.status} ({r.report.added} added, {r.report.updated} updated, "
+            f"{r.report.removed} removed)"
+            for r in results
+        )
+
+    async def status(_command: Admin) -> str:
+        stats = await asyncio.to_thread(kb.stats)
+        last = stats.last_ingest
+        when = "never ingested"
+        if last is not None and last.finished_at is not None:
+            when = f"last ingest {last.finished_at:%Y-%m-%d %H:%M} UTC ({last.status})"
+        return f"{stats.documents} documents, {stats.chunks} chunks; {when}."
+
+    return AdminHooks(ingest=ingest, sync=sync, status=status)
