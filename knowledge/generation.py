@@ -1,0 +1,210 @@
+"""Grounded answers: retrieved passages -> LLM -> answer with verified, renumbered [n] citations.
+
+The extractive answerer (knowledge/answer.py) is the floor, never an error: when evidence is weak
+the bot abstains without calling the model; when the model is down, slow, behind an open circuit
+breaker, or says nothing usable (empty, garbage, or - with `require_citation` - nothing cited),
+the question gets the extractive answer, marked `model="extractive (fallback)"`.
+
+>>> answer = await generate_answer(question, hits, llm=llm, query_vector=q, embedder=embedder,
+...                                min_score=0.25)                                # doctest: +SKIP
+>>> async for part in stream_answer(question, hits, llm=llm, ...):                # doctest: +SKIP
+...     print(part if isinstance(part, str) else "", end="")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import replace
+
+from core.llm import LLM
+from knowledge.answer import extractive_answer
+from knowledge.citations import CitationRewriter, looks_like_garbage
+from knowledge.embeddings import Embedder, Vectors
+from knowledge.prompt import NOT_FOUND, Prompt, build_prompt
+from knowledge.types import Answer, Hit, Question
+
+log = logging.getLogger(__name__)
+
+FALLBACK_MODEL = "extractive (fallback)"
+
+
+class _Clock:
+    """Latency from the question's arrival: retrieval (measured by the caller), first token, total."""
+
+    def __init__(self, retrieve_ms: float) -> None:
+        self.retrieve_ms = retrieve_ms
+        self.started = time.perf_counter()
+        self.first_token_ms: float | None = None
+
+    def elapsed(self) -> float:
+        return self.retrieve_ms + (time.perf_counter() - self.started) * 1000
+
+    def first_token(self) -> None:
+        if self.first_token_ms is None:
+            self.first_token_ms = self.elapsed()
+
+    def stamp(self, answer: Answer) -> Answer:
+        total = self.elapsed()
+        answer.latency_ms = {
+            "retrieve": round(self.retrieve_ms, 2),
+            "first_token": round(self.first_token_ms if self.first_token_ms is not None else total, 2),
+            "total": round(total, 2),
+        }
+        return answer
+
+
+def _weak_evidence(hits: list[Hit], min_score: float) -> bool:
+    return not hits or hits[0].score < min_score
+
+
+def _abstain(query_vector: Vectors, hits: list[Hit], embedder: Embedder, model: str) -> Answer:
+    # The extractive abstention (text, closest documents as citations) with an impossible bar.
+    answer = extractive_answer(query_vector, hits, embedder=embedder, min_score=math.inf)
+    answer.model = model
+    return answer
+
+
+async def _fallback(
+    query_vector: Vectors, hits: list[Hit], embedder: Embedder, min_score: float, reason: str
+) -> Answer:
+    log.warning("LLM answer unusable (%s): answering extractively", reason)
+    # Embedding the candidate sentences is CPU work: keep it off the event loop.
+    answer = await asyncio.to_thread(
+        extractive_answer, query_vector, hits, embedder=embedder, min_score=min_score
+    )
+    answer.model = FALLBACK_MODEL
+    return answer
+
+
+def _model_answer(
+    text: str, rewriter: CitationRewriter, prompt: Prompt, hits: list[Hit], model: str
+) -> Answer:
+    citations = [
+        replace(prompt.passages[number - 1].citation, number=position)
+        for position, number in enumerate(rewriter.order, start=1)
+    ]
+    return Answer(text=text, citations=citations, confidence=round(hits[0].score, 4), model=model)
+
+
+def _unusable(text: str, rewriter: CitationRewriter, require_citation: bool) -> str | None:
+    """Why the model's (rewritten) answer cannot be shown, or None if it can."""
+    if not text.strip():
+        return "empty output"
+    if looks_like_garbage(text):
+        return f"garbage output {text[:80]!r}"
+    if require_citation and not rewriter.order:
+        return f"no valid citation in {text[:80]!r}"
+    return None
+
+
+async def generate_answer(
+    question: Question,
+    hits: list[Hit],
+    *,
+    llm: LLM,
+    query_vector: Vectors,
+    embedder: Embedder,
+    min_score: float,
+    max_context_tokens: int = 1536,
+    max_answer_tokens: int = 256,
+    model: str | None = None,
+    retrieve_ms: float = 0.0,
+    require_citation: bool = True,
+) -> Answer:
+    """Answer `question` from `hits` with the model (`model` names a served model or LoRA adapter).
+
+    Never raises for model trouble: see the module docstring for the fallbacks.
+    """
+    clock = _Clock(retrieve_ms)
+    if _weak_evidence(hits, min_score):
+        return clock.stamp(extractive_answer(query_vector, hits, embedder=embedder, min_score=min_score))
+    try:
+        prompt = await build_prompt(question.text, hits, llm=llm, max_context_tokens=max_context_tokens)
+        completion = await llm.chat(
+            prompt.messages, model=model, max_tokens=max_answer_tokens, temperature=0.0
+        )
+    except Exception as exc:  # any model failure must end in an answer, not an error
+        return clock.stamp(
+            await _fallback(query_vector, hits, embedder, min_score, f"{type(exc).__name__}: {exc}")
+        )
+    clock.first_token()  # a non-streamed answer reaches the user all at once
+    if completion.text.lstrip().startswith(NOT_FOUND):
+        return clock.stamp(_abstain(query_vector, hits, embedder, completion.model))
+    rewriter = CitationRewriter(range(1, len(prompt.passages) + 1))
+    text = rewriter.feed(completion.text) + rewriter.finish()
+    reason = _unusable(text, rewriter, require_citation)
+    if reason is not None:
+        return clock.stamp(await _fallback(query_vector, hits, embedder, min_score, reason))
+    return clock.stamp(_model_answer(text, rewriter, prompt, hits, completion.model))
+
+
+async def stream_answer(
+    question: Question,
+    hits: list[Hit],
+    *,
+    llm: LLM,
+    query_vector: Vectors,
+    embedder: Embedder,
+    min_score: float,
+    max_context_tokens: int = 1536,
+    max_answer_tokens: int = 256,
+    model: str | None = None,
+    retrieve_ms: float = 0.0,
+    require_citation: bool = True,
+) -> AsyncGenerator[str | Answer, None]:
+    """Text deltas as the model writes them (citations already renumbered), then the final Answer.
+
+    The final Answer is authoritative: when it is a fallback or an abstention, its text replaces
+    whatever deltas were shown. Otherwise its text equals the deltas joined.
+    """
+    clock = _Clock(retrieve_ms)
+    if _weak_evidence(hits, min_score):
+        yield clock.stamp(extractive_answer(query_vector, hits, embedder=embedder, min_score=min_score))
+        return
+    shown: list[str] = []
+    held = ""  # output held back while it may still be the NOT_IN_CONTEXT reply
+    deciding, abstained = True, False
+    try:
+        prompt = await build_prompt(question.text, hits, llm=llm, max_context_tokens=max_context_tokens)
+        rewriter = CitationRewriter(range(1, len(prompt.passages) + 1))
+        stream = llm.stream_chat(prompt.messages, model=model, max_tokens=max_answer_tokens, temperature=0.0)
+        async with aclosing(stream) as deltas:
+            async for delta in deltas:
+                if deciding:
+                    held += delta
+                    head = held.lstrip()
+                    if head.startswith(NOT_FOUND):
+                        abstained = True
+                        break
+                    if NOT_FOUND.startswith(head):
+                        continue
+                    deciding, delta = False, held
+                piece = rewriter.feed(delta)
+                if piece:
+                    clock.first_token()
+                    shown.append(piece)
+                    yield piece
+        tail = "" if abstained else rewriter.feed(held if deciding else "") + rewriter.finish()
+    except Exception as exc:  # any model failure must end in an answer, not an error
+        failure = f"{type(exc).__name__}: {exc}"
+        yield clock.stamp(await _fallback(query_vector, hits, embedder, min_score, failure))
+        return
+    if abstained:
+        clock.first_token()
+        yield clock.stamp(_abstain(query_vector, hits, embedder, model or llm.name))
+        return
+    if tail:
+        clock.first_token()
+        shown.append(tail)
+        yield tail
+    text = "".join(shown)
+    reason = _unusable(text, rewriter, require_citation)
+    if reason is not None:
+        yield clock.stamp(await _fallback(query_vector, hits, embedder, min_score, reason))
+        return
+    yield clock.stamp(_model_answer(text, rewriter, prompt, hits, model or llm.name))

@@ -1,0 +1,51 @@
+"""The vLLM launcher without starting vLLM: its command line, environment and error messages.
+
+Starting the real server is tests/integration/test_vllm.py's job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.vllm_server import VLLMServer, VLLMServerError, default_python
+
+
+def test_vllm_server_command_has_the_flags_the_product_needs(tmp_path: Path) -> None:
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\n")
+    python.chmod(0o755)
+    server = VLLMServer(
+        tmp_path / "model",
+        python=default_python(python),
+        port=8123,
+        served_name="kb",
+        max_model_len=2048,
+        loras={"hr": tmp_path / "hr"},
+        extra_args=["--seed", "1"],
+        kv_cache_gib=2,
+    )
+    command = server.command()
+    assert command[:3] == [str(python), "-m", "vllm.entrypoints.openai.api_server"]
+    for flag in [
+        ["--served-model-name", "kb"],
+        ["--host", "127.0.0.1"],
+        ["--port", "8123"],
+        ["--max-model-len", "2048"],
+        ["--max-lora-rank", "16"],
+        ["--lora-modules", f"hr={tmp_path / 'hr'}"],
+    ]:
+        assert " ".join(flag) in " ".join(command)
+    assert "--enforce-eager" in command and "--enable-lora" in command and command[-2:] == ["--seed", "1"]
+    env = server.environment()
+    assert env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "true" and env["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    assert server.url == "http://127.0.0.1:8123"
+    with pytest.raises(VLLMServerError, match="no model in"):
+        server.start()
+
+
+def test_a_missing_vllm_environment_says_how_to_build_it(tmp_path: Path) -> None:
+    with pytest.raises(VLLMServerError, match="no vLLM interpreter") as caught:
+        default_python(tmp_path / "nowhere" / "python")
+    assert "make vllm-env" in str(caught.value) and "KB_VLLM_PYTHON" in str(caught.value)
