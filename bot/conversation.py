@@ -46,7 +46,7 @@ class KnowledgeBaseAnswers:
         self.kb = kb
 
     async def answer(self, question: Question) -> Answer:
-        return await asyncio.to_thread(self.kb.ask, question)
+        return await self.kb.ask_async(question)
 
 
 @dataclass(frozen=True, slots=True)

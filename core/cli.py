@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from core import db
 from core.cli_audit import audit_app
 from core.cli_bench import bench_app
+from core.cli_llm import llm_app
 from core.cli_sources import sources_app
 from core.cli_support import (
     EXIT_ERROR,
@@ -38,6 +39,10 @@ from core.cli_support import (
 )
 from core.errors import KBError
 
+if TYPE_CHECKING:
+    from knowledge.service import KnowledgeBase
+    from knowledge.types import Answer, Question
+
 __all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "app", "main"]
 
 app = typer.Typer(
@@ -50,6 +55,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(bench_app, name="bench")
+app.add_typer(llm_app, name="llm")
 app.add_typer(sources_app, name="sources")
 
 
@@ -147,7 +153,8 @@ def ask(
     settings = cli_settings()
     kb = open_kb(settings)
     with err.status("searching…"):
-        answer = kb.ask(Question(text=question.strip(), user="cli", groups=tuple(group or ()), channel="cli"))
+        asked = Question(text=question.strip(), user="cli", groups=tuple(group or ()), channel="cli")
+        answer = asyncio.run(_ask(kb, asked))
     if as_json:
         print_json(asdict(answer))
         return
@@ -159,6 +166,41 @@ def ask(
         out.print(f"[{c.number}] [bold]{c.title}[/]{section}", highlight=False, markup=True)
         out.print(f"    {c.uri}  (score {c.score:.2f})", style="dim", highlight=False, markup=False)
         out.print(f"    {c.snippet}", highlight=False, markup=False)
+
+
+@app.command()
+@friendly_errors
+def redact(
+    destination: Annotated[
+        str, typer.Option(help="Whose policy: logs (everything), training, index or external_prompt.")
+    ] = "logs",
+    pseudonyms: Annotated[bool, typer.Option(help="Numbered placeholders: [EMAIL_1], [EMAIL_2]…")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Redact personal data and secrets: text on standard input, redacted text on standard output."""
+    import sys
+
+    from privacy.redaction import RedactionPolicy, policy_for
+
+    settings = cli_settings()
+    policy = policy_for(
+        destination, index_kinds=settings.redact_index_kinds, prompt_kinds=settings.redact_prompt_kinds
+    )
+    if pseudonyms:
+        policy = RedactionPolicy(policy.destination, policy.kinds, pseudonyms=True)
+    result = policy.redactor().redact(sys.stdin.read())
+    if as_json:
+        print_json({"text": result.text, "counts": result.counts})
+    else:
+        sys.stdout.write(result.text)
+
+
+async def _ask(kb: KnowledgeBase, question: Question) -> Answer:
+    try:
+        return await kb.ask_async(question)
+    finally:
+        if kb.llm is not None:
+            await kb.llm.aclose()
 
 
 @app.command()

@@ -87,6 +87,16 @@ class Settings(BaseSettings):
     llm_url: AnyHttpUrl | None = None
     llm_model: str | None = None
     llm_api_key: SecretStr | None = None
+    vllm_python: Path | None = Field(
+        default=None, description="bin/python of the vLLM environment (default: the `make vllm-env` one)."
+    )
+    llm_external: bool = Field(
+        default=False, description="The model runs outside the company: prompts are redacted first."
+    )
+    redact_prompt_kinds: list[str] = Field(
+        default_factory=lambda: ["EMAIL", "PHONE", "CARD", "IBAN", "SSN", "CN_ID", "IP", "SECRET"],
+        description="PII kinds removed from prompts to an external model (secrets always).",
+    )
 
     # Chat platforms
     slack_bot_token: SecretStr | None = None

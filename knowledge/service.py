@@ -9,6 +9,7 @@ True
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -20,11 +21,13 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import Engine
 
+from core.llm import LLM, llm_from_settings
 from core.settings import Settings
 from knowledge.answer import extractive_answer
 from knowledge.catalog import ChunkCatalog, Filters
-from knowledge.embeddings import Embedder, get_embedder
+from knowledge.embeddings import Embedder, Vectors, get_embedder
 from knowledge.errors import VectorIndexError
+from knowledge.generation import generate_answer
 from knowledge.index import VectorIndex, set_threads
 from knowledge.lexical import LEXICAL_FILE, LexicalIndex
 from knowledge.retrieval import FusionConfig, Mode, Retriever
@@ -51,6 +54,11 @@ class KnowledgeBase:
         self.guard = Guard(max_chars=settings.max_question_chars)
         self.output_guard = OutputGuard(kinds=settings.redact_answer_kinds)
         self.guard_observer: GuardObserver | None = None  # `kb serve` sets it to count in /metrics
+        self.llm: LLM | None = llm_from_settings(settings)  # None: extractive answers
+        prompt_redactor = policy_for(
+            Destination.EXTERNAL_PROMPT, prompt_kinds=settings.redact_prompt_kinds
+        ).redactor()
+        self._prompt_redactor: Callable[[str], str] = lambda text: prompt_redactor.redact(text).text
         index_redactor = policy_for(Destination.INDEX, index_kinds=settings.redact_index_kinds).redactor()
         self._index_redactor: Callable[[str], str] = lambda text: index_redactor.redact(text).text
         self._embedder = embedder
@@ -193,15 +201,52 @@ class KnowledgeBase:
             self.output_guard, self.store, self.audit, answer, question, observer=self.guard_observer
         )
 
-    def _answer(self, question: Question, filters: Filters | None) -> Answer:
-        started = time.perf_counter()
+    async def ask_async(
+        self, question: Question, *, filters: Filters | None = None, model: str | None = None
+    ) -> Answer:
+        """Like `ask`, with the answer written by `llm` (KB_LLM_URL) when one is configured.
+
+        Retrieval runs in a worker thread; the model call is async. Model trouble of any kind
+        ends in the extractive answer, marked as a fallback (see knowledge/generation.py).
+        """
+        refusal, warnings = screen_question(self.guard, self.audit, question, observer=self.guard_observer)
+        if refusal is not None:
+            return refusal
+        if self.llm is None:
+            answer = await asyncio.to_thread(self._answer, question, filters)
+        else:
+            started = time.perf_counter()
+            asked, query, hits = await asyncio.to_thread(self._retrieve, question, filters)
+            if self.settings.llm_external:  # the prompt leaves the company: redact it first
+                hits = [replace(hit, text=self._prompt_redactor(hit.text)) for hit in hits]
+            answer = await generate_answer(
+                asked,
+                hits,
+                llm=self.llm,
+                query_vector=query,
+                embedder=self.embedder,
+                min_score=self.settings.min_score,
+                model=model,
+                retrieve_ms=(time.perf_counter() - started) * 1000,
+            )
+        answer.notices.extend(warnings)
+        return screen_answer(
+            self.output_guard, self.store, self.audit, answer, question, observer=self.guard_observer
+        )
+
+    def _retrieve(self, question: Question, filters: Filters | None) -> tuple[Question, Vectors, list[Hit]]:
+        """The question without its time phrase, its vector, and its readable hits."""
         retriever = self.retriever()
         text, parsed = extract_time_filter(question.text, now=datetime.now(UTC))
         if parsed is not None:
             filters = merge(filters, parsed)
             question = replace(question, text=text or question.text)
         query = retriever.embed(question.text)
-        hits = retriever.search(question, self.settings.top_k, vector=query, filters=filters)
+        return question, query, retriever.search(question, self.settings.top_k, vector=query, filters=filters)
+
+    def _answer(self, question: Question, filters: Filters | None) -> Answer:
+        started = time.perf_counter()
+        _, query, hits = self._retrieve(question, filters)
         retrieved = time.perf_counter()
         answer = extractive_answer(query, hits, embedder=self.embedder, min_score=self.settings.min_score)
         done = time.perf_counter()

@@ -41,6 +41,7 @@ def create_app(settings: Settings, kb: KnowledgeBase, *, metrics: Metrics | None
     app[KB_KEY], app[SETTINGS_KEY] = kb, settings
     app[METRICS_KEY] = metrics or Metrics()
     kb.guard_observer = app[METRICS_KEY].count_guard
+    app.on_cleanup.append(_close_llm)
     app.router.add_get("/", index)
     app.router.add_post("/api/ask", ask)
     app.router.add_get("/healthz", healthz)
@@ -74,6 +75,12 @@ async def _count_requests(request: web.Request, handler: Handler) -> web.StreamR
         request.app[METRICS_KEY].http_requests.labels(route=route, status=str(status)).inc()
 
 
+async def _close_llm(app: web.Application) -> None:
+    llm = app[KB_KEY].llm
+    if llm is not None:
+        await llm.aclose()
+
+
 async def index(_request: web.Request) -> web.Response:
     page = resources.files("bot.web").joinpath("static/index.html").read_text(encoding="utf-8")
     return web.Response(text=page, content_type="text/html")
@@ -94,7 +101,7 @@ async def ask(request: web.Request) -> web.Response:
     question = Question(text=text.strip(), user="web", groups=tuple(settings.web_user_groups), channel="web")
     started = time.perf_counter()
     try:
-        answer = await asyncio.to_thread(request.app[KB_KEY].ask, question)
+        answer = await request.app[KB_KEY].ask_async(question)
     except (KBError, SQLAlchemyError) as exc:
         metrics.questions.labels(channel="web", outcome="error").inc()
         log.warning("web question failed: %s", exc)

@@ -190,4 +190,25 @@ def test_secrets_in_an_answer_are_redacted(kb: KnowledgeBase, tmp_path: Path) ->
     kb.ingest([extra])
     answer = kb.ask(Question("What is the lab printer API key?"))
     assert "sk-proj-4f9XbQ7rT2mK8vN3pL6wZ1yC5hJ0dA9e" not in answer.text
-    assert any("secret" in notice for notice in answer.notices)
+    assert "[SECRET]" in answer.text, "redacted before it was even indexed"
+
+
+def test_the_output_guard_catches_what_a_model_makes_up(kb: KnowledgeBase, migrated: Engine) -> None:
+    from knowledge.safety import screen_answer
+    from knowledge.types import Citation
+
+    made_up = Answer(
+        text="Use the key sk-proj-4f9XbQ7rT2mK8vN3pL6wZ1yC5hJ0dA9e and card 4111 1111 1111 1111 [1].",
+        citations=[Citation(1, "VPN", "docs/vpn.md", "", "Install HaldenConnect.", 0.9)],
+    )
+    checked = screen_answer(kb.output_guard, kb.store, AuditLog(migrated), made_up, Question("q"))
+    assert "sk-proj" not in checked.text
+    assert "4111" not in checked.text
+    assert checked.notices == ["removed from the answer: 1 card, 1 secret"]
+    leaking = Answer(
+        text="H5 pays 78,000 [1].", citations=[Citation(1, "Salary bands", "docs/salary-bands.md", "", "", 1)]
+    )
+    withheld = screen_answer(kb.output_guard, kb.store, AuditLog(migrated), leaking, Question("q"))
+    assert withheld.text.startswith("This answer was withheld")
+    assert withheld.citations == []
+    assert AuditLog(migrated).tail(1)[0].action == "answer.withheld"
