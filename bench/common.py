@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -18,13 +19,11 @@ TABLE = BENCH / "BENCHMARKS.md"
 
 def machine() -> dict[str, Any]:
     cpu = "unknown"
-    try:
+    with contextlib.suppress(OSError):  # not Linux: the model stays unknown
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
     memory_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     return {
         "platform": platform.platform(),

@@ -28,7 +28,7 @@ class Ask:
 
 @dataclass(frozen=True, slots=True)
 class Help:
-    pass
+    """`help`: the command list."""
 
 
 @dataclass(frozen=True, slots=True)

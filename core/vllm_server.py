@@ -184,12 +184,13 @@ class VLLMServer:
                     f"the vLLM server exited with code {code} while starting:\n{self.log_tail()}",
                     hint=f"see the full log in {self.log_path}",
                 )
-            try:
-                with urllib.request.urlopen(f"{self.url}/v1/models", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            # Not listening yet is the usual answer while it starts.
+            with (
+                contextlib.suppress(urllib.error.URLError, OSError),
+                urllib.request.urlopen(f"{self.url}/v1/models", timeout=2) as response,
+            ):
+                if response.status == 200:
+                    return
             if time.monotonic() > deadline:
                 self.stop()
                 raise VLLMServerError(

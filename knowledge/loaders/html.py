@@ -139,7 +139,7 @@ class _Then:
 
 
 def _nothing() -> None:
-    pass
+    """A sentinel callable: "no action after this element"."""
 
 
 class _Builder:

@@ -74,12 +74,9 @@ class UrlPolicy:
         self.hosts: set[str] = set()
         self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         for entry in (e.strip() for e in allowlist):
-            if "/" in entry:
-                try:
-                    self.networks.append(ipaddress.ip_network(entry, strict=False))
-                    continue
-                except ValueError:
-                    pass
+            if "/" in entry and _is_network(entry):
+                self.networks.append(ipaddress.ip_network(entry, strict=False))
+                continue
             if entry:
                 self.hosts.add(entry.lower().strip("[]"))
 
@@ -274,3 +271,12 @@ def _parse(body: bytes, content_type: str, shown: str) -> Any:
         raise SourceError(
             f"the response from {shown} is not readable JSON ({exc.__class__.__name__})"
         ) from exc
+
+
+def _is_network(entry: str) -> bool:
+    """Whether an allow-list entry is a CIDR network ("10.0.0.0/8") rather than a host name."""
+    try:
+        ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return False
+    return True
