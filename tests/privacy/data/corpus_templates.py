@@ -87,7 +87,7 @@ POSITIVE: dict[str, dict[str, list[str]]] = {
     "IBAN": {
         "en": [
             "Please wire the deposit to IBAN {IBAN} by Thursday.",
-            "Beneficiary: Halden GmbH, IBAN: {IBAN}, BIC: COBADEFFXXX",
+            "Beneficiary: Halden GmbH, IBAN: {IBAN}, BIC: COBADEFF",
             "New supplier bank details: {IBAN} (Deutsche Bank).",
             "My salary account changed to {IBAN} from this month.",
             "The invoice lists {IBAN} as the payment account.",
