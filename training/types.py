@@ -1,0 +1,117 @@
+"""The training package's data contract, read top to bottom as the data flows:
+
+QAExample (text, from the knowledge base: training.data)
+  -> TeacherSignal (the teacher's answer and top-k log-probabilities: training.teacher)
+  -> TrainExample (token ids, answer mask, sparse teacher distribution: training.data.tokenize)
+  -> distill(student, examples, DistillConfig) -> DistillResult (training.distill, training.dp)
+
+Teacher and student share one tokenizer (the student is distilled from the teacher's vocabulary),
+so teacher token ids index the student's logits directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Origin = Literal["generated", "feedback", "paraphrase", "synthetic"]
+LossKind = Literal["forward_kl", "reverse_kl", "jsd"]
+GradSampleMode = Literal["auto", "ghost", "hooks"]
+
+PRIVACY_UNIT = "one training example (a question with its context passages and answer)"
+
+
+@dataclass(frozen=True)
+class QAExample:
+    """One (context passages, question) -> answer example, already redacted.
+
+    `document_id` is the split key: train, validation and test never share a document.
+    """
+
+    example_id: str
+    document_id: str
+    context: tuple[str, ...]
+    question: str
+    answer: str
+    origin: Origin = "generated"
+
+
+@dataclass(frozen=True)
+class TeacherSignal:
+    """The teacher's answer to one example and, at each answer token, its top-k log-probabilities.
+
+    `top_ids[i]` and `top_logprobs[i]` describe the distribution the teacher sampled `token_ids[i]`
+    from. A local transformers teacher may give `full_logits_path` (an .npy of [answer_len, vocab])
+    instead of top-k.
+    """
+
+    example_id: str
+    model: str
+    answer: str
+    token_ids: tuple[int, ...]
+    top_ids: tuple[tuple[int, ...], ...]
+    top_logprobs: tuple[tuple[float, ...], ...]
+    full_logits_path: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainExample:
+    """One tokenized example for the student: prompt + answer ids, and where the answer starts.
+
+    The loss is taken on positions `answer_start .. len(input_ids) - 1` only. `top_ids` and
+    `top_logprobs` (one row per answer token, or empty for cross-entropy only) are the teacher's
+    sparse distribution at those positions.
+    """
+
+    input_ids: tuple[int, ...]
+    answer_start: int
+    top_ids: tuple[tuple[int, ...], ...] = ()
+    top_logprobs: tuple[tuple[float, ...], ...] = ()
+
+
+@dataclass
+class DistillConfig:
+    """Everything one distillation run needs; saved as JSON with every checkpoint."""
+
+    out_dir: Path
+    epochs: int = 3
+    lr: float = 1e-3
+    batch_size: int = 64  # logical batch (the expected batch under Poisson sampling)
+    max_physical_batch: int = 16  # what fits in memory at once (BatchMemoryManager)
+    max_len: int = 256
+    temperature: float = 3.0
+    alpha: float = 0.7  # weight of the distillation term; 1 - alpha goes to cross-entropy
+    loss: LossKind = "forward_kl"
+    jsd_beta: float = 0.5
+    epsilon: float | None = 8.0  # None trains without differential privacy
+    delta: float | None = None  # None: 1 / N**1.1, capped at 1e-5
+    max_grad_norm: float = 1.0
+    accountant: str = "prv"
+    grad_sample_mode: GradSampleMode = "auto"
+    lora_rank: int = 0  # 0: full fine-tuning; > 0: LoRA adapters of this rank (peft)
+    seed: int = 0
+    checkpoint_every: int = 50  # optimizer steps
+    device: str = "cpu"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["out_dir"] = str(self.out_dir)
+        return data
+
+
+@dataclass
+class DistillResult:
+    """What a run did and spent; `epsilon_spent` is what the budget ledger records."""
+
+    steps: int
+    epochs: float
+    epsilon_spent: float | None
+    delta: float | None
+    train_time_s: float
+    mean_step_time_s: float
+    peak_memory_bytes: int
+    final_loss: float
+    checkpoint_dir: Path
+    privacy_unit: str = PRIVACY_UNIT
+    extra: dict[str, Any] = field(default_factory=dict)
