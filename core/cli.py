@@ -209,7 +209,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (default KB_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default KB_PORT).")] = None,
 ) -> None:
-    """Run the service: web chat, /healthz and /metrics (Slack and Teams arrive with their issue)."""
+    """Run the service: web chat, Slack (/slack/events), Teams (/api/messages), /healthz and /metrics."""
     from aiohttp import web
 
     from bot.web.app import create_app

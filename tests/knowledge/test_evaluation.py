@@ -63,3 +63,26 @@ def test_kb_bench_retrieval_reports_every_mode(tmp_path: Path, monkeypatch: pyte
         assert r["recall@10"] == 1.0
         assert {"recall@1", "recall@5", "mrr@10", "ndcg@10", "p50_ms", "p95_ms"} <= set(r)
     assert not (tmp_path / "unused").exists(), "the scratch index never touches the configured data dir"
+
+
+def test_kb_bench_ingest_reports_throughput_and_the_raw_encode_ratio(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KB_DATA_DIR", str(tmp_path / "unused"))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "vpn.md").write_text("# VPN\n\n## Install\n\nInstall HaldenConnect from the Software Center.\n")
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.7 truncated")
+    result = CliRunner().invoke(app, ["bench", "ingest", "--docs", str(docs), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["documents"] == 1
+    assert report["skipped"] == 1
+    assert report["chunks"] >= 1
+    assert report["chunks_per_s"] > 0
+    assert report["raw_encode_fp32_chunks_per_s"] > 0
+    assert report["ingest_vs_raw_encode_ratio"] > 0
+    assert report["peak_rss_mb"] > 0
+    missing = CliRunner().invoke(app, ["bench", "ingest", "--docs", str(tmp_path / "nope")])
+    assert missing.exit_code == 1
+    assert "is not a folder" in missing.stderr
