@@ -37,6 +37,7 @@ from core.cli_support import (
     out,
     print_json,
 )
+from core.cli_train import budget_app
 from core.errors import KBError
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(bench_app, name="bench")
 app.add_typer(llm_app, name="llm")
 app.add_typer(sources_app, name="sources")
+app.add_typer(budget_app, name="budget")  # training / privacy budget (issue 7)
 
 
 def main() -> None:

@@ -202,3 +202,37 @@ class ConversationRefRow(SQLModel, table=True):
     service_url: str = Field(max_length=1000)
     reference: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+# --- training / privacy budget (issue 7): the DP ledger (see privacy/budget.py) ---
+
+
+class PrivacyLedgerRow(SQLModel, table=True):
+    """One training run's claim on the privacy budget: reserved before it trains, settled after.
+
+    A `reserved` row counts `epsilon_planned` against the budget, a `settled` row `epsilon_spent`.
+    The run id is the key, so a resumed run finds its own reservation instead of making another.
+    """
+
+    __tablename__ = "privacy_ledger"
+
+    run_id: str = Field(primary_key=True, max_length=200)
+    dataset_hash: str = Field(max_length=128, index=True)
+    status: str = Field(max_length=20, index=True, description="reserved or settled")
+    epsilon_planned: float
+    epsilon_spent: float | None = None
+    delta: float
+    actor: str = Field(default="", max_length=200)
+    privacy_unit: str = Field(default="", max_length=200)
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    reserved_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    settled_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class PrivacyLedgerLockRow(SQLModel, table=True):
+    """The single row every ledger change updates first, to serialize budget checks across processes."""
+
+    __tablename__ = "privacy_ledger_lock"
+
+    id: int = Field(primary_key=True)
+    version: int = 0

@@ -129,6 +129,14 @@ class Settings(BaseSettings):
         default=30.0, gt=0, le=600, description="Per-request timeout for SQL and API sources, seconds."
     )
 
+    # --- training / privacy budget (issue 7) ---
+    privacy_budget_epsilon: float = Field(
+        default=16.0, gt=0, description="Total epsilon all DP training runs may spend (basic composition)."
+    )
+    privacy_budget_delta: float = Field(
+        default=1e-4, gt=0, lt=1, description="Total delta all DP training runs may spend (summed per run)."
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("log_level", mode="before")

@@ -93,6 +93,7 @@ class DistillConfig:
     seed: int = 0
     checkpoint_every: int = 50  # optimizer steps
     device: str = "cpu"
+    max_noise_multiplier: float = 10.0  # a target ε needing more noise than this is refused (training.dp)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

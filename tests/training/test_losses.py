@@ -1,0 +1,103 @@
+"""The distillation losses against values worked out by hand (two- and four-token vocabularies)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from training.losses import IGNORE, DistillLoss
+
+LN = math.log
+# Teacher p = [0.75, 0.25], student q = [0.5, 0.5]:
+KL_PQ = 0.75 * LN(0.75 / 0.5) + 0.25 * LN(0.25 / 0.5)  # 0.130812
+KL_QP = 0.5 * LN(0.5 / 0.75) + 0.5 * LN(0.5 / 0.25)  # 0.143841
+JSD = 0.5 * (0.75 * LN(0.75 / 0.625) + 0.25 * LN(0.25 / 0.375)) + 0.5 * (
+    0.5 * LN(0.5 / 0.625) + 0.5 * LN(0.5 / 0.375)
+)  # m = [0.625, 0.375]: 0.033822
+
+
+def _one(logits: list[float], label: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.tensor([[logits]], requires_grad=True), torch.tensor([[label]])
+
+
+@pytest.mark.parametrize(("kind", "expected"), [("forward_kl", KL_PQ), ("reverse_kl", KL_QP), ("jsd", JSD)])
+def test_divergences_on_full_distributions(kind: str, expected: float) -> None:
+    logits, labels = _one([0.0, 0.0], 0)
+    teacher = torch.tensor([[[LN(3.0), 0.0]]])  # softmax -> [0.75, 0.25]
+    loss = DistillLoss(kind=kind, temperature=1.0, alpha=1.0)  # type: ignore[arg-type]
+    assert loss(logits, labels, teacher_logits=teacher).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_briefs_blend_temperature_squared_and_cross_entropy() -> None:
+    """T = 2 softens teacher logits [2 ln 3, 0] to [0.75, 0.25]: 0.7 * 4 * KL + 0.3 * ln 2."""
+    logits, labels = _one([0.0, 0.0], 0)
+    teacher = torch.tensor([[[2 * LN(3.0), 0.0]]])
+    loss = DistillLoss(temperature=2.0, alpha=0.7)
+    expected = 0.7 * 4 * KL_PQ + 0.3 * LN(2.0)
+    assert expected == pytest.approx(0.574218, abs=1e-6)
+    assert loss(logits, labels, teacher_logits=teacher).item() == pytest.approx(expected, abs=1e-6)
+    assert DistillLoss().temperature == 3.0 and DistillLoss().alpha == 0.7
+
+
+def test_sparse_top_k_is_renormalized_and_the_student_tail_costs_in_forward_kl() -> None:
+    """Teacher top-2 of 4 tokens: [0.6, 0.2] (0.2 in the tail) renormalizes to [0.75, 0.25].
+
+    Forward KL keeps the student's full softmax (0.25 each): 0.75 ln 3. Reverse KL renormalizes
+    the student over the same two ids ([0.5, 0.5]) and gives KL(q || p) on that support.
+    """
+    logits, labels = _one([0.0, 0.0, 0.0, 0.0], 0)
+    ids = torch.tensor([[[0, 1]]])
+    logprobs = torch.tensor([[[LN(0.6), LN(0.2)]]])
+    forward = DistillLoss(temperature=1.0, alpha=1.0)
+    assert forward(logits, labels, ids, logprobs).item() == pytest.approx(0.75 * LN(3.0), abs=1e-6)
+    reverse = DistillLoss(kind="reverse_kl", temperature=1.0, alpha=1.0)
+    assert reverse(logits, labels, ids, logprobs).item() == pytest.approx(KL_QP, abs=1e-6)
+    # At T = 3 the teacher's top-2 soften to [0.6^(1/3), 0.2^(1/3)] / sum = [0.590541, 0.409459].
+    softened = DistillLoss(temperature=3.0, alpha=1.0)
+    expected = 9 * (0.590541 * LN(0.590541 / 0.25) + 0.409459 * LN(0.409459 / 0.25))
+    assert softened(logits, labels, ids, logprobs).item() == pytest.approx(expected, abs=1e-4)
+
+
+def test_padded_top_k_and_missing_teacher_rows() -> None:
+    """-inf pads a short top-k row; a row with no teacher at all falls back to cross-entropy."""
+    logits = torch.zeros(1, 2, 4, requires_grad=True)
+    labels = torch.tensor([[0, 1]])
+    ids = torch.tensor([[[0, 1, 0], [0, 0, 0]]])
+    logprobs = torch.tensor([[[LN(0.6), LN(0.2), -math.inf], [-math.inf] * 3]])
+    loss = DistillLoss(temperature=1.0, alpha=0.5, reduction="none")
+    per_token = loss.token_losses(logits, labels, ids, logprobs)
+    assert per_token[0, 0].item() == pytest.approx(0.5 * 0.75 * LN(3.0) + 0.5 * LN(4.0), abs=1e-6)
+    assert per_token[0, 1].item() == pytest.approx(LN(4.0), abs=1e-6)
+    for kind in ("forward_kl", "reverse_kl", "jsd"):
+        value = DistillLoss(kind=kind, temperature=3.0)(logits, labels, ids, logprobs)  # type: ignore[arg-type]
+        value.backward()
+        assert logits.grad is not None and torch.isfinite(logits.grad).all(), kind
+        logits.grad = None
+
+
+def test_masked_to_answer_tokens_and_reduced_per_sequence() -> None:
+    """Sequence 0 has one answer token (loss ln 4), sequence 1 has two (ln 4 and ln 2 each)."""
+    logits = torch.zeros(2, 3, 4)
+    logits[1, 2] = torch.tensor([50.0, 50.0, -50.0, -50.0])  # q = [0.5, 0.5, 0, 0]
+    labels = torch.tensor([[IGNORE, 2, IGNORE], [IGNORE, 3, 1]])
+    loss = DistillLoss(alpha=0.0, reduction="none")
+    per_sequence = loss(logits, labels)
+    assert per_sequence.tolist() == pytest.approx([LN(4.0), (LN(4.0) + LN(2.0)) / 2], abs=1e-5)
+    loss.reduction = "mean"
+    assert loss(logits, labels).item() == pytest.approx(per_sequence.mean().item())
+    loss.reduction = "sum"
+    assert loss(logits, labels).item() == pytest.approx(per_sequence.sum().item())
+    garbage = logits.clone()
+    garbage[:, 0] = torch.randn(2, 4) * 10  # outside the answer: no effect
+    assert loss(garbage, labels).item() == pytest.approx(per_sequence.sum().item())
+
+
+def test_bad_parameters_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown distillation loss"):
+        DistillLoss(kind="kl")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="temperature"):
+        DistillLoss(temperature=0.0)
+    with pytest.raises(ValueError, match="reduction"):
+        DistillLoss(reduction="avg")(torch.zeros(1, 1, 2), torch.tensor([[0]]))  # type: ignore[arg-type]

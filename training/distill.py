@@ -1,0 +1,418 @@
+"""The distillation loop: a student learns a teacher's answers under DP-SGD, within a privacy budget.
+
+Reads top to bottom like nanoGPT's train.py: check the input, plan the noise, prepare the student,
+resume or reserve budget, wrap with Opacus, train, checkpoint, settle the budget.
+
+    result = distill(student, train_examples, DistillConfig(out_dir=Path("runs/r1"), epsilon=8.0),
+                     ledger=ledger, dataset_hash=h, run_name="r1", pad_id=tokenizer.pad_token_id)
+
+`config.epsilon = None` trains with the very same loop and batches but without Opacus (the
+benchmark's non-private baseline). Under `torchrun` (a process group already initialized by the
+caller) the same function trains data-parallel with Opacus's DPDDP; rank 0 alone talks to the
+ledger and writes checkpoints.
+
+The privacy unit is one training example (types.PRIVACY_UNIT): Poisson sampling and clipping are
+per example, so an employee's question or a passage that appears in several examples is protected
+per appearance, not as a whole. Opacus runs with secure_mode off (torchcsprng is not installed):
+noise comes from torch's seeded generator, fine for experiments; production runs that need a
+guarantee against floating-point attacks should install torchcsprng and turn it on.
+
+Peak memory: torch.cuda.max_memory_allocated on a GPU; on the CPU the growth of the process's
+peak resident set (ru_maxrss) over the run, since torch's allocator is invisible to tracemalloc.
+That figure is exact when training drives the process's peak (run each configuration in its own
+process, as bench/distill.py does) and a lower bound otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from training import checkpoint, dp
+from training.batches import collate, example_tensors
+from training.dp import DistillError
+from training.losses import IGNORE, DistillLoss
+from training.types import PRIVACY_UNIT, DistillConfig, DistillResult, TrainExample
+
+if TYPE_CHECKING:
+    from privacy.budget import BudgetLedger
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """Handed to `on_step` after every optimizer step (progress bars, the bot's run row)."""
+
+    step: int
+    total_steps: int
+    epoch: int
+    loss: float
+
+
+def distill(
+    model: nn.Module,
+    examples: Sequence[TrainExample],
+    config: DistillConfig,
+    *,
+    ledger: BudgetLedger | None,
+    dataset_hash: str,
+    run_name: str,
+    pad_id: int,
+    actor: str = "training",
+    on_step: Callable[[StepInfo], None] | None = None,
+) -> DistillResult:
+    """Train `model` (a HF causal LM) on `examples`; returns what it did and the ε it spent."""
+    private = config.epsilon is not None
+    rank, world = _world()
+    # --- 1. refuse bad input before anything is reserved or wrapped ---
+    rows = [example_tensors(example, config.max_len) for example in examples]
+    _check_input(len(rows), config, world)
+    n = len(rows)
+    delta = (config.delta if config.delta is not None else dp.default_delta(n)) if private else None
+    plan = None
+    if private:
+        assert config.epsilon is not None and delta is not None
+        if delta >= 1.0 / n:
+            raise DistillError(f"δ={delta:.3g} is not below 1/N = {1 / n:.3g}", hint="leave delta unset")
+        plan = dp.plan_privacy(
+            n,
+            epsilon=config.epsilon,
+            delta=delta,
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            accountant=config.accountant,
+            max_noise_multiplier=config.max_noise_multiplier,
+        )
+    steps_per_epoch = math.ceil(n / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+
+    # --- 2. the student: untied, Opacus-ready, LoRA if asked; frozen parts frozen BEFORE wrapping ---
+    torch.manual_seed(config.seed)
+    device = torch.device(config.device)
+    model = dp.prepare_student(model, lora_rank=config.lora_rank, private=private).to(device)
+    mode = dp.choose_mode(model, config.grad_sample_mode) if private else None
+    identity = {**config.to_json(), "run_name": run_name, "dataset_hash": dataset_hash, "world_size": world}
+    resume_from = checkpoint.latest(config.out_dir)
+    state = checkpoint.load(resume_from, identity=identity, model=model) if resume_from else None
+
+    # --- 3. reserve the budget (a resumed run finds its own reservation) ---
+    if private and ledger is not None and rank == 0:
+        assert plan is not None
+        try:
+            ledger.reserve(
+                run_name,
+                dataset_hash=dataset_hash,
+                epsilon=plan.epsilon,
+                delta=plan.delta,
+                actor=actor,
+                privacy_unit=PRIVACY_UNIT,
+                details={
+                    "noise_multiplier": plan.noise_multiplier,
+                    "steps": plan.steps,
+                    "examples": n,
+                    "sample_rate": plan.sample_rate,
+                    "accountant": plan.accountant,
+                },
+            )
+        except Exception as exc:
+            _share_failure(exc)
+            raise
+    _share_failure(None)
+    done = [state["step"] if state else 0]  # optimizer steps taken, by this process or before it
+    try:
+        with warnings.catch_warnings():
+            # Opacus's backward hooks on the embedding layer, whose input (token ids) needs no grad.
+            warnings.filterwarnings("ignore", "Full backward hook is firing", UserWarning)
+            run = _Run(
+                rows, config, plan, mode, state, identity, total_steps, steps_per_epoch, pad_id, device
+            )
+            owner = ledger if rank == 0 else None
+            return _train(model, run, on_step=on_step, ledger=owner, run_name=run_name, done=done)
+    except BaseException:
+        # Nothing spent yet: give the reservation back. Otherwise it stays, covering what was spent,
+        # and the run resumes from its last checkpoint under the same name.
+        if ledger is not None and rank == 0 and private and done[0] == 0:
+            ledger.release(run_name)
+        raise
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What the loop needs, decided (and checked) before any budget was reserved."""
+
+    rows: list[dict[str, torch.Tensor]]
+    config: DistillConfig
+    plan: dp.PrivacyPlan | None
+    mode: dp.Mode | None
+    state: dict[str, Any] | None  # the checkpoint resumed from
+    identity: dict[str, Any]
+    total_steps: int
+    steps_per_epoch: int
+    pad_id: int
+    device: torch.device
+
+
+def _train(
+    model: nn.Module,
+    run: _Run,
+    *,
+    on_step: Callable[[StepInfo], None] | None,
+    ledger: BudgetLedger | None,
+    run_name: str,
+    done: list[int],
+) -> DistillResult:
+    rows, config, plan, mode, state = run.rows, run.config, run.plan, run.mode, run.state
+    total_steps, steps_per_epoch, pad_id, device = (
+        run.total_steps,
+        run.steps_per_epoch,
+        run.pad_id,
+        run.device,
+    )
+    rank, world = _world()
+    # --- 4. data: Poisson batches of mean `batch_size`, split into physical batches that fit ---
+    sampler = dp.PoissonSampler(
+        len(rows),
+        sample_rate=1.0 / steps_per_epoch,
+        steps=steps_per_epoch,
+        seed=config.seed,
+        rank=rank,
+        world_size=world,
+    )
+    loader: DataLoader[dict[str, torch.Tensor]] = DataLoader(
+        rows,  # type: ignore[arg-type]  # a list is a map-style dataset
+        batch_sampler=sampler,
+        collate_fn=lambda batch: collate(batch, pad_id),
+    )
+    expected_batch = len(rows) / steps_per_epoch
+    criterion = DistillLoss(
+        kind=config.loss,
+        temperature=config.temperature,
+        alpha=config.alpha,
+        beta=config.jsd_beta,
+        reduction="mean" if plan else "sum",
+    )
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    noise = torch.Generator(device=device).manual_seed(config.seed * 7919 + 17)
+    private = None
+    if plan is not None:
+        assert mode is not None
+        private = dp.make_private(
+            model,
+            optimizer,
+            loader,
+            criterion,
+            plan,
+            max_grad_norm=config.max_grad_norm,
+            mode=mode,
+            noise_generator=noise,
+        )
+        module, optimizer, criterion = private.module, private.optimizer, private.criterion
+    else:
+        module = model
+
+    # --- 5. resume: optimizer, accountant, sampler and RNG exactly where the checkpoint left them ---
+    step, losses, step_times = 0, [], []
+    if state is not None:
+        step, losses, step_times = state["step"], state["losses"], state["step_times"]
+        optimizer.load_state_dict(state["optimizer"])
+        if private is not None:
+            private.engine.accountant.load_state_dict(state["accountant"])
+        sampler.generator.set_state(state["sampler"][rank])
+        noise.set_state(state["noise"])
+        torch.set_rng_state(state["torch_rng"])
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    # --- 6. the loop ---
+    module.train()
+    started = time.perf_counter()
+    while step < total_steps:
+        epoch, sampler.epoch, sampler.skip = (
+            step // steps_per_epoch,
+            step // steps_per_epoch,
+            step % steps_per_epoch,
+        )
+        step_start, loss_sum, counted = time.perf_counter(), 0.0, 0
+        for batch, last in _physical_batches(loader, private, config.max_physical_batch):
+            batch = {key: value.to(device) for key, value in batch.items()}
+            logits = module(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                position_ids=batch["position_ids"],
+            ).logits
+            loss = criterion(logits, batch["labels"], batch["top_ids"], batch["top_logprobs"])
+            if plan is None:
+                loss = loss / expected_batch  # summed per-sequence losses -> the logical batch's mean
+            loss.backward()
+            # Per-sequence mean over the physical batch (DP) or the sum over it / expected_batch (not DP).
+            loss_sum += float(loss.item()) * (len(batch["input_ids"]) if plan else expected_batch)
+            counted += int((batch["labels"] != IGNORE).any(-1).sum())
+            if plan is None and not last:
+                continue
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if private is not None and getattr(optimizer, "_is_last_step_skipped", False):
+                continue  # Opacus accumulated this physical batch; the logical step is not over
+            step += 1
+            done[0] = step
+            losses.append(loss_sum / max(1, counted))
+            step_times.append(time.perf_counter() - step_start)
+            step_start, loss_sum, counted = time.perf_counter(), 0.0, 0
+            if step % config.checkpoint_every == 0 or step == total_steps:
+                _save(
+                    config.out_dir,
+                    step,
+                    module,
+                    optimizer,
+                    private,
+                    sampler,
+                    noise,
+                    losses,
+                    step_times,
+                    run.identity,
+                )
+            if on_step is not None:
+                on_step(StepInfo(step, total_steps, epoch, losses[-1]))
+    train_time = time.perf_counter() - started
+    if private is not None:
+        # Remove Opacus's hooks: the caller's model comes back plain (RMSNorms swapped, weights trained).
+        close = getattr(private.module, "_close", None)
+        if close is not None:
+            close()
+
+    # --- 7. the result: final model, ε spent, budget settled ---
+    plain = dp.unwrap(module)
+    final_dir = config.out_dir / "final"
+    epsilon = dp.epsilon_spent(private.engine, plan.delta) if private and plan else None
+    if rank == 0:
+        checkpoint.save_model(plain, final_dir)
+        if ledger is not None and epsilon is not None:
+            ledger.settle(run_name, epsilon_spent=epsilon, details={"steps": step})
+    peak = _peak_memory(device, rss_before)
+    timed = step_times[1:] or step_times
+    return DistillResult(
+        steps=step,
+        epochs=step / steps_per_epoch,
+        epsilon_spent=epsilon,
+        delta=plan.delta if plan else None,
+        train_time_s=train_time,
+        mean_step_time_s=sum(timed) / max(1, len(timed)),
+        peak_memory_bytes=peak,
+        final_loss=losses[-1] if losses else math.nan,
+        checkpoint_dir=final_dir,
+        privacy_unit=PRIVACY_UNIT,
+        extra={
+            "noise_multiplier": plan.noise_multiplier if plan else 0.0,
+            "grad_sample_mode": mode,
+            "planned_epsilon": plan.epsilon if plan else None,
+            "accountant": plan.accountant if plan else None,
+            "sample_rate": plan.sample_rate if plan else 1.0 / steps_per_epoch,
+            "world_size": world,
+            "resumed_from_step": state["step"] if state else None,
+            "losses": losses,
+            "peak_memory_measure": "cuda.max_memory_allocated"
+            if device.type == "cuda"
+            else "ru_maxrss delta",
+        },
+    )
+
+
+def _physical_batches(
+    loader: DataLoader[Any], private: dp.PrivateTraining | None, max_physical: int
+) -> Iterator[tuple[dict[str, torch.Tensor], bool]]:
+    """Physical batches of one epoch, each with whether it ends its logical batch (known without DP only)."""
+    if private is not None:
+        from opacus.utils.batch_memory_manager import BatchMemoryManager  # type: ignore[import-untyped]
+
+        with BatchMemoryManager(
+            data_loader=private.data_loader, max_physical_batch_size=max_physical, optimizer=private.optimizer
+        ) as physical:
+            for batch in physical:
+                yield batch, False
+        return
+    for batch in loader:
+        size = len(batch["input_ids"])
+        for start in range(0, max(size, 1), max_physical):
+            yield {k: v[start : start + max_physical] for k, v in batch.items()}, start + max_physical >= size
+
+
+def _check_input(n: int, config: DistillConfig, world: int) -> None:
+    if n == 0:
+        raise DistillError("there are no training examples", hint="build the dataset first (training.data)")
+    if n < config.batch_size:
+        raise DistillError(
+            f"{n} training examples are fewer than one batch of {config.batch_size}",
+            hint="add examples or lower batch_size (DP-SGD needs many examples per batch to learn anything)",
+        )
+    if config.epsilon is not None and not (config.epsilon > 0 and math.isfinite(config.epsilon)):
+        raise DistillError(f"target ε must be a positive number, not {config.epsilon}")
+    if config.epochs < 1 or config.max_physical_batch < 1 or config.checkpoint_every < 1:
+        raise DistillError("epochs, max_physical_batch and checkpoint_every must be at least 1")
+    if world > 1 and config.epsilon is None:
+        raise DistillError("data-parallel training is only wired for DP runs", hint="set an epsilon")
+
+
+def _save(
+    out_dir: Path,
+    step: int,
+    module: nn.Module,
+    optimizer: Any,
+    private: dp.PrivateTraining | None,
+    sampler: dp.PoissonSampler,
+    noise: torch.Generator,
+    losses: list[float],
+    step_times: list[float],
+    identity: dict[str, Any],
+) -> None:
+    samplers = [sampler.generator.get_state()]
+    if sampler.world_size > 1:
+        gathered: list[Any] = [None] * sampler.world_size
+        torch.distributed.all_gather_object(gathered, samplers[0])  # ranks resume their own draws
+        samplers = gathered
+    if sampler.rank != 0:
+        return
+    state = {
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "sampler": samplers,
+        "noise": noise.get_state(),
+        "accountant": private.engine.accountant.state_dict() if private else None,
+        "torch_rng": torch.get_rng_state(),
+        "losses": list(losses),
+        "step_times": list(step_times),
+    }
+    checkpoint.save(out_dir, step, model=dp.unwrap(module), state=state, identity=identity)
+
+
+def _world() -> tuple[int, int]:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _share_failure(exc: BaseException | None) -> None:
+    """Under torchrun, tell every rank whether rank 0's budget reservation failed."""
+    rank, world = _world()
+    if world == 1:
+        return
+    message = [str(exc) if exc is not None else None]
+    torch.distributed.broadcast_object_list(message, src=0)
+    if rank != 0 and message[0] is not None:
+        raise DistillError(f"rank 0 could not start the run: {message[0]}")
+
+
+def _peak_memory(device: torch.device, rss_before_kib: int) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before_kib) * 1024
