@@ -1,0 +1,513 @@
+"""The accelerator half of bench/distill.py: train the teacher, distill the students, time DP at 100M.
+
+Runs wherever torch sees a GPU (the lent H200) or, slowly, on the CPU; bench/distill.py calls the
+same functions in-process when it runs on a machine with both a GPU and vLLM.
+
+    python bench/distill_gpu.py teacher --out DIR            # sweep, keep the best teacher
+    python bench/distill_gpu.py students --work DIR --out DIR  # DP/non-DP students from teacher signals
+    python bench/distill_gpu.py dp-timing --out DIR           # ~100M student, DP vs non-DP step
+
+Only the task, data and evaluation modules of `training` are imported at the top, so the script
+runs on a machine with torch and transformers but without the product's database stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from training.data import answer_ids, prompt_ids  # noqa: E402
+from training.evaluate import greedy_answers, score  # noqa: E402
+from training.task import FactTask, build_tokenizer  # noqa: E402
+from training.types import QAExample  # noqa: E402
+
+MAX_LEN = 96
+TASK_SEED, VALID_SEED, TEST_SEED = 0, 1000, 2000
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+
+TEACHER = ModelShape(hidden=256, layers=4, heads=4, intermediate=768)  # head_dim 64 for vLLM's CPU attention
+STUDENT = ModelShape(hidden=128, layers=2, heads=4, intermediate=256)
+
+
+@dataclass
+class TrainPlan:
+    """One supervised (cross-entropy on the answer) training run of the task."""
+
+    name: str
+    shape: ModelShape
+    lr: float
+    steps: int = 3000
+    batch: int = 512
+    warmup: int = 500
+    time_budget_s: float = 1800.0  # a guard only: the schedule runs over `steps`, so a rerun repeats it
+    eval_every: int = 500
+    train_examples: int = 400_000
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+TEACHER_SWEEP = [
+    TrainPlan("t256x4-lr1e-3", TEACHER, 1e-3),
+    TrainPlan("t256x4-lr5e-4", TEACHER, 5e-4),
+    TrainPlan("t256x4-lr2e-3", TEACHER, 2e-3, warmup=1000),
+    TrainPlan("s128x2-lr2e-3", STUDENT, 2e-3, steps=9500),  # can the student's size learn the task at all?
+]
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def build_model(shape: ModelShape, tokenizer: Any, *, seed: int = 0) -> Any:
+    """A randomly initialized Llama of `shape` over the tokenizer's vocabulary (untied embeddings)."""
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.heads,
+        head_dim=shape.head_dim(),
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return model
+
+
+def tensorize(examples: list[QAExample], tokenizer: Any, dev: str) -> tuple[Any, Any]:
+    """Right-padded ids [N, MAX_LEN] and labels (-100 outside the answer), on `dev`."""
+    import torch
+
+    ids = torch.full((len(examples), MAX_LEN), int(tokenizer.pad_token_id), dtype=torch.long)
+    labels = torch.full((len(examples), MAX_LEN), -100, dtype=torch.long)
+    for i, example in enumerate(examples):
+        prompt, answer = prompt_ids(tokenizer, example), answer_ids(tokenizer, example.answer)
+        row = prompt + answer
+        if len(row) > MAX_LEN:
+            raise ValueError(f"example of {len(row)} tokens; raise MAX_LEN")
+        ids[i, : len(row)] = torch.tensor(row)
+        labels[i, len(prompt) : len(row)] = torch.tensor(answer)
+    return ids.to(dev), labels.to(dev)
+
+
+def train_supervised(plan: TrainPlan, tokenizer: Any, out: Path) -> dict[str, Any]:
+    """Cross-entropy on answers with AdamW, warmup + cosine; keeps the checkpoint of best validation EM."""
+    import torch
+
+    dev = device()
+    torch.manual_seed(plan.seed)
+    task = FactTask(seed=TASK_SEED + plan.seed)
+    train = task.examples(plan.train_examples, prefix="train")
+    valid = FactTask(seed=VALID_SEED).examples(1000, prefix="valid")
+    ids, labels = tensorize(train, tokenizer, dev)
+    model = build_model(plan.shape, tokenizer, seed=plan.seed).to(dev)
+    params = sum(p.numel() for p in model.parameters())
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=plan.lr,
+        betas=(0.9, 0.95),
+    )
+
+    def lr_at(step: int) -> float:
+        if step < plan.warmup:
+            return plan.lr * (step + 1) / plan.warmup
+        # Cosine over whichever runs out first, the steps or the time budget.
+        by_time = (time.perf_counter() - start) / plan.time_budget_s
+        progress = min(1.0, max((step - plan.warmup) / max(1, plan.steps - plan.warmup), by_time))
+        return plan.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    history: list[dict[str, float]] = []
+    best = -1.0
+    start = time.perf_counter()
+    generator = torch.Generator(device=dev).manual_seed(plan.seed)
+    step = 0
+    loss_value = float("nan")
+    while step < plan.steps and time.perf_counter() - start < plan.time_budget_s:
+        model.train()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        index = torch.randint(0, len(train), (plan.batch,), device=dev, generator=generator)
+        with torch.autocast(device_type="cuda" if dev == "cuda" else "cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids[index], labels=labels[index]).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        if step % plan.eval_every == 0:
+            loss_value = float(loss.item())
+            em = score(greedy_answers(model, tokenizer, valid), [e.answer for e in valid]).exact_match
+            history.append(
+                {"step": step, "loss": loss_value, "valid_em": em, "s": time.perf_counter() - start}
+            )
+            print(f"[{plan.name}] step {step} loss {loss_value:.4f} valid EM {em:.3f}", flush=True)
+            if em > best:
+                best = em
+                model.save_pretrained(str(out), safe_serialization=True)
+    result = {
+        "name": plan.name,
+        "params": params,
+        "shape": plan.shape.__dict__,
+        "lr": plan.lr,
+        "batch": plan.batch,
+        "steps": step,
+        "train_s": time.perf_counter() - start,
+        "best_valid_em": best,
+        "history": history,
+    }
+    (out / "train_result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def teacher_sweep(
+    out: Path, plans: list[TrainPlan] = TEACHER_SWEEP, *, parallel: bool = True
+) -> dict[str, Any]:
+    """Train every plan (parallel processes on one GPU); keep the best teacher-shaped one in out/teacher."""
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer_dir = out / "tokenizer"
+    build_tokenizer(tokenizer_dir)
+    results: list[dict[str, Any]] = []
+    if parallel:
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "train-one",
+                    "--plan",
+                    p.name,
+                    "--out",
+                    str(out / "runs" / p.name),
+                ],
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            for p in plans
+        ]
+        for proc in procs:
+            proc.wait()
+        for p in plans:
+            path = out / "runs" / p.name / "train_result.json"
+            if path.exists():
+                results.append(json.loads(path.read_text()))
+    else:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        for p in plans:
+            results.append(train_supervised(p, tokenizer, out / "runs" / p.name))
+    teachers = [r for r in results if r["shape"] == TEACHER.__dict__]
+    best = max(teachers, key=lambda r: r["best_valid_em"])
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    model: Any = AutoModelForCausalLM.from_pretrained(str(out / "runs" / best["name"]), dtype=torch.float32)
+    model = model.to(device())
+    test = FactTask(seed=TEST_SEED).examples(2000, prefix="test")
+    test_em = score(greedy_answers(model, tokenizer, test), [e.answer for e in test]).exact_match
+    teacher_dir = out / "teacher"
+    model.to(torch.bfloat16).save_pretrained(str(teacher_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(teacher_dir))
+    summary = {"best": best["name"], "teacher_test_em_torch": test_em, "runs": results}
+    (out / "teacher_sweep.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+STUDENT_RUN: dict[str, Any] = {"epochs": 40, "batch": 512, "lr": 2e-3}
+EPSILONS: tuple[float | None, ...] = (None, 8.0, 4.0, 1.0)
+CANDIDATES = 10_000
+
+
+def _eps_name(epsilon: float | None) -> str:
+    return "nodp" if epsilon is None else f"eps{epsilon:g}"
+
+
+def train_student(work: Path, epsilon: float | None, out: Path) -> dict[str, Any]:
+    """Distill one student (training.distill) at `epsilon`, then score it: EM, agreement, exposure."""
+    from transformers import AutoTokenizer
+
+    from bench.distill import CANARIES, load_device_data
+    from training.distill import distill
+    from training.evaluate import agreement, canary_exposure, chance_exposure
+    from training.task import make_canaries, random_secrets
+    from training.types import DistillConfig
+
+    rows, test, meta = load_device_data(work / "device")
+    tokenizer = AutoTokenizer.from_pretrained(str(work / "device" / "tokenizer"))
+    model = build_model(STUDENT, tokenizer, seed=0)
+    config = DistillConfig(
+        out_dir=out / _eps_name(epsilon),
+        epochs=STUDENT_RUN["epochs"],
+        lr=STUDENT_RUN["lr"],
+        batch_size=STUDENT_RUN["batch"],
+        max_physical_batch=STUDENT_RUN["batch"],
+        max_len=128,
+        epsilon=epsilon,
+        delta=1e-5 if epsilon is not None else None,
+        device=device(),
+        checkpoint_every=10**9,
+        max_noise_multiplier=50.0,
+    )
+    result = distill(
+        model,
+        rows,
+        config,
+        ledger=None,
+        dataset_hash=meta["dataset_hash"],
+        run_name=_eps_name(epsilon),
+        pad_id=int(tokenizer.pad_token_id),
+    )
+    model = model.to(device()).eval()
+    answers = greedy_answers(model, tokenizer, test)
+    scores = score(answers, [e.answer for e in test])
+    exposures = []
+    for i, canary in enumerate(make_canaries(CANARIES)):
+        candidates = random_secrets(CANDIDATES, seed=100 + i, exclude=[canary.secret])
+        exposures.append(canary_exposure(model, tokenizer, canary.example, candidates))
+    summary = {
+        "epsilon": epsilon,
+        "epsilon_spent": result.epsilon_spent,
+        "delta": result.delta,
+        "noise_multiplier": result.extra.get("noise_multiplier"),
+        "grad_sample_mode": result.extra.get("grad_sample_mode"),
+        "steps": result.steps,
+        "train_time_s": result.train_time_s,
+        "mean_step_time_s_shared_gpu": result.mean_step_time_s,
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "final_loss": result.final_loss,
+        "test_em": scores.exact_match,
+        "test_f1": scores.f1,
+        "teacher_agreement": agreement(answers, meta["teacher_answers"]),
+        "canary_exposures": exposures,
+        "canary_exposure": sum(exposures) / len(exposures),
+        "canary_exposure_max": max(exposures),
+        "exposure_chance": chance_exposure(CANDIDATES),
+        "params": sum(p.numel() for p in model.parameters()),
+        "privacy_unit": result.privacy_unit,
+    }
+    (out / f"{_eps_name(epsilon)}.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def step_timing(
+    shape: ModelShape, vocab: int, *, batch: int, seq: int, steps: int, k: int = 8
+) -> dict[str, Any]:
+    """Mean optimizer-step time and peak memory of DP (ε=8) vs non-DP distillation at the same batch.
+
+    Random token ids and random top-k rows: the step's cost does not depend on what is learned.
+    Each configuration runs alone (sequentially), so the two times compare.
+    """
+    import random
+    import tempfile
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from training.distill import distill
+    from training.types import DistillConfig, TrainExample
+
+    rng = random.Random(0)
+    answer = seq // 4
+    rows = [
+        TrainExample(
+            tuple(rng.randrange(4, vocab) for _ in range(seq)),
+            seq - answer,
+            tuple(tuple(rng.sample(range(4, vocab), k)) for _ in range(answer)),
+            tuple(tuple(sorted((-rng.random() * 5 for _ in range(k)), reverse=True)) for _ in range(answer)),
+        )
+        for _ in range(batch * steps)
+    ]
+    out: dict[str, Any] = {
+        "shape": shape.__dict__,
+        "vocab": vocab,
+        "batch": batch,
+        "seq": seq,
+        "steps": steps,
+    }
+    for epsilon in (None, 8.0):
+        torch.manual_seed(0)
+        config = LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=shape.hidden,
+            intermediate_size=shape.intermediate,
+            num_hidden_layers=shape.layers,
+            num_attention_heads=shape.heads,
+            num_key_value_heads=shape.heads,
+            head_dim=shape.head_dim(),
+            max_position_embeddings=max(256, seq),
+            tie_word_embeddings=False,
+        )
+        model = LlamaForCausalLM(config)
+        out["params"] = sum(p.numel() for p in model.parameters())
+        if device() == "cuda":
+            torch.cuda.empty_cache()
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = DistillConfig(
+                out_dir=Path(tmp),
+                epochs=1,
+                lr=1e-4,
+                batch_size=batch,
+                max_physical_batch=batch,
+                max_len=seq,
+                epsilon=epsilon,
+                delta=1e-5 if epsilon else None,
+                device=device(),
+                checkpoint_every=10**9,
+                max_noise_multiplier=50.0,
+            )
+            result = distill(
+                model, rows, cfg, ledger=None, dataset_hash="timing", run_name="timing", pad_id=0
+            )
+        name = _eps_name(epsilon)
+        out[name] = {
+            "mean_step_time_s": result.mean_step_time_s,
+            "peak_memory_bytes": result.peak_memory_bytes,
+            "grad_sample_mode": result.extra.get("grad_sample_mode"),
+        }
+        del model
+    out["dp_step_time_ratio"] = out["eps8"]["mean_step_time_s"] / out["nodp"]["mean_step_time_s"]
+    out["dp_peak_memory_ratio"] = out["eps8"]["peak_memory_bytes"] / max(1, out["nodp"]["peak_memory_bytes"])
+    return out
+
+
+def students(work: Path, out: Path, *, parallel: bool = True) -> dict[str, Any]:
+    """All students (in parallel processes), then the step timings (alone): one JSON in out/."""
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    if parallel:
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "student-one",
+                    "--work",
+                    str(work),
+                    "--out",
+                    str(out),
+                    "--epsilon",
+                    str(e),
+                ],
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            for e in EPSILONS
+        ]
+        for proc in procs:
+            proc.wait()
+    else:
+        for e in EPSILONS:
+            train_student(work, e, out)
+    runs = {}
+    for e in EPSILONS:
+        path = out / f"{_eps_name(e)}.json"
+        runs[_eps_name(e)] = json.loads(path.read_text()) if path.exists() else {"error": "run failed"}
+    students_s = time.perf_counter() - started
+    from transformers import AutoTokenizer
+
+    vocab = len(AutoTokenizer.from_pretrained(str(work / "device" / "tokenizer")))
+    timing_small = step_timing(STUDENT, vocab, batch=STUDENT_RUN["batch"], seq=64, steps=12)
+    summary = {"students": runs, "students_wall_s": students_s, "timing_student": timing_small}
+    (out / "students.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def dp_timing_100m() -> dict[str, Any]:
+    """The DP vs non-DP step on a ~100M-parameter Llama student (12 x 768, vocab 8000)."""
+    shape = ModelShape(hidden=768, layers=12, heads=12, intermediate=2048)
+    return step_timing(shape, 8000, batch=64, seq=128, steps=12)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    teacher = sub.add_parser("teacher")
+    teacher.add_argument("--out", type=Path, required=True)
+    teacher.add_argument("--serial", action="store_true")
+    one = sub.add_parser("train-one")
+    one.add_argument("--plan", required=True)
+    one.add_argument("--out", type=Path, required=True)
+    st = sub.add_parser("students")
+    st.add_argument("--work", type=Path, required=True)
+    st.add_argument("--out", type=Path, required=True)
+    st.add_argument("--serial", action="store_true")
+    so = sub.add_parser("student-one")
+    so.add_argument("--work", type=Path, required=True)
+    so.add_argument("--out", type=Path, required=True)
+    so.add_argument("--epsilon", required=True)
+    timing = sub.add_parser("dp-timing")
+    timing.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.command == "teacher":
+        print(json.dumps(teacher_sweep(args.out, parallel=not args.serial), indent=2)[:4000])
+    elif args.command == "train-one":
+        from transformers import AutoTokenizer
+
+        plan = next(p for p in TEACHER_SWEEP if p.name == args.plan)
+        tokenizer = AutoTokenizer.from_pretrained(str(args.out.parent.parent / "tokenizer"))
+        args.out.mkdir(parents=True, exist_ok=True)
+        train_supervised(plan, tokenizer, args.out)
+    elif args.command == "students":
+        summary = students(args.work, args.out, parallel=not args.serial)
+        print(
+            json.dumps(
+                {
+                    k: {kk: vv for kk, vv in v.items() if kk != "canary_exposures"}
+                    for k, v in summary["students"].items()
+                },
+                indent=2,
+            )
+        )
+        print(json.dumps(summary["timing_student"], indent=2))
+    elif args.command == "student-one":
+        epsilon = None if args.epsilon == "None" else float(args.epsilon)
+        train_student(args.work, epsilon, args.out)
+    elif args.command == "dp-timing":
+        args.out.mkdir(parents=True, exist_ok=True)
+        result = dp_timing_100m()
+        (args.out / "dp_timing_100m.json").write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
