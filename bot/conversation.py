@@ -1,8 +1,13 @@
 """The platform-neutral conversation: an Incoming message in, a RenderedReply out.
 
-Slack, Teams and the web chat all call :meth:`Conversation.handle`. It resolves the asker's groups
-(only in private exchanges), runs commands, answers questions through an AnswerService, writes
-behaviour events for push and audits every admin command.
+Slack, Teams and the web chat all call :meth:`Conversation.handle` (or :meth:`Conversation.stream`,
+which yields Drafts of the answer while the model writes it, then the RenderedReply). It resolves
+the asker's groups, runs commands, answers questions through an AnswerService, writes behaviour
+events for push and audits every admin command.
+
+Whose groups an answer may use (issue 5, access control): the asker's own in a private exchange
+(DM, ephemeral reply, web chat); in a channel, the groups that every member shares when the
+platform's Directory can list the members, else none (public documents only).
 
     conversation = Conversation(KnowledgeBaseAnswers(kb), BotStore(engine), kb.audit,
                                 admins={"slack:U0ADMIN"}, user_groups={"slack:U0HR": ["hr"]})
@@ -11,20 +16,18 @@ behaviour events for push and audits every admin command.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from bot.commands import HELP_TEXT, Admin, Ask, Digest, Feedback, Help, Invalid, Subscribe, Unsubscribe, parse
 from bot.render import DEFAULT_SHOWN_SOURCES, render_answer, source_links
 from bot.store import BotStore
-from bot.types import Incoming, RenderedReply, SourceLink, plain
+from bot.types import Draft, Incoming, RenderedReply, SourceLink, plain
 from core.errors import KBError
-from knowledge.service import KnowledgeBase
 from knowledge.types import Answer, Citation, Question
 from privacy.audit import AuditLog
 
@@ -34,19 +37,35 @@ AdminHook = Callable[[Admin], Awaitable[str]]
 
 
 class AnswerService(Protocol):
-    """Anything that answers a Question; a streaming LLM answerer plugs in here later."""
+    """Anything that answers a Question (bot/answers.py wraps the knowledge base)."""
 
     async def answer(self, question: Question) -> Answer: ...
 
 
-class KnowledgeBaseAnswers:
-    """The knowledge base's guarded, synchronous `ask`, run in a worker thread off the event loop."""
+@runtime_checkable
+class StreamingAnswerService(AnswerService, Protocol):
+    """An AnswerService that can also pass the answer on while it is written.
 
-    def __init__(self, kb: KnowledgeBase) -> None:
-        self.kb = kb
+    `stream` yields text deltas, then exactly one final Answer (authoritative: it may replace the
+    deltas, e.g. with a fallback); `preview` turns the text so far into what may be shown of it.
+    """
 
-    async def answer(self, question: Question) -> Answer:
-        return await self.kb.ask_async(question)
+    def stream(self, question: Question) -> AsyncIterator[str | Answer]: ...
+
+    def preview(self, text: str) -> str: ...
+
+
+class Directory(Protocol):
+    """What a chat platform knows about people and channels, for access control.
+
+    `groups` are a user's groups on the platform (e.g. Slack user groups), added to the configured
+    ones; `audience` lists who sees a channel's messages, or None when anyone may (public channel)
+    or the platform cannot tell. Implementations fall back quietly instead of raising.
+    """
+
+    async def groups(self, user: str) -> frozenset[str]: ...
+
+    async def audience(self, channel: str) -> tuple[str, ...] | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +105,12 @@ class Conversation:
         hooks: AdminHooks | None = None,
         link_base: str | None = None,
         shown_sources: int = DEFAULT_SHOWN_SOURCES,
+        directories: Mapping[str, Directory] | None = None,
     ) -> None:
-        """`admins` and the keys of `user_groups` are platform-qualified users, e.g. ``slack:U0123``."""
+        """`admins` and the keys of `user_groups` are platform-qualified users, e.g. ``slack:U0123``.
+
+        `directories` (by platform) add what the platform knows; a platform mounts its own later.
+        """
         self.answers = answers
         self.store = store
         self.audit = audit
@@ -96,10 +119,30 @@ class Conversation:
         self.hooks = hooks or AdminHooks()
         self.link_base = link_base
         self.shown_sources = shown_sources
+        self.directories: dict[str, Directory] = dict(directories or {})
 
-    def groups_for(self, incoming: Incoming) -> tuple[str, ...]:
-        """Public channels see only documents everyone may read; private exchanges the asker's own."""
-        return tuple(self.user_groups.get(incoming.who, ())) if incoming.private else ()
+    async def groups_for(self, incoming: Incoming) -> tuple[str, ...]:
+        """The asker's groups in private; in a channel, the groups all its members share (see top)."""
+        if incoming.private:
+            return tuple(sorted(await self._groups_of(incoming.platform, incoming.user)))
+        directory = self.directories.get(incoming.platform)
+        members = await directory.audience(incoming.channel) if directory and incoming.channel else None
+        if not members:
+            return ()
+        shared: set[str] | None = None
+        for member in members:
+            groups = await self._groups_of(incoming.platform, member)
+            shared = groups if shared is None else shared & groups
+            if not shared:
+                return ()
+        return tuple(sorted(shared or ()))
+
+    async def _groups_of(self, platform: str, user: str) -> set[str]:
+        groups = {g.casefold() for g in self.user_groups.get(f"{platform}:{user}", ())}
+        directory = self.directories.get(platform)
+        if directory is not None:
+            groups |= {g.casefold() for g in await directory.groups(user)}
+        return groups
 
     async def handle(self, incoming: Incoming) -> RenderedReply:
         command = parse(incoming.text)
@@ -109,17 +152,15 @@ class Conversation:
             case Ask(text=text):
                 return await self.ask(incoming, text)
             case Subscribe(topic=topic):
-                new = await asyncio.to_thread(self.store.subscribe, incoming, topic)
+                new = await self.store.run(self.store.subscribe, incoming, topic)
                 return plain(f"Subscribed to *{topic}*." if new else f"You already follow *{topic}*.")
             case Unsubscribe(topic=topic):
-                had = await asyncio.to_thread(self.store.unsubscribe, incoming, topic)
+                had = await self.store.run(self.store.unsubscribe, incoming, topic)
                 return plain(f"Unsubscribed from *{topic}*." if had else f"You did not follow *{topic}*.")
             case Digest(cadence=cadence):
                 return await self._digest(incoming, cadence)
             case Feedback(comment=comment):
-                await asyncio.to_thread(
-                    self.store.record_feedback, _with_text(incoming, comment), None, value=0
-                )
+                await self.store.run(self.store.record_feedback, _with_text(incoming, comment), None, value=0)
                 return plain("Thanks, I passed your feedback on to the team.")
             case Admin() | Invalid(admin_verb=str()):
                 return await self._admin(incoming, command)
@@ -127,38 +168,71 @@ class Conversation:
                 return plain(message, ok=False)
         raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
 
+    async def stream(self, incoming: Incoming) -> AsyncIterator[Draft | RenderedReply]:
+        """Like `handle`, but a question's answer comes as Drafts while it is written, then the reply.
+
+        Commands, and answer services that cannot stream, yield the final reply only.
+        """
+        command = parse(incoming.text)
+        if not isinstance(command, Ask) or not isinstance(self.answers, StreamingAnswerService):
+            yield await self.handle(incoming)
+            return
+        service = self.answers
+        question = await self._question(incoming, command.text)
+        raw, final = "", None
+        try:
+            async for part in service.stream(question):
+                if isinstance(part, Answer):
+                    final = part
+                else:
+                    raw += part
+                    yield Draft(raw, service.preview)
+        except (KBError, SQLAlchemyError) as exc:
+            log.warning("question from %s failed: %s", incoming.who, exc)
+        if final is None:
+            yield plain(_UNAVAILABLE, ok=False)
+            return
+        yield await self._render(incoming, command.text, final)
+
     async def ask(self, incoming: Incoming, text: str) -> RenderedReply:
-        question = Question(
-            text=text, user=incoming.who, groups=self.groups_for(incoming), channel=incoming.channel,
-            thread=incoming.thread,
-        )  # fmt: skip
+        question = await self._question(incoming, text)
         try:
             answer = await self.answers.answer(question)
         except (KBError, SQLAlchemyError) as exc:
             log.warning("question from %s failed: %s", incoming.who, exc)
             return plain(_UNAVAILABLE, ok=False)
+        return await self._render(incoming, text, answer)
+
+    async def _question(self, incoming: Incoming, text: str) -> Question:
+        return Question(
+            text=text, user=incoming.who, groups=await self.groups_for(incoming), channel=incoming.channel,
+            thread=incoming.thread,
+        )  # fmt: skip
+
+    async def _render(self, incoming: Incoming, text: str, answer: Answer) -> RenderedReply:
         try:
-            question_id: int | None = await asyncio.to_thread(
+            question_id: int | None = await self.store.run(
                 self.store.record_question, _with_text(incoming, text), answer
             )
         except SQLAlchemyError as exc:
             # The answer matters more than the record of it: answer anyway, without buttons.
             log.warning("could not record a question event: %s", exc)
             question_id = None
-        return render_answer(
+        reply = render_answer(
             answer, question_id=question_id, link_base=self.link_base, shown_sources=self.shown_sources
         )
+        return replace(reply, answer=answer)
 
     async def feedback(self, incoming: Incoming, question_id: int, *, helpful: bool) -> RenderedReply:
-        await asyncio.to_thread(self.store.record_feedback, incoming, question_id, value=1 if helpful else -1)
+        await self.store.run(self.store.record_feedback, incoming, question_id, value=1 if helpful else -1)
         return plain("Thanks for the feedback!" if helpful else "Thanks, I will pass that on to the team.")
 
     async def source_clicked(self, incoming: Incoming, question_id: int, number: int, uri: str) -> None:
-        await asyncio.to_thread(self.store.record_click, incoming, question_id, number=number, uri=uri)
+        await self.store.run(self.store.record_click, incoming, question_id, number=number, uri=uri)
 
     async def all_sources(self, question_id: int) -> tuple[SourceLink, ...]:
         """Every source an earlier answer cited, for "show more sources"."""
-        row = await asyncio.to_thread(self.store.question, question_id)
+        row = await self.store.run(self.store.question, question_id)
         if row is None:
             return ()
         citations = [
@@ -169,11 +243,11 @@ class Conversation:
 
     async def _digest(self, incoming: Incoming, cadence: str) -> RenderedReply:
         if cadence == "now":
-            await asyncio.to_thread(
+            await self.store.run(
                 self.store.set_digest, incoming.platform, incoming.user, cadence=None, now=True
             )
             return plain("Your digest is on its way.")
-        await asyncio.to_thread(self.store.set_digest, incoming.platform, incoming.user, cadence=cadence)
+        await self.store.run(self.store.set_digest, incoming.platform, incoming.user, cadence=cadence)
         if cadence == "off":
             return plain("Digest turned off. `digest weekly` turns it back on.")
         return plain(f"You will get a {cadence} digest.")
@@ -206,9 +280,7 @@ class Conversation:
     async def _audit(
         self, actor: str, action: str, target: str, params: dict[str, str], outcome: str
     ) -> None:
-        await asyncio.to_thread(
-            self.audit.record, actor, action, target=target, params=params, outcome=outcome
-        )
+        await self.store.run(self.audit.record, actor, action, target=target, params=params, outcome=outcome)
 
 
 def _with_text(incoming: Incoming, text: str) -> Incoming:

@@ -3,15 +3,33 @@
 Synchronous SQLAlchemy like the rest of the product; async callers run these in a worker thread.
 
     store = BotStore(engine)
-    if store.claim_event("slack:Ev0123"):   # False when another delivery already claimed it
-        ...
+    if store.claim_event("slack:Ev0123", incoming, lease_s=120):   # False: another delivery has it
+        ...answer...
+        store.finish_event("slack:Ev0123")
+
+An event's claim is `claimed` while a replica answers it, and `answered` (or `ignored`, `failed`)
+afterwards. The answering replica renews its lease; when a replica dies, its claims' leases run
+out and `take_over` hands each to exactly one other replica (a compare-and-set UPDATE), which
+answers from the stored `payload` into the stored `reply_ts` message: a re-run edits the same
+message rather than posting a second answer.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+import functools
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
@@ -23,28 +41,199 @@ from core.models import (
     DigestPrefRow,
     ProcessedEventRow,
     SubscriptionRow,
+    as_utc,
     utcnow,
 )
 from knowledge.types import Answer
 from privacy.redaction import Redactor
 
+T = TypeVar("T")
+
 DEFAULT_CADENCE = "weekly"
+DEFAULT_LEASE_S = 120.0
+
+CLAIMED, ANSWERED, IGNORED, FAILED = "claimed", "answered", "ignored", "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An event taken over from a replica whose lease ran out: what to answer, and where."""
+
+    key: str
+    incoming: Incoming
+    reply_ts: str | None
+    attempts: int
+
+
+def replica_name() -> str:
+    """Who holds a claim, for the logs: host, process and a random suffix (pids repeat in containers)."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class _WriteGate:
+    """One writer at a time (SQLite's own rule, kept in-process); claims go before other writes.
+
+    SQLite makes a blocked writer sleep and retry, up to 100 ms a turn; waiting here wakes the next
+    writer as soon as the last one commits. An event claim, which Slack's ack waits for, is let in
+    before any queued write that nobody is waiting on (recording a question, closing a claim).
+    """
+
+    def __init__(self) -> None:
+        self._turn = threading.Condition()
+        self._busy = False
+        self._urgent = 0
+
+    @contextlib.contextmanager
+    def hold(self, *, urgent: bool) -> Iterator[None]:
+        with self._turn:
+            self._urgent += urgent
+            while self._busy or (self._urgent and not urgent):
+                self._turn.wait()
+            self._urgent -= urgent
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._turn:
+                self._busy = False
+                self._turn.notify_all()
 
 
 class BotStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, owner: str | None = None) -> None:
         self.engine = engine
+        self.owner = owner or replica_name()
         # Question texts feed push profiles and may one day feed training: no PII in them.
         self._redactor = Redactor()
+        self._gate = _WriteGate() if engine.dialect.name == "sqlite" else None
+        # The bot's own threads for its database work, so that it never queues behind embedding and
+        # search work in the event loop's default executor; claims (awaited by Slack's ack) have
+        # their own, so they never queue behind the bot's other writes either.
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kb-bot-db")
+        self._claims = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kb-bot-claims")
 
-    def claim_event(self, event_id: str) -> bool:
-        """True for the first delivery of `event_id` anywhere (any replica, any restart), else False."""
+    async def run(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one of these (blocking) methods off the event loop, on the bot's database threads."""
+        loop = asyncio.get_running_loop()
+        pool = self._claims if work == self.claim_event else self._executor
+        return await loop.run_in_executor(pool, functools.partial(work, *args, **kwargs))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._claims.shutdown(wait=False, cancel_futures=True)
+
+    @contextlib.contextmanager
+    def _writing(self, *, urgent: bool = False) -> Iterator[Session]:
+        turn = self._gate.hold(urgent=urgent) if self._gate else contextlib.nullcontext()
+        with turn, session_scope(self.engine) as session:
+            yield session
+
+    def claim_event(
+        self, event_id: str, incoming: Incoming | None = None, *, lease_s: float = DEFAULT_LEASE_S
+    ) -> bool:
+        """True for the first delivery of `event_id` anywhere (any replica, any restart), else False.
+
+        With `incoming` the claim holds a lease and what is needed to answer again; without it the
+        event needs no answer and is recorded only to turn its redeliveries away.
+        """
+        now = utcnow()
+        row = ProcessedEventRow(event_id=event_id[:200], received_at=now, state=IGNORED)
+        if incoming is not None:
+            row.state, row.owner, row.attempts = CLAIMED, self.owner, 1
+            row.lease_until, row.payload = now + timedelta(seconds=lease_s), incoming.to_json()
         try:
-            with session_scope(self.engine) as session:
-                session.add(ProcessedEventRow(event_id=event_id[:200], received_at=utcnow()))
+            with self._writing(urgent=True) as session:
+                session.add(row)
         except IntegrityError:
             return False
         return True
+
+    def renew(self, event_id: str, *, lease_s: float = DEFAULT_LEASE_S) -> bool:
+        """Extend our lease while we still answer; False when the claim is no longer ours."""
+        return self._update(
+            event_id, {"lease_until": utcnow() + timedelta(seconds=lease_s)}, owner=self.owner
+        )
+
+    def set_reply_ts(self, event_id: str, ts: str) -> None:
+        """The message the answer goes into, so a re-run edits it instead of posting another."""
+        self._update(event_id, {"reply_ts": ts[:40]})
+
+    def finish_event(self, event_id: str, *, state: str = ANSWERED) -> None:
+        """Close a claim; the payload (the question's text) is not kept past the answer."""
+        self._update(event_id, {"state": state, "lease_until": None, "payload": None})
+
+    def expired_claims(self, *, prefix: str = "", limit: int = 50) -> list[str]:
+        """Event ids (starting with `prefix`) whose replica stopped renewing its lease (died, or hung)."""
+        query = (
+            select(col(ProcessedEventRow.event_id))
+            .where(col(ProcessedEventRow.state) == CLAIMED, col(ProcessedEventRow.lease_until) < utcnow())
+            .where(col(ProcessedEventRow.event_id).startswith(prefix))
+            .order_by(col(ProcessedEventRow.received_at))
+            .limit(limit)
+        )
+        with Session(self.engine) as session:
+            return list(session.execute(query).scalars().all())
+
+    def take_over(self, event_id: str, *, lease_s: float, max_attempts: int) -> Claim | None:
+        """Take an expired claim for this replica; None when another replica was quicker.
+
+        A claim that has had `max_attempts` tries is marked failed instead: a question that
+        crashes every replica must not crash them forever.
+        """
+        now = utcnow()
+        with self._writing() as session:
+            row = session.get(ProcessedEventRow, event_id)
+            if row is None or row.state != CLAIMED or row.lease_until is None:
+                return None
+            if as_utc(row.lease_until) >= now:
+                return None
+            # Read before the UPDATE: the ORM refreshes `row` with the values it writes.
+            tries, payload, reply_ts = row.attempts, row.payload, row.reply_ts
+            give_up = tries >= max_attempts or not payload
+            taken = session.execute(
+                update(ProcessedEventRow)
+                .where(
+                    col(ProcessedEventRow.event_id) == event_id,
+                    col(ProcessedEventRow.state) == CLAIMED,
+                    col(ProcessedEventRow.attempts) == tries,  # the compare in compare-and-set
+                )
+                .values(
+                    owner=self.owner,
+                    attempts=tries + 1,
+                    lease_until=now + timedelta(seconds=lease_s),
+                    state=FAILED if give_up else CLAIMED,
+                )
+            ).rowcount  # type: ignore[attr-defined]
+            if not taken or give_up or payload is None:
+                return None
+            return Claim(event_id, Incoming.from_json(payload), reply_ts, tries + 1)
+
+    def claim_state(self, event_id: str) -> ProcessedEventRow | None:
+        with Session(self.engine) as session:
+            return session.get(ProcessedEventRow, event_id)
+
+    def prune_events(self, *, older_than: timedelta) -> int:
+        """Forget events received before `older_than` ago (Slack stops redelivering within an hour).
+
+        Claims still being answered under a live lease are kept whatever their age.
+        """
+        now = utcnow()
+        with self._writing() as session:
+            gone = session.execute(
+                delete(ProcessedEventRow).where(
+                    col(ProcessedEventRow.received_at) < now - older_than,
+                    or_(col(ProcessedEventRow.state) != CLAIMED, col(ProcessedEventRow.lease_until) < now),
+                )
+            ).rowcount  # type: ignore[attr-defined]
+        return int(gone or 0)
+
+    def _update(self, event_id: str, values: dict[str, Any], *, owner: str | None = None) -> bool:
+        query = update(ProcessedEventRow).where(col(ProcessedEventRow.event_id) == event_id)
+        if owner is not None:
+            mine = col(ProcessedEventRow.owner) == owner
+            query = query.where(mine, col(ProcessedEventRow.state) == CLAIMED)
+        with self._writing() as session:
+            return bool(session.execute(query.values(**values)).rowcount)  # type: ignore[attr-defined]
 
     def record_question(self, incoming: Incoming, answer: Answer) -> int:
         data: dict[str, Any] = {
@@ -87,7 +276,7 @@ class BotStore:
     def subscribe(self, incoming: Incoming, topic: str) -> bool:
         """True when this is a new subscription, False when the user already had it."""
         try:
-            with session_scope(self.engine) as session:
+            with self._writing() as session:
                 session.add(
                     SubscriptionRow(
                         platform=incoming.platform, user_id=incoming.user, topic=topic, created_at=utcnow()
@@ -100,7 +289,7 @@ class BotStore:
 
     def unsubscribe(self, incoming: Incoming, topic: str) -> bool:
         """True when the user had the subscription."""
-        with session_scope(self.engine) as session:
+        with self._writing() as session:
             gone = session.execute(
                 delete(SubscriptionRow).where(
                     col(SubscriptionRow.platform) == incoming.platform,
@@ -128,7 +317,7 @@ class BotStore:
 
     def set_digest(self, platform: str, user_id: str, *, cadence: str | None, now: bool = False) -> None:
         """Store a cadence (daily, weekly, off) and/or ask push for a digest right away."""
-        with session_scope(self.engine) as session:
+        with self._writing() as session:
             row = session.get(DigestPrefRow, (platform, user_id)) or DigestPrefRow(
                 platform=platform, user_id=user_id, cadence=DEFAULT_CADENCE, updated_at=utcnow()
             )
@@ -149,7 +338,7 @@ class BotStore:
         reference: dict[str, Any],
     ) -> None:
         """Keep the newest way to reach a conversation (it changes when the service URL moves)."""
-        with session_scope(self.engine) as session:
+        with self._writing() as session:
             row = session.get(ConversationRefRow, (platform, conversation_id)) or ConversationRefRow(
                 platform=platform, conversation_id=conversation_id, user_id=user_id, service_url=service_url,
                 updated_at=utcnow(),
@@ -179,7 +368,7 @@ class BotStore:
             channel=incoming.channel[:200], thread=(incoming.thread or "")[:200], text=text,
             question_id=question_id, data=data or {}, at=utcnow(),
         )  # fmt: skip
-        with session_scope(self.engine) as session:
+        with self._writing() as session:
             session.add(row)
             session.flush()
             assert row.id is not None

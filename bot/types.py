@@ -5,8 +5,12 @@ Slack turns a RenderedReply into Block Kit, Teams into an Adaptive Card, the web
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
+from typing import Any
+
+from knowledge.types import Answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +32,15 @@ class Incoming:
     def who(self) -> str:
         """The user as settings and the audit log name them: ``slack:U123``."""
         return f"{self.platform}:{self.user}"
+
+    def to_json(self) -> dict[str, Any]:
+        """What an event claim keeps so that another replica can answer the message again."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Incoming:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
 
 
 class Action(StrEnum):
@@ -62,6 +75,7 @@ class RenderedReply:
 
     `question_id` is the behaviour event of the question this answers, which buttons refer to.
     `hidden_sources` counts sources left out of `sources` (offered by a "show more sources" button).
+    `answer` is the Answer behind it, for surfaces that show more (the web chat's confidence, model).
     """
 
     paragraphs: tuple[str, ...]
@@ -71,6 +85,7 @@ class RenderedReply:
     question_id: int | None = None
     hidden_sources: int = 0
     ok: bool = True
+    answer: Answer | None = field(default=None, compare=False, repr=False)
 
     @property
     def text(self) -> str:
@@ -78,6 +93,22 @@ class RenderedReply:
         parts = list(self.paragraphs)
         parts += [f"[{s.number}] {s.title}" + (f" — {s.url}" if s.url else "") for s in self.sources]
         return "\n\n".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """The answer so far while the model is still writing; `text` is what may be shown of it.
+
+    `preview` redacts the raw text and holds back its unfinished tail (see bot/answers.py); it runs
+    only when a platform actually shows a draft, about once a second, not once per token.
+    """
+
+    raw: str
+    preview: Callable[[str], str]
+
+    @property
+    def text(self) -> str:
+        return self.preview(self.raw)
 
 
 def plain(*paragraphs: str, ok: bool = True) -> RenderedReply:

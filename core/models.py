@@ -183,12 +183,23 @@ class DigestPrefRow(SQLModel, table=True):
 
 
 class ProcessedEventRow(SQLModel, table=True):
-    """An event a chat platform delivered and a replica claimed; the key makes redeliveries no-ops."""
+    """An event a chat platform delivered and a replica claimed; the key makes redeliveries no-ops.
+
+    `state` is claimed (being answered by `owner` until `lease_until`), answered, ignored (nothing to
+    answer) or failed (given up after `attempts`). An expired claim is re-run from `payload` into the
+    message `reply_ts`, so a replica that died after Slack's ack loses no question (migration 0009).
+    """
 
     __tablename__ = "processed_events"
 
     event_id: str = Field(primary_key=True, max_length=200, description="platform:event id")
     received_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+    state: str = Field(default="answered", max_length=12, index=True)
+    owner: str = Field(default="", max_length=100)
+    lease_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    attempts: int = 0
+    payload: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    reply_ts: str | None = Field(default=None, max_length=40)
 
 
 class ConversationRefRow(SQLModel, table=True):

@@ -117,6 +117,24 @@ class Settings(BaseSettings):
     )
     docs_base_url: str | None = Field(default=None, description="Base URL that makes document paths links.")
 
+    # --- bot (issue 5): streaming cadence, event claims, Slack directory lookups ---
+    bot_stream_interval_s: float = Field(
+        default=1.0, ge=0.0, le=60.0, description="Least time between two updates of a streamed answer."
+    )
+    bot_claim_lease_s: float = Field(
+        default=120.0, gt=0, description="How long a claimed event is held before another replica re-runs it."
+    )
+    bot_claim_sweep_s: float = Field(
+        default=60.0, gt=0, description="How often unanswered claims are re-run and old claims pruned."
+    )
+    bot_claim_attempts: int = Field(default=3, ge=1, le=20, description="Tries per event before giving up.")
+    bot_event_retention_hours: float = Field(
+        default=48.0, ge=0.0, description="Processed event ids are kept this long (Slack retries within 1 h)."
+    )
+    slack_directory_ttl_s: float = Field(
+        default=300.0, ge=0.0, description="Cache time of Slack user groups and channel members."
+    )
+
     # Declared sources (`kb sources`)
     sources_file: Path | None = Field(
         default=None, description="YAML file declaring the sources; default: data_dir/sources.yaml."

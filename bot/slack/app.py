@@ -1,32 +1,34 @@
 """The Slack app: a slack-bolt AsyncApp built from Settings, mounted in `kb serve` or run over Socket Mode.
 
-    mount_slack(app, settings, kb, metrics=app[METRICS_KEY])   # in bot/web/app.py's create_app
+    mount_slack(app, settings, conversation, metrics=metrics)   # in bot/web/app.py's create_app
 
 HTTP (Events API): bolt verifies each request's signature and timestamp (401 otherwise) at
 `/slack/events`; `/slack/commands` and `/slack/interactions` are the same endpoint under the names
 Slack's app settings suggest. Socket Mode starts with the aiohttp app when KB_SLACK_APP_TOKEN is set.
+While the app runs, a sweep re-runs events whose answering replica died (every KB_BOT_CLAIM_SWEEP_S).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 
-from bot.conversation import AdminHooks, AnswerService, Conversation, KnowledgeBaseAnswers
-from bot.slack.handlers import SlackHandlers
+from bot.conversation import Conversation
+from bot.slack.directory import SlackDirectory
+from bot.slack.handlers import PLATFORM, SlackHandlers
 from bot.slack.sender import SlackSender, make_client
-from bot.store import BotStore
 from bot.tasks import BackgroundTasks
 from core.metrics import Metrics
 from core.settings import Settings
-from knowledge.service import KnowledgeBase
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,9 @@ class SlackBot:
     bolt: AsyncApp
     conversation: Conversation
     tasks: BackgroundTasks
+    handlers: SlackHandlers
     socket_mode: AsyncSocketModeHandler | None = None
+    sweeper: asyncio.Task[None] | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         """aiohttp -> bolt -> aiohttp; bolt checks the signature before anything else runs."""
@@ -49,18 +53,27 @@ class SlackBot:
             bolt_request = await to_bolt_request(request)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return web.json_response({"error": "the body must be Slack's JSON or form payload"}, status=400)
+        if not _well_formed(bolt_request.body):
+            return web.json_response({"error": "not a Slack payload: 'event' must be an object"}, status=400)
         response = await self.bolt.async_dispatch(bolt_request)
         return await to_aiohttp_response(response)
 
 
+def _well_formed(body: object) -> bool:
+    """The shape bolt's own middleware assumes; anything else would end in a 500 inside bolt."""
+    if not isinstance(body, dict):
+        return False
+    return "event" not in body or isinstance(body["event"], dict)
+
+
 def build_slack_bot(
-    settings: Settings,
-    conversation: Conversation,
-    store: BotStore,
-    *,
-    metrics: Metrics | None = None,
+    settings: Settings, conversation: Conversation, *, metrics: Metrics | None = None
 ) -> SlackBot:
-    """An AsyncApp whose Web API client talks to settings.slack_api_url (Slack's, or a test fake)."""
+    """An AsyncApp whose Web API client talks to settings.slack_api_url (Slack's, or a test fake).
+
+    Registers a SlackDirectory with the conversation, so Slack user groups and private channels'
+    members count in access control.
+    """
     if settings.slack_bot_token is None:
         raise ValueError("KB_SLACK_BOT_TOKEN is not set")
     token = settings.slack_bot_token.get_secret_value()
@@ -76,9 +89,13 @@ def build_slack_bot(
         process_before_response=True,
         logger=logging.getLogger("bot.slack.bolt"),
     )
+    conversation.directories[PLATFORM] = SlackDirectory(client, ttl_s=settings.slack_directory_ttl_s)
     tasks = BackgroundTasks()
-    SlackHandlers(conversation, SlackSender(client), store, tasks, metrics=metrics).register(bolt)
-    return SlackBot(bolt, conversation, tasks)
+    handlers = SlackHandlers(
+        conversation, SlackSender(client), conversation.store, tasks, settings=settings, metrics=metrics
+    )
+    handlers.register(bolt)
+    return SlackBot(bolt, conversation, tasks, handlers)
 
 
 SLACK_BOT_KEY = web.AppKey("slack_bot", SlackBot)
@@ -87,14 +104,9 @@ SLACK_BOT_KEY = web.AppKey("slack_bot", SlackBot)
 def mount_slack(
     app: web.Application,
     settings: Settings,
-    kb: KnowledgeBase,
+    conversation: Conversation,
     *,
     metrics: Metrics | None = None,
-    answers: AnswerService | None = None,
-    admins: set[str] | frozenset[str] = frozenset(),
-    user_groups: Mapping[str, Sequence[str]] | None = None,
-    hooks: AdminHooks | None = None,
-    link_base: str | None = None,
 ) -> SlackBot | None:
     """Add Slack to `kb serve`'s app when a bot token is configured; returns None when it is not.
 
@@ -107,12 +119,7 @@ def mount_slack(
             "Slack is off: set KB_SLACK_SIGNING_SECRET (HTTP events) or KB_SLACK_APP_TOKEN (Socket Mode)"
         )
         return None
-    store = BotStore(kb.store.engine)
-    conversation = Conversation(
-        answers or KnowledgeBaseAnswers(kb), store, kb.audit, admins=admins, user_groups=user_groups,
-        hooks=hooks, link_base=link_base,
-    )  # fmt: skip
-    bot = build_slack_bot(settings, conversation, store, metrics=metrics)
+    bot = build_slack_bot(settings, conversation, metrics=metrics)
     if settings.slack_signing_secret is not None:
         for route in ROUTES:
             app.router.add_post(route, bot.handle)
@@ -120,13 +127,23 @@ def mount_slack(
         bot.socket_mode = AsyncSocketModeHandler(bot.bolt, settings.slack_app_token.get_secret_value())
 
     async def start(_app: web.Application) -> None:
+        # One pooled session for every Web API call: slack_sdk opens a new one per call otherwise.
+        bot.bolt.client.session = aiohttp.ClientSession()
+        bot.sweeper = asyncio.create_task(bot.handlers.sweep_forever(settings.bot_claim_sweep_s))
         if bot.socket_mode is not None:
             await bot.socket_mode.connect_async()  # type: ignore[no-untyped-call]  # bolt leaves it untyped
 
     async def stop(_app: web.Application) -> None:
+        if bot.sweeper is not None:
+            bot.sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await bot.sweeper
         if bot.socket_mode is not None:
             await bot.socket_mode.close_async()  # type: ignore[no-untyped-call]
         await bot.tasks.drain(seconds=SHUTDOWN_DRAIN_SECONDS)
+        bot.conversation.store.close()
+        if bot.bolt.client.session is not None:
+            await bot.bolt.client.session.close()
 
     app.on_startup.append(start)
     app.on_shutdown.append(stop)

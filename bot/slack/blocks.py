@@ -103,6 +103,16 @@ def to_messages(reply: RenderedReply) -> list[SlackMessage]:
     return [SlackMessage(text if n == 0 else "(continued)", batch) for n, batch in enumerate(batches)]
 
 
+WRITING = "_Writing the answer…_"
+
+
+def draft_message(text: str) -> SlackMessage:
+    """A streamed answer so far: its text in sections, with a note that more is coming."""
+    sections = [section(escape(piece)) for piece in split_text(text)][: MAX_BLOCKS - 1]
+    notes = {"type": "context", "elements": [{"type": "mrkdwn", "text": WRITING}]}
+    return SlackMessage(text[:FALLBACK_CHARS] or "…", [*sections, notes])
+
+
 def sources_message(sources: tuple[SourceLink, ...], *, question_id: int) -> SlackMessage:
     """Every source of an answer, for "show more sources"."""
     blocks = [section("*All sources of this answer*")]

@@ -3,7 +3,12 @@
 Every listener acks (bolt acks Events API deliveries itself) and hands the work to BackgroundTasks,
 so Slack hears back within its 3 seconds however slow the answer is. A global middleware claims
 each event_id in the database first, so a redelivery (X-Slack-Retry-Num) is answered only once,
-across restarts and replicas.
+across restarts and replicas. The claim keeps the question and a lease that the answering task
+renews; `recover` re-runs claims whose replica died after the ack (see bot/store.py).
+
+Answers stream: "searching…" is posted in the thread, then replaced by drafts of the answer at
+most once per KB_BOT_STREAM_INTERVAL_S, then by the final Block Kit answer (bot/slack/streaming.py).
+Slash commands answer through response_url, final answer only.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import asyncio
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
@@ -23,20 +30,22 @@ from bot.conversation import Conversation
 from bot.errors import ChatPlatformError
 from bot.slack.blocks import ACTION_IDS, SOURCE_ACTION, SlackMessage, home_view, sources_message, to_messages
 from bot.slack.sender import SEARCHING, SlackSender
-from bot.store import BotStore
+from bot.slack.streaming import SORRY, stream_into_message
+from bot.store import FAILED, BotStore
 from bot.tasks import BackgroundTasks
 from bot.types import Action, Incoming, RenderedReply, plain
 from core.metrics import Metrics
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
 _MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
-_SORRY = "Sorry, something went wrong while answering. Please ask again in a minute."
 _FOREIGN_TEAM = "This bot is not installed in your workspace, so it cannot answer here."
 # Message subtypes that are a person writing; edits, joins, bot posts and the like are not questions.
 _PERSON_SUBTYPES = {None, "file_share", "thread_broadcast"}
 
+SEEN_EVENTS = 10_000
 Next = Callable[[], Awaitable[None]]
 
 
@@ -48,6 +57,24 @@ def _from_bot(event: dict[str, Any]) -> bool:
     return bool(event.get("bot_id") or event.get("bot_profile")) or event.get("subtype") == "bot_message"
 
 
+def incoming_from_event(event: dict[str, Any]) -> Incoming | None:
+    """The question in a mention or a DM, or None for an event the bot does not answer."""
+    kind, user, channel, ts = event.get("type"), event.get("user"), event.get("channel"), event.get("ts")
+    if _from_bot(event) or not (user and channel and ts):
+        return None
+    text = strip_mentions(str(event.get("text", "")))
+    if kind == "app_mention" and event.get("channel_type") != "im":  # DMs come as message.im too
+        thread = str(event.get("thread_ts") or ts)
+        return Incoming(PLATFORM, str(user), text, channel=str(channel), thread=thread, private=False)
+    if kind == "message" and event.get("channel_type") == "im" and event.get("subtype") in _PERSON_SUBTYPES:
+        in_thread = event.get("thread_ts")
+        return Incoming(
+            PLATFORM, str(user), text, channel=str(channel), thread=str(in_thread) if in_thread else None,
+            private=True,
+        )  # fmt: skip
+    return None
+
+
 class SlackHandlers:
     def __init__(
         self,
@@ -56,6 +83,7 @@ class SlackHandlers:
         store: BotStore,
         tasks: BackgroundTasks,
         *,
+        settings: Settings,
         metrics: Metrics | None = None,
     ) -> None:
         self.conversation = conversation
@@ -63,11 +91,19 @@ class SlackHandlers:
         self.store = store
         self.tasks = tasks
         self.metrics = metrics
+        self.interval = settings.bot_stream_interval_s
+        self.lease_s = settings.bot_claim_lease_s
+        self.attempts = settings.bot_claim_attempts
+        self.retention = timedelta(hours=settings.bot_event_retention_hours)
+        # Event ids this process claimed lately: its own redeliveries are turned away without a
+        # database round trip (the database still decides between replicas and across restarts).
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._claiming: dict[str, asyncio.Future[bool]] = {}
 
     def register(self, app: AsyncApp) -> None:
         app.use(self.guard)
-        app.event("app_mention")(self.on_mention)
-        app.event("message")(self.on_message)
+        app.event("app_mention")(self.on_event)
+        app.event("message")(self.on_event)
         app.event("app_home_opened")(self.on_home)
         app.command("/kb")(self.on_command)
         feedback = re.compile(f"^({ACTION_IDS[Action.FEEDBACK_UP]}|{ACTION_IDS[Action.FEEDBACK_DOWN]})$")
@@ -87,62 +123,127 @@ class SlackHandlers:
                 return BoltResponse(status=200, body={"response_type": "ephemeral", "text": _FOREIGN_TEAM})
             return BoltResponse(status=200, body="")
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-        has_id = isinstance(event_id, str) and bool(event_id)
-        if has_id and not await asyncio.to_thread(self.store.claim_event, f"{PLATFORM}:{event_id}"):
-            log.info("event %s was already handled: ignoring the redelivery", event_id)
-            return BoltResponse(status=200, body="")
+        if isinstance(event_id, str) and event_id:
+            key = f"{PLATFORM}:{event_id}"
+            event = body.get("event")
+            incoming = incoming_from_event(event) if isinstance(event, dict) else None
+            # A claim that fails (database down) raises: Slack gets a 500 and delivers the event again.
+            if not await self._claim(key, incoming):
+                log.info("event %s was already handled: ignoring the redelivery", event_id)
+                return BoltResponse(status=200, body="")
         await next()
         return None
 
-    async def on_mention(self, event: dict[str, Any]) -> None:
-        user, channel, ts = event.get("user"), event.get("channel"), event.get("ts")
-        if _from_bot(event) or not (user and channel and ts) or event.get("channel_type") == "im":
-            return  # DMs arrive as message.im too; they are answered there, once
-        thread = str(event.get("thread_ts") or ts)
-        text = strip_mentions(str(event.get("text", "")))
-        incoming = Incoming(PLATFORM, str(user), text, channel=str(channel), thread=thread, private=False)
-        self.tasks.spawn(self.answer_in_thread(incoming), name=f"slack-mention-{ts}")
-
-    async def on_message(self, event: dict[str, Any]) -> None:
-        user, channel, ts = event.get("user"), event.get("channel"), event.get("ts")
-        if event.get("channel_type") != "im" or _from_bot(event) or not (user and channel and ts):
-            return
-        if event.get("subtype") not in _PERSON_SUBTYPES:
-            return
-        thread = event.get("thread_ts")
-        text = strip_mentions(str(event.get("text", "")))
-        incoming = Incoming(
-            PLATFORM,
-            str(user),
-            text,
-            channel=str(channel),
-            thread=str(thread) if thread else None,
-            private=True,
+    async def _claim(self, key: str, incoming: Incoming | None) -> bool:
+        """True for the first delivery; copies arriving while its claim is written wait for that one."""
+        pending = self._claiming.get(key)
+        if pending is not None:
+            await asyncio.shield(pending)  # the first delivery's outcome, errors included
+            return False
+        if key in self._seen:
+            return False
+        claim = asyncio.ensure_future(
+            self.store.run(self.store.claim_event, key, incoming, lease_s=self.lease_s)
         )
-        self.tasks.spawn(self.answer_in_thread(incoming), name=f"slack-dm-{ts}")
+        self._claiming[key] = claim
+        try:
+            first = await claim
+        finally:
+            del self._claiming[key]
+        self._remember(key)
+        return first
+
+    def _remember(self, key: str) -> None:
+        self._seen[key] = None
+        self._seen.move_to_end(key)
+        while len(self._seen) > SEEN_EVENTS:
+            self._seen.popitem(last=False)
+
+    async def on_event(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+        incoming = incoming_from_event(event)
+        if incoming is not None:
+            key = f"{PLATFORM}:{body.get('event_id')}"
+            self.tasks.spawn(self.answer_in_thread(incoming, key=key), name=f"slack-{key}")
 
     async def on_other_event(self, event: dict[str, Any]) -> None:
         log.debug("ignoring a Slack %s event", event.get("type"))
 
-    async def answer_in_thread(self, incoming: Incoming) -> None:
-        """Post "searching…" in the thread, then replace it with the answer (more messages if long)."""
+    async def answer_in_thread(
+        self, incoming: Incoming, *, key: str | None = None, reply_ts: str | None = None
+    ) -> None:
+        """Post "searching…" in the thread (unless a re-run has its message), stream the answer into it.
+
+        With `key` the claim's lease is renewed meanwhile and the claim closed once the answer is
+        delivered; a failed delivery leaves the claim for `recover` to try again.
+        """
         started = time.perf_counter()
-        answering = asyncio.create_task(self._reply(incoming))
+        loop = asyncio.get_running_loop()
+        renewing = self.tasks.spawn(self._renew(key), name=f"slack-lease-{key}") if key else None
         try:
-            ts = await self.sender.searching(incoming.channel, thread=incoming.thread)
-        except ChatPlatformError as exc:
-            log.warning("could not post in %s: %s", incoming.channel, exc)
-            answering.cancel()
-            return
-        reply = await answering
-        self._count(reply, started)
-        messages = to_messages(reply)
-        try:
+            posted: asyncio.Future[str] | str = reply_ts or asyncio.ensure_future(
+                self._post_searching(incoming, key)
+            )
+            ts, reply = await stream_into_message(
+                self.conversation.stream(incoming), self.sender, incoming.channel, posted,
+                interval=self.interval, last_update=loop.time(),
+            )  # fmt: skip
+            self._count(reply, started)
+            messages = to_messages(reply)
             await self.sender.update(incoming.channel, ts, messages[0])
             for message in messages[1:]:
                 await self.sender.post(incoming.channel, message, thread=incoming.thread or ts)
         except ChatPlatformError as exc:
             log.warning("could not deliver the answer in %s: %s", incoming.channel, exc)
+            return
+        finally:
+            if renewing is not None:
+                renewing.cancel()
+        if key:
+            await self.store.run(self.store.finish_event, key)
+
+    async def _post_searching(self, incoming: Incoming, key: str | None) -> str:
+        ts = await self.sender.searching(incoming.channel, thread=incoming.thread)
+        if key:
+            await self.store.run(self.store.set_reply_ts, key, ts)
+        return ts
+
+    async def _renew(self, key: str | None) -> None:
+        while key:
+            await asyncio.sleep(self.lease_s / 3)
+            if not await self.store.run(self.store.renew, key, lease_s=self.lease_s):
+                return  # no longer ours (another replica took it over after a stall)
+
+    async def recover(self) -> int:
+        """Re-run claims whose replica stopped renewing them; prune old claims. Returns re-runs."""
+        rerun = 0
+        for key in await self.store.run(self.store.expired_claims, prefix=f"{PLATFORM}:"):
+            claim = await self.store.run(
+                self.store.take_over, key, lease_s=self.lease_s, max_attempts=self.attempts
+            )
+            if claim is None:
+                state = await self.store.run(self.store.claim_state, key)
+                if state is not None and state.state == FAILED:
+                    log.error("gave up on Slack event %s after %d attempts", key, state.attempts - 1)
+                continue
+            log.warning("re-running Slack event %s (attempt %d)", key, claim.attempts)
+            self.tasks.spawn(
+                self.answer_in_thread(claim.incoming, key=key, reply_ts=claim.reply_ts), name=f"slack-{key}"
+            )
+            rerun += 1
+        pruned = await self.store.run(self.store.prune_events, older_than=self.retention)
+        if pruned:
+            log.info("pruned %d processed Slack events", pruned)
+        return rerun
+
+    async def sweep_forever(self, every_s: float) -> None:
+        """`recover` at start and then every `every_s` seconds, until cancelled."""
+        while True:
+            try:
+                await self.recover()
+            except Exception:
+                # A database hiccup must not end the sweeping: try again next round.
+                log.exception("the sweep of unanswered Slack events failed")
+            await asyncio.sleep(every_s)
 
     async def on_command(self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
         text = str(command.get("text", "")).strip()
@@ -203,9 +304,9 @@ class SlackHandlers:
             self.tasks.spawn(self._publish_home(str(user)), name=f"slack-home-{user}")
 
     async def _publish_home(self, user: str) -> None:
-        subscriptions = await asyncio.to_thread(self.store.subscriptions, PLATFORM, user)
-        cadence = await asyncio.to_thread(self.store.digest_cadence, PLATFORM, user)
-        recent = await asyncio.to_thread(self.store.recent_questions, PLATFORM, user)
+        subscriptions = await self.store.run(self.store.subscriptions, PLATFORM, user)
+        cadence = await self.store.run(self.store.digest_cadence, PLATFORM, user)
+        recent = await self.store.run(self.store.recent_questions, PLATFORM, user)
         lines = [(row.text or "(not kept)", len(row.data.get("citations", []))) for row in recent]
         try:
             await self.sender.publish_home(
@@ -220,7 +321,7 @@ class SlackHandlers:
         except Exception:
             # A bug must still end in a reply, not in a "searching…" message that never changes.
             log.exception("answering %s failed", incoming.who)
-            return plain(_SORRY, ok=False)
+            return plain(SORRY, ok=False)
 
     async def _ephemeral(self, body: dict[str, Any], message: SlackMessage) -> None:
         url = body.get("response_url")

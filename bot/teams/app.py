@@ -1,20 +1,21 @@
 """Teams: `/api/messages` in `kb serve`, on the Microsoft 365 Agents SDK (AgentApplication + CloudAdapter).
 
-    mount_teams(app, settings, kb, metrics=app[METRICS_KEY])   # in bot/web/app.py's create_app
+    mount_teams(app, settings, conversation, metrics=metrics)   # in bot/web/app.py's create_app
 
 With KB_TEAMS_APP_ID set, every activity must carry a Bot Framework / Entra JWT (validated by the
 SDK's JwtTokenValidator) and replies authenticate through MSAL. Without it the endpoint is mounted
 only when `allow_anonymous=True` (local testing), since an unauthenticated endpoint would let anyone
 claim to be any user, and so read what that user's groups may read.
 
-Teams waits up to 15 s for a turn; answers are sent inside the turn, typing indicator first.
+Teams waits up to 15 s for a turn; answers are sent inside the turn, typing indicator first. Teams
+gets the final answer only: no streamed drafts (Slack has them), since editing a sent card needs the
+connector's update call for each draft and a turn must end within its 15 s anyway.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -37,13 +38,12 @@ from microsoft_agents.hosting.core.authorization import (  # type: ignore[import
 )
 from pydantic import ValidationError
 
-from bot.conversation import AdminHooks, AnswerService, Conversation, KnowledgeBaseAnswers
+from bot.conversation import Conversation
 from bot.store import BotStore
 from bot.teams.cards import ACTION_KEY, CARD_TYPE, Card, reply_cards, sources_card
 from bot.types import Action, Incoming, plain
 from core.metrics import Metrics
 from core.settings import Settings
-from knowledge.service import KnowledgeBase
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class TeamsBot:
     async def _remember(self, activity: Activity) -> None:
         """Keep the conversation reference: push writes to this user later through it."""
         reference = activity.get_conversation_reference()
-        await asyncio.to_thread(
+        await self.store.run(
             self.store.save_reference, PLATFORM, activity.conversation.id, user_id=_user(activity),
             service_url=activity.service_url or "",
             reference=reference.model_dump(mode="json", exclude_none=True),
@@ -213,15 +213,9 @@ TEAMS_BOT_KEY = web.AppKey("teams_bot", TeamsBot)
 def mount_teams(
     app: web.Application,
     settings: Settings,
-    kb: KnowledgeBase,
+    conversation: Conversation,
     *,
     metrics: Metrics | None = None,
-    answers: AnswerService | None = None,
-    admins: set[str] | frozenset[str] = frozenset(),
-    user_groups: Mapping[str, Sequence[str]] | None = None,
-    hooks: AdminHooks | None = None,
-    link_base: str | None = None,
-    tenant_id: str | None = None,
     allow_anonymous: bool = False,
 ) -> TeamsBot | None:
     """Add `/api/messages` when KB_TEAMS_APP_ID is set (or, for local testing, `allow_anonymous`)."""
@@ -229,17 +223,12 @@ def mount_teams(
     if settings.teams_app_id:
         secret = settings.teams_app_password.get_secret_value() if settings.teams_app_password else None
         auth = AgentAuthConfiguration(
-            client_id=settings.teams_app_id, client_secret=secret, tenant_id=tenant_id
+            client_id=settings.teams_app_id, client_secret=secret, tenant_id=settings.teams_tenant_id
         )
         connections = _msal_connections(auth)
     elif not allow_anonymous:
         return None
-    store = BotStore(kb.store.engine)
-    conversation = Conversation(
-        answers or KnowledgeBaseAnswers(kb), store, kb.audit, admins=admins, user_groups=user_groups,
-        hooks=hooks, link_base=link_base,
-    )  # fmt: skip
-    bot = TeamsBot(conversation, store, auth=auth, connections=connections, metrics=metrics)
+    bot = TeamsBot(conversation, conversation.store, auth=auth, connections=connections, metrics=metrics)
     app.router.add_post(ROUTE, bot.handle)
     app[TEAMS_BOT_KEY] = bot
     return bot

@@ -10,6 +10,8 @@ async with FakeSlack() as slack:
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -26,6 +28,8 @@ class Call:
     method: str
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)  # when the fake received it (streaming cadence)
+    response: dict[str, Any] = field(default_factory=dict)  # what the fake answered (ok responses)
 
 
 class FakeSlack:
@@ -33,6 +37,14 @@ class FakeSlack:
         self.calls: list[Call] = []
         self._limits: dict[str, list[int]] = {}
         self._ts = 0
+        # Fixed answers per method (usergroups.list, conversations.info…), set by a test; an answer
+        # with "ok": False is sent as Slack sends errors (HTTP 200).
+        self.canned: dict[str, dict[str, Any] | list[dict[str, Any]]] = {}
+        # Push (issue 6): direct-message channels and their history (with message metadata), people
+        # who left the workspace, and a hook run on each chat.postMessage before it is answered.
+        self.history: dict[str, list[dict[str, Any]]] = {}
+        self.gone_users: set[str] = set()
+        self.on_post: Callable[[dict[str, Any]], None] | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -85,7 +97,14 @@ class FakeSlack:
             return web.json_response(
                 {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(retry_after)}
             )
-        return web.json_response(self._answer(method, body))
+        canned = self.canned.get(method)
+        if isinstance(canned, list):  # pages, one per call, the last one repeated
+            return web.json_response(canned.pop(0) if len(canned) > 1 else canned[0])
+        if canned is not None:
+            return web.json_response(canned)
+        answer = self._answer(method, body)
+        self.calls[-1].response = answer
+        return web.json_response(answer)
 
     def _answer(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         if method == "auth.test":
@@ -94,12 +113,43 @@ class FakeSlack:
         if method in ("chat.postMessage", "chat.update"):
             self._ts += 1
             ts = body.get("ts") or f"1700000000.{self._ts:06d}"
+            if method == "chat.postMessage":
+                self._remember_post(body, ts)
             return {"ok": True, "channel": body.get("channel"), "ts": ts}
         if method == "views.publish":
             return {"ok": True, "view": {"id": "V1", **(body.get("view") or {})}}
+        if method in ("conversations.open", "conversations.history"):
+            return self._push_answer(method, body)
         if method == "users.info":
             return {"ok": True, "user": {"id": body.get("user"), "is_bot": False}}
         return {"ok": False, "error": "unknown_method"}
+
+    # -- push (issue 6): DMs with history, so a sender can look for a message by its metadata --
+
+    def posts_to(self, user: str) -> list[dict[str, Any]]:
+        """Messages posted to `user`'s direct-message channel, oldest first."""
+        return list(reversed(self.history.get(f"D{user}", [])))
+
+    def _remember_post(self, body: dict[str, Any], ts: str) -> None:
+        channel = str(body.get("channel", ""))
+        message = {"ts": ts, "text": body.get("text", ""), "type": "message"}
+        if isinstance(body.get("metadata"), dict):
+            message["metadata"] = body["metadata"]
+        self.history.setdefault(channel, []).insert(0, message)  # newest first, as Slack lists them
+        if self.on_post is not None:
+            self.on_post(body)
+
+    def _push_answer(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        if method == "conversations.open":
+            user = str(body.get("users", ""))
+            if user in self.gone_users:
+                return {"ok": False, "error": "user_not_found"}
+            return {"ok": True, "channel": {"id": f"D{user}"}}
+        messages = self.history.get(str(body.get("channel", "")), [])
+        limit = int(body.get("limit", 100))
+        with_metadata = str(body.get("include_all_metadata", "")).lower() in ("true", "1")
+        shown = [m if with_metadata else {k: v for k, v in m.items() if k != "metadata"} for m in messages]
+        return {"ok": True, "messages": shown[:limit], "has_more": len(messages) > limit}
 
     async def _respond(self, request: web.Request) -> web.Response:
         body = await self._body(request)

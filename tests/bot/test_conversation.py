@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 from sqlalchemy import Engine, select
 from sqlmodel import Session
@@ -9,9 +11,10 @@ from sqlmodel import Session
 from bot.commands import Admin, Ask, Digest, Invalid, parse
 from bot.conversation import AdminHooks, Conversation
 from bot.store import BotStore
-from bot.types import Action, Incoming
+from bot.types import Action, Draft, Incoming, RenderedReply
+from core.errors import KBError
 from core.models import BehaviourEventRow
-from knowledge.types import Answer
+from knowledge.types import Answer, Question
 from privacy.audit import AuditLog
 from tests.bot.conftest import RecordingAnswers, citation
 
@@ -139,3 +142,71 @@ def test_an_event_is_claimed_once_across_stores(migrated: Engine) -> None:
     assert first.claim_event("slack:Ev1") is True
     assert second.claim_event("slack:Ev1") is False
     assert second.claim_event("slack:Ev2") is True
+
+
+class StreamingAnswers(RecordingAnswers):
+    """Streams its answer in three deltas; `fail` makes the stream break with a KBError."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail = False
+
+    async def stream(self, question: Question) -> AsyncIterator[str | Answer]:
+        self.history.append(question)
+        for piece in ("Use the ", "portal ", "[1]."):
+            if self.fail:
+                raise KBError("the index is being rebuilt")
+            yield piece
+        yield Answer(text="Use the portal [1].", citations=[citation(1)])
+
+    def preview(self, text: str) -> str:
+        return text.upper()
+
+
+class Rooms:
+    """A Directory: platform groups per user and the members of private rooms."""
+
+    def __init__(self, groups: dict[str, set[str]], rooms: dict[str, tuple[str, ...]]) -> None:
+        self._groups, self._rooms = groups, rooms
+
+    async def groups(self, user: str) -> frozenset[str]:
+        return frozenset(self._groups.get(user, set()))
+
+    async def audience(self, channel: str) -> tuple[str, ...] | None:
+        return self._rooms.get(channel)
+
+
+async def test_stream_yields_drafts_then_the_rendered_reply(bot_engine: Engine) -> None:
+    answers = StreamingAnswers()
+    conversation = Conversation(answers, BotStore(bot_engine), AuditLog(bot_engine))
+    parts = [part async for part in conversation.stream(msg("how do I reset my password?"))]
+    *drafts, final = parts
+    assert [d.raw for d in drafts if isinstance(d, Draft)] == [
+        "Use the ",
+        "Use the portal ",
+        "Use the portal [1].",
+    ]
+    assert drafts[-1].text == "USE THE PORTAL [1].", "a draft shows what the service's preview allows"
+    assert isinstance(final, RenderedReply) and final.paragraphs == ("Use the portal [1].",)
+    assert final.question_id is not None and final.answer is not None
+    commands = [part async for part in conversation.stream(msg("subscribe vpn"))]
+    assert [type(part) for part in commands] == [RenderedReply], "commands come whole"
+    answers.fail = True
+    [broken] = [part async for part in conversation.stream(msg("how do I reset my password?"))]
+    assert isinstance(broken, RenderedReply) and not broken.ok and "try again" in broken.text
+
+
+async def test_a_channel_answer_uses_only_the_groups_all_members_share(bot_engine: Engine) -> None:
+    answers = RecordingAnswers()
+    rooms = Rooms(
+        groups={"UANN": {"HR"}, "UBEN": {"hr", "it"}},
+        rooms={"CHR": ("UANN", "UBEN"), "CMIX": ("UANN", "UCARL")},
+    )
+    conversation = Conversation(
+        answers, BotStore(bot_engine), AuditLog(bot_engine), user_groups={"slack:UCARL": ["it"]},
+        directories={"slack": rooms},
+    )  # fmt: skip
+    for channel in ("CHR", "CMIX", "CPUBLIC"):
+        await conversation.handle(Incoming("slack", "UANN", "pay bands?", channel=channel))
+    await conversation.handle(Incoming("slack", "UBEN", "pay bands?", channel="D1", private=True))
+    assert [q.groups for q in answers.history] == [("hr",), (), (), ("hr", "it")]

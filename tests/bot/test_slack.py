@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -22,6 +23,7 @@ from bot.slack.app import SLACK_BOT_KEY, SlackBot
 from bot.slack.sender import SEARCHING
 from bot.web.app import create_app
 from core import db
+from core.llm import LLM
 from core.models import BehaviourEventRow
 from core.settings import Settings
 from knowledge.embeddings import Embedder
@@ -109,32 +111,44 @@ def cited_titles(update: dict[str, Any]) -> list[str]:
     ]
 
 
-@pytest.fixture
-async def harness(
-    make_settings: Callable[..., Settings], tmp_path: Path, embedder: Embedder
+@contextlib.asynccontextmanager
+async def slack_harness(
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    embedder: Embedder,
+    *,
+    llm: LLM | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Harness]:
+    """`kb serve`'s app with Slack on, over PAGES, talking to a FakeSlack; `llm` makes answers stream."""
     async with FakeSlack() as slack:
-        settings = make_settings(
-            slack_bot_token=TOKEN,
-            slack_signing_secret=SECRET,
-            slack_api_url=slack.api_url,
-            bot_admins=["slack:U0ADMIN"],
-            bot_user_groups={"slack:U0HR": ["hr"]},
-            docs_base_url="https://wiki.example/",
-        )
+        settings = make_settings(**{
+            "slack_bot_token": TOKEN, "slack_signing_secret": SECRET, "slack_api_url": slack.api_url,
+            "bot_admins": ["slack:U0ADMIN"], "bot_user_groups": {"slack:U0HR": ["hr"]},
+            "docs_base_url": "https://wiki.example/", **overrides,
+        })  # fmt: skip
         engine = db.make_engine(settings)
         db.upgrade(engine)
         docs = tmp_path / "docs"
-        docs.mkdir()
+        docs.mkdir(exist_ok=True)
         for name, text in PAGES.items():
             (docs / name).write_text(text)
         kb = KnowledgeBase(settings, engine, embedder=embedder)
         kb.ingest([docs])
+        kb.llm = llm
         app = create_app(settings, kb)  # exactly as `kb serve` builds it
         bot = app[SLACK_BOT_KEY]
         async with TestClient(TestServer(app)) as client:
             yield Harness(client, bot, slack, engine)
         engine.dispose()
+
+
+@pytest.fixture
+async def harness(
+    make_settings: Callable[..., Settings], tmp_path: Path, embedder: Embedder
+) -> AsyncIterator[Harness]:
+    async with slack_harness(make_settings, tmp_path, embedder) as harness:
+        yield harness
 
 
 async def test_url_verification_echoes_the_challenge(harness: Harness) -> None:
@@ -298,3 +312,55 @@ async def test_a_command_from_another_workspace_is_declined_politely(harness: Ha
     assert response.status == 200
     assert "not installed in your workspace" in (await response.json())["text"]
     assert harness.slack.calls_to("response_url") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "user", "says"),
+    [
+        ("digest hourly", "U0ALICE", "`digest` takes daily, weekly, off or now"),
+        ("admin retrain --epsilon -1", "U0ADMIN", "--epsilon must be greater than 0"),
+        ("admin retrain --epsilon -1", "U0ALICE", "admins only"),
+        ("admin budget", "U0ADMIN", "No privacy budget ledger is configured"),
+        ("admin models", "U0ADMIN", "No model registry is configured"),
+        ("admin rollback", "U0ADMIN", "nothing to roll back"),
+        ("subscribe", "U0ALICE", "needs a topic"),
+    ],
+)
+async def test_commands_with_bad_arguments_get_a_polite_explanation(
+    harness: Harness, text: str, user: str, says: str
+) -> None:
+    assert (await harness.command(text, user=user)).status == 200
+    [reply] = harness.slack.calls_to("response_url")
+    assert says in reply["text"]
+    if text.startswith("admin"):
+        [entry] = AuditLog(harness.engine).tail(1, action="admin.")
+        assert entry.actor == f"slack:{user}" and entry.outcome, "every admin command is audited"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "event_callback", "event_id": "EvNoEvent"},
+        {
+            "type": "event_callback",
+            "event_id": "EvNoText",
+            "event": {"type": "message", "channel_type": "im"},
+        },
+        {"type": "event_callback", "event": {"type": "app_mention", "user": "U1", "text": "hi"}},
+        {"type": "something_new", "event_id": "EvNew"},
+        {"event_id": "EvNoType", "event": "not an object"},
+    ],
+)
+async def test_events_with_missing_or_odd_fields_are_acked_and_ignored(
+    harness: Harness, body: dict[str, Any]
+) -> None:
+    response = await harness.post("/slack/events", json.dumps(body), content_type="application/json")
+    assert response.status < 500
+    assert [c.method for c in harness.slack.calls if c.method.startswith("chat.")] == []
+    assert (await harness.command("help")).status == 200, "the server still answers"
+
+
+async def test_a_slash_command_without_a_user_is_declined(harness: Harness) -> None:
+    body = urlencode({"team_id": TEAM, "command": "/kb", "text": "help", "channel_id": "C1"})
+    response = await harness.post("/slack/commands", body, content_type="application/x-www-form-urlencoded")
+    assert response.status == 200 and "could not tell who asked" in await response.text()

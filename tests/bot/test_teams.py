@@ -17,6 +17,7 @@ from sqlmodel import Session
 from bot.store import BotStore
 from bot.teams.app import TEAMS_BOT_KEY, mount_teams
 from bot.web.app import create_app
+from bot.wiring import build_conversation
 from core import db
 from core.models import BehaviourEventRow
 from core.settings import Settings
@@ -67,9 +68,10 @@ async def _harness(
         (docs / name).write_text(text)
     kb = KnowledgeBase(settings, engine, embedder=embedder)
     kb.ingest([docs])
-    app = create_app(settings, kb)  # mounts Teams itself when KB_TEAMS_APP_ID is set
+    conversation = build_conversation(settings, kb, user_groups={f"teams:{HR_USER}": ["hr"]})
+    app = create_app(settings, kb, conversation=conversation)  # mounts Teams when KB_TEAMS_APP_ID is set
     if TEAMS_BOT_KEY not in app:
-        assert mount_teams(app, settings, kb, user_groups={f"teams:{HR_USER}": ["hr"]}, **mount) is not None
+        assert mount_teams(app, settings, conversation, **mount) is not None
     async with FakeConnector() as connector, TestClient(TestServer(app)) as client:
         yield Harness(client, connector, engine)
     engine.dispose()
@@ -140,3 +142,12 @@ async def test_with_auth_configured_unauthenticated_activities_are_rejected(
         forged = await harness.post(harness.activity("hi"), Authorization="Bearer not.a.jwt")
         assert forged.status == 401
         assert harness.connector.activities == []
+
+
+async def test_unknown_activity_types_and_huge_messages_do_not_break_the_endpoint(harness: Harness) -> None:
+    odd = {**harness.activity("hi"), "type": "somethingNew"}
+    assert (await harness.post(odd)).status < 500
+    huge = await harness.post(harness.activity("x" * 1_000_000))
+    assert huge.status == 413
+    assert (await harness.post(harness.activity("help"))).status == 202, "still answering"
+    assert "subscribe" in json.dumps(harness.connector.cards() or harness.connector.sent()[-1])

@@ -1,0 +1,110 @@
+"""Streamed answers in Slack: "searching…", drafts at most once per interval, then the final answer.
+
+The model is FakeLLM streaming its queued reply in small pieces with a delay per piece; the
+knowledge base, retrieval, output guard, bolt and the Web API client are the real ones.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bot.answers import HOLD_BACK_CHARS, KnowledgeBaseAnswers
+from bot.slack.blocks import MAX_BLOCKS, WRITING
+from bot.slack.sender import SEARCHING
+from core.settings import Settings
+from knowledge.embeddings import Embedder
+from tests.bot.test_slack import dm, mention, slack_harness
+from tests.fakes import FakeLLM
+
+INTERVAL = 0.25
+ANSWER = " ".join(
+    f"Step {n}: open the Software Center, find HaldenConnect and press install number {n} [1]."
+    for n in range(1, 6)
+)
+
+
+def updates(calls: list[Any], ts: str) -> list[Any]:
+    return [c for c in calls if c.method == "chat.update" and c.body["ts"] == ts]
+
+
+def block_text(body: dict[str, Any]) -> str:
+    return "\n".join(b["text"]["text"] for b in body["blocks"] if b["type"] == "section")
+
+
+async def test_a_mention_streams_drafts_at_most_once_per_interval_then_the_final_answer(
+    make_settings: Callable[..., Settings], tmp_path: Path, embedder: Embedder
+) -> None:
+    llm = FakeLLM(piece_chars=5, delay_s=0.02)  # ~85 pieces: about 1.7 s of writing
+    llm.enqueue(ANSWER)
+    async with slack_harness(
+        make_settings, tmp_path, embedder, llm=llm, bot_stream_interval_s=INTERVAL
+    ) as harness:
+        await harness.event(mention("How do I install the VPN client?"))
+        calls = harness.slack.calls
+    [searching] = [c for c in calls if c.method == "chat.postMessage"]
+    assert searching.body["text"] == SEARCHING and searching.body["thread_ts"] == "1700000000.000100"
+    ts = "1700000000.000001"
+    *drafts, final = updates(calls, ts)
+    assert len(drafts) >= 3, "the answer was shown while it was being written"
+    times = [searching.at] + [c.at for c in [*drafts, final]]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) >= INTERVAL * 0.9, f"two updates closer than the interval: {gaps}"
+    writing = (times[-1] - times[0]) / INTERVAL
+    assert len(drafts) <= writing + 1, "no more updates than the interval allows"
+    final_text = block_text(final.body)
+    assert "Step 5" in final_text and "[1]" in final_text
+    for draft in drafts:
+        assert draft.body["blocks"][-1]["elements"][0]["text"] == WRITING
+        shown = block_text(draft.body)
+        assert shown and ANSWER.startswith(shown), "a draft is a prefix of the answer"
+        assert len(shown) <= len(ANSWER) - HOLD_BACK_CHARS, "the unfinished tail is held back"
+    assert [len(block_text(d.body)) for d in drafts] == sorted(len(block_text(d.body)) for d in drafts)
+    actions = [e["action_id"] for b in final.body["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert actions[:2] == ["kb_feedback_up", "kb_feedback_down"]
+    assert any(b.get("accessory", {}).get("action_id") == "kb_source_1" for b in final.body["blocks"])
+    assert WRITING not in json.dumps(final.body, ensure_ascii=False)
+    assert [c.method for c in llm.calls] == ["stream_chat"]
+
+
+async def test_a_long_streamed_answer_is_split_at_slacks_limits(
+    make_settings: Callable[..., Settings], tmp_path: Path, embedder: Embedder
+) -> None:
+    paragraphs = [
+        f"Part {n}: the installer asks for option {n}, choose value {n * 7} [1]." for n in range(70)
+    ]
+    llm = FakeLLM(piece_chars=400)
+    llm.enqueue("\n\n".join(paragraphs))
+    async with slack_harness(make_settings, tmp_path, embedder, llm=llm, bot_stream_interval_s=0) as harness:
+        await harness.event(dm("How do I install the VPN client?"))
+        final = harness.slack.calls_to("chat.update")[-1]
+        [_, more] = harness.slack.calls_to("chat.postMessage")
+    assert len(final["blocks"]) == MAX_BLOCKS and "Part 0" in block_text(final)
+    assert "Part 69" in block_text(more) and more["text"] == "(continued)"
+    assert [b["type"] for b in more["blocks"]][-1] == "actions", "the buttons come last"
+
+
+async def test_drafts_are_redacted_and_hold_back_a_number_still_being_written(
+    make_settings: Callable[..., Settings], tmp_path: Path, embedder: Embedder
+) -> None:
+    async with slack_harness(make_settings, tmp_path, embedder, llm=FakeLLM()) as harness:
+        answers = harness.bot.conversation.answers
+        assert isinstance(answers, KnowledgeBaseAnswers)
+        token = "xoxb-123456789012-abcdefghijkl"
+        done = f"Use the token {token} to sign in [1]. Then wait for the confirmation mail."
+        assert token not in answers.preview(done) and "[SECRET]" in answers.preview(done)
+        card = "Your card 4111 1111 1111"  # a card number half written at the end
+        assert "4111" not in answers.preview("Pay with the company card. " * 3 + card)
+        assert answers.preview("short") == ""
+
+
+async def test_commands_do_not_stream(
+    make_settings: Callable[..., Settings], tmp_path: Path, embedder: Embedder
+) -> None:
+    async with slack_harness(make_settings, tmp_path, embedder, llm=FakeLLM()) as harness:
+        await harness.event(mention("help"))
+        [update] = harness.slack.calls_to("chat.update")
+    assert "subscribe" in update["text"] and WRITING not in json.dumps(update, ensure_ascii=False)
