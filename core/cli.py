@@ -20,6 +20,7 @@ from core import db
 from core.cli_audit import audit_app
 from core.cli_bench import bench_app
 from core.cli_llm import llm_app
+from core.cli_push import push_app, start_push  # push delivery (issue 6)
 from core.cli_sources import sources_app
 from core.cli_support import (
     EXIT_ERROR,
@@ -59,6 +60,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(llm_app, name="llm")
 app.add_typer(sources_app, name="sources")
 app.add_typer(budget_app, name="budget")  # training / privacy budget (issue 7)
+app.add_typer(push_app, name="push")  # push delivery (issue 6)
 
 
 def main() -> None:
@@ -225,7 +227,9 @@ def serve(
     err.print(
         f"Serving {stats.documents} documents ({stats.chunks} chunks) on http://{bind_host}:{bind_port}/"
     )
-    web.run_app(create_app(settings, kb), host=bind_host, port=bind_port, print=None)
+    application = create_app(settings, kb)
+    start_push(application, settings, kb.store.engine, embedder=kb.embedder)  # push delivery (issue 6)
+    web.run_app(application, host=bind_host, port=bind_port, print=None)
 
 
 @app.command()

@@ -116,7 +116,6 @@ class Settings(BaseSettings):
         default_factory=list, description="Folders `admin ingest` in chat may read (JSON list)."
     )
     docs_base_url: str | None = Field(default=None, description="Base URL that makes document paths links.")
-
     # --- bot (issue 5): streaming cadence, event claims, Slack directory lookups ---
     bot_stream_interval_s: float = Field(
         default=1.0, ge=0.0, le=60.0, description="Least time between two updates of a streamed answer."
@@ -153,6 +152,65 @@ class Settings(BaseSettings):
     )
     privacy_budget_delta: float = Field(
         default=1e-4, gt=0, lt=1, description="Total delta all DP training runs may spend (summed per run)."
+    )
+
+    # --- push delivery (issue 6): digests, notices, scheduler, rate limits ---
+    push_enabled: bool = Field(default=True, description="Run the push scheduler inside `kb serve`.")
+    push_digest_hour: int = Field(default=9, ge=0, le=23, description="Local hour digests go out at.")
+    push_digest_weekday: int = Field(default=0, ge=0, le=6, description="Weekly digests: 0 Monday … 6.")
+    push_digest_items: int = Field(default=5, ge=1, le=20, description="Documents per digest at most.")
+    push_quiet_start: int = Field(default=22, ge=0, le=23, description="Quiet hours begin (local hour).")
+    push_quiet_end: int = Field(default=7, ge=0, le=23, description="Quiet hours end; equal to start: none.")
+    push_max_per_day: int = Field(
+        default=3, ge=1, description="Frequency cap: digests and notices per person per 24 hours."
+    )
+    push_notice_days: int = Field(
+        default=14, ge=1, description="Notify about changes to documents cited in answers of this many days."
+    )
+    push_urgent_tags: list[str] = Field(
+        default_factory=lambda: ["urgent", "compliance"],
+        description="Document tags that go out at once to subscribers of the topic (JSON list).",
+    )
+    push_ignore_limit: int = Field(
+        default=3, ge=1, description="Ignored digests in a row before the cadence backs off one level."
+    )
+    push_max_attempts: int = Field(default=6, ge=1, description="Sends per message before it is failed.")
+    push_retry_base_s: float = Field(default=30.0, gt=0, description="First retry delay; doubles each time.")
+    push_sweep_s: float = Field(
+        default=60.0, gt=0, description="How often the scheduler looks for due work (seconds)."
+    )
+    push_concurrency: int = Field(default=8, ge=1, le=256, description="Messages in flight at once.")
+    push_public_url: str | None = Field(
+        default=None, description="This service's public URL; digest links then count clicks through it."
+    )
+
+    # --- push profiles (issue 6): interest profiles and matching (push/profiles.py, push/matching.py) ---
+    push_interest_half_life_days: float = Field(
+        default=30.0, gt=0, description="Half-life of what a person asked, opened or rated, in days."
+    )
+    push_interest_max: int = Field(
+        default=5, ge=1, le=32, description="Interests (centroids) kept per person; the weakest goes first."
+    )
+    push_interest_merge_similarity: float = Field(
+        default=0.4, ge=-1.0, le=1.0, description="Cosine above which a signal joins an existing interest."
+    )
+    push_interest_weight_half: float = Field(
+        default=0.5, gt=0, description="Interest weight at which relevance counts half (saturating)."
+    )
+    push_subscription_weight: float = Field(
+        default=3.0, gt=0, description="Weight of an explicit subscription (it does not decay)."
+    )
+    push_min_relevance: float = Field(
+        default=0.3, ge=0.0, le=1.0, description="Weighted cosine below which nothing is proposed."
+    )
+    push_freshness_half_life_days: float = Field(
+        default=7.0, gt=0, description="Half-life of a change's freshness in a digest, in days."
+    )
+    push_mmr_lambda: float = Field(
+        default=0.7, ge=0.0, le=1.0, description="MMR trade-off: 1 ranks by score alone, lower diversifies."
+    )
+    push_match_block_mb: int = Field(
+        default=256, ge=16, le=65536, description="Memory for one block of the users x documents scores."
     )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
