@@ -61,9 +61,15 @@ class Settings(BaseSettings):
     )
     ivf_nprobe: int = Field(default=32, ge=1, le=65536, description="IVF lists searched per query.")
     top_k: int = Field(default=5, ge=1, le=50)
-    rrf_k: int = Field(default=60, ge=1, description="Reciprocal rank fusion constant.")
-    dense_weight: float = Field(default=1.0, ge=0.0)
-    lexical_weight: float = Field(default=1.0, ge=0.0)
+    # Retrieval fusion (issue 3). Defaults chosen on half of the Python FAQ queries and checked on the
+    # other half by bench/retrieval.py; see knowledge/retrieval.py.
+    fusion_method: Literal["rrf", "convex"] = Field(
+        default="rrf", description="rrf: weighted reciprocal rank fusion; convex: min-max scores, weighted."
+    )
+    rrf_k: int = Field(default=10, ge=1, description="Reciprocal rank fusion constant.")
+    dense_weight: float = Field(default=0.7, ge=0.0)
+    lexical_weight: float = Field(default=0.3, ge=0.0)
+    fusion_candidates: int = Field(default=20, ge=1, le=1000, description="Results taken from each list.")
     redact_index_kinds: list[str] = Field(
         default_factory=lambda: ["SECRET", "CARD", "IBAN", "SSN", "CN_ID"],
         description="PII kinds removed before indexing (secrets always); contact data stays by default.",
