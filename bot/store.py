@@ -44,7 +44,7 @@ from core.models import (
     as_utc,
     utcnow,
 )
-from knowledge.types import Answer
+from knowledge.types import Answer, Citation
 from privacy.redaction import Redactor
 
 T = TypeVar("T")
@@ -103,7 +103,7 @@ class BotStore:
     def __init__(self, engine: Engine, *, owner: str | None = None) -> None:
         self.engine = engine
         self.owner = owner or replica_name()
-        # Question texts feed push profiles and may one day feed training: no PII in them.
+        # Question and answer texts feed push profiles and training data: no PII in them.
         self._redactor = Redactor()
         self._gate = _WriteGate() if engine.dialect.name == "sqlite" else None
         # The bot's own threads for its database work, so that it never queues behind embedding and
@@ -236,14 +236,18 @@ class BotStore:
             return bool(session.execute(query.values(**values)).rowcount)  # type: ignore[attr-defined]
 
     def record_question(self, incoming: Incoming, answer: Answer) -> int:
+        """The question event: redacted question and answer texts, and what the answer cited.
+
+        Citations keep their document id and chunk ids (never the passages' text), so training can
+        read a liked answer's context back from the chunks table while the document still exists.
+        """
         data: dict[str, Any] = {
             "abstained": answer.abstained,
             "refused": answer.refused,
             "confidence": answer.confidence,
-            "citations": [
-                {"number": c.number, "title": c.title, "uri": c.uri, "section": c.section}
-                for c in answer.citations
-            ],
+            "model": answer.model,
+            "answer": "" if answer.refused else self._redactor.redact(answer.text).text,
+            "citations": [_cited(c) for c in answer.citations],
         }
         text = "" if answer.refused else self._redactor.redact(incoming.text).text
         return self._add("question", incoming, text=text, data=data)
@@ -373,3 +377,11 @@ class BotStore:
             session.flush()
             assert row.id is not None
             return row.id
+
+
+def _cited(citation: Citation) -> dict[str, Any]:
+    """A citation as a question event keeps it: where it points, and which passages it stood for."""
+    return {
+        "number": citation.number, "title": citation.title, "uri": citation.uri, "section": citation.section,
+        "document_id": citation.document_id, "chunk_ids": list(citation.chunk_ids),
+    }  # fmt: skip

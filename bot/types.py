@@ -99,8 +99,9 @@ class RenderedReply:
 class Draft:
     """The answer so far while the model is still writing; `text` is what may be shown of it.
 
-    `preview` redacts the raw text and holds back its unfinished tail (see bot/answers.py); it runs
-    only when a platform actually shows a draft, about once a second, not once per token.
+    `preview` turns the raw text into what may be shown; for knowledge-base answers the deltas
+    already arrive redacted with their unfinished tail held back (knowledge.service.ask_stream), so
+    it is the identity there. It runs only when a platform actually shows a draft.
     """
 
     raw: str

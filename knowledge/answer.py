@@ -8,6 +8,7 @@ best passage is below `min_score`, the bot abstains and lists the closest docume
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 
@@ -33,7 +34,11 @@ def cite(hits: list[Hit]) -> list[Citation]:
                 section=hit.section,
                 snippet=_snippet(hit.text),
                 score=round(hit.score, 4),
+                document_id=hit.document_id,
+                chunk_ids=(hit.chunk_id,),
             )
+        elif hit.chunk_id not in (cited := citations[hit.link]).chunk_ids:
+            citations[hit.link] = replace(cited, chunk_ids=(*cited.chunk_ids, hit.chunk_id))
     return list(citations.values())
 
 

@@ -27,10 +27,53 @@ from knowledge.citations import CitationRewriter, looks_like_garbage
 from knowledge.embeddings import Embedder, Vectors
 from knowledge.prompt import NOT_FOUND, Prompt, build_prompt
 from knowledge.types import Answer, Hit, Question
+from privacy.output import OutputGuard
 
 log = logging.getLogger(__name__)
 
 FALLBACK_MODEL = "extractive (fallback)"
+HOLD_BACK_CHARS = 48  # longer than a spaced IBAN or card number
+_RECHECK_CHARS = 24
+
+
+class SafeDrafts:
+    """Turns a streamed answer's raw deltas into deltas that may be shown before the final Answer.
+
+    The text so far is redacted as a whole by the output guard (a number split over two deltas is
+    not recognisable in either), then its last HOLD_BACK_CHARS characters and the word still being
+    written are held back, so that a secret or an identity number that is half written is never
+    shown. The final Answer (output guard applied once more, citations checked) supplies the rest.
+    Should redaction ever rewrite text already shown, no further deltas come: the final Answer
+    replaces the draft anyway.
+    """
+
+    def __init__(self, guard: OutputGuard) -> None:
+        self._guard = guard
+        self._raw = ""
+        self._shown = ""
+        self._stopped = False
+        self._next_at = 0  # length of the raw text at which to look again
+
+    def feed(self, delta: str) -> str:
+        """The part of the answer newly safe to show after `delta` ("" when nothing new is)."""
+        self._raw += delta
+        if self._stopped or not any(c.isspace() for c in delta) or len(self._raw) < self._next_at:
+            return ""  # only a finished word can move the shown text on; and not for every word
+        # Redacting the whole text each time is quadratic: do it once per few words.
+        self._next_at = len(self._raw) + _RECHECK_CHARS
+        safe = self.preview(self._raw)
+        if not safe.startswith(self._shown):
+            self._stopped = True
+            return ""
+        new, self._shown = safe[len(self._shown) :], safe
+        return new
+
+    def preview(self, text: str) -> str:
+        """What of the whole answer written so far may be shown (see the class docstring)."""
+        redacted = self._guard.check(text, citations=(), groups=()).text
+        shown = redacted[: max(0, len(redacted) - HOLD_BACK_CHARS)]
+        cut = max(shown.rfind(" "), shown.rfind("\n"))
+        return shown[:cut].rstrip() if cut > 0 else ""
 
 
 class _Clock:

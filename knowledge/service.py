@@ -5,6 +5,9 @@
 True
 >>> kb.ask(Question("How do I reset my password?")).citations[0].title  # doctest: +SKIP
 'Resetting your password'
+
+Async callers (the bot, `kb serve`) use `ask_async` for a whole answer and `ask_stream` for text
+deltas while the model writes, then the same final Answer.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import aclosing, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +31,7 @@ from knowledge.answer import extractive_answer
 from knowledge.catalog import ChunkCatalog, Filters
 from knowledge.embeddings import Embedder, Vectors, get_embedder
 from knowledge.errors import VectorIndexError
-from knowledge.generation import generate_answer
+from knowledge.generation import SafeDrafts, generate_answer, stream_answer
 from knowledge.index import VectorIndex, set_threads
 from knowledge.lexical import LEXICAL_FILE, LexicalIndex
 from knowledge.retrieval import FusionConfig, Mode, Retriever
@@ -36,6 +40,7 @@ from knowledge.store import Stats, Store
 from knowledge.sync import Ingestor, IngestReport, Problem, Progress, embedding_text
 from knowledge.timefilter import extract_time_filter, merge
 from knowledge.types import Answer, Document, Hit, Question
+from privacy.access import can_read
 from privacy.audit import AuditLog
 from privacy.guard import Guard
 from privacy.output import OutputGuard
@@ -102,11 +107,7 @@ class KnowledgeBase:
 
     def retriever(self) -> Retriever:
         index, lexical, catalog = self._indexes()
-        fusion = FusionConfig(
-            rrf_k=self.settings.rrf_k,
-            dense_weight=self.settings.dense_weight,
-            lexical_weight=self.settings.lexical_weight,
-        )
+        fusion = FusionConfig.from_settings(self.settings)
         return Retriever(self.store, self.embedder, index, lexical, catalog, fusion=fusion)
 
     def _changed_elsewhere(self) -> bool:
@@ -202,37 +203,103 @@ class KnowledgeBase:
         )
 
     async def ask_async(
-        self, question: Question, *, filters: Filters | None = None, model: str | None = None
+        self,
+        question: Question,
+        *,
+        filters: Filters | None = None,
+        model: str | None = None,
+        retrieval_slots: asyncio.Semaphore | None = None,
     ) -> Answer:
         """Like `ask`, with the answer written by `llm` (KB_LLM_URL) when one is configured.
 
         Retrieval runs in a worker thread; the model call is async. Model trouble of any kind
         ends in the extractive answer, marked as a fallback (see knowledge/generation.py).
+        `retrieval_slots`, when given, is held while retrieving (CPU work) but not while the
+        model writes, so a caller can bound concurrent retrievals without bounding model calls.
         """
         refusal, warnings = screen_question(self.guard, self.audit, question, observer=self.guard_observer)
         if refusal is not None:
             return refusal
         if self.llm is None:
-            answer = await asyncio.to_thread(self._answer, question, filters)
+            async with retrieval_slots or nullcontext():
+                answer = await asyncio.to_thread(self._answer, question, filters)
         else:
-            started = time.perf_counter()
-            asked, query, hits = await asyncio.to_thread(self._retrieve, question, filters)
-            if self.settings.llm_external:  # the prompt leaves the company: redact it first
-                hits = [replace(hit, text=self._prompt_redactor(hit.text)) for hit in hits]
+            asked, query, hits, retrieve_ms = await self._prepare(question, filters, retrieval_slots)
             answer = await generate_answer(
-                asked,
-                hits,
-                llm=self.llm,
-                query_vector=query,
-                embedder=self.embedder,
-                min_score=self.settings.min_score,
-                model=model,
-                retrieve_ms=(time.perf_counter() - started) * 1000,
-            )
+                asked, hits, llm=self.llm, query_vector=query, embedder=self.embedder,
+                min_score=self.settings.min_score, model=model, retrieve_ms=retrieve_ms,
+            )  # fmt: skip
+        return await self._screened(answer, warnings, question)
+
+    async def ask_stream(
+        self,
+        question: Question,
+        *,
+        filters: Filters | None = None,
+        model: str | None = None,
+        retrieval_slots: asyncio.Semaphore | None = None,
+    ) -> AsyncIterator[str | Answer]:
+        """`ask_async` step by step: text deltas while the model writes, then exactly one final Answer.
+
+        Same guards, ACL-filtered retrieval, prompt redaction, abstention, extractive fallback and
+        output guard as `ask_async`, and the same final Answer for the same model output; it is
+        authoritative (a fallback, abstention or withheld answer replaces what was shown). Deltas
+        are safe to show as they come (generation.SafeDrafts: redacted, unfinished tail held
+        back), so they make up a prefix of the answer. None come without a model, nor when the
+        database says a retrieved passage is not the asker's to read (its ACL changed meanwhile).
+
+            async for part in kb.ask_stream(question):   # str, str, ..., then one Answer
+                ...
+        """
+        if self.llm is None:
+            yield await self.ask_async(question, filters=filters, retrieval_slots=retrieval_slots)
+            return
+        llm = self.llm
+        refusal, warnings = screen_question(self.guard, self.audit, question, observer=self.guard_observer)
+        if refusal is not None:
+            yield refusal
+            return
+        asked, query, hits, retrieve_ms = await self._prepare(question, filters, retrieval_slots)
+        readable = await asyncio.to_thread(self._all_readable, hits, question.groups)
+        drafts = SafeDrafts(self.output_guard) if readable else None
+        final: Answer | None = None
+        parts = stream_answer(
+            asked, hits, llm=llm, query_vector=query, embedder=self.embedder,
+            min_score=self.settings.min_score, model=model, retrieve_ms=retrieve_ms,
+        )  # fmt: skip
+        async with aclosing(parts) as stream:
+            async for part in stream:
+                if isinstance(part, Answer):
+                    final = part
+                elif drafts is not None and (shown := drafts.feed(part)):
+                    yield shown
+        if final is None:  # pragma: no cover - stream_answer always ends with an Answer
+            raise AssertionError("stream_answer ended without an Answer")
+        yield await self._screened(final, warnings, question)
+
+    async def _prepare(
+        self, question: Question, filters: Filters | None, slots: asyncio.Semaphore | None
+    ) -> tuple[Question, Vectors, list[Hit], float]:
+        """Retrieval for a model answer: (question asked, its vector, hits as the model sees them, ms)."""
+        started = time.perf_counter()
+        async with slots or nullcontext():
+            asked, query, hits = await asyncio.to_thread(self._retrieve, question, filters)
+        if self.settings.llm_external:  # the prompt leaves the company: redact it first
+            hits = [replace(hit, text=self._prompt_redactor(hit.text)) for hit in hits]
+        return asked, query, hits, (time.perf_counter() - started) * 1000
+
+    def _all_readable(self, hits: list[Hit], groups: tuple[str, ...]) -> bool:
+        """Whether the asker may read every hit, by the ACLs in the database now (not the index's)."""
+        acls = self.store.acls_by_uri([hit.uri for hit in hits])
+        return all(can_read(groups, acls.get(hit.uri.split("#", 1)[0], [])) for hit in hits)
+
+    async def _screened(self, answer: Answer, warnings: list[str], question: Question) -> Answer:
+        """The output guard on a finished answer (it reads ACLs from the database: a worker thread)."""
         answer.notices.extend(warnings)
-        return screen_answer(
-            self.output_guard, self.store, self.audit, answer, question, observer=self.guard_observer
-        )
+        return await asyncio.to_thread(
+            screen_answer, self.output_guard, self.store, self.audit, answer, question,
+            observer=self.guard_observer,
+        )  # fmt: skip
 
     def _retrieve(self, question: Question, filters: Filters | None) -> tuple[Question, Vectors, list[Hit]]:
         """The question without its time phrase, its vector, and its readable hits."""

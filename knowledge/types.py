@@ -100,12 +100,17 @@ class Hit:
 
 @dataclass(frozen=True, slots=True)
 class Citation:
+    """A numbered source of an answer; `document_id` and `chunk_ids` say which passages it stands for
+    (the bot stores them with the question, so training can read the liked answer's context back)."""
+
     number: int
     title: str
     uri: str
     section: str
     snippet: str
     score: float
+    document_id: str = ""
+    chunk_ids: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)

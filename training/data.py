@@ -4,7 +4,8 @@ Read top to bottom:
 
 1. `generated_examples`: the teacher writes a question and its answer for chunks sampled from the KB
    (through the `core.llm.LLM` protocol); an answer must be a span of its chunk, or it is dropped.
-2. `feedback_examples`: real questions whose answers got a thumbs-up (`behaviour_events`).
+2. `feedback_examples`: real questions whose answers got a thumbs-up (`behaviour_events`), with the
+   stored answer as target and the cited chunks as context.
 3. Every text passes `privacy.redaction` before it is kept (`redact_example`).
 4. `paraphrase`: the teacher rewrites each question, so the student sees more than one wording.
 5. `split_by_document`: train, validation and test never share a document.
@@ -22,6 +23,7 @@ import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from core.errors import KBError
@@ -122,19 +124,31 @@ async def generated_examples(
     return out
 
 
-def feedback_examples(engine: Engine, redactor: Redactor, *, min_value: int = 1) -> list[QAExample]:
+@dataclass(frozen=True)
+class FeedbackExamples:
+    """Liked real questions as examples, and why each other liked question was left out."""
+
+    examples: list[QAExample]
+    skipped: dict[int, str]  # question event id -> the reason, for the run's report
+
+
+def feedback_examples(engine: Engine, redactor: Redactor, *, min_value: int = 1) -> FeedbackExamples:
     """Real questions whose answer got positive feedback (summed votes >= `min_value`).
 
-    The context is the chunks of the documents the answer cited (the cited section's chunks when
-    it names one); the answer is the one the user liked (`data["answer"]` of the question event),
-    or empty when the bot did not store it: then the teacher answers it (`collect_signals` with
-    mode="generate") before the example is used. The split key is the first cited document.
+    The bot stores, with each question, its redacted answer and the document and chunk ids its
+    citations stood for. The answer (its [n] markers removed: `format_prompt` numbers nothing) is
+    the target; the context is those chunks, read from the chunks table for the documents that
+    the answer's [n] markers point at. Each of those documents must still exist, unchanged since
+    the question (the answer was judged against their text then); otherwise the question is
+    skipped with the reason (`skipped`), as are refusals, abstentions and events recorded before
+    the bot kept answers and chunk ids. The split key is the first cited document.
     """
     from sqlmodel import Session, col, select
 
-    from core.models import BehaviourEventRow, ChunkRow, DocumentRow
+    from core.models import BehaviourEventRow
 
     out: list[QAExample] = []
+    skipped: dict[int, str] = {}
     with Session(engine) as session:
         rated = session.exec(
             select(BehaviourEventRow.question_id)
@@ -147,41 +161,82 @@ def feedback_examples(engine: Engine, redactor: Redactor, *, min_value: int = 1)
             if values.get(question_id, 0) < min_value:
                 continue
             row = session.get(BehaviourEventRow, question_id)
-            if row is None or row.kind != "question" or not row.text:
+            if row is None or row.kind != "question":
+                skipped[question_id] = "the rated question event is gone"
+                continue
+            if not row.text or row.data.get("refused"):
+                skipped[question_id] = "no question text was kept (the question was refused)"
+                continue
+            if row.data.get("abstained"):
+                skipped[question_id] = "the answer abstained: nothing to learn from it"
                 continue
             citations = [c for c in row.data.get("citations", []) if isinstance(c, dict)]
-            uris = [str(c.get("uri", "")).split("#", 1)[0] for c in citations]
-            documents = session.exec(
-                select(DocumentRow.id, DocumentRow.uri).where(col(DocumentRow.uri).in_(uris))
-            ).all()
-            if not documents:
-                continue  # the cited documents are gone: no context to learn from
-            by_uri = {uri: doc_id for doc_id, uri in documents}
-            passages: list[str] = []
-            for citation, uri in zip(citations, uris, strict=True):
-                doc_id = by_uri.get(uri)
-                if doc_id is None:
-                    continue
-                query = select(ChunkRow.text).where(col(ChunkRow.document_id) == doc_id)
-                if citation.get("section"):
-                    query = query.where(col(ChunkRow.section) == str(citation["section"]))
-                passages += [
-                    t
-                    for t in session.exec(query.order_by(col(ChunkRow.id)).limit(2)).all()
-                    if t not in passages
-                ]
-            if not passages:
+            answer = str(row.data.get("answer", ""))
+            if not answer.strip() or not any("chunk_ids" in c for c in citations):
+                skipped[question_id] = "recorded before the bot kept answers and cited passages"
                 continue
+            found = _cited_chunks(session, _relied_on(citations, answer), asked_at=row.at)
+            if isinstance(found, str):
+                skipped[question_id] = found
+                continue
+            document_id, passages = found
             example = QAExample(
                 example_id=f"feedback-{question_id}",
-                document_id=by_uri.get(uris[0], documents[0][0]),
+                document_id=document_id,
                 context=tuple(passages),
                 question=row.text,
-                answer=str(row.data.get("answer", "")).strip(),
+                answer=" ".join(_MARKER.sub("", answer).split()),
                 origin="feedback",
             )
             out.append(redact_example(example, redactor))
-    return out
+    return FeedbackExamples(out, skipped)
+
+
+_MARKER = re.compile(r"\s*\[(\d+)\]")
+
+
+def _relied_on(citations: Sequence[Mapping[str, Any]], answer: str) -> list[Mapping[str, Any]]:
+    """The citations the answer's [n] markers point at (an extractive answer lists more sources
+    than it quotes); all of them when it has no markers."""
+    numbers = {int(n) for n in _MARKER.findall(answer)}
+    relied = [c for c in citations if c.get("number") in numbers]
+    return relied or list(citations)
+
+
+def _cited_chunks(
+    session: Any, citations: Sequence[Mapping[str, Any]], *, asked_at: datetime
+) -> tuple[str, list[str]] | str:
+    """(first cited document, the cited chunks' texts in citation order), or why there is no context.
+
+    Every cited document must still be there, unchanged since the question (the change log says
+    so: a changed document's chunks are replaced, and SQLite may hand their ids to the new ones);
+    otherwise the answer would be taught against a context that no longer supports it.
+    """
+    from sqlmodel import col, select
+
+    from core.models import ChunkRow, DocumentChangeRow, DocumentRow
+
+    cited = [(str(c.get("document_id", "")), [int(i) for i in c.get("chunk_ids", [])]) for c in citations]
+    wanted = sorted({doc for doc, _ in cited if doc})
+    existing = set(session.exec(select(DocumentRow.id).where(col(DocumentRow.id).in_(wanted))).all())
+    changed = session.exec(
+        select(DocumentChangeRow.document_id).where(
+            col(DocumentChangeRow.document_id).in_(wanted), col(DocumentChangeRow.changed_at) > asked_at
+        )
+    ).all()
+    if missing := set(wanted) - existing:
+        return f"a cited document was deleted ({', '.join(sorted(missing))})"
+    if changed:
+        return f"a cited document changed since the answer ({', '.join(sorted(set(changed)))})"
+    chunk_ids = [i for _, ids in cited for i in ids]
+    rows = session.exec(
+        select(ChunkRow.id, ChunkRow.document_id, ChunkRow.text).where(col(ChunkRow.id).in_(chunk_ids))
+    ).all()
+    by_id = {int(i): (doc, text) for i, doc, text in rows}
+    found = [by_id[i] for i in dict.fromkeys(chunk_ids) if i in by_id]
+    if not found:
+        return "the cited passages are gone from their documents"
+    return found[0][0], [text for _, text in found]
 
 
 def _feedback_values(session: Any, ids: Sequence[int]) -> dict[int, int]:

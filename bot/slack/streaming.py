@@ -2,10 +2,10 @@
 
 Slack allows about one chat.update per second per message before it starts answering 429, and a
 reader cannot follow faster updates anyway. The model's deltas arrive far more often, so the pacer
-keeps only the newest Draft and shows it when the interval since the last update has passed;
-`Draft.text` (redaction and hold-back) is computed only then. Drafts also wait until the model has
-been writing for one interval: an answer written faster than that goes straight from "searching…"
-to the final answer, without a draft that would only delay it.
+keeps only the newest Draft and shows it when the interval since the last update has passed (the
+deltas come from `KnowledgeBase.ask_stream`, already redacted and safe to show). Drafts also wait
+until the model has been writing for one interval: an answer written faster than that goes straight
+from "searching…" to the final answer, without a draft that would only delay it.
 
     reply = await stream_into_message(conversation.stream(incoming), sender, channel, ts,
                                       interval=1.0, last_update=loop.time())

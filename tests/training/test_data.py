@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
+from bot.store import BotStore
+from bot.types import Incoming
 from core.llm import LLMUnavailable
-from core.models import BehaviourEventRow, ChunkRow, DocumentRow, utcnow
+from core.models import BehaviourEventRow, ChunkRow, DocumentChangeRow, DocumentRow, utcnow
+from core.settings import Settings
+from knowledge.embeddings import Embedder
+from knowledge.service import KnowledgeBase
+from knowledge.types import Question
 from privacy.redaction import Redactor
 from tests.fakes import FakeLLM
 from training.data import (
@@ -29,7 +37,7 @@ from training.task import FactTask, build_tokenizer
 from training.types import QAExample, TeacherSignal
 
 EMAIL = "jane.doe@example.com"
-CITATION = {"uri": "handbook/vpn.md#access", "section": "Access"}
+CITATION = {"number": 1, "uri": "handbook/vpn.md#access", "section": "Access"}
 
 
 @pytest.fixture(scope="module")
@@ -71,46 +79,140 @@ async def test_paraphrases_keep_context_and_answer_and_skip_failures_and_copies(
     assert out[0].context == base.context and out[0].answer == base.answer and out[0].document_id == "d1"
 
 
-def _seed_kb(engine: Engine) -> None:
+def _question(session: Session, text: str, data: dict[str, Any], *, votes: tuple[int, ...] = (1,)) -> int:
+    """A question event as BotStore.record_question writes it, and its feedback votes."""
     now = utcnow()
+    question = BehaviourEventRow(kind="question", platform="web", user_id="u1", text=text, at=now, data=data)
+    session.add(question)
+    session.flush()
+    assert question.id is not None
+    for value in votes:
+        session.add(
+            BehaviourEventRow(
+                kind="feedback", platform="web", user_id="u1", question_id=question.id,
+                data={"value": value}, at=now,
+            )
+        )  # fmt: skip
+    return question.id
+
+
+def _document(session: Session, document_id: str, text: str) -> dict[str, Any]:
+    """A document with one chunk in section "Access"; what a citation of it stores."""
+    now, uri = utcnow(), document_id.replace(":", "/")
+    session.add(
+        DocumentRow(
+            id=document_id, source="handbook", uri=uri, title=uri, content_hash="h", updated_at=now,
+            ingested_at=now,
+        )
+    )  # fmt: skip
+    session.flush()
+    chunk = ChunkRow(
+        document_id=document_id, ordinal=0, text=text, section="Access", token_count=9, embedding=b""
+    )
+    session.add(chunk)
+    session.flush()
+    return {"document_id": document_id, "chunk_ids": [chunk.id]}
+
+
+def _seed_kb(engine: Engine) -> tuple[int, int]:
+    """The VPN page with one chunk; a liked and a disliked question citing it: (their ids)."""
     with Session(engine) as session:
-        session.add(
-            DocumentRow(
-                id="handbook:vpn.md", source="handbook", uri="handbook/vpn.md", title="VPN", content_hash="h",
-                updated_at=now, ingested_at=now,
-            )
-        )  # fmt: skip
-        session.flush()
-        session.add(
-            ChunkRow(
-                document_id="handbook:vpn.md", ordinal=0, text=f"Use the VPN gateway gw7; ask {EMAIL}.",
-                section="Access", token_count=9, embedding=b"",
-            )
-        )  # fmt: skip
-        for i, (text, value) in enumerate([("how do I reach the vpn?", 1), ("vpn again?", -1)]):
-            question = BehaviourEventRow(
-                kind="question", platform="web", user_id="u1", text=text, at=now,
-                data={"answer": f"Use gw7 [{i}]", "citations": [CITATION]},
-            )  # fmt: skip
-            session.add(question)
-            session.flush()
-            session.add(
-                BehaviourEventRow(
-                    kind="feedback", platform="web", user_id="u1", question_id=question.id,
-                    data={"value": value}, at=now,
-                )
-            )  # fmt: skip
+        vpn = _document(session, "handbook:vpn.md", f"Use the VPN gateway gw7; ask {EMAIL}.")
+        cited = {**CITATION, **vpn}
+        answer = {"answer": f"Use gw7 [1][2]. Ask {EMAIL} [1].", "citations": [cited]}
+        liked = _question(session, "how do I reach the vpn?", answer, votes=(1, 1, -1))
+        disliked = _question(session, "vpn again?", answer, votes=(-1,))
         session.commit()
+    return liked, disliked
 
 
-def test_liked_questions_become_examples_with_their_cited_passages(migrated: Engine) -> None:
-    _seed_kb(migrated)
-    examples = feedback_examples(migrated, Redactor())
-    assert len(examples) == 1, "the disliked question is left out"
-    example = examples[0]
-    assert example.question == "how do I reach the vpn?" and example.answer == "Use gw7 [0]"
+def test_liked_questions_become_examples_with_their_stored_answer_and_cited_chunks(migrated: Engine) -> None:
+    liked, disliked = _seed_kb(migrated)
+    result = feedback_examples(migrated, Redactor())
+    assert len(result.examples) == 1 and disliked not in result.skipped, "the disliked question is left out"
+    example = result.examples[0]
+    assert example.example_id == f"feedback-{liked}" and example.question == "how do I reach the vpn?"
+    assert example.answer == "Use gw7. Ask [EMAIL].", (
+        "citation markers go: the training prompt numbers nothing"
+    )
     assert example.document_id == "handbook:vpn.md" and example.origin == "feedback"
     assert example.context == ("Use the VPN gateway gw7; ask [EMAIL].",)
+
+
+def test_questions_whose_context_is_gone_or_useless_are_skipped_with_a_reason(migrated: Engine) -> None:
+    liked, _ = _seed_kb(migrated)
+    answer = {"answer": "Use gw7 [1]."}
+    with Session(migrated) as session:
+        gone = {**CITATION, "document_id": "handbook:gone.md", "chunk_ids": [999]}
+        deleted = _question(session, "q deleted", {**answer, "citations": [gone]})
+        missing = {**CITATION, "document_id": "handbook:vpn.md", "chunk_ids": [12345]}
+        lost = _question(session, "q lost", {**answer, "citations": [missing]})
+        wifi = _document(session, "handbook:wifi.md", "The guest wifi password changes every Monday.")
+        changed = _question(session, "q changed", {**answer, "citations": [{**CITATION, **wifi}]})
+        session.add(
+            DocumentChangeRow(
+                document_id="handbook:wifi.md", kind="updated", title="wifi", uri="handbook/wifi.md",
+                content_hash="h2", changed_at=utcnow() + timedelta(seconds=1),
+            )
+        )  # fmt: skip
+        live = session.exec(select(ChunkRow.id).where(ChunkRow.document_id == "handbook:vpn.md")).first()
+        fresh = {**CITATION, "document_id": "handbook:vpn.md", "chunk_ids": [live]}
+        abstained = _question(session, "q abstained", {**answer, "abstained": True, "citations": [fresh]})
+        refused = _question(session, "", {"answer": "", "refused": True, "citations": []})
+        listed = [fresh, {**gone, "number": 2}]  # [2] is listed as a source, never quoted
+        partly = _question(session, "q partly", {**answer, "citations": listed})
+        relied = _question(session, "q relied", {"answer": "See [2].", "citations": listed})
+        legacy = _question(session, "q legacy", {"citations": [CITATION]})  # written before answers were kept
+        session.commit()
+    result = feedback_examples(migrated, Redactor())
+    reasons = {key: reason.split(" ")[1:4] for key, reason in result.skipped.items()}
+    assert reasons == {
+        deleted: ["cited", "document", "was"],
+        relied: ["cited", "document", "was"],
+        lost: ["cited", "passages", "are"],
+        changed: ["cited", "document", "changed"],
+        abstained: ["answer", "abstained:", "nothing"],
+        refused: ["question", "text", "was"],
+        legacy: ["before", "the", "bot"],
+    }
+    assert "handbook:wifi.md" in result.skipped[changed] and "handbook:gone.md" in result.skipped[deleted]
+    examples = {e.example_id: e for e in result.examples}
+    assert set(examples) == {f"feedback-{partly}", f"feedback-{liked}"}
+    assert examples[f"feedback-{partly}"].context == ("Use the VPN gateway gw7; ask [EMAIL].",)
+
+
+async def test_a_liked_bot_answer_trains_until_its_document_changes_or_goes(
+    settings: Settings, migrated: Engine, embedder: Embedder, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "parking.md").write_text("# Parking\n\nThe car park behind building C opens at 6:00 every day.\n")
+    page = docs / "vpn.md"
+    page.write_text(
+        "---\ntitle: VPN\n---\n# VPN\n\n## Access\n\nConnect to the gateway gw7 with HaldenConnect. "
+        f"When it fails, write to {EMAIL} and wait for an answer.\n"
+    )
+    kb = KnowledgeBase(settings, migrated, embedder=embedder)
+    assert kb.ingest([docs]).ok
+    answer = await kb.ask_async(Question("How do I connect to the VPN?"))
+    assert not answer.abstained and answer.citations[0].chunk_ids
+    store = BotStore(migrated)
+    asked = Incoming("slack", "U1", f"How do I connect to the VPN? I am {EMAIL}", channel="C1")
+    question_id = store.record_question(asked, answer)
+    store.record_feedback(replace(asked, text=""), question_id, value=1)
+    [example] = feedback_examples(migrated, Redactor()).examples
+    assert example.document_id == answer.citations[0].document_id == "docs:vpn.md"
+    assert "gw7" in example.context[0] and "gw7" in example.answer and "[1]" not in example.answer
+    assert all(EMAIL not in text for text in (*example.context, example.question, example.answer))
+    page.write_text(page.read_text().replace("gw7", "gw8"))
+    assert kb.ingest([docs]).ok
+    result = feedback_examples(migrated, Redactor())
+    assert result.examples == [] and "docs:vpn.md" in result.skipped[question_id]
+    assert "changed since the answer" in result.skipped[question_id]
+    page.unlink()
+    assert kb.ingest([docs]).ok
+    assert "deleted" in feedback_examples(migrated, Redactor()).skipped[question_id]
+    store.close()
 
 
 def test_split_by_document_never_shares_a_document_and_is_stable_when_documents_are_added() -> None:
