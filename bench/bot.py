@@ -9,31 +9,52 @@ model is FakeLLM streaming a cited answer (about 20 ms of "writing"). The load g
 `--events` app_mention events, each delivered `--deliveries` times (the later ones with
 X-Slack-Retry-Num, as Slack redelivers), correctly signed, at most `--concurrency` requests in flight.
 
+Two phases per server. First the load above: the acks, end to end, duplicates and the wall-clock
+overhead at `--concurrency`. Then `--serial-events` more events at concurrency 1 (each event's
+deliveries, then wait for its answer before the next), which give the overhead without queueing
+and the bot's CPU per event.
+
 - ack: time for each delivery's HTTP request to be answered (bolt's signature check, the workspace
-  check, the event claim in the database, the listener);
+  check, the event claim in the database, the listener). Before the clock starts, `--concurrency`
+  warm-up requests open the connections the load keeps alive and every request is signed: opening
+  50 connections at once took this load generator 130-150 ms even against a server that answers
+  200 at once, which is the load generator's time, not the bot's;
 - end to end: from an event's first delivery to the final chat.update of its answer at the fake;
-- overhead (`overhead_*`, the target's figure): measured in the server, from the first delivery's
-  arrival to the moment the final chat.update leaves for Slack, less the time spent inside the
-  AnswerService (input guard, retrieval, model, output guard): what the bot adds itself (HTTP,
-  bolt, the claim, the channel lookup, recording the question, rendering, and waiting its turn for
-  the event loop and the database), without Slack's own response times;
-- `overhead_with_slack_*`: end to end (at the fake) less the AnswerService time: the same plus
-  the fake Slack API's response times, which on this machine share the CPUs with the server;
-- duplicate answers: final answers beyond one per event, plus "searching…" messages beyond one;
-- server-side figures: the request's time inside the server (ack) and how late the server's event
-  loop wakes from a 10 ms sleep (loop lag): on a busy machine, most of the ack time is the server
-  waiting for a CPU, which these separate from the bot's own work.
+- overhead: measured in the server, from the first delivery's arrival to the moment the final
+  chat.update leaves for Slack, less the time spent inside the AnswerService (input guard,
+  retrieval, model, output guard): what the bot adds itself (HTTP, bolt, the claim, the channel
+  lookup, recording the question, rendering), without Slack's own response times. Three figures:
+  - `overhead_wall_*`: at `--concurrency` events in flight. It includes waiting for the event loop,
+    the GIL and the database behind the other 49 events' work (and, with retrieval, behind their
+    embedding and search, which hold the GIL part of the time): at 50 events in flight on 2 shared
+    cores it is mostly queueing. THIS is the figure compared with the target (`overhead_p95_ms`
+    is a copy of `overhead_wall_p95_ms`), because the issue sets its targets at 50 concurrent
+    events; the two below explain it, they do not replace it;
+  - `serial.overhead_*`: the same at concurrency 1, nothing to queue behind: the bot's own latency;
+  - `bot_cpu_ms_per_event`: CPU of the whole server process (every thread) per event in the bot
+    alone's concurrency-1 phase: everything the bot spends on one event (4 deliveries, 2 Web API
+    calls, 4 database writes), with no retrieval and no model. `server_cpu_ms_per_event(_by_thread)`
+    give the same for each phase and side; at 50 concurrent it is lower (work batches per loop turn);
+- `overhead_with_slack_*`: end to end (at the fake) less the AnswerService time: the wall figure
+  plus the fake Slack API's response times, which on this machine share the CPUs with the server;
+- duplicate answers (both phases): final answers beyond one per event, plus "searching…" messages
+  beyond one;
+- server-side figures: the request's time inside the server (ack), how late the server's event
+  loop wakes from a 10 ms sleep (loop lag) and the garbage collector's pauses: on a busy machine,
+  much of the ack time is the server waiting for a CPU, which these separate from the bot's work.
 
-Two runs, side by side: the bot alone (`bot_alone`: a canned answer after 20 ms, no retrieval) and
-then the full product as above (the top-level figures, which the targets are checked against).
+Two servers, side by side: the bot alone (`bot_alone`: a canned answer after 20 ms, no retrieval)
+and then the full product as above (the top-level figures, which the targets are checked against).
+The load average before and after the run is recorded: this machine is shared, compare ratios.
 
-Writes bench/results/bot.json and the bot row of bench/BENCHMARKS.md. Takes about two minutes.
+Writes bench/results/bot.json and the bot row of bench/BENCHMARKS.md. Takes about three minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import hmac
 import json
@@ -41,6 +62,7 @@ import os
 import random
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -81,6 +103,7 @@ QUESTIONS = [
     "How do I report a phishing email?",
 ]
 ANSWER = "Follow the steps on the handbook page: open the portal, choose the option and confirm [1]."
+SERIAL_THREAD = "1700002000."  # the events of the concurrency-1 phase
 TARGETS = {"ack_p99_ms": 100.0, "overhead_p95_ms": 20.0, "duplicate_answers": 0}
 
 
@@ -143,21 +166,39 @@ class TimedSender(SlackSender):
         await super().update(channel, ts, message)
 
 
+def thread_cpu(*, since: dict[str, float] | None = None) -> dict[str, float]:
+    """CPU seconds (user + system) of this process's threads, summed by thread name (Linux).
+
+    Since the process started, or less what `since` (an earlier call's result) had counted.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    used: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            name = names.get(int(task.name), "other").rstrip("_0123456789")
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return {name: seconds - (since or {}).get(name, 0.0) for name, seconds in used.items()}
+
+
 def sign(body: bytes) -> dict[str, str]:
     stamp = str(int(time.time()))
     digest = hmac.new(SECRET.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256).hexdigest()
     return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": f"v0={digest}"}
 
 
-def event_body(n: int) -> bytes:
-    ts = f"1700001000.{n:06d}"
+def event_body(n: int, *, thread: str = "1700001000.") -> bytes:
+    ts = f"{thread}{n:06d}"
     event = {
         "type": "app_mention", "user": f"U{n % 37:04d}", "channel": f"C0BENCH{n % 10}", "ts": ts,
         "event_ts": ts, "text": f"<@UBOT> {QUESTIONS[n % len(QUESTIONS)]}",
     }  # fmt: skip
     return json.dumps({
         "token": "legacy", "team_id": TEAM, "api_app_id": "A0KB", "type": "event_callback",
-        "event": event, "event_id": f"EvBench{n:05d}", "event_time": int(time.time()),
+        "event": event, "event_id": f"EvBench{thread}{n:05d}", "event_time": int(time.time()),
     }).encode()  # fmt: skip
 
 
@@ -190,6 +231,11 @@ async def serve(args: argparse.Namespace) -> None:
     else:
         kb.ingest([HANDBOOK])
         kb.retrieve(Question("warm up"))  # loads the index and the embedding model
+        if engine.dialect.name == "sqlite":
+            # The ingest's pages are still in SQLite's write-ahead log: without this, the checkpoint
+            # that copies them into the database would fall on a write during the load.
+            with engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         kb.llm = FakeLLM(default=ANSWER, piece_chars=10, delay_s=0.002)
         answers = TimedAnswers(KnowledgeBaseAnswers(kb, concurrency=max(2, os.cpu_count() or 2)))
     app = create_app(settings, kb, conversation=build_conversation(settings, kb, answers=answers))
@@ -222,20 +268,32 @@ async def serve(args: argparse.Namespace) -> None:
             lags.append((time.perf_counter() - started - 0.01) * 1000)
 
     sampler = asyncio.create_task(sample_lag())
+    gc_pauses: list[float] = []  # the garbage collector's pauses (every thread waits for them), in ms
+    gc_started = [0.0]
 
-    async def service_times(_request: web.Request) -> web.Response:
-        sampler.cancel()
-        cpu_s = time.process_time() - cpu_at_start
+    def time_gc(phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            gc_pauses.append((time.perf_counter() - gc_started[0]) * 1000)
+
+    gc.callbacks.append(time_gc)
+
+    async def service_times(request: web.Request) -> web.Response:
+        """Everything measured so far; `?final=1` also stops the loop-lag sampler."""
+        if request.query.get("final"):
+            sampler.cancel()
         # The bot's own time per question: first delivery's arrival to the final update leaving,
         # less the time inside the AnswerService; Slack's (the fake's) response times are left out.
-        overhead = [
-            (sent - arrivals[thread] - answers.seconds[thread]) * 1000
+        overhead = {
+            thread: (sent - arrivals[thread] - answers.seconds[thread]) * 1000
             for thread, sent in sender.final_sent.items()
             if thread in arrivals and thread in answers.seconds
-        ]
+        }
         return web.json_response({
-            "service_s": answers.seconds, "server_ack_ms": acks, "loop_lag_ms": lags, "cpu_s": cpu_s,
-            "server_overhead_ms": overhead,
+            "service_s": answers.seconds, "server_ack_ms": acks, "loop_lag_ms": lags,
+            "cpu_s": time.process_time() - cpu_at_start, "server_overhead_ms": overhead,
+            "thread_cpu_s": thread_cpu(since=threads_at_start), "gc_pauses_ms": gc_pauses,
         })  # fmt: skip
 
     app.router.add_get("/bench/service", service_times)
@@ -243,7 +301,8 @@ async def serve(args: argparse.Namespace) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    cpu_at_start = time.process_time()
+    cpu_at_start, threads_at_start = time.process_time(), thread_cpu()
+    gc_pauses.clear()  # startup's own collections (bot/web/app.py freezes what exists) do not count
     print(runner.addresses[0][1], flush=True)
     await asyncio.to_thread(sys.stdin.read)  # the parent closes our stdin when it is done
     await runner.cleanup()
@@ -265,24 +324,97 @@ async def run(args: argparse.Namespace, workdir: Path, side: str) -> dict[str, A
         try:
             port = int((await asyncio.wait_for(server.stdout.readline(), timeout=600)).decode().strip())
             base = f"http://127.0.0.1:{port}"
-            figures = await load(args, f"{base}/slack/events", slack)
-            async with aiohttp.ClientSession() as session, session.get(f"{base}/bench/service") as response:
-                measured = await response.json()
-            server_acks, lags = measured["server_ack_ms"], measured["loop_lag_ms"]
-            figures["server_loop_lag_p50_ms"] = round(percentile(lags, 50), 2)
-            figures["server_loop_lag_p99_ms"] = round(percentile(lags, 99), 2)
-            figures["server_ack_p50_ms"] = round(percentile(server_acks, 50), 2)
-            overhead = measured["server_overhead_ms"]
-            figures["overhead_p50_ms"] = round(percentile(overhead, 50), 2)
-            figures["overhead_p95_ms"] = round(percentile(overhead, 95), 2)
-            # All the server's CPU (every thread, retrieval included) over the run, per event.
-            figures["server_cpu_ms_per_event"] = round(measured["cpu_s"] * 1000 / args.events, 2)
-            figures["server_ack_p99_ms"] = round(percentile(server_acks, 99), 2)
+            async with aiohttp.ClientSession() as session:
+                figures = await load(args, f"{base}/slack/events", slack)
+                # The loop-lag sampler stops here: it covers the concurrent phase, and its own wake-ups
+                # would count in the serial phase's CPU.
+                loaded = await _measured(session, base, final=True)
+                serial = await load_serially(args, f"{base}/slack/events", slack)
+                measured = await _measured(session, base)
+            figures |= _server_figures(args, loaded, measured)
             figures |= breakdown(args, slack, figures.pop("first_sent"), measured["service_s"])
+            serial_overhead = [ms for thread, ms in measured["server_overhead_ms"].items() if _serial(thread)]
+            figures["serial"] = {
+                "events": args.serial_events,
+                "ack_p50_ms": round(percentile(serial["acks"], 50), 2),
+                "ack_p99_ms": round(percentile(serial["acks"], 99), 2),
+                "overhead_p50_ms": round(percentile(serial_overhead, 50), 2),
+                "overhead_p95_ms": round(percentile(serial_overhead, 95), 2),
+                "server_cpu_ms_per_event": round(
+                    (measured["cpu_s"] - loaded["cpu_s"]) * 1000 / max(1, args.serial_events), 2
+                ),
+                "answered": len(serial_overhead),
+                "seconds": serial["seconds"],
+                "server_cpu_ms_per_event_by_thread": _per_event(
+                    measured["thread_cpu_s"], loaded["thread_cpu_s"], args.serial_events
+                ),
+            }
         finally:
             server.stdin.close()
             await asyncio.wait_for(server.wait(), timeout=120)
     return figures
+
+
+async def _measured(session: aiohttp.ClientSession, base: str, *, final: bool = False) -> dict[str, Any]:
+    async with session.get(f"{base}/bench/service", params={"final": "1"} if final else {}) as response:
+        return await response.json()  # type: ignore[no-any-return]
+
+
+def _per_event(now: dict[str, float], before: dict[str, float], events: int) -> dict[str, float]:
+    used = {name: (s - before.get(name, 0.0)) * 1000 / max(1, events) for name, s in now.items()}
+    return {name: round(ms, 2) for name, ms in sorted(used.items(), key=lambda kv: -kv[1]) if ms >= 0.05}
+
+
+def _serial(thread: str) -> bool:
+    return thread.startswith(SERIAL_THREAD)
+
+
+def _server_figures(
+    args: argparse.Namespace, loaded: dict[str, Any], final: dict[str, Any]
+) -> dict[str, Any]:
+    """The server's own view of the concurrent phase (`loaded`: what it had measured by its end)."""
+    server_acks, lags = loaded["server_ack_ms"], loaded["loop_lag_ms"]
+    overhead = [ms for thread, ms in final["server_overhead_ms"].items() if not _serial(thread)]
+    return {
+        "server_ack_p50_ms": round(percentile(server_acks, 50), 2),
+        "server_ack_p99_ms": round(percentile(server_acks, 99), 2),
+        "server_loop_lag_p50_ms": round(percentile(lags, 50), 2),
+        "server_loop_lag_p99_ms": round(percentile(lags, 99), 2),
+        "overhead_wall_p50_ms": round(percentile(overhead, 50), 2),
+        "overhead_wall_p95_ms": round(percentile(overhead, 95), 2),
+        # All the server's CPU (every thread, retrieval included) over the phase, per event; a few
+        # answers may still be finishing when it ends, so it is a slight undercount.
+        "server_cpu_ms_per_event": round(loaded["cpu_s"] * 1000 / args.events, 2),
+        "server_cpu_ms_per_event_by_thread": _per_event(loaded["thread_cpu_s"], {}, args.events),
+        "server_gc_pauses": len(loaded["gc_pauses_ms"]),
+        "server_gc_pause_max_ms": round(max(loaded["gc_pauses_ms"], default=0.0), 2),
+        "server_gc_pause_total_ms": round(sum(loaded["gc_pauses_ms"]), 2),
+    }
+
+
+async def load_serially(args: argparse.Namespace, url: str, slack: FakeSlack) -> dict[str, Any]:
+    """Concurrency 1: each event's deliveries, then wait for its final answer before the next event."""
+    acks: list[float] = []
+    began = time.monotonic()
+    async with aiohttp.ClientSession() as session:
+        for n in range(args.serial_events):
+            body, seen = event_body(n, thread=SERIAL_THREAD), len(slack.calls)
+            for retry in range(args.deliveries):
+                headers = {**sign(body), "Content-Type": "application/json"}
+                if retry:
+                    headers |= {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"}
+                started = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                acks.append((time.perf_counter() - started) * 1000)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # only the calls since the last look: cheap to poll
+                calls, seen = slack.calls[seen:], len(slack.calls)
+                if any(c.method == "chat.update" and WRITING not in json.dumps(c.body) for c in calls):
+                    break
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.02)  # let the claim be closed before the next event arrives
+    return {"acks": acks, "seconds": round(time.monotonic() - began, 2)}
 
 
 async def load(args: argparse.Namespace, url: str, slack: FakeSlack) -> dict[str, Any]:
@@ -297,11 +429,14 @@ async def load(args: argparse.Namespace, url: str, slack: FakeSlack) -> dict[str
     gate = asyncio.Semaphore(args.concurrency)
     connector = aiohttp.TCPConnector(limit=args.concurrency)
 
-    async def deliver(session: aiohttp.ClientSession, n: int, retry: int) -> None:
+    def signed(n: int, retry: int) -> tuple[bytes, dict[str, str]]:
         body = event_body(n)
         headers = {**sign(body), "Content-Type": "application/json"}
         if retry:
             headers |= {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"}
+        return body, headers
+
+    async def deliver(session: aiohttp.ClientSession, n: int, body: bytes, headers: dict[str, str]) -> None:
         async with gate:
             started = time.perf_counter()
             first_sent.setdefault(n, time.monotonic())
@@ -311,14 +446,24 @@ async def load(args: argparse.Namespace, url: str, slack: FakeSlack) -> dict[str
             acks.append((time.perf_counter() - started) * 1000)
 
     async with aiohttp.ClientSession(connector=connector) as session:
-        # Warm up (not timed): the first request makes bolt call auth.test; an event nobody answers.
+        # Warm up (not timed): the first request makes bolt call auth.test, and `concurrency` requests
+        # at once open the connections the load then keeps alive (an event nobody answers): opening
+        # 50 connections at once took this load generator 130-150 ms even against a server that
+        # answers 200 at once, which is not the bot's time.
         warm = json.dumps({"type": "event_callback", "team_id": TEAM, "event_id": "EvWarm",
                            "event": {"type": "reaction_added", "user": "U1"}}).encode()  # fmt: skip
-        headers = {**sign(warm), "Content-Type": "application/json"}
-        async with session.post(url, data=warm, headers=headers) as response:
-            assert response.status == 200, await response.text()
+        for _ in range(2):
+            responses = await asyncio.gather(*(
+                session.post(url, data=warm, headers={**sign(warm), "Content-Type": "application/json"})
+                for _ in range(args.concurrency)
+            ))  # fmt: skip
+            for response in responses:
+                assert response.status == 200, await response.text()
+                response.release()
+        # Signed beforehand, as Slack's side of the work; the clock starts as each request goes out.
+        requests = [(n, *signed(n, retry)) for n, retry in deliveries]
         started = time.monotonic()
-        await asyncio.gather(*(deliver(session, n, retry) for n, retry in deliveries))
+        await asyncio.gather(*(deliver(session, n, body, headers) for n, body, headers in requests))
     acked = time.monotonic()
     deadline = time.monotonic() + 120
     for _ in range(2400):  # at most two minutes
@@ -343,9 +488,10 @@ def breakdown(
     args: argparse.Namespace, slack: FakeSlack, first_sent: dict[int, float], seconds: dict[str, float]
 ) -> dict[str, Any]:
     """End to end, service time and overhead per event; duplicates from what the fake received."""
-    finals = final_updates(slack)
+    every = final_updates(slack)  # duplicates count in both phases
+    finals = {thread: at for thread, at in every.items() if not _serial(thread)}
     searching = Counter(c.body.get("thread_ts") for c in slack.calls if c.method == "chat.postMessage")
-    duplicates = sum(len(times) - 1 for times in finals.values()) + sum(n - 1 for n in searching.values())
+    duplicates = sum(len(times) - 1 for times in every.values()) + sum(n - 1 for n in searching.values())
     e2e, overhead = [], []
     for n in range(args.events):
         thread = f"1700001000.{n:06d}"
@@ -391,6 +537,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--deliveries", type=int, default=4)
+    parser.add_argument("--serial-events", type=int, default=40, help="events of the concurrency-1 phase")
+    parser.add_argument(
+        "--sides",
+        default="bot-alone,kb",
+        help="an experiment: these servers only, printed, no results written",
+    )
     parser.add_argument("--database-url", default="", help="default: SQLite in a temporary folder")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--slack-api", help=argparse.SUPPRESS)
@@ -401,13 +553,25 @@ def main() -> None:
     if args.serve:
         asyncio.run(serve(args))
         return
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    if args.sides != "bot-alone,kb":  # an experiment: print, do not touch the results
+        for side in args.sides.split(","):
+            with tempfile.TemporaryDirectory(prefix="kb-bench-bot-") as tmp:
+                print(side, json.dumps(asyncio.run(run(args, Path(tmp) / side, side)), indent=2))
+        return
     # Side by side, one after the other: the bot alone (canned answers), then the full product.
     with tempfile.TemporaryDirectory(prefix="kb-bench-bot-") as tmp:
         alone = asyncio.run(run(args, Path(tmp) / "alone", "bot-alone"))
     with tempfile.TemporaryDirectory(prefix="kb-bench-bot-") as tmp:
         figures = asyncio.run(run(args, Path(tmp) / "kb", "kb"))
+    # The target's figure: the issue sets its targets at 50 concurrent events, so the overhead it is
+    # checked against is the wall-clock one at that load, queueing for the CPUs included.
+    figures["overhead_p50_ms"] = figures["overhead_wall_p50_ms"]
+    figures["overhead_p95_ms"] = figures["overhead_wall_p95_ms"]
+    figures["bot_cpu_ms_per_event"] = alone["serial"]["server_cpu_ms_per_event"]
     figures["bot_alone"] = alone
     figures["database"] = "postgresql" if args.database_url.startswith("postgres") else "sqlite"
+    figures["load_average_before"] = load_before
     figures["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     figures["targets"] = TARGETS
     figures["targets_met"] = {
@@ -415,13 +579,17 @@ def main() -> None:
         "overhead_p95_ms": figures["overhead_p95_ms"] <= TARGETS["overhead_p95_ms"],
         "duplicate_answers": figures["duplicate_answers"] == 0,
     }
+    serial = figures["serial"]
     summary = (
         f"{args.events} events x {args.deliveries} deliveries at {args.concurrency} concurrent "
-        f"({figures['database']}): ack p50 {figures['ack_p50_ms']} / p99 {figures['ack_p99_ms']} ms; "
-        f"posted answer p50 {figures['e2e_p50_ms']} ms; bot overhead p95 {figures['overhead_p95_ms']} ms; "
-        f"{figures['duplicate_answers']} duplicate answers, {figures['unanswered']} unanswered. "
-        f"Bot alone (canned answers, no retrieval): ack p99 {alone['ack_p99_ms']} ms, overhead p95 "
-        f"{alone['overhead_p95_ms']} ms, {alone['duplicate_answers']} duplicates"
+        f"({figures['database']}, load {load_before[0]}): ack p50 {figures['ack_p50_ms']} / p99 "
+        f"{figures['ack_p99_ms']} ms; posted answer p50 {figures['e2e_p50_ms']} ms; bot overhead p95 "
+        f"{figures['overhead_p95_ms']} ms at {args.concurrency} concurrent (the target's figure, queueing "
+        f"included), {serial['overhead_p95_ms']} ms at concurrency 1; bot CPU "
+        f"{figures['bot_cpu_ms_per_event']} ms/event; {figures['duplicate_answers']} duplicate answers, "
+        f"{figures['unanswered']} unanswered. Bot alone (canned answers, no retrieval): ack p99 "
+        f"{alone['ack_p99_ms']} ms, overhead p95 {alone['overhead_wall_p95_ms']} ms "
+        f"(concurrency 1: {alone['serial']['overhead_p95_ms']} ms), {alone['duplicate_answers']} duplicates"
     )
     path = write_results("bot", figures, summary=summary)
     print(json.dumps(figures, indent=2))

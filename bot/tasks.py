@@ -2,13 +2,19 @@
 
 A bare `asyncio.ensure_future` can be garbage-collected mid-flight and its errors vanish; this keeps a
 reference to every task, logs failures, and lets `kb serve` drain in-flight answers on shutdown.
+
+AckFirst lets acks go before answers: Slack redelivers (and eventually disables the app) when an
+ack takes over 3 seconds, while an answer a few hundred milliseconds later is not noticed. In a burst
+of events the server's one event loop (and GIL) is the bottleneck, so answers wait to start until no
+request is being acked, or at most `max_wait_s`, and then start in the order they arrived.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -44,3 +50,37 @@ class BackgroundTasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
                 return
             await asyncio.wait(set(self._tasks), timeout=left)
+
+
+class AckFirst:
+    """Counts requests being acked; `turn()` waits until there are none (at most `max_wait_s`)."""
+
+    def __init__(self, *, max_wait_s: float = 0.2) -> None:
+        self.max_wait_s = max_wait_s
+        self._acking = 0
+        self._quiet: asyncio.Event | None = None  # created in the loop, on first use
+
+    @contextlib.contextmanager
+    def acking(self) -> Iterator[None]:
+        """Around the handling of one request that Slack waits for."""
+        self._acking += 1
+        self._event().clear()
+        try:
+            yield
+        finally:
+            self._acking -= 1
+            if not self._acking:
+                self._event().set()
+
+    async def turn(self) -> None:
+        """Return once no request is being acked, or after `max_wait_s` however busy it stays."""
+        if not self._acking:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event().wait(), timeout=self.max_wait_s)
+
+    def _event(self) -> asyncio.Event:
+        if self._quiet is None:
+            self._quiet = asyncio.Event()
+            self._quiet.set()
+        return self._quiet

@@ -5,7 +5,13 @@
 HTTP (Events API): bolt verifies each request's signature and timestamp (401 otherwise) at
 `/slack/events`; `/slack/commands` and `/slack/interactions` are the same endpoint under the names
 Slack's app settings suggest. Socket Mode starts with the aiohttp app when KB_SLACK_APP_TOKEN is set.
-While the app runs, a sweep re-runs events whose answering replica died (every KB_BOT_CLAIM_SWEEP_S).
+While the app runs, a sweep re-runs events whose answering replica died (every KB_BOT_CLAIM_SWEEP_S);
+its first round runs before the server takes requests, which also gets SQLAlchemy's one-off setup
+(mapper configuration, statement compilation: a few hundred ms holding the GIL) out of the first acks.
+
+A redelivery (X-Slack-Retry-Num) of an event this process has claimed is answered 200 once its
+signature checks out, without going through bolt: three of four deliveries in a burst of Slack
+retries are these, and bolt's dispatch is most of the CPU an ack costs.
 """
 
 from __future__ import annotations
@@ -21,12 +27,13 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.signature import SignatureVerifier
 
 from bot.conversation import Conversation
 from bot.slack.directory import SlackDirectory
 from bot.slack.handlers import PLATFORM, SlackHandlers
 from bot.slack.sender import SlackSender, make_client
-from bot.tasks import BackgroundTasks
+from bot.tasks import AckFirst, BackgroundTasks
 from core.metrics import Metrics
 from core.settings import Settings
 
@@ -44,19 +51,43 @@ class SlackBot:
     conversation: Conversation
     tasks: BackgroundTasks
     handlers: SlackHandlers
+    ack_first: AckFirst
+    verifier: SignatureVerifier | None = None
     socket_mode: AsyncSocketModeHandler | None = None
     sweeper: asyncio.Task[None] | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         """aiohttp -> bolt -> aiohttp; bolt checks the signature before anything else runs."""
+        with self.ack_first.acking():
+            if await self._known_redelivery(request):
+                return web.Response(status=200)
+            try:
+                bolt_request = await to_bolt_request(request)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                return web.json_response(
+                    {"error": "the body must be Slack's JSON or form payload"}, status=400
+                )
+            if not _well_formed(bolt_request.body):
+                return web.json_response(
+                    {"error": "not a Slack payload: 'event' must be an object"}, status=400
+                )
+            response = await self.bolt.async_dispatch(bolt_request)
+            return await to_aiohttp_response(response)
+
+    async def _known_redelivery(self, request: web.Request) -> bool:
+        """A correctly signed Slack retry of an event this process claimed already (see the docstring)."""
+        if self.verifier is None or "X-Slack-Retry-Num" not in request.headers:
+            return False
+        if request.content_type != "application/json":
+            return False
+        body = await request.read()  # aiohttp keeps it: bolt's adapter reads it again when needed
         try:
-            bolt_request = await to_bolt_request(request)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return web.json_response({"error": "the body must be Slack's JSON or form payload"}, status=400)
-        if not _well_formed(bolt_request.body):
-            return web.json_response({"error": "not a Slack payload: 'event' must be an object"}, status=400)
-        response = await self.bolt.async_dispatch(bolt_request)
-        return await to_aiohttp_response(response)
+            event_id = json.loads(body).get("event_id")
+        except (ValueError, AttributeError):
+            return False
+        if not isinstance(event_id, str) or not self.handlers.seen(event_id):
+            return False
+        return self.verifier.is_valid_request(body, dict(request.headers))
 
 
 def _well_formed(body: object) -> bool:
@@ -90,12 +121,14 @@ def build_slack_bot(
         logger=logging.getLogger("bot.slack.bolt"),
     )
     conversation.directories[PLATFORM] = SlackDirectory(client, ttl_s=settings.slack_directory_ttl_s)
-    tasks = BackgroundTasks()
+    tasks, ack_first = BackgroundTasks(), AckFirst()
     handlers = SlackHandlers(
-        conversation, SlackSender(client), conversation.store, tasks, settings=settings, metrics=metrics
-    )
+        conversation, SlackSender(client), conversation.store, tasks,
+        settings=settings, metrics=metrics, ack_first=ack_first,
+    )  # fmt: skip
     handlers.register(bolt)
-    return SlackBot(bolt, conversation, tasks, handlers)
+    verifier = SignatureVerifier(secret) if secret else None
+    return SlackBot(bolt, conversation, tasks, handlers, ack_first, verifier)
 
 
 SLACK_BOT_KEY = web.AppKey("slack_bot", SlackBot)
@@ -129,7 +162,13 @@ def mount_slack(
     async def start(_app: web.Application) -> None:
         # One pooled session for every Web API call: slack_sdk opens a new one per call otherwise.
         bot.bolt.client.session = aiohttp.ClientSession()
-        bot.sweeper = asyncio.create_task(bot.handlers.sweep_forever(settings.bot_claim_sweep_s))
+        # The first round before any request (module docstring); a failure is the sweep's to retry.
+        try:
+            await bot.handlers.recover()
+        except Exception:
+            log.exception("the first sweep of unanswered Slack events failed")
+        every = settings.bot_claim_sweep_s
+        bot.sweeper = asyncio.create_task(bot.handlers.sweep_forever(every, first_after=every))
         if bot.socket_mode is not None:
             await bot.socket_mode.connect_async()  # type: ignore[no-untyped-call]  # bolt leaves it untyped
 

@@ -32,7 +32,7 @@ from bot.slack.blocks import ACTION_IDS, SOURCE_ACTION, SlackMessage, home_view,
 from bot.slack.sender import SEARCHING, SlackSender
 from bot.slack.streaming import SORRY, stream_into_message
 from bot.store import FAILED, BotStore
-from bot.tasks import BackgroundTasks
+from bot.tasks import AckFirst, BackgroundTasks
 from bot.types import Action, Incoming, RenderedReply, plain
 from core.metrics import Metrics
 from core.settings import Settings
@@ -85,8 +85,10 @@ class SlackHandlers:
         *,
         settings: Settings,
         metrics: Metrics | None = None,
+        ack_first: AckFirst | None = None,
     ) -> None:
         self.conversation = conversation
+        self.ack_first = ack_first or AckFirst()
         self.sender = sender
         self.store = store
         self.tasks = tasks
@@ -134,6 +136,10 @@ class SlackHandlers:
         await next()
         return None
 
+    def seen(self, event_id: str) -> bool:
+        """True when this process claimed `event_id` lately (so a redelivery of it needs no answer)."""
+        return f"{PLATFORM}:{event_id}" in self._seen
+
     async def _claim(self, key: str, incoming: Incoming | None) -> bool:
         """True for the first delivery; copies arriving while its claim is written wait for that one."""
         pending = self._claiming.get(key)
@@ -176,9 +182,10 @@ class SlackHandlers:
         With `key` the claim's lease is renewed meanwhile and the claim closed once the answer is
         delivered; a failed delivery leaves the claim for `recover` to try again.
         """
+        renewing = self.tasks.spawn(self._renew(key), name=f"slack-lease-{key}") if key else None
+        await self.ack_first.turn()  # in a burst of events, acks first (bot/tasks.py)
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        renewing = self.tasks.spawn(self._renew(key), name=f"slack-lease-{key}") if key else None
         try:
             posted: asyncio.Future[str] | str = reply_ts or asyncio.ensure_future(
                 self._post_searching(incoming, key)
@@ -235,8 +242,9 @@ class SlackHandlers:
             log.info("pruned %d processed Slack events", pruned)
         return rerun
 
-    async def sweep_forever(self, every_s: float) -> None:
-        """`recover` at start and then every `every_s` seconds, until cancelled."""
+    async def sweep_forever(self, every_s: float, *, first_after: float = 0.0) -> None:
+        """`recover` after `first_after` seconds and then every `every_s` seconds, until cancelled."""
+        await asyncio.sleep(first_after)
         while True:
             try:
                 await self.recover()
