@@ -163,6 +163,23 @@ def pipeline_latency(chunks: int, rng: np.random.Generator) -> dict[str, Any]:
                 retriever.search(Question(q), 10)
                 turns[name].append((time.perf_counter() - begin) * 1000)
         result["fusion_side_by_side"] = {name: _percentiles(values) for name, values in turns.items()}
+        # The flat index stored in fp16 (the default, KB_INDEX_PRECISION) against fp32, on the same
+        # database and questions, taking turns as above.
+        exact_settings = load_settings(
+            data_dir=Path(tmp) / "fp32",
+            database_url=settings.database_url,
+            ann_threshold=10 * chunks,
+            index_precision="fp32",
+        )
+        stores = {settings.index_precision: kb, "fp32": KnowledgeBase(exact_settings, engine)}
+        stores["fp32"].retriever()
+        storage: dict[str, list[float]] = {name: [] for name in stores}
+        for q in questions:
+            for name, base in stores.items():
+                begin = time.perf_counter()
+                base.retrieve(Question(q), 10)
+                storage[name].append((time.perf_counter() - begin) * 1000)
+        result["index_precision_side_by_side"] = {name: _percentiles(v) for name, v in storage.items()}
         embed = []
         for q in questions:
             begin = time.perf_counter()
@@ -266,15 +283,18 @@ def main() -> None:
     }
     p95 = pipeline["public_user"]["p95_ms"]
     side = pipeline["fusion_side_by_side"]
+    storage = pipeline["index_precision_side_by_side"]
     uniform = max(s["recall@10"] for s in ann["uniform_random"]["ivf"])
     summary = (
         f"retrieve p95 {p95} ms at {chunks:,} chunks (embed alone {pipeline['embed_only']['p95_ms']} ms; "
         f"tuned vs previous fusion, turn by turn: p95 {side['tuned']['p95_ms']} vs "
-        f"{side['previous']['p95_ms']} ms); at {ann['vectors']:,} clustered vectors IVF nprobe "
+        f"{side['previous']['p95_ms']} ms; fp16 vs fp32 flat index: p95 {storage['fp16']['p95_ms']} vs "
+        f"{storage['fp32']['p95_ms']} ms); at {ann['vectors']:,} clustered vectors IVF nprobe "
         f"{best['nprobe']}: recall@10 {best['recall@10']}, "
         f"p95 {best['p95_ms']} ms vs flat {clustered['flat']['p95_ms']} ms "
         f"({clustered['flat']['p95_ms'] / max(best['p95_ms'], 1e-9):.0f}x); on uniform random vectors "
-        f"(no neighbourhoods) IVF recall@10 is only {uniform} even at nprobe 256; real embeddings: scale_gpu"
+        f"(no neighbourhoods) IVF recall@10 is only {uniform} even at nprobe 256; 1M real-embedding IVF "
+        "not yet measured (bench/scale_gpu.py)"
     )
     print(write_results("scale" if not args.quick else "scale_quick", results, summary=summary))
 

@@ -342,6 +342,13 @@ class KnowledgeBase:
                         "index built with %s, configured %s: re-embedding", manifest.model, embedder.name
                     )
                     return self._rebuild(reembed=True)
+                if index.kind == "flat" and index.precision != self.settings.index_precision:
+                    log.warning(
+                        "index stored in %s, configured %s: rebuilding",
+                        index.precision,
+                        self.settings.index_precision,
+                    )
+                    return self._rebuild(reembed=False)
                 if (
                     manifest.fingerprint == expected
                     and index.ids().size == expected.count
@@ -396,6 +403,7 @@ class KnowledgeBase:
             vectors=vectors,
             ann_threshold=self.settings.ann_threshold,
             nprobe=self.settings.ivf_nprobe,
+            precision=self.settings.index_precision,
         )
         index.save(self.settings.index_dir, last_change=last_change)
         return index

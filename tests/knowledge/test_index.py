@@ -97,3 +97,25 @@ def test_searches_run_while_another_thread_writes() -> None:
         writing.result()
     assert set(results) == {7}
     assert index.size == 200
+
+
+def test_fp16_storage_finds_what_fp32_finds_and_survives_save_load_remove_and_filters(tmp_path: Path) -> None:
+    vectors, ids = _unit(2000, dim=64, seed=3), list(range(1, 2001))
+    exact = VectorIndex(64, model="m")
+    half = VectorIndex(64, model="m", precision="fp16")
+    exact.add(ids, vectors)
+    half.add(ids, vectors)
+    assert (exact.precision, half.precision) == ("fp32", "fp16")
+    queries = _unit(20, dim=64, seed=4)
+    for query in queries:
+        want, got = exact.search(query, 10), half.search(query, 10)
+        assert [i for i, _ in got] == [i for i, _ in want]
+        assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-3)
+    half.save(tmp_path, last_change=3)
+    loaded, _ = VectorIndex.load(tmp_path)
+    assert loaded.precision == "fp16" and loaded.size == 2000
+    assert loaded.remove([ids[0], ids[1]]) == 2
+    only = np.zeros(2002 // 8 + 1, dtype=np.uint8)
+    for chunk_id in (5, 6, 7):
+        only[chunk_id // 8] |= 1 << (chunk_id % 8)
+    assert {i for i, _ in loaded.search(queries[0], 10, allowed=(2002, only))} == {5, 6, 7}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,23 @@ def test_index_is_rebuilt_from_the_database_when_lost_or_stale(
     repaired = KnowledgeBase(settings, migrated, embedder=embedder)
     assert repaired.index.size == repaired.stats().chunks
     assert repaired.retrieve(Question("soup on Fridays"), 1)[0].title == "Extra"
+
+
+def test_changing_the_index_precision_rebuilds_the_index(
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    migrated: Engine,
+    embedder: Embedder,
+    corpus: Path,
+) -> None:
+    settings = make_settings(database_url=database_url, index_precision="fp32")
+    KnowledgeBase(settings, migrated, embedder=embedder).ingest([corpus])
+    assert KnowledgeBase(settings, migrated, embedder=embedder).index.precision == "fp32"
+    half = make_settings(database_url=database_url, index_precision="fp16")
+    reopened = KnowledgeBase(half, migrated, embedder=embedder)
+    assert reopened.index.precision == "fp16"
+    assert reopened.index.size == reopened.stats().chunks > 0
+    assert reopened.retrieve(Question("staff car park opening time"), 1)[0].title == "Parking"
 
 
 def test_serving_process_sees_an_ingest_made_by_another_process(
