@@ -331,6 +331,7 @@ def start_push(app: Any, settings: Settings, engine: Engine, *, embedder: Any = 
 
     mount_inbox(app, engine)
     app.router.add_get("/push/open", _opener(engine, settings))
+    app.router.add_get("/push/dismiss", _dismisser(engine))
     if not settings.push_enabled:
         return
     running: dict[str, Any] = {}
@@ -349,6 +350,21 @@ def start_push(app: Any, settings: Settings, engine: Engine, *, embedder: Any = 
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
+
+
+def _dismisser(engine: Engine) -> Any:
+    """`GET /push/dismiss?key=…&doc=…` ("not for me"): a negative signal for that interest."""
+    from aiohttp import web
+
+    from push.ledger import record_response
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        key, doc = request.query.get("key", ""), request.query.get("doc", "")
+        if not await asyncio.to_thread(record_response, engine, key, doc, action="dismissed"):
+            return web.json_response({"error": "unknown link; it may be from an old message"}, status=404)
+        return web.Response(text="Noted: you will see fewer documents like this one.\n")
+
+    return handler
 
 
 def _opener(engine: Engine, settings: Settings) -> Any:

@@ -33,6 +33,7 @@ class MessageItem:
     title: str
     url: str
     note: str = ""  # "because you asked about VPN access", "updated: section 3 changed"
+    dismiss_url: str = ""  # "not for me": records a dismissal, which pushes that interest down
 
 
 @dataclass(frozen=True)

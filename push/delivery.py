@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -305,9 +305,7 @@ class Dispatcher:
         message = {
             "title": draft.title,
             "footer": draft.footer,
-            "items": [
-                {"document_id": i.document_id, "title": i.title, "url": i.url, "note": i.note} for i in items
-            ],
+            "items": [asdict(i) for i in items],
         }
         row = PushDeliveryRow(
             key=draft.key, kind=draft.kind, platform=recipient.platform, user_id=recipient.user_id,

@@ -213,7 +213,13 @@ class DigestRunner:
 
     def _draft(self, plan: Plan, found: list[Candidate]) -> Draft:
         items = tuple(
-            MessageItem(c.document_id, c.title, self._link(plan.key, c), _note(c))
+            MessageItem(
+                c.document_id,
+                c.title,
+                self._link(plan.key, c),
+                _note(c),
+                dismiss_url=self._link(plan.key, c, action="dismiss"),
+            )
             for c in found[: self.settings.push_digest_items]
         )
         count = len(items)
@@ -223,12 +229,14 @@ class DigestRunner:
             title=title, items=items, footer=FOOTER, explicit=plan.explicit,
         )  # fmt: skip
 
-    def _link(self, key: str, candidate: Candidate) -> str:
+    def _link(self, key: str, candidate: Candidate, *, action: str = "open") -> str:
+        """The tracking link through this service (`/push/open`, `/push/dismiss`) when it has a
+        public URL; otherwise the document's own link, and no dismiss link."""
         base = self.settings.push_public_url
         if not base:
-            return candidate.uri
+            return candidate.uri if action == "open" else ""
         query = f"key={quote(key, safe='')}&doc={quote(candidate.document_id, safe='')}"
-        return f"{base.rstrip('/')}/push/open?{query}"
+        return f"{base.rstrip('/')}/push/{action}?{query}"
 
 
 def _note(candidate: Candidate) -> str:

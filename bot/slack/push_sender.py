@@ -51,6 +51,8 @@ def blocks(message: OutgoingMessage) -> list[dict[str, Any]]:
         title = _escape(item.title)
         link = f"<{item.url}|{title}>" if item.url else f"*{title}*"
         note = f"\n{_escape(item.note)}" if item.note else ""
+        if item.dismiss_url:
+            note += f"  ·  <{item.dismiss_url}|not for me>"
         out.append({"type": "section", "text": {"type": "mrkdwn", "text": f"{link}{note}"[:3000]}})
     if message.footer:
         out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _escape(message.footer)}]})

@@ -34,9 +34,10 @@ def card(message: OutgoingMessage) -> dict[str, Any]:
     for item in message.items[:20]:
         title = f"[{item.title}]({item.url})" if item.url else f"**{item.title}**"
         body.append({"type": "TextBlock", "text": title, "wrap": True, "spacing": "Medium"})
-        if item.note:
+        note = item.note + (f" · [not for me]({item.dismiss_url})" if item.dismiss_url else "")
+        if note:
             body.append(
-                {"type": "TextBlock", "text": item.note, "wrap": True, "isSubtle": True, "spacing": "None"}
+                {"type": "TextBlock", "text": note, "wrap": True, "isSubtle": True, "spacing": "None"}
             )
     if message.footer:
         body.append(

@@ -24,7 +24,14 @@ WEB_USER = "web"  # the local web chat has one user
 
 def _payload(message: OutgoingMessage) -> dict[str, Any]:
     items = [
-        {"document_id": i.document_id, "title": i.title, "url": i.url, "note": i.note} for i in message.items
+        {
+            "document_id": i.document_id,
+            "title": i.title,
+            "url": i.url,
+            "note": i.note,
+            "dismiss_url": i.dismiss_url,
+        }
+        for i in message.items
     ]
     return {"kind": message.kind, "title": message.title, "items": items, "footer": message.footer}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
@@ -129,3 +130,19 @@ async def test_web_inbox_is_exactly_once_by_key(bot_engine: Engine) -> None:
     assert first.message_id == again.message_id and again.found
     assert (await sender.find("web", "k1")) is not None and await sender.find("web", "k2") is None
     assert [m["key"] for m in inbox(bot_engine)] == ["k1"]
+
+
+def test_dismiss_links_render_as_not_for_me_in_slack_and_teams() -> None:
+    from bot.slack.push_sender import blocks
+    from bot.teams.push_sender import card
+
+    dismiss = "https://kb.example/push/dismiss?k=1"
+    item = MessageItem("hb:vpn.md", "VPN", "https://kb.example/push/open?k=1", "new", dismiss_url=dismiss)
+    sent = OutgoingMessage("slack", "U1", "k", "digest", "Your knowledge digest", (item,))
+    (section,) = [b for b in blocks(sent) if b["type"] == "section"]
+    assert "<https://kb.example/push/dismiss?k=1|not for me>" in section["text"]["text"]
+    texts = [b.get("text", "") for b in card(sent)["body"]]
+    assert any("[not for me](https://kb.example/push/dismiss?k=1)" in t for t in texts)
+    plain = MessageItem("hb:vpn.md", "VPN", "https://wiki.example/vpn", "new")
+    (section,) = [b for b in blocks(replace(sent, items=(plain,))) if b["type"] == "section"]
+    assert "not for me" not in section["text"]["text"]

@@ -14,12 +14,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import Engine, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 from typer.testing import CliRunner
 
 from core.cli import EXIT_ERROR, EXIT_PARTIAL, app
 from core.cli_push import start_push
-from core.models import PushDeliveryRow
+from core.models import BehaviourEventRow, PushDeliveryRow
 from core.settings import Settings
 from knowledge.embeddings import Embedder
 from push.cadence import latest_slot
@@ -151,9 +151,20 @@ async def test_serve_runs_the_scheduler_the_web_inbox_and_click_tracking(
         assert (opened.status, opened.headers["Location"]) == (302, "kb/vpn.md")
         forged = await client.get("/push/open?key=nope&doc=vpn.md", allow_redirects=False)
         assert forged.status == 404
+        assert item["dismiss_url"].startswith("http://kb.example/push/dismiss?key=")
+        dismissed = await client.get(item["dismiss_url"].removeprefix("http://kb.example"))
+        assert dismissed.status == 200 and "fewer documents like this" in await dismissed.text()
+        assert (await client.get("/push/dismiss?key=nope&doc=vpn.md")).status == 404
     with Session(migrated) as session:
         row = session.execute(select(PushDeliveryRow)).scalar_one()
-    assert row.state == "sent" and row.clicked_at is not None
+        signals = (
+            session.execute(select(BehaviourEventRow).where(col(BehaviourEventRow.channel) == "push"))
+            .scalars()
+            .all()
+        )
+    assert row.state == "sent" and row.clicked_at is not None and row.dismissed_at is not None
+    kinds = sorted((e.kind, e.data.get("value")) for e in signals)
+    assert kinds == [("feedback", -1), ("source_click", None)]
 
 
 def test_prefs_set_the_time_zone_and_hours_and_refuse_unknown_zones(
