@@ -32,6 +32,7 @@ class DocumentRow(SQLModel, table=True):
     uri: str = Field(max_length=1024)
     title: str = Field(max_length=500)
     content_hash: str = Field(max_length=64)
+    text_hash: str = Field(default="", max_length=64, description="headings and text only (migration 0010)")
     size_bytes: int = 0
     acl_groups: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
@@ -93,6 +94,7 @@ class DocumentChangeRow(SQLModel, table=True):
     title: str = Field(max_length=500)
     uri: str = Field(max_length=1024)
     content_hash: str = Field(max_length=64)
+    text_hash: str = Field(default="", max_length=64, description="empty for changes before migration 0010")
     acl_groups: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     changed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))

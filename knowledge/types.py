@@ -53,6 +53,15 @@ class Document:
             digest.update(f"{section.path}\0{section.anchor}\0{section.page}\0{section.text}\0".encode())
         return digest.hexdigest()
 
+    @property
+    def text_hash(self) -> str:
+        """Changes only when what a reader reads changes (headings and text), not tags, ACL or links:
+        push tells people about a changed document by this one."""
+        digest = hashlib.sha256()
+        for section in self.sections:
+            digest.update(f"{section.path}\0{section.text}\0".encode())
+        return digest.hexdigest()
+
 
 @dataclass(frozen=True, slots=True)
 class Chunk:

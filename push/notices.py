@@ -4,10 +4,11 @@ Reads the `document_changes` log from a cursor (`push_cursors.notices`); on the 
 cursor starts at the log's end, so history is never replayed as news.
 
 *Material* change (what earns an invalidation notice): the document was deleted; or its title
-changed; or its content hash changed while its tags and ACL stayed the same (so the text itself
-changed). An edit that only touches tags or the ACL is not material: the log cannot tell such an
-edit from one that also changed the text, and metadata edits are common (a re-tag of a folder
-would otherwise notify everyone). A person who lost access gets nothing about the document.
+changed; or its headings or text changed (the log's `text_hash`, migration 0010). An edit that
+only touches tags, the ACL or links is not material: metadata edits are common (a re-tag of a
+folder would otherwise notify everyone). For changes logged before migration 0010 (no text hash)
+the rule falls back to: the content hash changed while tags and ACL stayed the same. A person who
+lost access gets nothing about the document.
 
 Who gets an invalidation: everyone who received an answer citing the document in the last
 `KB_PUSH_NOTICE_DAYS` days before the change. Urgent documents (a tag in `KB_PUSH_URGENT_TAGS`)
@@ -173,6 +174,8 @@ class NoticeRunner:
             return None
         if previous.title != change.title:
             return f"renamed from “{previous.title}” and updated on {when}"
+        if previous.text_hash and change.text_hash:  # both logged since migration 0010
+            return None if previous.text_hash == change.text_hash else f"its text changed on {when}"
         metadata_only = (sorted(previous.tags), sorted(previous.acl_groups)) != (
             sorted(change.tags),
             sorted(change.acl_groups),

@@ -192,6 +192,18 @@ def test_change_log_records_every_change_in_order(kb: KnowledgeBase, corpus: Pat
     assert [c.id for c in kb.store.changes(after_id=changes[2].id or 0)] == [changes[3].id, changes[4].id]
 
 
+def test_the_change_log_tells_a_re_tag_from_a_text_edit(kb: KnowledgeBase, corpus: Path) -> None:
+    page = corpus / "it/password.md"
+    kb.ingest([corpus])
+    page.write_text(PAGES["it/password.md"].replace("tags: [it]", "tags: [it, security]"))
+    kb.ingest([corpus])
+    page.write_text(page.read_text().replace("15 minutes", "30 minutes").replace("security", "accounts"))
+    kb.ingest([corpus])
+    added, retagged, edited = [c for c in kb.store.changes() if c.document_id == "docs:it/password.md"]
+    assert len({added.content_hash, retagged.content_hash, edited.content_hash}) == 3
+    assert added.text_hash == retagged.text_hash != edited.text_hash != ""
+
+
 def test_past_the_threshold_the_index_becomes_approximate(
     make_settings, migrated: Engine, embedder: Embedder, corpus: Path, database_url: str
 ) -> None:  # type: ignore[no-untyped-def]

@@ -169,10 +169,12 @@ def log_change(
     tags: Sequence[str] = (),
     title: str | None = None,
     content_hash: str = "h1",
+    text_hash: str = "",
 ) -> None:
     with session_scope(engine) as session:
         session.add(
             DocumentChangeRow(
+                text_hash=text_hash,
                 document_id=document_id,
                 kind=kind,
                 title=title or document_id,

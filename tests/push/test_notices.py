@@ -78,6 +78,24 @@ async def test_deletion_is_material_and_metadata_edits_are_not(migrated: Engine,
     assert message.title.endswith("was removed") and message.items[0].url == ""
 
 
+async def test_with_text_hashes_a_text_edit_with_new_tags_is_material_and_a_re_tag_is_not(
+    migrated: Engine, rig: Rig
+) -> None:
+    add_user(migrated, "U1")
+    add_question(migrated, "U1", "vpn?", uris=[VPN], at=T0 - timedelta(days=1))
+    log_change(migrated, "vpn", "updated", at=T0, content_hash="h2", text_hash="t1")
+    first = await rig.notices.run()  # against a change from before text hashes: the old rule (material)
+    assert [o["state"] for o in first.outcomes] == ["sent"]
+    later = T0 + timedelta(hours=1)
+    log_change(migrated, "vpn", "updated", at=later, tags=["network"], content_hash="h3", text_hash="t1")
+    assert (await rig.notices.run()).outcomes == []  # a re-tag: same text
+    log_change(migrated, "vpn", "updated", at=later, tags=["vpn"], content_hash="h4", text_hash="t2")
+    report = await rig.notices.run()
+    assert [o["state"] for o in report.outcomes] == ["sent"]  # text and tags changed together
+    assert "its text changed" in rig.sender.sent[-1].items[0].note
+    assert len(rig.sender.sent) == 2
+
+
 async def test_urgent_documents_go_at_once_to_readers_subscribed_to_their_topic(
     migrated: Engine, rig: Rig
 ) -> None:
