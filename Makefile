@@ -47,7 +47,8 @@ run: install
 	$(BIN)/kb ingest $(HANDBOOK)
 	$(BIN)/kb serve
 
-test: install
+# The suite starts the real vLLM server (tests/integration, tests/training), so it needs its environment.
+test: install vllm-env
 	$(BIN)/python -m pytest
 
 test-fast: install

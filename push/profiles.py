@@ -184,8 +184,9 @@ class Profiles:
         """Fold new behaviour events into profiles: everyone's, or only these (platform, user) pairs."""
         report = UpdateReport()
         for user in dict.fromkeys(users) if users is not None else [None]:
-            while self._retrying(report, batch=batch, user=user):
-                pass
+            more = True
+            while more:  # batch after batch until this user's (or everyone's) events are all folded
+                more = self._retrying(report, batch=batch, user=user)
         return report
 
     def _retrying(self, report: UpdateReport, *, batch: int, user: tuple[str, str] | None) -> bool:
