@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from core import db
 from core.settings import load_settings
@@ -29,7 +28,6 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_ranks_end_identical_with_noise_added_once_and_epsilon_counted_once(tmp_path: Path) -> None:
     mode = "ghost"
-    torch.set_num_threads(1)
     student = build_student(tmp_path / "student")
     database = f"sqlite:///{tmp_path / 'kb.db'}"
     engine = db.make_engine(load_settings(database_url=database, data_dir=tmp_path / "var"))

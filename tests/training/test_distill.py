@@ -19,18 +19,12 @@ from core import db
 from core.settings import Settings
 from privacy.audit import AuditLog
 from privacy.budget import BudgetExceededError, BudgetLedger
-from tests.training.students import build_student, load_student, synthetic_examples, worker_config
+from tests.training.students import load_student, synthetic_examples, worker_config
 from training.distill import StepInfo, distill
 from training.dp import DistillError
 from training.types import PRIVACY_UNIT, DistillConfig, DistillResult, TrainExample
 
 N = 32
-
-
-@pytest.fixture(scope="module")
-def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
-    return build_student(tmp_path_factory.mktemp("student") / "tiny")
 
 
 @pytest.fixture

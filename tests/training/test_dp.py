@@ -11,17 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from tests.training.students import build_student, load_student, synthetic_examples
+from tests.training.students import load_student, synthetic_examples
 from training import dp
 from training.batches import collate as _collate
 from training.batches import example_tensors as _tensors
 from training.losses import DistillLoss
-
-
-@pytest.fixture(scope="module")
-def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
-    return build_student(tmp_path_factory.mktemp("student") / "tiny")
 
 
 def _batch(vocab: int, n: int = 4) -> dict[str, torch.Tensor]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,17 +22,6 @@ from training.evaluate import (
 from training.task import build_tokenizer, make_canaries, random_secrets
 
 CANDIDATES = 500
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """One torch thread: on a shared two-core machine two threads made these tests ~9x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_exact_match_and_f1_normalize_case_spaces_and_punctuation() -> None:
