@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -75,37 +74,16 @@ def worker(precision: str) -> dict[str, Any]:
     """One configuration, in a process of its own."""
     from core import db
     from core.settings import load_settings
-    from knowledge.evaluation import evaluate, load_queries
+    from knowledge.evaluation import evaluate, ingest_throughput, load_queries
     from knowledge.service import KnowledgeBase
-    from knowledge.sync import embedding_text
 
     with tempfile.TemporaryDirectory() as scratch:
         settings = load_settings(data_dir=Path(scratch), database_url="", embedding_precision=precision)
         engine = db.make_engine(settings)
         db.upgrade(engine)
         kb = KnowledgeBase(settings, engine)
-        kb.embedder.encode(["warm up"])
-        started = time.perf_counter()
-        report = kb.ingest([MIXED])
-        seconds = time.perf_counter() - started
-        texts = [embedding_text(t, s, x) for batch in kb.store.iter_chunk_texts() for _, t, s, x in batch]
-        result: dict[str, Any] = {
-            "precision": kb.embedder.precision,
-            "documents": report.added,
-            "skipped": [{"path": Path(p.path).name, "reason": p.reason} for p in report.skipped],
-            "chunks": len(texts),
-            "seconds": round(seconds, 2),
-            "documents_per_s": round(report.added / seconds, 2),
-            "chunks_per_s": round(len(texts) / seconds, 2),
-        }
-        if precision == "fp32":
-            from sentence_transformers import SentenceTransformer
-
-            model = SentenceTransformer(str(kb.embedder.path), device="cpu", local_files_only=True)
-            model.encode(["warm up"])
-            started = time.perf_counter()
-            model.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
-            result["raw_encode_fp32_chunks_per_s"] = round(len(texts) / (time.perf_counter() - started), 2)
+        result = ingest_throughput(kb, MIXED, raw=precision == "fp32")
+        result.pop("peak_rss_mb")  # measured at the end of the worker, FAQ run included
         faq_settings = load_settings(
             data_dir=Path(scratch) / "faq", database_url="", embedding_precision=precision
         )

@@ -78,12 +78,10 @@ def bench_ingest(
     as_json: JsonOption = False,
 ) -> None:
     """Ingest DOCS into a scratch knowledge base: documents/s, chunks/s, peak memory, raw encode ratio."""
-    import resource
     import tempfile
-    import time
 
+    from knowledge.evaluation import ingest_throughput
     from knowledge.service import KnowledgeBase
-    from knowledge.sync import embedding_text
 
     if not docs.is_dir():
         raise KBError(f"{docs} is not a folder", hint="pass --docs with a folder of documents")
@@ -92,34 +90,9 @@ def bench_ingest(
         settings = load_settings(data_dir=Path(scratch), database_url="")
         engine = cli_engine(settings)
         db.upgrade(engine)
-        kb = KnowledgeBase(settings, engine)
-        kb.embedder.encode(["warm up"])  # the model load is not ingest throughput
         with err.status(f"ingesting {docs}…"):
-            started = time.perf_counter()
-            report = kb.ingest([docs])
-            seconds = time.perf_counter() - started
-        texts = [embedding_text(t, s, x) for batch in kb.store.iter_chunk_texts() for _, t, s, x in batch]
-        result: dict[str, object] = {
-            "documents": report.added,
-            "skipped": len(report.skipped),
-            "chunks": len(texts),
-            "seconds": round(seconds, 2),
-            "documents_per_s": round(report.added / seconds, 2),
-            "chunks_per_s": round(len(texts) / seconds, 2),
-            "precision": kb.embedder.precision,
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        }
-        if raw and texts:
-            from sentence_transformers import SentenceTransformer
-
-            model = SentenceTransformer(str(kb.embedder.path), device="cpu", local_files_only=True)
-            model.encode(["warm up"])
-            with err.status(f"plain fp32 encode of {len(texts)} chunks…"):
-                started = time.perf_counter()
-                model.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
-                raw_rate = len(texts) / (time.perf_counter() - started)
-            result["raw_encode_fp32_chunks_per_s"] = round(raw_rate, 2)
-            result["ingest_vs_raw_encode_ratio"] = round(len(texts) / seconds / raw_rate, 2)
+            result = ingest_throughput(KnowledgeBase(settings, engine), docs, raw=raw)
+        result["skipped"] = len(result["skipped"])
         engine.dispose()
     if as_json:
         print_json(result)

@@ -95,3 +95,41 @@ def evaluate(kb: KnowledgeBase, queries: list[LabelledQuery], *, mode: Mode, k: 
         p95_ms=round(float(np.percentile(latencies, 95)), 2),
     )
     return result
+
+
+def ingest_throughput(kb: KnowledgeBase, docs: Path, *, raw: bool = True) -> dict[str, Any]:
+    """Ingest `docs` into `kb` (a scratch one) and time it; with `raw`, also time plain fp32
+    sentence-transformers `encode` over the very same chunk texts (`kb bench ingest`, bench/ingest.py).
+
+    Peak memory is the process's, so run each configuration in a process of its own to compare them.
+    """
+    import resource
+
+    from knowledge.sync import embedding_text
+
+    kb.embedder.encode(["warm up"])  # the model load is not ingest throughput
+    started = time.perf_counter()
+    report = kb.ingest([docs])
+    seconds = time.perf_counter() - started
+    texts = [embedding_text(t, s, x) for batch in kb.store.iter_chunk_texts() for _, t, s, x in batch]
+    result: dict[str, Any] = {
+        "precision": kb.embedder.precision,
+        "documents": report.added,
+        "skipped": [{"path": Path(p.path).name, "reason": p.reason} for p in report.skipped],
+        "chunks": len(texts),
+        "seconds": round(seconds, 2),
+        "documents_per_s": round(report.added / seconds, 2),
+        "chunks_per_s": round(len(texts) / seconds, 2),
+    }
+    if raw and texts:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(kb.embedder.path), device="cpu", local_files_only=True)
+        model.encode(["warm up"])
+        started = time.perf_counter()
+        model.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
+        raw_rate = len(texts) / (time.perf_counter() - started)
+        result["raw_encode_fp32_chunks_per_s"] = round(raw_rate, 2)
+        result["ingest_vs_raw_encode_ratio"] = round(len(texts) / seconds / raw_rate, 2)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return result
