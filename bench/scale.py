@@ -7,7 +7,8 @@ index at 1M vectors, exact (flat) against approximate (IVF) with recall@10 again
 Part 1 stores 100k synthetic chunks (random unit vectors, Zipf-distributed generated text, 10%
 of documents restricted) in SQLite, opens the real KnowledgeBase and times `retrieve` (embed +
 dense + BM25 + fuse + ACL filter + row fetch) for 200 questions, as a public user and as a
-user with one group. Part 2 compares IndexFlatIP and IndexIVFFlat at 1M vectors over nprobe,
+user with one group; then the question encoder (ONNX, knowledge/onnx_encoder.py) against the
+torch path it replaced, turn by turn. Part 2 compares IndexFlatIP and IndexIVFFlat at 1M vectors over nprobe,
 on clustered vectors (like real embeddings, which gather by topic) and on uniform random ones
 (no neighbourhood structure at all: the worst case for any approximate index).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -34,6 +36,7 @@ from bench.common import RESULTS, write_results
 from core import db
 from core.models import ChunkRow, DocumentRow
 from core.settings import load_settings
+from knowledge.embeddings import Embedder
 from knowledge.index import VectorIndex, ivf_lists
 from knowledge.retrieval import FusionConfig
 from knowledge.service import KnowledgeBase
@@ -139,6 +142,8 @@ def pipeline_latency(chunks: int, rng: np.random.Generator) -> dict[str, Any]:
             "chunks": chunks,
             "populate_s": round(populated - started, 1),
             "open_and_build_indexes_s": round(opened - populated, 1),
+            "query_encoder": kb.embedder.query_encoder,
+            "load_average_before": [round(x, 2) for x in os.getloadavg()],
         }
         for label, groups in (("public_user", ()), ("finance_user", ("finance",))):
             for q in questions[:5]:  # warm up
@@ -180,14 +185,51 @@ def pipeline_latency(chunks: int, rng: np.random.Generator) -> dict[str, Any]:
                 base.retrieve(Question(q), 10)
                 storage[name].append((time.perf_counter() - begin) * 1000)
         result["index_precision_side_by_side"] = {name: _percentiles(v) for name, v in storage.items()}
-        embed = []
-        for q in questions:
-            begin = time.perf_counter()
-            kb.embedder.encode([q])
-            embed.append((time.perf_counter() - begin) * 1000)
-        result["embed_only"] = _percentiles(embed)
+        result.update(_query_encoders(kb, questions))
+        result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         engine.dispose()
         return result
+
+
+def _query_encoders(kb: KnowledgeBase, questions: list[str]) -> dict[str, Any]:
+    """The configured question encoder (ONNX unless onnxruntime is missing) against the torch path
+    used before it (sentence-transformers, one thread), taking turns question by question: the
+    whole retrieve, then the embedding alone."""
+    settings = kb.settings
+    torch_path = Embedder(
+        settings.embedding_model,
+        batch_size=settings.embedding_batch_size,
+        threads=settings.torch_threads,
+        precision=settings.embedding_precision,
+        query_encoder="torch",
+    )
+    embedders = {"configured": kb.embedder, "torch": torch_path}
+    retrievers = {name: kb.retriever() for name in embedders}
+    retrievers["torch"].embedder = torch_path
+    for q in questions[:5]:  # warm up
+        for retriever in retrievers.values():
+            retriever.search(Question(q), 10)
+    retrieve: dict[str, list[float]] = {name: [] for name in embedders}
+    embed: dict[str, list[float]] = {name: [] for name in embedders}
+    for q in questions:
+        for name, retriever in retrievers.items():
+            begin = time.perf_counter()
+            retriever.search(Question(q), 10)
+            retrieve[name].append((time.perf_counter() - begin) * 1000)
+        for name, embedder in embedders.items():
+            begin = time.perf_counter()
+            embedder.encode([q])
+            embed[name].append((time.perf_counter() - begin) * 1000)
+    similarity = min(float(kb.embedder.encode([q])[0] @ torch_path.encode([q])[0]) for q in questions[:50])
+    return {
+        "embed_only": _percentiles(embed["configured"]),
+        "query_encoder_side_by_side": {
+            "configured": kb.embedder.query_encoder,
+            "retrieve": {name: _percentiles(values) for name, values in retrieve.items()},
+            "embed_only": {name: _percentiles(values) for name, values in embed.items()},
+            "min_cosine_to_torch": round(similarity, 6),
+        },
+    }
 
 
 def _clustered(rng: np.random.Generator, rows: int, centers: npt.NDArray[np.float32], noise: float) -> Any:
@@ -285,8 +327,15 @@ def main() -> None:
     side = pipeline["fusion_side_by_side"]
     storage = pipeline["index_precision_side_by_side"]
     uniform = max(s["recall@10"] for s in ann["uniform_random"]["ivf"])
+    encoders = pipeline["query_encoder_side_by_side"]
+    load = pipeline["load_average_before"][0]
     summary = (
-        f"retrieve p95 {p95} ms at {chunks:,} chunks (embed alone {pipeline['embed_only']['p95_ms']} ms; "
+        f"retrieve p95 {p95} ms at {chunks:,} chunks, load {load} (embed alone "
+        f"{pipeline['embed_only']['p95_ms']} ms; {encoders['configured']} vs torch question encoder, "
+        f"turn by turn: retrieve p95 {encoders['retrieve']['configured']['p95_ms']} vs "
+        f"{encoders['retrieve']['torch']['p95_ms']} ms, embed p50 "
+        f"{encoders['embed_only']['configured']['p50_ms']} vs "
+        f"{encoders['embed_only']['torch']['p50_ms']} ms; "
         f"tuned vs previous fusion, turn by turn: p95 {side['tuned']['p95_ms']} vs "
         f"{side['previous']['p95_ms']} ms; fp16 vs fp32 flat index: p95 {storage['fp16']['p95_ms']} vs "
         f"{storage['fp32']['p95_ms']} ms); at {ann['vectors']:,} clustered vectors IVF nprobe "

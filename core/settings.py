@@ -64,6 +64,15 @@ class Settings(BaseSettings):
         default="fp16",
         description="Flat vector index storage: fp16 searches 2.3x faster, scores within 1e-4.",
     )
+    # --- query encoder (issue 3 latency; knowledge/onnx_encoder.py) ---
+    query_encoder: Literal["onnx", "torch"] = Field(
+        default="onnx",
+        description="Questions via onnxruntime (3x faster, same vectors) or torch; torch if it is missing.",
+    )
+    model_cache_dir: Path | None = Field(
+        default=None, description="Cache of the model's ONNX export; default ~/.cache/halden-kb/models."
+    )
+    # --- end query encoder ---
     top_k: int = Field(default=5, ge=1, le=50)
     # Retrieval fusion (issue 3). Defaults chosen on half of the Python FAQ queries and checked on the
     # other half by bench/retrieval.py; see knowledge/retrieval.py.
