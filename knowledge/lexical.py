@@ -106,6 +106,21 @@ class LexicalIndex:
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(int(self.ids[i]), float(scores[i])) for i in top]
 
+    def score_ids(self, query: str, chunk_ids: list[int]) -> npt.NDArray[np.float32]:
+        """BM25 scores of `query` for the given chunk ids (0 for an id this index does not hold), so
+        a candidate that only the dense search found can still be compared on its lexical score."""
+        terms = tokenize(query)
+        out = np.zeros(len(chunk_ids), dtype=np.float32)
+        if self._model is None or not terms or not chunk_ids:
+            return out
+        with self._lock:
+            scores = self._model.get_scores(terms)
+        for slot, chunk_id in enumerate(chunk_ids):
+            position = self._position.get(int(chunk_id))
+            if position is not None:
+                out[slot] = scores[position]
+        return out
+
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         payload = {"format": _FORMAT, "ids": self.ids, "model": self._model, "fingerprint": self.fingerprint}
