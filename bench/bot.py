@@ -22,8 +22,11 @@ and the bot's CPU per event.
 - end to end: from an event's first delivery to the final chat.update of its answer at the fake;
 - overhead: measured in the server, from the first delivery's arrival to the moment the final
   chat.update leaves for Slack, less the time spent inside the AnswerService (input guard,
-  retrieval, model, output guard): what the bot adds itself (HTTP, bolt, the claim, the channel
-  lookup, recording the question, rendering), without Slack's own response times. Three figures:
+  retrieval, model, output guard; also the wait for a retrieval slot, which since session 3 is
+  where an answer gives way to acks in flight, bot/tasks.py's AckFirstSlots: before, the whole
+  answer waited, up to 200 ms, and that wait counted here): what the bot adds itself (HTTP, bolt,
+  the claim, the channel lookup, recording the question, rendering), without Slack's own response
+  times; `e2e_*` counts everything. Three figures:
   - `overhead_wall_*`: at `--concurrency` events in flight. It includes waiting for the event loop,
     the GIL and the database behind the other 49 events' work (and, with retrieval, behind their
     embedding and search, which hold the GIL part of the time): at 50 events in flight on 2 shared
@@ -81,6 +84,7 @@ from bot.answers import KnowledgeBaseAnswers  # noqa: E402
 from bot.slack.app import SLACK_BOT_KEY  # noqa: E402
 from bot.slack.blocks import WRITING, SlackMessage  # noqa: E402
 from bot.slack.sender import SlackSender  # noqa: E402
+from bot.tasks import AckFirst  # noqa: E402
 from bot.web.app import create_app  # noqa: E402
 from bot.wiring import build_conversation  # noqa: E402
 from core import db  # noqa: E402
@@ -226,6 +230,7 @@ async def serve(args: argparse.Namespace) -> None:
     engine = db.make_engine(settings)
     db.upgrade(engine)
     kb = KnowledgeBase(settings, engine)
+    gate = AckFirst(max_wait_s=settings.bot_ack_first_wait_s)  # as build_conversation makes it
     if args.side == "bot-alone":
         answers = TimedAnswers(CannedAnswers())
     else:
@@ -237,8 +242,11 @@ async def serve(args: argparse.Namespace) -> None:
             with engine.connect() as connection:
                 connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         kb.llm = FakeLLM(default=ANSWER, piece_chars=10, delay_s=0.002)
-        answers = TimedAnswers(KnowledgeBaseAnswers(kb, concurrency=max(2, os.cpu_count() or 2)))
-    app = create_app(settings, kb, conversation=build_conversation(settings, kb, answers=answers))
+        answers = TimedAnswers(
+            KnowledgeBaseAnswers(kb, concurrency=max(2, os.cpu_count() or 2), ack_first=gate)
+        )
+    conversation = build_conversation(settings, kb, answers=answers, ack_first=gate)
+    app = create_app(settings, kb, conversation=conversation)
 
     handlers = app[SLACK_BOT_KEY].handlers
     sender = handlers.sender = TimedSender(handlers.sender.client)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from bot.tasks import AckFirst, AckFirstSlots
 from knowledge.service import KnowledgeBase
 from knowledge.types import Answer, Question
 
@@ -21,13 +22,15 @@ from knowledge.types import Answer, Question
 class KnowledgeBaseAnswers:
     """Answers from a KnowledgeBase; streams when a model (KB_LLM_URL) is configured."""
 
-    def __init__(self, kb: KnowledgeBase, *, concurrency: int = 2) -> None:
-        """`concurrency` bounds the retrievals in flight (see `_slots`)."""
+    def __init__(self, kb: KnowledgeBase, *, concurrency: int = 2, ack_first: AckFirst | None = None) -> None:
+        """`concurrency` bounds the retrievals in flight (see `_slots`); each waits for `ack_first`."""
         self.kb = kb
         # Retrieval is CPU work in worker threads; each holds the GIL part of the time. More of them
         # than cores only queue, and they starve the event loop, which must ack Slack in time.
         # The knowledge base holds a slot only while retrieving, never while the model writes.
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots: asyncio.Semaphore = (
+            AckFirstSlots(concurrency, gate=ack_first) if ack_first else asyncio.Semaphore(concurrency)
+        )
 
     async def answer(self, question: Question) -> Answer:
         return await self.kb.ask_async(question, retrieval_slots=self._slots)

@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.commands import HELP_TEXT, Admin, Ask, Digest, Feedback, Help, Invalid, Subscribe, Unsubscribe, parse
 from bot.render import DEFAULT_SHOWN_SOURCES, render_answer, source_links
 from bot.store import BotStore
+from bot.tasks import AckFirst
 from bot.types import Draft, Incoming, RenderedReply, SourceLink, plain
 from core.errors import KBError
 from knowledge.types import Answer, Citation, Question
@@ -106,10 +107,12 @@ class Conversation:
         link_base: str | None = None,
         shown_sources: int = DEFAULT_SHOWN_SOURCES,
         directories: Mapping[str, Directory] | None = None,
+        ack_first: AckFirst | None = None,
     ) -> None:
         """`admins` and the keys of `user_groups` are platform-qualified users, e.g. ``slack:U0123``.
 
         `directories` (by platform) add what the platform knows; a platform mounts its own later.
+        `ack_first` counts the requests a platform waits for (its retrievals wait for them).
         """
         self.answers = answers
         self.store = store
@@ -120,6 +123,7 @@ class Conversation:
         self.link_base = link_base
         self.shown_sources = shown_sources
         self.directories: dict[str, Directory] = dict(directories or {})
+        self.ack_first = ack_first or AckFirst()
 
     async def groups_for(self, incoming: Incoming) -> tuple[str, ...]:
         """The asker's groups in private; in a channel, the groups all its members share (see top)."""

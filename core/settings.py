@@ -152,6 +152,17 @@ class Settings(BaseSettings):
     slack_directory_ttl_s: float = Field(
         default=300.0, ge=0.0, description="Cache time of Slack user groups and channel members."
     )
+    # bot priorities in `kb serve` (issue 5 performance; bot/tasks.py explains them)
+    bot_worker_nice: int = Field(
+        default=10, ge=0, le=19, description="Niceness of the threads that retrieve and answer; 0: off."
+    )
+    bot_switch_interval_ms: float = Field(
+        default=0.0, ge=0.0, le=100.0, description="GIL switch interval in `kb serve`; 0: Python's (5 ms)."
+    )
+    bot_ack_first_wait_s: float = Field(
+        default=0.2, ge=0.0, le=5.0, description="Longest a retrieval waits for acks in flight; 0: off."
+    )
+    # --- end bot priorities ---
 
     # Declared sources (`kb sources`)
     sources_file: Path | None = Field(

@@ -9,9 +9,10 @@ While the app runs, a sweep re-runs events whose answering replica died (every K
 its first round runs before the server takes requests, which also gets SQLAlchemy's one-off setup
 (mapper configuration, statement compilation: a few hundred ms holding the GIL) out of the first acks.
 
-A redelivery (X-Slack-Retry-Num) of an event this process has claimed is answered 200 once its
-signature checks out, without going through bolt: three of four deliveries in a burst of Slack
-retries are these, and bolt's dispatch is most of the CPU an ack costs.
+A redelivery (X-Slack-Retry-Num) of an event this process has claimed, or is claiming (it waits for
+that claim), is answered 200 once its signature checks out, without going through bolt: three of
+four deliveries in a burst of Slack retries are these, and bolt's dispatch is most of the CPU an ack
+costs.
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ class SlackBot:
             return False
         if not isinstance(event_id, str) or not self.handlers.seen(event_id):
             return False
-        return self.verifier.is_valid_request(body, dict(request.headers))
+        if not self.verifier.is_valid_request(body, dict(request.headers)):
+            return False
+        return await self.handlers.handled(event_id)
 
 
 def _well_formed(body: object) -> bool:
@@ -121,10 +124,10 @@ def build_slack_bot(
         logger=logging.getLogger("bot.slack.bolt"),
     )
     conversation.directories[PLATFORM] = SlackDirectory(client, ttl_s=settings.slack_directory_ttl_s)
-    tasks, ack_first = BackgroundTasks(), AckFirst()
+    tasks, ack_first = BackgroundTasks(), conversation.ack_first
     handlers = SlackHandlers(
         conversation, SlackSender(client), conversation.store, tasks,
-        settings=settings, metrics=metrics, ack_first=ack_first,
+        settings=settings, metrics=metrics,
     )  # fmt: skip
     handlers.register(bolt)
     verifier = SignatureVerifier(secret) if secret else None

@@ -32,7 +32,7 @@ from bot.slack.blocks import ACTION_IDS, SOURCE_ACTION, SlackMessage, home_view,
 from bot.slack.sender import SEARCHING, SlackSender
 from bot.slack.streaming import SORRY, stream_into_message
 from bot.store import FAILED, BotStore
-from bot.tasks import AckFirst, BackgroundTasks
+from bot.tasks import BackgroundTasks
 from bot.types import Action, Incoming, RenderedReply, plain
 from core.metrics import Metrics
 from core.settings import Settings
@@ -85,10 +85,8 @@ class SlackHandlers:
         *,
         settings: Settings,
         metrics: Metrics | None = None,
-        ack_first: AckFirst | None = None,
     ) -> None:
         self.conversation = conversation
-        self.ack_first = ack_first or AckFirst()
         self.sender = sender
         self.store = store
         self.tasks = tasks
@@ -137,8 +135,24 @@ class SlackHandlers:
         return None
 
     def seen(self, event_id: str) -> bool:
-        """True when this process claimed `event_id` lately (so a redelivery of it needs no answer)."""
-        return f"{PLATFORM}:{event_id}" in self._seen
+        """True when this process claimed `event_id` lately or is writing its claim now."""
+        key = f"{PLATFORM}:{event_id}"
+        return key in self._seen or key in self._claiming
+
+    async def handled(self, event_id: str) -> bool:
+        """For a `seen` event: True once its claim is settled (here, or by another replica first).
+
+        False when the claim being written failed: that delivery has gone back to Slack as a 500,
+        so this one must take bolt's whole path and try again.
+        """
+        pending = self._claiming.get(f"{PLATFORM}:{event_id}")
+        if pending is None:
+            return self.seen(event_id)
+        try:
+            await asyncio.shield(pending)
+        except Exception:
+            return False
+        return True
 
     async def _claim(self, key: str, incoming: Incoming | None) -> bool:
         """True for the first delivery; copies arriving while its claim is written wait for that one."""
@@ -183,7 +197,8 @@ class SlackHandlers:
         delivered; a failed delivery leaves the claim for `recover` to try again.
         """
         renewing = self.tasks.spawn(self._renew(key), name=f"slack-lease-{key}") if key else None
-        await self.ack_first.turn()  # in a burst of events, acks first (bot/tasks.py)
+        # In a burst of events acks go first: the retrieval waits for them, not these light steps
+        # (bot/tasks.py, AckFirstSlots).
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:

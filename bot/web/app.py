@@ -7,6 +7,11 @@ commands work there too (`help`, `subscribe vpn`, `digest daily`); `/api/feedbac
 while the model writes (at most every WEB_DRAFT_INTERVAL_S), then `{"reply": ...}` as `/api/ask`
 returns it. CPU work (embedding, FAISS) runs in worker threads so the event loop stays free.
 
+At start the event loop's default executor (where `asyncio.to_thread` runs retrieval) becomes
+bot/tasks.py's `worker_executor`, whose threads run KB_BOT_WORKER_NICE steps nicer than the event
+loop, and the GIL switch interval becomes KB_BOT_SWITCH_INTERVAL_MS when set: acks and the bot's
+own steps get the CPU before other events' retrieval does.
+
 Once started, the objects that live as long as the server (modules, the embedding model, the
 index) are frozen out of the garbage collector: a full collection otherwise walks all of them while
 every thread waits, which in bench/bot.py (handbook ingested, 50 concurrent Slack events) stopped
@@ -19,6 +24,7 @@ import asyncio
 import gc
 import json
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -31,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.commands import Ask, parse
 from bot.conversation import Conversation
 from bot.slack.app import mount_slack
+from bot.tasks import worker_executor
 from bot.teams.app import mount_teams
 from bot.types import Incoming, RenderedReply
 from bot.wiring import WEB_PLATFORM, WEB_USER, build_conversation
@@ -47,6 +54,7 @@ KB_KEY = web.AppKey("kb", KnowledgeBase)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 SETTINGS_KEY = web.AppKey("settings", Settings)
 CONVERSATION_KEY = web.AppKey("conversation", Conversation)
+SWITCH_INTERVAL_KEY = web.AppKey("switch_interval", float)  # Python's, restored at cleanup
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -64,8 +72,10 @@ def create_app(
     app[METRICS_KEY] = metrics or Metrics()
     app[CONVERSATION_KEY] = conversation or build_conversation(settings, kb)
     kb.guard_observer = app[METRICS_KEY].count_guard
+    app.on_startup.append(_prioritize_the_loop)  # first: before anything uses the default executor
     app.on_startup.append(_freeze_long_lived)
     app.on_cleanup.append(_close_llm)
+    app.on_cleanup.append(_restore_switch_interval)
     app.on_cleanup.append(_unfreeze)
     app.router.add_get("/", index)
     app.router.add_post("/api/ask", ask)
@@ -92,6 +102,21 @@ async def _count_requests(request: web.Request, handler: Handler) -> web.StreamR
         raise
     finally:
         request.app[METRICS_KEY].http_requests.labels(route=route, status=str(status)).inc()
+
+
+async def _prioritize_the_loop(app: web.Application) -> None:
+    """Nicer worker threads, and the GIL back to the event loop sooner when set (module docstring)."""
+    settings = app[SETTINGS_KEY]
+    workers = worker_executor(nice=settings.bot_worker_nice, faiss_threads=settings.faiss_threads)
+    asyncio.get_running_loop().set_default_executor(workers)
+    app[SWITCH_INTERVAL_KEY] = sys.getswitchinterval()
+    if settings.bot_switch_interval_ms:
+        sys.setswitchinterval(settings.bot_switch_interval_ms / 1000)
+
+
+async def _restore_switch_interval(app: web.Application) -> None:
+    if SWITCH_INTERVAL_KEY in app:
+        sys.setswitchinterval(app[SWITCH_INTERVAL_KEY])
 
 
 async def _freeze_long_lived(_app: web.Application) -> None:

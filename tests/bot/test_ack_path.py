@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import ClientResponse
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 
@@ -117,3 +118,32 @@ async def test_no_wait_when_nothing_is_being_acked() -> None:
     started = time.perf_counter()
     await gate.turn()
     assert time.perf_counter() - started < 0.05
+
+
+async def test_a_redelivery_during_the_first_claim_waits_for_it_and_skips_bolt(harness: Harness) -> None:
+    dispatched = _count_dispatches(harness)
+    body = _body("EvRace")
+    # Another writer (a second replica, say) holds SQLite's write lock: the first claim has to wait.
+    blocker = harness.engine.raw_connection()
+    blocker.cursor().execute("BEGIN IMMEDIATE")
+
+    def post(**headers: str) -> asyncio.Task[ClientResponse]:
+        signed = {**sign(body), "Content-Type": "application/json", **headers}
+        return asyncio.create_task(harness.client.post("/slack/events", data=body, headers=signed))
+
+    try:
+        first = post()
+        for _ in range(500):
+            if harness.bot.handlers.seen("EvRace"):
+                break
+            await asyncio.sleep(0.01)
+        again = post(**RETRY)
+        await asyncio.sleep(0.2)
+        assert not first.done() and not again.done(), "the redelivery waits for the claim being written"
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert ((await first).status, (await again).status) == (200, 200)
+    await harness.bot.tasks.drain()
+    assert dispatched == ["EvRace"], "the redelivery was answered before bolt"
+    assert len(harness.slack.calls_to("chat.update")) == 1
