@@ -3,27 +3,33 @@
     .venv/bin/python bench/distill.py [--phase all|teacher|signals|students|speed|report]
 
 From nothing, in one command (each phase caches its output under ~/.cache/halden-kb/distill, so a
-rerun skips what is done; the same seeds regenerate the same files):
+rerun skips what is done; the same seeds regenerate the same data):
 
-1. teacher: a randomly initialized Llama (3.6M parameters, head_dim 64) trained on the templated
-   reading-comprehension task of `training.task` (bench/distill_gpu.py; on a GPU if there is one).
-2. signals: the teacher served by the real vLLM CPU server; its top-k log-probabilities at every
-   reference answer token of the training set (prompt_logprobs), and its greedy answers to the
-   test set (for its exact match and the students' agreement with it).
-3. students: a 0.42M-parameter student (8.5x smaller) distilled from those signals with DP-SGD at
-   ε = 1, 4, 8 (δ = 1e-5) and without DP, the same batch and steps; canaries (random door codes,
-   each inserted 4 times) in its training data; exact match on unseen contexts, canary exposure,
-   step time and peak memory (bench/distill_gpu.py students; on a GPU if there is one).
-4. speed: a realistic size pair of the same family with random weights (teacher 436M, student
-   44M) served by vLLM on the CPU, output tokens/s at 8 concurrent requests.
+1. teacher: a randomly initialized Llama (4.1M parameters, 384 x 2 layers, head_dim 64) trained on the
+   templated reading-comprehension task of `training.task` (bench/distill_gpu.py teacher; on a GPU if
+   there is one). The same sweep trains the student's PUBLIC starting point: the student's shape
+   trained on fresh contexts drawn with their own seeds (answer spans as labels), never the private
+   pool, as a real student starts from a pretrained model. The best of each by validation EM is kept.
+2. signals: the teacher served by the real vLLM CPU server; its top-8 log-probabilities at every
+   reference answer token of the private training set (prompt_logprobs), and its greedy answers to
+   the private test set (its exact match, and the students' agreement with it).
+3. students: the private step. From the public start, the 0.42M-parameter student (9.8x smaller) is
+   distilled from those signals with DP-SGD at ε = 1, 4, 8 (δ = 1e-5) and without DP, at two learning
+   rates; the private validation set picks one per ε (the test set is only scored). Canaries (random
+   door codes, each inserted 4 times) are in the private data; exact match on unseen contexts, canary
+   exposure, step time and peak memory (bench/distill_gpu.py students; on a GPU if there is one).
+4. speed: a realistic size pair of the same family with random weights (teacher 436M, student 44M)
+   served by vLLM on the CPU, output tokens/s at 8 concurrent requests.
 5. report: bench/results/distill.json, bench/results/distill_epsilon.png, a BENCHMARKS.md row.
 
-How the committed figures were made (this machine has vLLM but no GPU; the lent H200 has a GPU
-but no vLLM): `python bench/distill_gpu.py teacher --out DIR` on the H200, DIR/teacher copied to
-~/.cache/halden-kb/distill/teacher; `--phase signals` here (writes ~/.cache/halden-kb/distill/device);
-that folder and the opacus wheel carried to the H200 for `python bench/distill_gpu.py students
---work W --out S` and `dp-timing --out S`; S/*.json copied to ~/.cache/halden-kb/distill/students;
-then `python bench/distill.py` here (speed and report; the rest is read from the cache).
+How the committed figures were made (this machine has vLLM but no GPU; the lent H200 has a GPU but no
+vLLM; see NOTES.md, session 3): `python bench/distill_gpu.py teacher --out DIR` on the H200, DIR's
+teacher, student_public, tokenizer and teacher_sweep.json copied to ~/.cache/halden-kb/distill;
+`--phase signals` here (writes ~/.cache/halden-kb/distill/device); that folder, student_public and the
+opacus wheel carried to the H200 for `python bench/distill_gpu.py students --work W --out S`; S/*.json
+copied to ~/.cache/halden-kb/distill/students (start a). Starts b and c (`STARTS` below) are two more
+public runs at lr 1e-3 whose private step was run the same way (c on this CPU, with `student-one`),
+into students-b and students-c; then `python bench/distill.py` here (speed and report).
 """
 
 from __future__ import annotations
@@ -49,22 +55,27 @@ from training.task import FactTask, make_canaries  # noqa: E402
 from training.types import QAExample, TrainExample  # noqa: E402
 
 WORK = Path.home() / ".cache" / "halden-kb" / "distill"
-POOL, POOL_SEED, K = 20_000, 0, 8
+# The private pool has its own seed: the teacher trained on seed 0, the public student on 5000, the
+# validation and test sets of the sweep on 1000 and 2000, so no private context is one either model saw.
+POOL, POOL_SEED, K = 21_000, 7000, 8
 CANARIES, REPEATS = 10, 4
 PORT = 8171
 
 
-def dataset() -> tuple[list[QAExample], list[QAExample], list[Any]]:
-    """Train (with canary copies) and test examples, split by document (each context is one)."""
+def dataset() -> tuple[list[QAExample], list[QAExample], list[QAExample], list[Any]]:
+    """Train (with canary copies), validation and test examples, split by document (each context is one).
+
+    Validation picks the private step's learning rate; test is only scored.
+    """
     pool = FactTask(seed=POOL_SEED).examples(POOL, prefix="doc")
-    split = split_by_document(pool, validation=0.0, test=0.1, seed=0)
+    split = split_by_document(pool, validation=0.05, test=0.1, seed=0)
     canaries = make_canaries(CANARIES)
     copies = [
         QAExample(**{**asdict(c.example), "example_id": f"{c.example.example_id}-r{r}"})
         for c in canaries
         for r in range(REPEATS)
     ]
-    return split.train + copies, split.test, canaries
+    return split.train + copies, split.validation, split.test, canaries
 
 
 def ensure_teacher(work: Path) -> Path:
@@ -78,7 +89,7 @@ def ensure_teacher(work: Path) -> Path:
 
 
 async def _collect(
-    teacher: Path, train: list[QAExample], test: list[QAExample], work: Path
+    teacher: Path, train: list[QAExample], valid: list[QAExample], test: list[QAExample], work: Path
 ) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
@@ -126,12 +137,14 @@ async def _collect(
         for row in rows:
             handle.write(json.dumps([row.input_ids, row.answer_start, row.top_ids, row.top_logprobs]) + "\n")
     (device_dir / "test.json").write_text(json.dumps([asdict(e) for e in test]))
+    (device_dir / "valid.json").write_text(json.dumps([asdict(e) for e in valid]))
     meta = {
         "teacher_test_em": scores.exact_match,
         "teacher_test_f1": scores.f1,
         "teacher_answers": teacher_answers,
         "train_examples": len(train),
         "test_examples": len(test),
+        "valid_examples": len(valid),
         "dataset_hash": dataset_hash(train),
         "signal_collection_s": signal_s,
         "k": K,
@@ -141,6 +154,10 @@ async def _collect(
         teacher, device_dir / "tokenizer", dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.safetensors")
     )
     return meta
+
+
+def load_examples(path: Path) -> list[QAExample]:
+    return [QAExample(**{**e, "context": tuple(e["context"])}) for e in json.loads(path.read_text())]
 
 
 def load_device_data(device_dir: Path) -> tuple[list[TrainExample], list[QAExample], dict[str, Any]]:
@@ -153,10 +170,7 @@ def load_device_data(device_dir: Path) -> tuple[list[TrainExample], list[QAExamp
                     tuple(ids), start, tuple(tuple(r) for r in top_ids), tuple(tuple(r) for r in top_lp)
                 )
             )
-    test = [
-        QAExample(**{**e, "context": tuple(e["context"])})
-        for e in json.loads((device_dir / "test.json").read_text())
-    ]
+    test = load_examples(device_dir / "test.json")
     return rows, test, json.loads((device_dir / "meta.json").read_text())
 
 
@@ -165,8 +179,8 @@ def signals_phase(work: Path) -> dict[str, Any]:
     if meta_path.exists():
         return dict(json.loads(meta_path.read_text()))
     teacher = ensure_teacher(work)
-    train, test, _ = dataset()
-    return asyncio.run(_collect(teacher, train, test, work))
+    train, valid, test, _ = dataset()
+    return asyncio.run(_collect(teacher, train, valid, test, work))
 
 
 SPEED_TEACHER = {"hidden": 1024, "layers": 24, "heads": 16, "intermediate": 4096}
@@ -297,31 +311,82 @@ def students_phase(work: Path) -> dict[str, Any]:
         from bench.distill_gpu import students
 
         students(work, work / "students")
-        from bench.distill_gpu import device, dp_timing_100m
-
-        if device() == "cuda":  # a 100M student's DP step on the CPU would take hours: GPU only
-            (work / "students" / "dp_timing_100m.json").write_text(json.dumps(dp_timing_100m(), indent=2))
     return dict(json.loads(path.read_text()))
+
+
+DATA_KEYS = ("train_examples", "valid_examples", "test_examples", "dataset_hash", "k", "signal_collection_s")
+ALL_RUNS_KEYS = ("valid_em", "test_em", "canary_exposure", "noise_multiplier", "steps", "error")
 
 
 def _eps_key(epsilon: float | None) -> str:
     return "none" if epsilon is None else f"{epsilon:g}"
 
 
+# The public starts the private step was run from (work/<folder>): which public run, and how it ended.
+STARTS: dict[str, dict[str, str]] = {
+    "a": {
+        "folder": "students",
+        "public_run": "s128x2-public",
+        "how": "lr 2e-3, 9,500 steps; best validation EM 0.883 (teacher_sweep.json)",
+    },
+    "b": {
+        "folder": "students-b",
+        "public_run": "s128x2-public-lr1e-3-b",
+        "how": "lr 1e-3, seed 5001; stopped by the device call's limit at step 6,500 of 9,500; best "
+        "validation EM 0.928 (public_sweep_b.json)",
+    },
+    "c": {
+        "folder": "students-c",
+        "public_run": "s128x2-public-lr1e-3",
+        "how": "lr 1e-3, seed 5000; stopped at step 6,500 like b; best validation EM 0.980; its private "
+        "step ran on this machine's CPU (the device time was spent)",
+    },
+}
+
+
+def _starts(work: Path) -> dict[str, dict[str, Any]]:
+    """Each public start's private runs (`variant-eps` -> result) and its public-only figures."""
+    found: dict[str, dict[str, Any]] = {}
+    for key, start in STARTS.items():
+        folder = work / start["folder"]
+        if not folder.is_dir():
+            continue
+        runs = {
+            f.stem: json.loads(f.read_text())
+            for f in sorted(folder.glob("public-*.json"))
+            if "variant" in json.loads(f.read_text())
+        }
+        summary = (
+            json.loads((folder / "students.json").read_text()) if (folder / "students.json").exists() else {}
+        )
+        public_only = summary.get("public_only")
+        if public_only is None and (folder / "public_only.json").exists():
+            public_only = json.loads((folder / "public_only.json").read_text())
+        found[key] = {**start, "runs": runs, "public_only": public_only, "summary": summary}
+    return found
+
+
 def report(work: Path) -> dict[str, Any]:
+    from bench.distill_gpu import CANDIDATES, STUDENT, STUDENT_BATCH, VARIANTS
+
     meta = signals_phase(work)
-    runs = students_phase(work)
+    students_phase(work)
+    starts = _starts(work)
     speed = speed_phase(work)
-    timing_100m_path = work / "students" / "dp_timing_100m.json"
-    timing_100m = json.loads(timing_100m_path.read_text()) if timing_100m_path.exists() else None
     sweep_path = work / "teacher_sweep.json"
     sweep = json.loads(sweep_path.read_text()) if sweep_path.exists() else {}
-    timing = runs["timing_student"]
+    timing = starts["a"]["summary"]["timing_student"]
+    timing_100m = starts["a"]["summary"].get("timing_100m_gpu")
     teacher_em = meta["teacher_test_em"]
-    nodp = runs["students"]["nodp"]
+    chance = chance_exposure(CANDIDATES)
+    # Per ε, the run with the best validation EM over every start and learning rate (test plays no part).
+    candidates = [(key, name, run) for key, st in starts.items() for name, run in st["runs"].items()]
     per_epsilon: dict[str, Any] = {}
-    for run in runs["students"].values():
-        epsilon = run["epsilon"]
+    for epsilon in sorted({run["epsilon"] for _, _, run in candidates}, key=lambda e: -1 if e is None else e):
+        key, name, run = max(
+            ((k, n, r) for k, n, r in candidates if r["epsilon"] == epsilon), key=lambda c: c[2]["valid_em"]
+        )
+        nodp = starts[key]["runs"][name.rsplit("-", 1)[0] + "-nodp"]
         per_epsilon[_eps_key(epsilon)] = {
             "student_teacher_em_ratio": run["test_em"] / teacher_em,
             "student_em": run["test_em"],
@@ -331,17 +396,22 @@ def report(work: Path) -> dict[str, Any]:
             "canary_exposure": run["canary_exposure"],
             "canary_exposure_max": run["canary_exposure_max"],
             "canary_exposures": run["canary_exposures"],
-            "exposure_chance": chance_exposure(_candidates()),
+            "exposure_chance": chance,
             # Step time is the same at every ε (only the noise's scale changes): measured alone.
             "dp_step_time_ratio": timing["dp_step_time_ratio"] if epsilon is not None else 1.0,
-            "dp_peak_memory_ratio": run["peak_memory_bytes"] / nodp["peak_memory_bytes"],
+            "dp_peak_memory_ratio": run["peak_memory_bytes"] / max(1, nodp["peak_memory_bytes"]),
             "student_teacher_tokens_per_s_ratio": speed["student_teacher_tokens_per_s_ratio"],
+            "start": key,
+            "run": name,
+            "lr": run["lr"],
+            "valid_em": run["valid_em"],
+            "public_only_em": (starts[key]["public_only"] or {}).get("test_em"),
             "epsilon_spent": run["epsilon_spent"],
             "delta": run["delta"],
             "noise_multiplier": run["noise_multiplier"],
             "grad_sample_mode": run["grad_sample_mode"],
             "steps": run["steps"],
-            "train_time_s_shared_gpu": run["train_time_s"],
+            "train_time_s_shared": run["train_time_s"],
             "peak_memory_bytes": run["peak_memory_bytes"],
         }
     results = {
@@ -351,59 +421,71 @@ def report(work: Path) -> dict[str, Any]:
             ),
             "test_em_vllm": teacher_em,
             "test_f1_vllm": meta["teacher_test_f1"],
+            "test_em_torch_sweep_test_set": sweep.get("teacher_test_em_torch"),
             "sweep": [
-                {k: r[k] for k in ("name", "params", "lr", "steps", "best_valid_em")}
+                {k: r[k] for k in ("name", "params", "lr", "steps", "train_s", "best_valid_em")}
                 for r in sweep.get("runs", [])
             ],
             "served_by": "vLLM 0.32.0 CPU, float32",
         },
-        "student": {"params": nodp["params"], "run": _student_run()},
-        "data": {
-            k: meta[k]
-            for k in ("train_examples", "test_examples", "dataset_hash", "k", "signal_collection_s")
+        "student": {
+            "params": next((r["params"] for _, _, r in candidates), None),
+            "shape": STUDENT.__dict__,
+            "public_pretraining": "fresh contexts of the task drawn with their own seeds (5000, 5001), "
+            "disjoint from the private pool (7000); labels are the answer spans; no teacher signal and "
+            "no private data",
+            "private_step": {"batch": STUDENT_BATCH, "variants": VARIANTS},
+            "selection": "per ε, the run with the best validation EM on private held-out documents, over "
+            "every public start and learning rate",
         },
-        "canaries": {"count": CANARIES, "repeats": REPEATS, "candidates": _candidates()},
+        "starts": {
+            key: {
+                "public_run": st["public_run"],
+                "how": st["how"],
+                "public_only": st["public_only"]
+                and {
+                    **st["public_only"],
+                    "student_teacher_em_ratio": st["public_only"]["test_em"] / teacher_em,
+                },
+                "runs": {n: {k: r.get(k) for k in ALL_RUNS_KEYS} for n, r in st["runs"].items()},
+            }
+            for key, st in starts.items()
+        },
+        "data": {k: meta[k] for k in DATA_KEYS if k in meta},
+        "canaries": {"count": CANARIES, "repeats": REPEATS, "candidates": CANDIDATES},
         "per_epsilon": per_epsilon,
         "timing_student": timing,
         "timing_100m_gpu": timing_100m,
         "speed": speed,
-        "privacy_unit": nodp["privacy_unit"],
+        "privacy_unit": candidates[0][2].get("privacy_unit"),
         "notes": [
-            "student runs trained side by side on one H200 (train_time_s_shared_gpu is not a speed figure); "
-            "dp_step_time_ratio comes from timing_student, each configuration run alone at batch 512",
-            "dp_peak_memory_ratio per ε: torch.cuda.max_memory_allocated of each run's own process",
-            "the cached teacher came from the sweep's earlier time-budgeted form (240 s, 3017 steps, best "
-            "validation EM at step 2500); the script now fixes 3000 steps so a rerun repeats the schedule",
-            "signals: vLLM CPU prompt_logprobs at ~28 requests/s bounded the private set to 18k examples",
+            "private runs of one start trained side by side on one H200 (train_time_s_shared is not a "
+            "speed figure); dp_step_time_ratio comes from timing_student, each configuration alone",
+            "dp_peak_memory_ratio per ε: peak memory of the run against the non-DP run of the same start",
+            "ε = 4 and ε = 1 were only run from start a (the device time ran out): the ε curve mixes starts",
+            "public_only is a start before any private data: per_epsilon minus public_only_em is what the "
+            "private step added (or cost)",
         ],
     }
-    _plot(per_epsilon, RESULTS / "distill_epsilon.png")
-    eight = per_epsilon.get("8", {})
+    _plot(results["starts"], RESULTS / "distill_epsilon.png", chance)
+    eight, none = per_epsilon.get("8", {}), per_epsilon.get("none", {})
     summary = (
-        f"teacher EM {teacher_em:.3f} (vLLM); student/teacher EM "
-        f"ε=8 {eight.get('student_teacher_em_ratio', 0):.3f}, "
-        f"no DP {per_epsilon['none']['student_teacher_em_ratio']:.3f}; canary exposure ε=8 "
-        f"{eight.get('canary_exposure', 0):.1f} vs no DP {per_epsilon['none']['canary_exposure']:.1f} bits; "
-        f"DP step {timing['dp_step_time_ratio']:.2f}x, memory {eight.get('dp_peak_memory_ratio', 0):.2f}x; "
-        f"student serves {speed['student_teacher_tokens_per_s_ratio']:.1f}x faster"
+        f"teacher 4.1M EM {teacher_em:.3f} (vLLM); 0.42M student/teacher EM ε=8 "
+        f"{eight.get('student_teacher_em_ratio', 0):.3f}, "
+        f"no DP {none.get('student_teacher_em_ratio', 0):.3f} "
+        f"(start {eight.get('start')}, public data only "
+        f"{(eight.get('public_only_em') or 0) / teacher_em:.3f}); canary exposure ε=8 "
+        f"{eight.get('canary_exposure', 0):.1f} vs no DP {none.get('canary_exposure', 0):.1f} bits "
+        f"(chance {chance:.1f}); DP step {timing['dp_step_time_ratio']:.2f}x, memory "
+        f"{eight.get('dp_peak_memory_ratio', 0):.2f}x; student serves "
+        f"{speed['student_teacher_tokens_per_s_ratio']:.1f}x faster"
     )
     write_results("distill", results, summary=summary)
     return results
 
 
-def _student_run() -> dict[str, Any]:
-    from bench.distill_gpu import STUDENT, STUDENT_RUN
-
-    return {**STUDENT_RUN, "shape": STUDENT.__dict__}
-
-
-def _candidates() -> int:
-    from bench.distill_gpu import CANDIDATES
-
-    return CANDIDATES
-
-
-def _plot(per_epsilon: dict[str, Any], path: Path) -> None:
+def _plot(starts: dict[str, Any], path: Path, chance: float) -> None:
+    """Student/teacher EM and canary exposure by ε, one line per public start."""
     try:
         import matplotlib
 
@@ -412,20 +494,31 @@ def _plot(per_epsilon: dict[str, Any], path: Path) -> None:
     except ImportError:
         print("matplotlib is not installed: no plot (pip install -e '.[dev]')")
         return
-    keys = [k for k in ("1", "4", "8", "none") if k in per_epsilon]
-    labels = [f"ε={k}" if k != "none" else "no DP" for k in keys]
-    em = [per_epsilon[k]["student_teacher_em_ratio"] for k in keys]
-    exposure = [per_epsilon[k]["canary_exposure"] for k in keys]
-    fig, left = plt.subplots(figsize=(6, 4))
-    left.plot(labels, em, "o-", color="tab:blue", label="student / teacher EM")
-    left.axhline(0.92, color="tab:blue", linestyle=":", linewidth=1)
-    left.set_ylabel("student / teacher exact match", color="tab:blue")
-    left.set_ylim(0, max(1.1, max(em) + 0.05))
-    right = left.twinx()
-    right.plot(labels, exposure, "s--", color="tab:red", label="canary exposure")
-    right.axhline(per_epsilon[keys[0]]["exposure_chance"], color="tab:red", linestyle=":", linewidth=1)
-    right.set_ylabel("canary exposure (bits)", color="tab:red")
-    left.set_title("DP distillation: utility and memorization by ε")
+    order = ["eps1", "eps4", "eps8", "nodp"]
+    labels = {"eps1": "ε=1", "eps4": "ε=4", "eps8": "ε=8", "nodp": "no DP"}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, start in starts.items():
+        best: dict[str, dict[str, Any]] = {}
+        for name, run in start["runs"].items():
+            eps = name.rsplit("-", 1)[1]
+            if eps not in best or run["valid_em"] > best[eps]["valid_em"]:
+                best[eps] = run
+        xs = [o for o in order if o in best]
+        teacher = start["public_only"]["test_em"] / start["public_only"]["student_teacher_em_ratio"]
+        left.plot(
+            [labels[x] for x in xs], [best[x]["test_em"] / teacher for x in xs], "o-", label=f"start {key}"
+        )
+        right.plot(
+            [labels[x] for x in xs], [best[x]["canary_exposure"] for x in xs], "s--", label=f"start {key}"
+        )
+    left.axhline(0.92, color="gray", linestyle=":", linewidth=1)
+    left.set_ylabel("student / teacher exact match")
+    left.set_title("utility by ε (dotted: 0.92 target)")
+    left.legend()
+    right.axhline(chance, color="gray", linestyle=":", linewidth=1)
+    right.set_ylabel("canary exposure (bits)")
+    right.set_title("memorization by ε (dotted: chance)")
+    right.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

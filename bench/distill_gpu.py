@@ -47,8 +47,15 @@ class ModelShape:
         return self.hidden // self.heads
 
 
-TEACHER = ModelShape(hidden=256, layers=4, heads=4, intermediate=768)  # head_dim 64 for vLLM's CPU attention
+# Wide and shallow: two layers read the task as well as four (the student's shape reached 0.97 validation EM
+# in 9,500 steps while 256 x 4 reached 0.80 in 3,000), and a step costs half, so it gets three times the
+# updates in the same time. head_dim 64 for vLLM's CPU attention.
+TEACHER = ModelShape(hidden=384, layers=2, heads=6, intermediate=1152)
 STUDENT = ModelShape(hidden=128, layers=2, heads=4, intermediate=256)
+# The student starts from a model trained on PUBLIC reading-comprehension data (fresh contexts of the same
+# kinds of facts, drawn with their own seed, never the private pool's), as a real student starts from a
+# pretrained language model; the private step then distils the teacher on the company's data under DP.
+PUBLIC_SEED = 5000
 
 
 @dataclass
@@ -65,14 +72,49 @@ class TrainPlan:
     eval_every: int = 500
     train_examples: int = 400_000
     seed: int = 0
+    role: str = "teacher"  # or "public_student": the student's non-private starting point
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 TEACHER_SWEEP = [
-    TrainPlan("t256x4-lr1e-3", TEACHER, 1e-3),
-    TrainPlan("t256x4-lr5e-4", TEACHER, 5e-4),
-    TrainPlan("t256x4-lr2e-3", TEACHER, 2e-3, warmup=1000),
-    TrainPlan("s128x2-lr2e-3", STUDENT, 2e-3, steps=9500),  # can the student's size learn the task at all?
+    TrainPlan("t384x2-lr1e-3", TEACHER, 1e-3, steps=9500, time_budget_s=420.0),
+    TrainPlan("t384x2-lr2e-3", TEACHER, 2e-3, steps=9500, warmup=1000, time_budget_s=420.0),
+    TrainPlan(
+        "s128x2-public-lr1e-3",
+        STUDENT,
+        1e-3,
+        steps=9500,
+        seed=PUBLIC_SEED,
+        role="public_student",
+        time_budget_s=420.0,
+    ),
+    TrainPlan(
+        "s128x2-public-lr1e-3-b",
+        STUDENT,
+        1e-3,
+        steps=9500,
+        seed=PUBLIC_SEED + 1,
+        role="public_student",
+        time_budget_s=420.0,
+    ),
+    TrainPlan(
+        "s128x2-public-lr5e-4",
+        STUDENT,
+        5e-4,
+        steps=9500,
+        seed=PUBLIC_SEED,
+        role="public_student",
+        time_budget_s=420.0,
+    ),
+    TrainPlan(
+        "s128x2-public",
+        STUDENT,
+        2e-3,
+        steps=9500,
+        time_budget_s=420.0,
+        seed=PUBLIC_SEED,
+        role="public_student",
+    ),
 ]
 
 
@@ -166,7 +208,9 @@ def train_supervised(plan: TrainPlan, tokenizer: Any, out: Path) -> dict[str, An
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         index = torch.randint(0, len(train), (plan.batch,), device=dev, generator=generator)
-        with torch.autocast(device_type="cuda" if dev == "cuda" else "cpu", dtype=torch.bfloat16):
+        # bf16 autocast only on the GPU: on this CPU its backward took 14.8 s a step against 1.1 s in fp32.
+        kind = "cuda" if dev == "cuda" else "cpu"
+        with torch.autocast(device_type=kind, dtype=torch.bfloat16, enabled=dev == "cuda"):
             loss = model(input_ids=ids[index], labels=labels[index]).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -220,7 +264,7 @@ def teacher_sweep(
                     "--out",
                     str(out / "runs" / p.name),
                 ],
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"},
             )
             for p in plans
         ]
@@ -236,24 +280,43 @@ def teacher_sweep(
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
         for p in plans:
             results.append(train_supervised(p, tokenizer, out / "runs" / p.name))
-    teachers = [r for r in results if r["shape"] == TEACHER.__dict__]
-    best = max(teachers, key=lambda r: r["best_valid_em"])
+    roles = {p.name: p.role for p in plans}
+    teachers = [r for r in results if roles.get(r["name"]) == "teacher"]
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    model: Any = AutoModelForCausalLM.from_pretrained(str(out / "runs" / best["name"]), dtype=torch.float32)
-    model = model.to(device())
     test = FactTask(seed=TEST_SEED).examples(2000, prefix="test")
-    test_em = score(greedy_answers(model, tokenizer, test), [e.answer for e in test]).exact_match
-    teacher_dir = out / "teacher"
-    model.to(torch.bfloat16).save_pretrained(str(teacher_dir), safe_serialization=True)
-    tokenizer.save_pretrained(str(teacher_dir))
-    summary = {"best": best["name"], "teacher_test_em_torch": test_em, "runs": results}
+    summary: dict[str, Any] = {"runs": results}
+    chosen = []
+    if teachers:  # `--plans` may name public students only
+        summary["best"] = max(teachers, key=lambda r: r["best_valid_em"])["name"]
+        chosen.append((summary["best"], "teacher", torch.bfloat16))
+    public = [r for r in results if roles.get(r["name"]) == "public_student"]
+    if public:
+        summary["best_public"] = max(public, key=lambda r: r["best_valid_em"])["name"]
+        chosen.append((summary["best_public"], "student_public", torch.float32))
+    for name, folder, dtype in chosen:
+        model: Any = AutoModelForCausalLM.from_pretrained(str(out / "runs" / name), dtype=torch.float32)
+        model = model.to(device())
+        summary[f"{folder}_test_em_torch"] = score(
+            greedy_answers(model, tokenizer, test), [e.answer for e in test]
+        ).exact_match
+        model.to(dtype).save_pretrained(str(out / folder), safe_serialization=True)
+        tokenizer.save_pretrained(str(out / folder))
     (out / "teacher_sweep.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-STUDENT_RUN: dict[str, Any] = {"epochs": 40, "batch": 512, "lr": 2e-3}
+# The private step. "scratch" is session 2's recipe (a random student, distilled on private data alone);
+# the "public-*" runs start from the public student and differ only in learning rate, which the private
+# validation set picks per ε (the test set is only scored). Every run of one variant has the same batch and
+# steps at every ε; only the noise differs.
+STUDENT_BATCH = 512
+VARIANTS: dict[str, dict[str, Any]] = {
+    "scratch": {"init": None, "epochs": 40, "lr": 2e-3},
+    "public-lr2e-4": {"init": "student_public", "epochs": 12, "lr": 2e-4},
+    "public-lr1e-3": {"init": "student_public", "epochs": 12, "lr": 1e-3},
+}
 EPSILONS: tuple[float | None, ...] = (None, 8.0, 4.0, 1.0)
 CANDIDATES = 10_000
 
@@ -262,25 +325,37 @@ def _eps_name(epsilon: float | None) -> str:
     return "nodp" if epsilon is None else f"eps{epsilon:g}"
 
 
-def train_student(work: Path, epsilon: float | None, out: Path) -> dict[str, Any]:
+def _load_student(work: Path, init: str | None, tokenizer: Any) -> Any:
+    if init is None:
+        return build_model(STUDENT, tokenizer, seed=0)
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(work / init), dtype=torch.float32)
+
+
+def train_student(work: Path, variant: str, epsilon: float | None, out: Path) -> dict[str, Any]:
     """Distill one student (training.distill) at `epsilon`, then score it: EM, agreement, exposure."""
     from transformers import AutoTokenizer
 
-    from bench.distill import CANARIES, load_device_data
+    from bench.distill import CANARIES, load_device_data, load_examples
     from training.distill import distill
     from training.evaluate import agreement, canary_exposure, chance_exposure
     from training.task import make_canaries, random_secrets
     from training.types import DistillConfig
 
+    plan = VARIANTS[variant]
+    name = f"{variant}-{_eps_name(epsilon)}"
     rows, test, meta = load_device_data(work / "device")
+    valid = load_examples(work / "device" / "valid.json")
     tokenizer = AutoTokenizer.from_pretrained(str(work / "device" / "tokenizer"))
-    model = build_model(STUDENT, tokenizer, seed=0)
+    model = _load_student(work, plan["init"], tokenizer)
     config = DistillConfig(
-        out_dir=out / _eps_name(epsilon),
-        epochs=STUDENT_RUN["epochs"],
-        lr=STUDENT_RUN["lr"],
-        batch_size=STUDENT_RUN["batch"],
-        max_physical_batch=STUDENT_RUN["batch"],
+        out_dir=out / name,
+        epochs=plan["epochs"],
+        lr=plan["lr"],
+        batch_size=STUDENT_BATCH,
+        max_physical_batch=STUDENT_BATCH,
         max_len=128,
         epsilon=epsilon,
         delta=1e-5 if epsilon is not None else None,
@@ -294,17 +369,23 @@ def train_student(work: Path, epsilon: float | None, out: Path) -> dict[str, Any
         config,
         ledger=None,
         dataset_hash=meta["dataset_hash"],
-        run_name=_eps_name(epsilon),
+        run_name=name,
         pad_id=int(tokenizer.pad_token_id),
     )
     model = model.to(device()).eval()
     answers = greedy_answers(model, tokenizer, test)
     scores = score(answers, [e.answer for e in test])
+    valid_em = score(greedy_answers(model, tokenizer, valid), [e.answer for e in valid]).exact_match
     exposures = []
     for i, canary in enumerate(make_canaries(CANARIES)):
         candidates = random_secrets(CANDIDATES, seed=100 + i, exclude=[canary.secret])
         exposures.append(canary_exposure(model, tokenizer, canary.example, candidates))
     summary = {
+        "variant": variant,
+        "init": plan["init"] or "random",
+        "lr": plan["lr"],
+        "epochs": plan["epochs"],
+        "batch": STUDENT_BATCH,
         "epsilon": epsilon,
         "epsilon_spent": result.epsilon_spent,
         "delta": result.delta,
@@ -315,6 +396,7 @@ def train_student(work: Path, epsilon: float | None, out: Path) -> dict[str, Any
         "mean_step_time_s_shared_gpu": result.mean_step_time_s,
         "peak_memory_bytes": result.peak_memory_bytes,
         "final_loss": result.final_loss,
+        "valid_em": valid_em,
         "test_em": scores.exact_match,
         "test_f1": scores.f1,
         "teacher_agreement": agreement(answers, meta["teacher_answers"]),
@@ -325,8 +407,36 @@ def train_student(work: Path, epsilon: float | None, out: Path) -> dict[str, Any
         "params": sum(p.numel() for p in model.parameters()),
         "privacy_unit": result.privacy_unit,
     }
-    (out / f"{_eps_name(epsilon)}.json").write_text(json.dumps(summary, indent=2))
+    (out / f"{name}.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def public_only(work: Path) -> dict[str, Any]:
+    """The public student on the private test set before any private step: what the private step adds."""
+    from transformers import AutoTokenizer
+
+    from bench.distill import CANARIES, load_device_data
+    from training.evaluate import agreement, canary_exposure
+    from training.task import make_canaries, random_secrets
+
+    _, test, meta = load_device_data(work / "device")
+    tokenizer = AutoTokenizer.from_pretrained(str(work / "device" / "tokenizer"))
+    model = _load_student(work, "student_public", tokenizer).to(device()).eval()
+    answers = greedy_answers(model, tokenizer, test)
+    scores = score(answers, [e.answer for e in test])
+    exposures = [
+        canary_exposure(
+            model, tokenizer, c.example, random_secrets(CANDIDATES, seed=100 + i, exclude=[c.secret])
+        )
+        for i, c in enumerate(make_canaries(CANARIES))
+    ]
+    return {
+        "test_em": scores.exact_match,
+        "test_f1": scores.f1,
+        "teacher_agreement": agreement(answers, meta["teacher_answers"]),
+        "canary_exposure": sum(exposures) / len(exposures),
+        "canary_exposure_max": max(exposures),
+    }
 
 
 def step_timing(
@@ -410,10 +520,30 @@ def step_timing(
     return out
 
 
-def students(work: Path, out: Path, *, parallel: bool = True) -> dict[str, Any]:
-    """All students (in parallel processes), then the step timings (alone): one JSON in out/."""
+def students(
+    work: Path,
+    out: Path,
+    *,
+    parallel: bool = True,
+    variants: tuple[str, ...] = tuple(VARIANTS),
+    epsilons: tuple[float | None, ...] = EPSILONS,
+    timing: bool = True,
+    deadline_s: float | None = None,
+) -> dict[str, Any]:
+    """The step timings (each configuration alone on the device), then every variant at every ε (parallel
+    processes; any still running at `deadline_s` after the start is stopped and reported as such): one JSON
+    in out/."""
     out.mkdir(parents=True, exist_ok=True)
+    begun = time.perf_counter()
+    from transformers import AutoTokenizer
+
+    vocab = len(AutoTokenizer.from_pretrained(str(work / "device" / "tokenizer")))
+    timing_small = step_timing(STUDENT, vocab, batch=STUDENT_BATCH, seq=64, steps=12) if timing else None
+    timing_100m = dp_timing_100m() if timing and device() == "cuda" else None  # hours on a CPU
+    if timing_100m is not None:
+        (out / "dp_timing_100m.json").write_text(json.dumps(timing_100m, indent=2))
     started = time.perf_counter()
+    jobs = [(v, e) for v in variants for e in epsilons]
     if parallel:
         procs = [
             subprocess.Popen(
@@ -425,36 +555,62 @@ def students(work: Path, out: Path, *, parallel: bool = True) -> dict[str, Any]:
                     str(work),
                     "--out",
                     str(out),
+                    "--variant",
+                    v,
                     "--epsilon",
                     str(e),
                 ],
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
             )
-            for e in EPSILONS
+            for v, e in jobs
         ]
         for proc in procs:
-            proc.wait()
+            left = None if deadline_s is None else max(1.0, deadline_s - (time.perf_counter() - begun))
+            try:
+                proc.wait(timeout=left)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     else:
-        for e in EPSILONS:
-            train_student(work, e, out)
-    runs = {}
-    for e in EPSILONS:
-        path = out / f"{_eps_name(e)}.json"
-        runs[_eps_name(e)] = json.loads(path.read_text()) if path.exists() else {"error": "run failed"}
+        for v, e in jobs:
+            train_student(work, v, e, out)
+    runs: dict[str, Any] = {}
+    for v, e in jobs:
+        path = out / f"{v}-{_eps_name(e)}.json"
+        failed = {"error": "run failed or stopped at the deadline"}
+        runs[f"{v}-{_eps_name(e)}"] = json.loads(path.read_text()) if path.exists() else failed
     students_s = time.perf_counter() - started
-    from transformers import AutoTokenizer
-
-    vocab = len(AutoTokenizer.from_pretrained(str(work / "device" / "tokenizer")))
-    timing_small = step_timing(STUDENT, vocab, batch=STUDENT_RUN["batch"], seq=64, steps=12)
-    summary = {"students": runs, "students_wall_s": students_s, "timing_student": timing_small}
+    # Per ε, the public-start run with the best validation EM (the test set plays no part in the choice).
+    selected = {}
+    for e in epsilons:
+        candidates = [
+            name
+            for name, run in runs.items()
+            if name.startswith("public-") and name.endswith(f"-{_eps_name(e)}") and "valid_em" in run
+        ]
+        if candidates:
+            selected[_eps_name(e)] = max(candidates, key=lambda n: runs[n]["valid_em"])
+    summary = {
+        "runs": runs,
+        "selected": selected,
+        "public_only": public_only(work) if (work / "student_public").exists() else None,
+        "students_wall_s": students_s,
+        "timing_student": timing_small,
+        "timing_100m_gpu": timing_100m,
+    }
     (out / "students.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def dp_timing_100m() -> dict[str, Any]:
-    """The DP vs non-DP step on a ~100M-parameter Llama student (12 x 768, vocab 8000)."""
+def dp_timing_100m(batches: tuple[int, ...] = (64, 256)) -> dict[str, Any]:
+    """The DP vs non-DP step on a ~100M-parameter Llama student (12 x 768, vocab 8000), per batch size.
+
+    Ghost clipping's extra work is a second backward pass whose share shrinks as the batch grows (Opacus
+    reports 1.19x at batch 1024), so the ratio is measured at more than one batch.
+    """
     shape = ModelShape(hidden=768, layers=12, heads=12, intermediate=2048)
-    return step_timing(shape, 8000, batch=64, seq=128, steps=12)
+    runs = {str(b): step_timing(shape, 8000, batch=b, seq=128, steps=12) for b in batches}
+    return {**runs[str(batches[0])], "by_batch": runs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -463,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher = sub.add_parser("teacher")
     teacher.add_argument("--out", type=Path, required=True)
     teacher.add_argument("--serial", action="store_true")
+    teacher.add_argument("--plans", default=",".join(p.name for p in TEACHER_SWEEP))
     one = sub.add_parser("train-one")
     one.add_argument("--plan", required=True)
     one.add_argument("--out", type=Path, required=True)
@@ -470,15 +627,21 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--work", type=Path, required=True)
     st.add_argument("--out", type=Path, required=True)
     st.add_argument("--serial", action="store_true")
+    st.add_argument("--variants", default=",".join(VARIANTS))
+    st.add_argument("--deadline-s", type=float, default=None)
+    st.add_argument("--epsilons", default=",".join(str(e) for e in EPSILONS))
+    st.add_argument("--no-timing", action="store_true")
     so = sub.add_parser("student-one")
     so.add_argument("--work", type=Path, required=True)
     so.add_argument("--out", type=Path, required=True)
+    so.add_argument("--variant", required=True, choices=sorted(VARIANTS))
     so.add_argument("--epsilon", required=True)
     timing = sub.add_parser("dp-timing")
     timing.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "teacher":
-        print(json.dumps(teacher_sweep(args.out, parallel=not args.serial), indent=2)[:4000])
+        plans = [p for p in TEACHER_SWEEP if p.name in args.plans.split(",")]
+        print(json.dumps(teacher_sweep(args.out, plans, parallel=not args.serial), indent=2)[:4000])
     elif args.command == "train-one":
         from transformers import AutoTokenizer
 
@@ -487,20 +650,23 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         train_supervised(plan, tokenizer, args.out)
     elif args.command == "students":
-        summary = students(args.work, args.out, parallel=not args.serial)
-        print(
-            json.dumps(
-                {
-                    k: {kk: vv for kk, vv in v.items() if kk != "canary_exposures"}
-                    for k, v in summary["students"].items()
-                },
-                indent=2,
-            )
+        summary = students(
+            args.work,
+            args.out,
+            parallel=not args.serial,
+            variants=tuple(args.variants.split(",")),
+            epsilons=tuple(None if e == "None" else float(e) for e in args.epsilons.split(",")),
+            timing=not args.no_timing,
+            deadline_s=args.deadline_s,
         )
+        keep = ("valid_em", "test_em", "canary_exposure", "noise_multiplier", "steps", "train_time_s")
+        for name, run in summary["runs"].items():
+            print(name, {k: run.get(k) for k in keep})
+        print("selected", summary["selected"], "public_only", summary["public_only"])
         print(json.dumps(summary["timing_student"], indent=2))
     elif args.command == "student-one":
         epsilon = None if args.epsilon == "None" else float(args.epsilon)
-        train_student(args.work, epsilon, args.out)
+        train_student(args.work, args.variant, epsilon, args.out)
     elif args.command == "dp-timing":
         args.out.mkdir(parents=True, exist_ok=True)
         result = dp_timing_100m()
