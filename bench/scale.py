@@ -8,8 +8,10 @@ Part 1 stores 100k synthetic chunks (random unit vectors, Zipf-distributed gener
 of documents restricted) in SQLite, opens the real KnowledgeBase and times `retrieve` (embed +
 dense + BM25 + fuse + ACL filter + row fetch) for 200 questions, as a public user and as a
 user with one group; then the question encoder (ONNX, knowledge/onnx_encoder.py) against the
-torch path it replaced, turn by turn. Part 2 compares IndexFlatIP and IndexIVFFlat at 1M vectors over nprobe,
-on clustered vectors (like real embeddings, which gather by topic) and on uniform random ones
+torch path it replaced, turn by turn; then the retrieve changes of session 3 against the code
+before them (`before_after`: row fetch, cached ACL mask, post-filtered dense search) and where
+the time goes now (`stages`). Part 2 compares IndexFlatIP and IndexIVFFlat at 1M vectors over
+nprobe, on clustered vectors (like real embeddings, which gather by topic) and on uniform random ones
 (no neighbourhood structure at all: the worst case for any approximate index).
 """
 
@@ -29,18 +31,21 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 import sqlalchemy as sa
+from sqlmodel import Session, col
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import RESULTS, write_results
 from core import db
-from core.models import ChunkRow, DocumentRow
+from core.models import ChunkRow, DocumentRow, as_utc
 from core.settings import load_settings
+from knowledge.catalog import Allowed, ChunkCatalog
 from knowledge.embeddings import Embedder
 from knowledge.index import VectorIndex, ivf_lists
-from knowledge.retrieval import FusionConfig
+from knowledge.retrieval import FusionConfig, Retriever, fuse
 from knowledge.service import KnowledgeBase
-from knowledge.types import Question
+from knowledge.store import Store
+from knowledge.types import Hit, Question
 
 DIM = 384
 CHUNKS_PER_DOC = 100
@@ -186,9 +191,115 @@ def pipeline_latency(chunks: int, rng: np.random.Generator) -> dict[str, Any]:
                 storage[name].append((time.perf_counter() - begin) * 1000)
         result["index_precision_side_by_side"] = {name: _percentiles(v) for name, v in storage.items()}
         result.update(_query_encoders(kb, questions))
+        result["before_after"] = _before_after(kb, questions)
+        result["stages"] = _stages(kb, questions)
         result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         engine.dispose()
         return result
+
+
+class _OrmStore(Store):
+    """`Store.hits` as it was before it selected plain columns: whole ORM rows (kept here only
+    to time the change side by side)."""
+
+    def hits(self, scored: list[tuple[int, float]], *, query: Any = None) -> list[tuple[Hit, list[str]]]:
+        if not scored:
+            return []
+        ids = [chunk_id for chunk_id, _ in scored]
+        with Session(self.engine) as session:
+            statement = (
+                sa.select(ChunkRow, DocumentRow)
+                .join(DocumentRow, col(DocumentRow.id) == col(ChunkRow.document_id))
+                .where(col(ChunkRow.id).in_(ids))
+            )
+            rows = {chunk.id: (chunk, doc) for chunk, doc in session.execute(statement)}
+        result = []
+        for chunk_id, score in scored:
+            if chunk_id not in rows:
+                continue
+            chunk, doc = rows[chunk_id]
+            if query is not None:
+                score = float(np.frombuffer(chunk.embedding, dtype=np.float32) @ query)
+            hit = Hit(
+                chunk_id=chunk_id, score=score, text=chunk.text, section=chunk.section,
+                anchor=chunk.anchor, page=chunk.page, document_id=doc.id, title=doc.title,
+                uri=doc.uri, updated_at=as_utc(doc.updated_at),
+            )  # fmt: skip
+            result.append((hit, list(doc.acl_groups)))
+        return result
+
+
+class _SelectorAlways(Retriever):
+    """Dense search as it was before: always FAISS's per-vector selector when anything is excluded."""
+
+    def _dense(self, query: Any, fetch: int, allowed: Allowed | None) -> list[tuple[int, float]]:
+        return self.index.search(query, fetch, allowed=None if allowed is None else allowed.bitmap)
+
+
+def _before_after(kb: KnowledgeBase, questions: list[str]) -> dict[str, Any]:
+    """This change against the code before it, turn by turn on the same indexes: ORM rows in
+    `hits`, a catalog mask and FAISS bitmap recomputed for every question and the FAISS selector
+    always, against plain column tuples, the cached mask and bitmap, and the bitmap checked after
+    an unfiltered search when most chunks are allowed. Both as a public user (10% of documents
+    restricted, so a 100k-entry mask) and as a finance user (nothing excluded)."""
+    after = kb.retriever()
+    before = _SelectorAlways(
+        _OrmStore(kb.store.engine),
+        kb.embedder,
+        after.index,
+        after.lexical,
+        ChunkCatalog(kb.store.catalog_rows(), cache_size=0),
+        fusion=after.fusion,
+    )
+    out: dict[str, Any] = {}
+    for label, groups in (("public_user", ()), ("finance_user", ("finance",))):
+        times: dict[str, list[float]] = {"before": [], "after": []}
+        for q in questions[:5]:
+            for retriever in (before, after):
+                retriever.search(Question(q, groups=groups), 10)
+        for turn, q in enumerate(questions):
+            order = [("before", before), ("after", after)]
+            for name, retriever in order if turn % 2 == 0 else order[::-1]:
+                begin = time.perf_counter()
+                hits = retriever.search(Question(q, groups=groups), 10)
+                times[name].append((time.perf_counter() - begin) * 1000)
+                assert len(hits) == 10
+        out[label] = {name: _percentiles(values) for name, values in times.items()}
+        out[label]["p50_ratio_before_over_after"] = round(
+            out[label]["before"]["p50_ms"] / out[label]["after"]["p50_ms"], 3
+        )
+    same = all(
+        [h.chunk_id for h in before.search(Question(q), 10)]
+        == [h.chunk_id for h in after.search(Question(q), 10)]
+        for q in questions[:50]
+    )
+    out["same_hits_on_50_questions"] = same
+    return out
+
+
+def _stages(kb: KnowledgeBase, questions: list[str]) -> dict[str, Any]:
+    """Where a public user's retrieve spends its time now, stage by stage (p50/p95 ms)."""
+    retriever = kb.retriever()
+    stages: dict[str, list[float]] = {
+        name: [] for name in ("catalog", "embed", "faiss", "bm25", "fuse_and_rows")
+    }
+    fetch = max(10, retriever.fusion.candidates)
+    for q in questions:
+        marks = [time.perf_counter()]
+        allowed = retriever.catalog.allowed(())
+        marks.append(time.perf_counter())
+        vector = retriever.embed(q)
+        marks.append(time.perf_counter())
+        dense, _ = retriever.candidates(q, vector, fetch, allowed=allowed, mode="dense")
+        marks.append(time.perf_counter())
+        lexical, _ = retriever.candidates(q, None, fetch, allowed=allowed, mode="bm25")
+        marks.append(time.perf_counter())
+        fused = fuse(dense + lexical, [0.7, 0.3], retriever.fusion)
+        kb.store.hits(fused[:30], query=vector)
+        marks.append(time.perf_counter())
+        for name, begin, end in zip(stages, marks, marks[1:], strict=False):
+            stages[name].append((end - begin) * 1000)
+    return {name: _percentiles(values) for name, values in stages.items()}
 
 
 def _query_encoders(kb: KnowledgeBase, questions: list[str]) -> dict[str, Any]:
@@ -329,6 +440,7 @@ def main() -> None:
     uniform = max(s["recall@10"] for s in ann["uniform_random"]["ivf"])
     encoders = pipeline["query_encoder_side_by_side"]
     load = pipeline["load_average_before"][0]
+    change, stages = pipeline["before_after"]["public_user"], pipeline["stages"]
     summary = (
         f"retrieve p95 {p95} ms at {chunks:,} chunks, load {load} (embed alone "
         f"{pipeline['embed_only']['p95_ms']} ms; {encoders['configured']} vs torch question encoder, "
@@ -342,8 +454,12 @@ def main() -> None:
         f"{best['nprobe']}: recall@10 {best['recall@10']}, "
         f"p95 {best['p95_ms']} ms vs flat {clustered['flat']['p95_ms']} ms "
         f"({clustered['flat']['p95_ms'] / max(best['p95_ms'], 1e-9):.0f}x); on uniform random vectors "
-        f"(no neighbourhoods) IVF recall@10 is only {uniform} even at nprobe 256; 1M real-embedding IVF "
-        "not yet measured (bench/scale_gpu.py)"
+        f"(no neighbourhoods) IVF recall@10 is only {uniform} even at nprobe 256 (1M real embeddings: "
+        f"the scale_gpu row); session 3 retrieve changes vs the code before, turn by turn, public "
+        f"user: p50 {change['after']['p50_ms']} vs {change['before']['p50_ms']} ms, p95 "
+        f"{change['after']['p95_ms']} vs {change['before']['p95_ms']} ms; stage p50s: embed "
+        f"{stages['embed']['p50_ms']}, FAISS {stages['faiss']['p50_ms']}, BM25 {stages['bm25']['p50_ms']}, "
+        f"fuse+rows {stages['fuse_and_rows']['p50_ms']}, ACL mask {stages['catalog']['p50_ms']} ms"
     )
     print(write_results("scale" if not args.quick else "scale_quick", results, summary=summary))
 

@@ -98,7 +98,8 @@ def _embedder(settings: Settings) -> Any:
 
     return get_embedder(
         settings.embedding_model, settings.embedding_batch_size, settings.torch_threads,
-        settings.embedding_precision,
+        settings.embedding_precision, query_encoder=settings.query_encoder,
+        cache_dir=settings.model_cache_dir,
     )  # fmt: skip
 
 

@@ -30,6 +30,9 @@ INDEX_FILE = "vectors.faiss"
 MANIFEST_FILE = "manifest.json"
 IndexKind = Literal["flat", "ivf"]
 StoragePrecision = Literal["fp32", "fp16"]
+# Lists searched per IVF query. On 1M real MiniLM embeddings (nlist 4096, bench/scale_gpu.py)
+# recall@10 against exact search was 0.931 at 64, 0.948 at 96 and 0.957 at 128.
+DEFAULT_NPROBE = 128
 ID_CHECKSUM_MOD = 2**61 - 1  # keeps the id checksum an exact integer in JSON and in SQL
 
 
@@ -97,14 +100,17 @@ class VectorIndex:
     """Chunk-id-keyed cosine search over FAISS.
 
     Two kinds: "flat" (IndexIDMap2 over IndexFlatIP, or over an fp16 IndexScalarQuantizer) and
-    "ivf" (approximate; IndexIVFFlat with inner product, trained on the vectors it is built from,
-    nprobe lists searched). IVF was chosen over HNSW because it deletes natively (HNSW in FAISS
-    cannot remove vectors) and builds in seconds rather than minutes; bench/scale.py has the
-    measurements. Searches share a read lock and run concurrently; mutations take the write lock.
+    "ivf" (approximate; inner-product IVF trained on the vectors it is built from, nprobe lists
+    searched). IVF was chosen over HNSW because it deletes natively (HNSW in FAISS cannot remove
+    vectors) and builds in seconds rather than minutes; bench/scale.py and bench/scale_gpu.py
+    have the measurements. Searches share a read lock and run concurrently; mutations take the
+    write lock.
 
-    A flat index stores vectors in fp32 (exact) or fp16 (`precision`): fp16 halves the memory a
-    search streams through and measured 2.3x faster at 100k vectors on one thread, with scores
-    within 1e-4 and 0.999 of the top 20 unchanged (NOTES.md, session 2).
+    Either kind stores vectors in fp32 (exact) or fp16 (`precision`): flat as an
+    IndexScalarQuantizer, IVF as an IndexIVFScalarQuantizer whose lists hold fp16 codes of the
+    vectors themselves (not residuals). fp16 halves the memory a search streams through: 2.3x
+    faster flat at 100k vectors on one thread, with scores within 1e-4 and 0.999 of the top 20
+    unchanged (NOTES.md, session 2); bench/results/scale_gpu.json times both IVF list types.
     """
 
     def __init__(
@@ -113,7 +119,7 @@ class VectorIndex:
         *,
         model: str,
         kind: IndexKind = "flat",
-        nprobe: int = 32,
+        nprobe: int = DEFAULT_NPROBE,
         precision: StoragePrecision = "fp32",
     ) -> None:
         self.dim, self.model, self.kind, self.nprobe = dim, model, kind, nprobe
@@ -130,7 +136,7 @@ class VectorIndex:
         ids: npt.NDArray[np.int64],
         vectors: Vectors,
         ann_threshold: int,
-        nprobe: int = 32,
+        nprobe: int = DEFAULT_NPROBE,
         seed: int = 0,
         precision: StoragePrecision = "fp32",
     ) -> VectorIndex:
@@ -141,7 +147,7 @@ class VectorIndex:
             return index
         nlist = ivf_lists(len(ids))
         sample = np.random.default_rng(seed).choice(len(ids), size=min(len(ids), nlist * 64), replace=False)
-        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        ivf = ivf_storage(dim, nlist, precision)
         ivf.train(np.ascontiguousarray(vectors[np.sort(sample)]))
         index = cls(dim, model=model, kind="ivf", nprobe=nprobe)
         index._index = ivf
@@ -150,12 +156,10 @@ class VectorIndex:
 
     @property
     def precision(self) -> StoragePrecision:
-        """How a flat index stores its vectors (IVF lists are always fp32)."""
-        if self.kind == "flat" and isinstance(
-            faiss.downcast_index(self._index.index), faiss.IndexScalarQuantizer
-        ):
-            return "fp16"
-        return "fp32"
+        """How the index stores its vectors (flat storage or IVF lists)."""
+        storage = self._index.index if self.kind == "flat" else self._index
+        quantized = (faiss.IndexScalarQuantizer, faiss.IndexIVFScalarQuantizer)
+        return "fp16" if isinstance(faiss.downcast_index(storage), quantized) else "fp32"
 
     @property
     def size(self) -> int:
@@ -205,8 +209,23 @@ class VectorIndex:
         else:
             params = None if selector is None else faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
         query = np.ascontiguousarray(vector.reshape(1, -1), dtype=np.float32)
+        _apply_threads()
+        want = min(k, self.size)
         with self._lock.read():
-            scores, ids = self._index.search(query, min(k, self.size), params=params)
+            scores, ids = self._index.search(query, want, params=params)
+            found = int((ids[0] != -1).sum())
+            if (
+                self.kind == "ivf"
+                and allowed is not None
+                and found < want
+                and found < _allowed_count(allowed[1])
+            ):
+                # IVF filters only inside the lists it probes: a user with few rights can find fewer
+                # than k there while more of their chunks sit in other lists. Probe every list then
+                # (exact over what they may read), so filtering never costs results.
+                inner: Any = faiss.extract_index_ivf(self._index)
+                params = faiss.SearchParametersIVF(sel=selector, nprobe=inner.nlist)  # type: ignore[call-arg]
+                scores, ids = self._index.search(query, want, params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i != -1]
 
     def save(self, directory: Path, *, last_change: int = 0) -> None:
@@ -221,7 +240,7 @@ class VectorIndex:
         atomic_write(directory / MANIFEST_FILE, json.dumps(asdict(manifest), indent=2).encode())
 
     @classmethod
-    def load(cls, directory: Path, *, nprobe: int = 32) -> tuple[VectorIndex, Manifest]:
+    def load(cls, directory: Path, *, nprobe: int = DEFAULT_NPROBE) -> tuple[VectorIndex, Manifest]:
         try:
             raw = json.loads((directory / MANIFEST_FILE).read_text())
             manifest = Manifest(
@@ -248,6 +267,18 @@ def _flat_storage(dim: int, precision: StoragePrecision) -> Any:
     return faiss.IndexFlatIP(dim)
 
 
+def ivf_storage(dim: int, nlist: int, precision: StoragePrecision) -> Any:
+    """An untrained inner-product IVF with `nlist` lists holding vectors in `precision`."""
+    quantizer = faiss.IndexFlatIP(dim)
+    if precision == "fp16":
+        # by_residual=False: the codes are the unit vectors themselves, so a list scan is a plain
+        # fp16 inner product (no per-list residual term) and the error stays ~1e-4 per score.
+        return faiss.IndexIVFScalarQuantizer(
+            quantizer, dim, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT, False
+        )
+    return faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+
+
 def ivf_lists(count: int) -> int:
     """About 4·sqrt(n) inverted lists, a power of two (the usual FAISS rule of thumb), with at
     least 39 training points per list as FAISS's k-means wants."""
@@ -266,9 +297,32 @@ def _ivf_ids(index: Any) -> npt.NDArray[np.int64]:
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
 
+_threads = {"count": 0}
+_thread_state = threading.local()
+
+
 def set_threads(count: int) -> None:
-    """Cap FAISS's OpenMP threads so searches do not oversubscribe the bot's own threads."""
+    """Cap FAISS's OpenMP threads so searches do not oversubscribe the bot's own threads.
+
+    OpenMP keeps the count per thread: a call on the main thread does not reach the worker threads
+    that `asyncio.to_thread` searches run on (they spun two OpenMP threads each, 20-24 ms of CPU per
+    search instead of 5.5). So the count is remembered here and each searching thread applies it
+    once (`_apply_threads`).
+    """
+    _threads["count"] = count
     faiss.omp_set_num_threads(count)
+    _thread_state.applied = count
+
+
+def _apply_threads() -> None:
+    count = _threads["count"]
+    if count and getattr(_thread_state, "applied", 0) != count:
+        faiss.omp_set_num_threads(count)
+        _thread_state.applied = count
+
+
+def _allowed_count(bitmap: npt.NDArray[np.uint8]) -> int:
+    return int(np.unpackbits(bitmap).sum())
 
 
 def atomic_write(path: Path, data: bytes) -> None:

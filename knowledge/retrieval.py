@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from knowledge.catalog import ChunkCatalog, Filters
+from knowledge.catalog import Allowed, BoolArray, ChunkCatalog, Filters
 from knowledge.embeddings import Embedder, Vectors
 from knowledge.index import VectorIndex
 from knowledge.lexical import LexicalIndex
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from core.settings import Settings
 
 Mode = Literal["hybrid", "dense", "bm25"]
+# Above this share of allowed chunks, dense search over-fetches and checks the bitmap itself.
+_POST_FILTER_SHARE = 0.5
 FusionMethod = Literal["rrf", "convex"]
 Scored = list[tuple[int, float]]
 
@@ -110,7 +112,8 @@ class Retriever:
         self.fusion = fusion or FusionConfig()
 
     def embed(self, text: str) -> Vectors:
-        return np.asarray(self.embedder.encode([text])[0], dtype=np.float32)
+        """The question's unit vector, through the embedder's question path (ONNX by default)."""
+        return np.asarray(self.embedder.encode_query(text), dtype=np.float32)
 
     def search(
         self,
@@ -122,32 +125,61 @@ class Retriever:
         vector: Vectors | None = None,
     ) -> list[Hit]:
         """The k best chunks that `question.groups` may read under `filters`, best first."""
-        mask = self.catalog.mask(question.groups, filters)
-        if mask is not None and not mask.any():
+        allowed = self.catalog.allowed(question.groups, filters)
+        if allowed is not None and not allowed.mask.any():
             return []
         query = self.embed(question.text) if vector is None and mode != "bm25" else vector
         fetch = max(k, self.fusion.candidates)
-        scored, weights = self.candidates(question.text, query, fetch, mask=mask, mode=mode)
+        scored, weights = self.candidates(question.text, query, fetch, allowed=allowed, mode=mode)
         fused = fuse(scored, weights, self.fusion)
         hits = self.store.hits(fused[: k * 3], query=query)
         return _one_per_section([hit for hit, acl in hits if can_read(question.groups, acl)], k)
 
     def candidates(
-        self, text: str, query: Vectors | None, fetch: int, *, mask: np.ndarray | None, mode: Mode
+        self,
+        text: str,
+        query: Vectors | None,
+        fetch: int,
+        *,
+        mode: Mode,
+        allowed: Allowed | None = None,
+        mask: BoolArray | None = None,
     ) -> tuple[list[Scored], list[float]]:
-        """Each searched list's best `fetch` (chunk id, score) pairs, with the list's fusion weight."""
+        """Each searched list's best `fetch` (chunk id, score) pairs, with the list's fusion weight.
+
+        The searches are limited by `allowed` (from `catalog.allowed`, cached) or by a raw `mask`
+        over the catalog's chunks; neither means no limit."""
+        if allowed is None and mask is not None:
+            allowed = Allowed(mask.copy(), self.catalog.bitmap)
+        mask = None if allowed is None else allowed.mask
         scored: list[Scored] = []
         weights: list[float] = []
         if mode in ("hybrid", "dense") and query is not None:
-            allowed = None if mask is None else self.catalog.bitmap(mask)
-            scored.append(self.index.search(query, fetch, allowed=allowed))
+            scored.append(self._dense(query, fetch, allowed))
             weights.append(self.fusion.dense_weight)
         if mode in ("hybrid", "bm25"):
             scored.append(self.lexical.search(text, fetch, mask=self._lexical_mask(mask)))
             weights.append(self.fusion.lexical_weight)
         return scored, weights
 
-    def _lexical_mask(self, mask: np.ndarray | None) -> np.ndarray | None:
+    def _dense(self, query: Vectors, fetch: int, allowed: Allowed | None) -> Scored:
+        """The `fetch` nearest allowed chunks.
+
+        When most chunks are allowed (a public user where a tenth of the documents is
+        restricted), an unfiltered search for a few more and a bitmap check here is cheaper than
+        FAISS's per-vector selector (about 15% of a flat search at 100k chunks, bench/scale.py).
+        The result is the same: once `fetch` allowed chunks are among the `want` nearest, no
+        allowed chunk outside them can rank higher. Otherwise the selector search runs."""
+        if allowed is None:
+            return self.index.search(query, fetch)
+        if allowed.share >= _POST_FILTER_SHARE:
+            want = min(self.index.size, int(fetch / allowed.share * 1.5) + 8)
+            found = [hit for hit in self.index.search(query, want) if allowed.permits(hit[0])]
+            if len(found) >= fetch or want >= self.index.size:
+                return found[:fetch]
+        return self.index.search(query, fetch, allowed=allowed.bitmap)
+
+    def _lexical_mask(self, mask: BoolArray | None) -> BoolArray | None:
         if mask is None:
             return None
         if self.lexical.size == self.catalog.size and np.array_equal(self.lexical.ids, self.catalog.ids):

@@ -83,6 +83,8 @@ class KnowledgeBase:
                 self.settings.embedding_batch_size,
                 self.settings.torch_threads,
                 self.settings.embedding_precision,
+                query_encoder=self.settings.query_encoder,
+                cache_dir=self.settings.model_cache_dir,
             )
         return self._embedder
 
@@ -342,7 +344,7 @@ class KnowledgeBase:
                         "index built with %s, configured %s: re-embedding", manifest.model, embedder.name
                     )
                     return self._rebuild(reembed=True)
-                if index.kind == "flat" and index.precision != self.settings.index_precision:
+                if index.precision != self.settings.index_precision:
                     log.warning(
                         "index stored in %s, configured %s: rebuilding",
                         index.precision,

@@ -162,6 +162,30 @@ def test_changing_the_index_precision_rebuilds_the_index(
     assert reopened.retrieve(Question("staff car park opening time"), 1)[0].title == "Parking"
 
 
+def test_an_approximate_index_follows_the_precision_setting_too(
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    migrated: Engine,
+    embedder: Embedder,
+    corpus: Path,
+) -> None:
+    full = make_settings(database_url=database_url, ann_threshold=3, index_precision="fp32")
+    KnowledgeBase(full, migrated, embedder=embedder).ingest([corpus])
+    index = KnowledgeBase(full, migrated, embedder=embedder).index
+    assert (index.kind, index.precision) == ("ivf", "fp32")
+    half = make_settings(database_url=database_url, ann_threshold=3, index_precision="fp16")
+    reopened = KnowledgeBase(half, migrated, embedder=embedder)
+    assert (reopened.index.kind, reopened.index.precision) == ("ivf", "fp16")
+    assert reopened.index.size == reopened.stats().chunks > 0
+    assert reopened.retrieve(Question("staff car park opening time"), 1)[0].title == "Parking"
+    (corpus / "facilities/parking.md").write_text("# Parking\n\nThe car park is closed for renovation.\n")
+    reopened.ingest([corpus])  # the changed document's old vectors leave the fp16 lists
+    again = KnowledgeBase(half, migrated, embedder=embedder)
+    assert (again.index.kind, again.index.precision) == ("ivf", "fp16")
+    assert again.index.size == again.stats().chunks
+    assert all("Charging points" not in h.text for h in again.retrieve(Question("charging points"), 10))
+
+
 def test_serving_process_sees_an_ingest_made_by_another_process(
     settings: Settings, migrated: Engine, embedder: Embedder, corpus: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
