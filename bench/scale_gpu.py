@@ -70,7 +70,7 @@ _SPACE = re.compile(r"\s+")
 
 
 def _html_paragraphs(path: Path) -> list[str]:
-    import lxml.html
+    import lxml.html  # type: ignore[import-untyped]
 
     tree = lxml.html.parse(str(path))
     nodes = tree.xpath("//p | //dd/p | //li[not(.//p)] | //dt | //pre")
@@ -120,7 +120,27 @@ def prepare(pdf_seconds: float) -> None:
             if document["paras"]:
                 handle.write(json.dumps(document, ensure_ascii=False) + "\n")
     _prepare_model()
+    _prepare_wheels()
     print(f"{len(documents)} documents; {DATA} holds {_size_mb(DATA):.1f} MB", file=sys.stderr)
+
+
+def _prepare_wheels() -> None:
+    """faiss (and opacus, for bench/distill_gpu.py) for the GPU machine's Python 3.12, from PyPI."""
+    from importlib.metadata import version
+
+    platforms = [
+        "manylinux_2_28_x86_64",
+        "manylinux_2_27_x86_64",
+        "manylinux_2_17_x86_64",
+        "manylinux2014_x86_64",
+    ]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
+        + ["--python-version", "3.12", "--implementation", "cp", "-d", str(DATA / "whl")]
+        + [arg for platform in platforms for arg in ("--platform", platform)]
+        + [f"faiss-cpu=={version('faiss-cpu')}", f"opacus=={version('opacus')}"],
+        check=True,
+    )
 
 
 def _prepare_model() -> None:
