@@ -36,6 +36,23 @@ def _question_text(heading: Tag) -> str:
     return " ".join(heading.get_text(" ").split())
 
 
+def blank_heading(heading: Tag) -> None:
+    """The heading's text goes; a neutral label keeps it a section boundary (and its anchor)."""
+    for child in list(heading.children):
+        if not (isinstance(child, Tag) and "headerlink" in (child.get("class") or [])):
+            child.extract()
+    heading.insert(0, "Entry")
+
+
+def remove_repeats(soup: BeautifulSoup, texts: set[str]) -> None:
+    """Tables of contents, and cross-reference links whose text repeats a removed heading."""
+    for toc in soup.select("nav.contents, div.contents, div.topic.contents, nav#contents"):
+        toc.decompose()
+    for link in soup.find_all("a"):
+        if " ".join(link.get_text(" ").split()) in texts:
+            link.decompose()
+
+
 def build(docs: Path, out: Path) -> tuple[int, int]:
     faq = docs / "faq"
     if not faq.is_dir():
@@ -57,16 +74,8 @@ def build(docs: Path, out: Path) -> tuple[int, int]:
                 continue
             queries.append({"query": text, "relevant": [f"faq/{page.name}#{anchor}"]})
             questions.add(text)
-            for child in list(heading.children):
-                if not (isinstance(child, Tag) and "headerlink" in (child.get("class") or [])):
-                    child.extract()
-            # A neutral label keeps the heading a section boundary (and its anchor) without the question.
-            heading.insert(0, "Entry")
-        for toc in soup.select("nav.contents, div.contents, div.topic.contents, nav#contents"):
-            toc.decompose()
-        for link in soup.find_all("a"):
-            if " ".join(link.get_text(" ").split()) in questions:
-                link.decompose()
+            blank_heading(heading)
+        remove_repeats(soup, questions)
         (target / page.name).write_text(str(soup), encoding="utf-8")
     out.mkdir(parents=True, exist_ok=True)
     with (out / "queries.jsonl").open("w", encoding="utf-8") as handle:

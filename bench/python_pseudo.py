@@ -19,11 +19,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from bs4 import BeautifulSoup, Tag
+from bs4 import BeautifulSoup
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.python_faq import DEFAULT_DOCS, _question_text, _section_id
+from bench.python_faq import DEFAULT_DOCS, _question_text, _section_id, blank_heading, remove_repeats
 
 PARTS = ("tutorial", "howto")
 _NUMBER = re.compile(r"^(?:\d+(?:\.\d+)*\.?\s+)")
@@ -48,15 +48,8 @@ def build(docs: Path, out: Path, *, parts: tuple[str, ...] = PARTS) -> tuple[int
                     continue
                 queries.append({"query": text, "relevant": [f"{part}/{page.name}#{anchor}"]})
                 headings.update((raw, text))
-                for child in list(heading.children):
-                    if not (isinstance(child, Tag) and "headerlink" in (child.get("class") or [])):
-                        child.extract()
-                heading.insert(0, "Entry")
-            for toc in soup.select("nav.contents, div.contents, div.topic.contents, nav#contents"):
-                toc.decompose()
-            for link in soup.find_all("a"):
-                if " ".join(link.get_text(" ").split()) in headings:
-                    link.decompose()
+                blank_heading(heading)
+            remove_repeats(soup, headings)
             (target / page.name).write_text(str(soup), encoding="utf-8")
             pages += 1
     with (out / "queries.jsonl").open("w", encoding="utf-8") as handle:
