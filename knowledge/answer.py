@@ -20,6 +20,7 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
 _LIST_MARK = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}")
 _SNIPPET_CHARS = 240
+_QUESTION_MARKS = ("?", "？")
 
 
 def cite(hits: list[Hit]) -> list[Citation]:
@@ -59,6 +60,10 @@ def extractive_answer(
     for hit in hits[:3]:
         for position, sentence in enumerate(_sentences(hit.text)):
             candidates.append((number[hit.link], position, sentence))
+    # A question in a passage (an FAQ entry's heading) is the closest sentence to the question and
+    # answers nothing: leave questions out while anything else is there.
+    statements = [c for c in candidates if not c[2].endswith(_QUESTION_MARKS)]
+    candidates = statements or candidates
     if not candidates:
         chosen: list[tuple[int, int, str]] = []
     else:

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from knowledge.answer import extractive_answer
+from knowledge.embeddings import Embedder
+from knowledge.types import Hit
+
+
+def _hit(text: str, chunk_id: int = 1, score: float = 0.8) -> Hit:
+    return Hit(
+        chunk_id=chunk_id,
+        score=score,
+        text=text,
+        section="Employee faq",
+        anchor=f"q{chunk_id}",
+        page=None,
+        document_id="handbook:faq.jsonl",
+        title="FAQ",
+        uri="handbook/faq.jsonl",
+        updated_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+def test_the_extractive_answer_answers_instead_of_repeating_the_question(embedder: Embedder) -> None:
+    question = "How many vacation days do I get?"
+    hits = [
+        _hit(
+            "How many vacation days do I get? Full-time employees on a 5-day week get 30 working days "
+            "per calendar year. Part-time staff get a pro-rata share."
+        )
+    ]
+    answer = extractive_answer(embedder.encode([question])[0], hits, embedder=embedder, min_score=0.1)
+    assert "30 working days" in answer.text
+    assert "How many vacation days do I get?" not in answer.text
+    assert answer.text.count("[1]") >= 1 and not answer.abstained
+
+
+def test_a_passage_of_questions_only_still_gives_an_answer(embedder: Embedder) -> None:
+    hits = [_hit("Where do I park my bike? Can I bring a guest to the canteen?")]
+    answer = extractive_answer(
+        embedder.encode(["bike parking"])[0], hits, embedder=embedder, min_score=0.1, max_sentences=1
+    )
+    assert answer.text == "Where do I park my bike? [1]"
