@@ -118,9 +118,7 @@ def candidates(kb: KnowledgeBase, queries: list[LabelledQuery], *, depth: int = 
     out = []
     for labelled in queries:
         vector = retriever.embed(labelled.query)
-        (dense_list, lexical_list), _ = retriever.candidates(
-            labelled.query, vector, depth, mask=None, mode="hybrid"
-        )
+        (dense_list, lexical_list), _ = retriever.candidates(labelled.query, vector, depth, mode="hybrid")
         started = time.perf_counter()
         pool = list(dict.fromkeys([i for i, _ in dense_list] + [i for i, _ in lexical_list]))
         hits = {hit.chunk_id: hit for hit, _ in kb.store.hits([(i, 0.0) for i in pool], query=vector)}

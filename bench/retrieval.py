@@ -66,7 +66,7 @@ def tune(kb: KnowledgeBase, queries: list[LabelledQuery]) -> dict[str, Any]:
     lists: list[tuple[list[Scored], list[float]]] = []
     for labelled in queries:  # the product's own candidate lists, fetched once at the widest depth
         vector = retriever.embed(labelled.query)
-        lists.append(retriever.candidates(labelled.query, vector, 50, mask=None, mode="hybrid"))
+        lists.append(retriever.candidates(labelled.query, vector, 50, mode="hybrid"))
     ids = sorted({i for scored, _ in lists for items in scored for i, _ in items})
     hits = {hit.chunk_id: hit for hit, _ in kb.store.hits([(i, 0.0) for i in ids])}
     configs = grid()

@@ -143,14 +143,10 @@ class Retriever:
         *,
         mode: Mode,
         allowed: Allowed | None = None,
-        mask: BoolArray | None = None,
     ) -> tuple[list[Scored], list[float]]:
         """Each searched list's best `fetch` (chunk id, score) pairs, with the list's fusion weight.
 
-        The searches are limited by `allowed` (from `catalog.allowed`, cached) or by a raw `mask`
-        over the catalog's chunks; neither means no limit."""
-        if allowed is None and mask is not None:
-            allowed = Allowed(mask.copy(), self.catalog.bitmap)
+        The searches are limited by `allowed` (from `catalog.allowed`, cached); None means no limit."""
         mask = None if allowed is None else allowed.mask
         scored: list[Scored] = []
         weights: list[float] = []
