@@ -99,7 +99,16 @@ def distill(
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
     model = dp.prepare_student(model, lora_rank=config.lora_rank, private=private).to(device)
-    mode = dp.choose_mode(model, config.grad_sample_mode) if private else None
+    mode = (
+        dp.choose_mode(
+            model,
+            config.grad_sample_mode,
+            physical_batch=min(config.max_physical_batch, config.batch_size),
+            hooks_budget_bytes=config.per_example_grad_budget_mb * 2**20,
+        )
+        if private
+        else None
+    )
     identity = {**config.to_json(), "run_name": run_name, "dataset_hash": dataset_hash, "world_size": world}
     resume_from = checkpoint.latest(config.out_dir)
     state = checkpoint.load(resume_from, identity=identity, model=model) if resume_from else None

@@ -89,6 +89,9 @@ class DistillConfig:
     max_grad_norm: float = 1.0
     accountant: str = "prv"
     grad_sample_mode: GradSampleMode = "auto"
+    # "auto" takes "hooks" (one backward pass) when a physical batch's per-example gradients fit in this
+    # many MiB, ghost clipping (a second backward pass, no per-example gradients) when they do not.
+    per_example_grad_budget_mb: int = 4096
     lora_rank: int = 0  # 0: full fine-tuning; > 0: LoRA adapters of this rank (peft)
     seed: int = 0
     checkpoint_every: int = 50  # optimizer steps

@@ -103,6 +103,20 @@ def test_auto_picks_ghost_where_it_can_and_hooks_otherwise(student_dir: Path) ->
     assert dp.choose_mode(prepared, "hooks") == "hooks"
 
 
+def test_auto_takes_hooks_when_the_per_example_gradients_fit_the_budget(student_dir: Path) -> None:
+    prepared = dp.prepare_student(load_student(student_dir))
+    trainable = sum(p.numel() for p in prepared.parameters() if p.requires_grad)
+    need = dp.per_example_grad_bytes(prepared, 16)
+    assert need == 4 * 16 * trainable
+    assert dp.choose_mode(prepared, "auto", physical_batch=16, hooks_budget_bytes=need) == "hooks"
+    assert dp.choose_mode(prepared, "auto", physical_batch=16, hooks_budget_bytes=need - 1) == "ghost"
+    assert dp.choose_mode(prepared, "auto", physical_batch=17, hooks_budget_bytes=need) == "ghost"
+    lora = dp.prepare_student(load_student(student_dir), lora_rank=2)  # adapters only: far smaller
+    assert dp.per_example_grad_bytes(lora, 16) < need
+    assert dp.choose_mode(lora, "auto", physical_batch=16, hooks_budget_bytes=need // 2) == "hooks"
+    assert dp.choose_mode(prepared, "ghost", physical_batch=1, hooks_budget_bytes=10**12) == "ghost"
+
+
 def test_rms_norm_swap_keeps_the_function_and_the_checkpoint_keys(student_dir: Path) -> None:
     original = load_student(student_dir).eval()
     keys = set(original.state_dict())
