@@ -45,19 +45,37 @@ class SlackDirectory:
         self._audiences: dict[str, tuple[float, asyncio.Future[tuple[str, ...] | None]]] = {}
 
     async def groups(self, user: str) -> frozenset[str]:
+        return (await self._all_groups()).get(user, frozenset())
+
+    async def audience(self, channel: str) -> tuple[str, ...] | None:
+        return await self._audience(channel)
+
+    def prefetch(self, *, channel: str | None = None, user: str | None = None) -> None:
+        """Start the lookups an answer in `channel` (or to `user` in private) needs, without waiting.
+
+        Called as an event arrives, so that Slack's answer comes while the event is being claimed
+        and acked rather than after: a cold cache otherwise holds up every question in a channel
+        for one Web API round trip.
+        """
+        if channel:
+            self._audience(channel)
+        if user:
+            self._all_groups()
+
+    def _all_groups(self) -> asyncio.Future[dict[str, frozenset[str]]]:
         now = self._clock()
         if self._groups is None or now - self._groups[0] >= self.ttl_s:
             # Cache the lookup itself: questions arriving together share one call to Slack.
             self._groups = (now, asyncio.ensure_future(self._load_groups()))
-        return (await self._groups[1]).get(user, frozenset())
+        return self._groups[1]
 
-    async def audience(self, channel: str) -> tuple[str, ...] | None:
+    def _audience(self, channel: str) -> asyncio.Future[tuple[str, ...] | None]:
         now = self._clock()
         cached = self._audiences.get(channel)
         if cached is None or now - cached[0] >= self.ttl_s:
             cached = (now, asyncio.ensure_future(self._load_audience(channel)))
             self._audiences[channel] = cached
-        return await cached[1]
+        return cached[1]
 
     async def _load_groups(self) -> dict[str, frozenset[str]]:
         data = await self._call("usergroups.list", include_users="true")

@@ -4,7 +4,9 @@ Every listener acks (bolt acks Events API deliveries itself) and hands the work 
 so Slack hears back within its 3 seconds however slow the answer is. A global middleware claims
 each event_id in the database first, so a redelivery (X-Slack-Retry-Num) is answered only once,
 across restarts and replicas. The claim keeps the question and a lease that the answering task
-renews; `recover` re-runs claims whose replica died after the ack (see bot/store.py).
+renews; `recover` re-runs claims whose replica died after the ack (see bot/store.py). The same
+middleware starts the Slack directory lookups the answer's access check will need, so that on a
+cold cache they run while the event is being claimed rather than after.
 
 Answers stream: "searching…" is posted in the thread, then replaced by drafts of the answer at
 most once per KB_BOT_STREAM_INTERVAL_S, then by the final Block Kit answer (bot/slack/streaming.py).
@@ -29,6 +31,7 @@ from bot.commands import Ask, parse
 from bot.conversation import Conversation
 from bot.errors import ChatPlatformError
 from bot.slack.blocks import ACTION_IDS, SOURCE_ACTION, SlackMessage, home_view, sources_message, to_messages
+from bot.slack.directory import SlackDirectory
 from bot.slack.sender import SEARCHING, SlackSender
 from bot.slack.streaming import SORRY, stream_into_message
 from bot.store import FAILED, BotStore
@@ -127,12 +130,23 @@ class SlackHandlers:
             key = f"{PLATFORM}:{event_id}"
             event = body.get("event")
             incoming = incoming_from_event(event) if isinstance(event, dict) else None
+            if incoming is not None and not self.seen(event_id):
+                self._prefetch(incoming)
             # A claim that fails (database down) raises: Slack gets a 500 and delivers the event again.
             if not await self._claim(key, incoming):
                 log.info("event %s was already handled: ignoring the redelivery", event_id)
                 return BoltResponse(status=200, body="")
         await next()
         return None
+
+    def _prefetch(self, incoming: Incoming) -> None:
+        """Start the directory lookups the answer's access check needs (SlackDirectory.prefetch)."""
+        directory = self.conversation.directories.get(PLATFORM)
+        if isinstance(directory, SlackDirectory):
+            if incoming.private:
+                directory.prefetch(user=incoming.user)
+            else:
+                directory.prefetch(channel=incoming.channel)
 
     def seen(self, event_id: str) -> bool:
         """True when this process claimed `event_id` lately or is writing its claim now."""
@@ -162,9 +176,7 @@ class SlackHandlers:
             return False
         if key in self._seen:
             return False
-        claim = asyncio.ensure_future(
-            self.store.run(self.store.claim_event, key, incoming, lease_s=self.lease_s)
-        )
+        claim = self.store.start(self.store.claim_event, key, incoming, lease_s=self.lease_s)
         self._claiming[key] = claim
         try:
             first = await claim

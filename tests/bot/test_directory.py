@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -93,3 +94,20 @@ async def test_answers_in_channels_use_only_the_groups_every_member_shares(
     assert any("Pay" in line for line in cited_titles(room)), "everyone in the room is in HR"
     assert any("Pay" in line for line in cited_titles(direct))
     assert not any("Pay" in line for line in cited_titles(mixed)), "Carl is not in HR"
+
+
+async def test_a_prefetch_starts_the_lookup_that_the_answer_then_shares() -> None:
+    async with FakeSlack() as slack:
+        directory = SlackDirectory(AsyncWebClient(token="xoxb-t", base_url=slack.api_url))
+        slack.canned["conversations.info"] = private("C0SECRET")
+        slack.canned["conversations.members"] = [{"ok": True, "members": ["U0ANNA"]}]
+        slack.canned["usergroups.list"] = GROUPS
+        directory.prefetch(channel="C0SECRET", user="U0ANNA")  # returns at once, nothing awaited
+        for _ in range(100):  # the lookups run on their own while the event is being claimed
+            if slack.calls_to("conversations.members") and slack.calls_to("usergroups.list"):
+                break
+            await asyncio.sleep(0.01)
+        assert len(slack.calls_to("conversations.info")) == 1
+        assert await directory.audience("C0SECRET") == ("U0ANNA",)
+        assert await directory.groups("U0ANNA") == {"hr"}
+        assert len(slack.calls_to("conversations.info")) == len(slack.calls_to("usergroups.list")) == 1
