@@ -7,6 +7,10 @@ deltas come from `KnowledgeBase.ask_stream`, already redacted and safe to show).
 until the model has been writing for one interval: an answer written faster than that goes straight
 from "searching…" to the final answer, without a draft that would only delay it.
 
+The answer is read in the caller's own task and only the drafts' updates run beside it: each task
+handing a result to another costs a turn of the event loop, which at 50 events in flight is
+several milliseconds, and the last part (the final reply) goes out without any.
+
     reply = await stream_into_message(conversation.stream(incoming), sender, channel, ts,
                                       interval=1.0, last_update=loop.time())
 """
@@ -27,27 +31,89 @@ log = logging.getLogger(__name__)
 SORRY = "Sorry, something went wrong while answering. Please ask again in a minute."
 
 
-class _Newest:
-    """The newest draft, and an event that is set when one arrives that was not shown yet."""
+class _Pacer:
+    """Shows the newest draft in the message at most once per interval, in a task of its own."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        sender: SlackSender,
+        channel: str,
+        ts: asyncio.Future[str] | str,
+        *,
+        interval: float,
+        last_update: float,
+    ) -> None:
+        self.sender, self.channel, self.ts = sender, channel, ts
+        self.interval, self.last_update = interval, last_update
         self.draft: Draft | None = None
-        self.fresh = asyncio.Event()
         self.first_at: float | None = None  # loop time of the first draft
+        self.shown = ""
+        self.updated = False  # a draft made it into the message
+        self._fresh = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._update: asyncio.Future[None] | None = None  # a draft's update in flight
 
-    async def consume(self, parts: AsyncIterator[Draft | RenderedReply]) -> RenderedReply:
+    def offer(self, draft: Draft) -> None:
+        self.draft = draft
+        if self.first_at is None:
+            self.first_at = asyncio.get_running_loop().time()
+        self._fresh.set()
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._show())
+
+    async def _show(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            async for part in parts:
-                if isinstance(part, RenderedReply):
-                    return part
-                self.draft = part
-                if self.first_at is None:
-                    self.first_at = asyncio.get_running_loop().time()
-                self.fresh.set()
-        except Exception:
-            # A bug must still end in a reply, not in a "searching…" message that never changes.
-            log.exception("answering a Slack message failed")
-        return plain(SORRY, ok=False)
+            message_ts = self.ts if isinstance(self.ts, str) else await asyncio.shield(self.ts)
+        except ChatPlatformError:
+            return  # no message to show drafts in: stream_into_message raises the post's error
+        while True:
+            await self._fresh.wait()
+            delay = max(self.last_update, self.first_at or self.last_update) + self.interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._fresh.clear()
+            text = self.draft.text if self.draft is not None else ""
+            if not text or text == self.shown:
+                continue
+            self.last_update = loop.time()
+            # Shielded: stopping the drafts must not cut an update off halfway (see `finish`).
+            self._update = asyncio.ensure_future(
+                self.sender.update(self.channel, message_ts, draft_message(text))
+            )
+            try:
+                await asyncio.shield(self._update)
+                self.shown, self.updated = text, True
+            except ChatPlatformError as exc:
+                log.warning("could not show a draft in %s: %s", self.channel, exc)
+
+    async def finish(self) -> str:
+        """No more drafts: wait for one being sent, keep the interval after it, return the message's ts."""
+        self.stop()
+        if self._update is not None and not self._update.done():
+            await asyncio.wait({self._update})
+            self.updated |= not self._update.cancelled() and self._update.exception() is None
+        message_ts = self.ts if isinstance(self.ts, str) else await self.ts
+        if self.updated:
+            loop = asyncio.get_running_loop()
+            await asyncio.sleep(max(0.0, self.last_update + self.interval - loop.time()))
+        return message_ts
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+async def _consume(parts: AsyncIterator[Draft | RenderedReply], pacer: _Pacer) -> RenderedReply:
+    try:
+        async for part in parts:
+            if isinstance(part, RenderedReply):
+                return part
+            pacer.offer(part)
+    except Exception:
+        # A bug must still end in a reply, not in a "searching…" message that never changes.
+        log.exception("answering a Slack message failed")
+    return plain(SORRY, ok=False)
 
 
 async def stream_into_message(
@@ -63,39 +129,35 @@ async def stream_into_message(
 
     No two updates of the message are sent less than `interval` seconds apart, counting from
     `last_update` (the loop time the message was posted or last changed); the caller sends the
-    final update once this returns, which also keeps the interval after a shown draft.
+    final update once this returns, which also keeps the interval after a shown draft. When
+    posting the message fails, the answer is abandoned and the post's error raised.
     """
-    loop = asyncio.get_running_loop()
-    newest = _Newest()
-    producer = asyncio.ensure_future(newest.consume(parts))
+    pacer = _Pacer(sender, channel, ts, interval=interval, last_update=last_update)
+    task = asyncio.current_task()
+    state = {"consuming": True, "abandoned": False}
+
+    def on_posted(posted: asyncio.Future[str]) -> None:
+        failed = not posted.cancelled() and posted.exception() is not None
+        if failed and state["consuming"] and task is not None:
+            state["abandoned"] = True
+            task.cancel()
+
+    if isinstance(ts, asyncio.Future):
+        ts.add_done_callback(on_posted)
     try:
-        message_ts = ts if isinstance(ts, str) else await ts
-    except BaseException:
-        producer.cancel()
-        raise
-    shown = ""
-    while True:
-        waiter = asyncio.ensure_future(newest.fresh.wait())
-        await asyncio.wait({producer, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if producer.done():
-            break
-        delay = max(last_update, newest.first_at or last_update) + interval - loop.time()
-        if delay > 0:
-            await asyncio.wait({producer}, timeout=delay)
-            if producer.done():
-                break
-        newest.fresh.clear()
-        text = newest.draft.text if newest.draft is not None else ""
-        if not text or text == shown:
-            continue
-        last_update = loop.time()
         try:
-            await sender.update(channel, message_ts, draft_message(text))
-            shown = text
-        except ChatPlatformError as exc:
-            log.warning("could not show a draft in %s: %s", channel, exc)
-    reply = producer.result()
-    if shown:
-        await asyncio.sleep(max(0.0, last_update + interval - loop.time()))
-    return message_ts, reply
+            reply = await _consume(parts, pacer)
+        except asyncio.CancelledError:
+            if (
+                state["abandoned"]
+                and task is not None
+                and not task.uncancel()
+                and isinstance(ts, asyncio.Future)
+            ):
+                await ts  # the failed post: raises its error
+            raise
+        finally:
+            state["consuming"] = False
+        return await pacer.finish(), reply
+    finally:
+        pacer.stop()
