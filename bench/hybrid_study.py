@@ -699,6 +699,23 @@ def grid(**axes: list[Any]) -> list[Config]:
     return [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
 
 
+FUSIONS = {"fusion": ["rrf", "zfull"], "dense_weight": [0.5, 0.6, 0.7, 0.8]}
+PRODUCT_FUSION = {"fusion": ["rrf"], "dense_weight": [DENSE_W]}
+
+
+def with_product_fusion(
+    name: str, scorer: Scorer, tail: dict[str, list[Any]] | None = None, **axes: list[Any]
+) -> dict[str, tuple[Scorer, list[Config]]]:
+    """Method `name` tuned over FUSIONS, and `name`_rrf_default: the same axes under the product's RRF.
+
+    `tail` holds axes that vary after the fusion's (the grid's order decides ties).
+    """
+    return {
+        name: (scorer, grid(**axes, **FUSIONS, **(tail or {}))),
+        f"{name}_rrf_default": (scorer, grid(**axes, **PRODUCT_FUSION, **(tail or {}))),
+    }
+
+
 METHODS: dict[str, tuple[Scorer, list[Config]]] = {
     "dense": (single, [{"list": "dense"}]),
     "bm25": (single, [{"list": "bm25"}]),
@@ -708,87 +725,32 @@ METHODS: dict[str, tuple[Scorer, list[Config]]] = {
         normalized,
         grid(norm=["z", "dbsf", "full", "full_union", "dense_pool"], dense_weight=WEIGHTS),
     ),
-    "a_dense_prf_rm3": (
+    **with_product_fusion(
+        "a_dense_prf_rm3",
         prf,
-        grid(
-            m=[3, 5, 10],
-            terms=[10, 25, 50],
-            keep=[0.3, 0.5, 0.7],
-            idf_select=[False, True],
-            fusion=["rrf", "zfull"],
-            dense_weight=[0.5, 0.6, 0.7, 0.8],
-            also_plain_bm25=[False, True],
-        ),
+        m=[3, 5, 10],
+        terms=[10, 25, 50],
+        keep=[0.3, 0.5, 0.7],
+        idf_select=[False, True],
+        tail={"also_plain_bm25": [False, True]},
     ),
-    "a_dense_prf_rm3_rrf_default": (
-        prf,
-        grid(
-            m=[3, 5, 10],
-            terms=[10, 25, 50],
-            keep=[0.3, 0.5, 0.7],
-            idf_select=[False, True],
-            fusion=["rrf"],
-            dense_weight=[DENSE_W],
-            also_plain_bm25=[False, True],
-        ),
+    **with_product_fusion(
+        "b_docexp_knn", docexp, source=["knn"], n=[1, 3, 5], alpha=[0.1, 0.25, 0.5, 1.0], top_terms=[0, 20]
     ),
-    "b_docexp_knn": (
+    **with_product_fusion(
+        "b_docexp_adjacent",
         docexp,
-        grid(
-            source=["knn"],
-            n=[1, 3, 5],
-            alpha=[0.1, 0.25, 0.5, 1.0],
-            top_terms=[0, 20],
-            fusion=["rrf", "zfull"],
-            dense_weight=[0.5, 0.6, 0.7, 0.8],
-        ),
+        source=["adjacent"],
+        n=[2],
+        alpha=[0.1, 0.25, 0.5, 1.0],
+        top_terms=[0, 20],
     ),
-    "b_docexp_knn_rrf_default": (
-        docexp,
-        grid(
-            source=["knn"],
-            n=[1, 3, 5],
-            alpha=[0.1, 0.25, 0.5, 1.0],
-            top_terms=[0, 20],
-            fusion=["rrf"],
-            dense_weight=[DENSE_W],
-        ),
-    ),
-    "b_docexp_adjacent": (
-        docexp,
-        grid(
-            source=["adjacent"],
-            n=[2],
-            alpha=[0.1, 0.25, 0.5, 1.0],
-            top_terms=[0, 20],
-            fusion=["rrf", "zfull"],
-            dense_weight=[0.5, 0.6, 0.7, 0.8],
-        ),
-    ),
-    "b_docexp_adjacent_rrf_default": (
-        docexp,
-        grid(
-            source=["adjacent"],
-            n=[2],
-            alpha=[0.1, 0.25, 0.5, 1.0],
-            top_terms=[0, 20],
-            fusion=["rrf"],
-            dense_weight=[DENSE_W],
-        ),
-    ),
-    "e_term_weights_and_expansion": (
+    **with_product_fusion(
+        "e_term_weights_and_expansion",
         term_weighting,
-        grid(
-            power=[0, 1, 2, 4],
-            expand=[0, 3, 10],
-            gain=[0.25, 1.0],
-            fusion=["rrf", "zfull"],
-            dense_weight=[0.5, 0.6, 0.7, 0.8],
-        ),
-    ),
-    "e_term_weights_and_expansion_rrf_default": (
-        term_weighting,
-        grid(power=[0, 1, 2, 4], expand=[0, 3, 10], gain=[0.25, 1.0], fusion=["rrf"], dense_weight=[DENSE_W]),
+        power=[0, 1, 2, 4],
+        expand=[0, 3, 10],
+        gain=[0.25, 1.0],
     ),
     "d_hierarchical_dense": (
         hierarchical,
