@@ -187,15 +187,7 @@ class Ingestor:
                 report.skipped.append(Problem(name, f"document {item.id!r} {why}; skipped"))
                 continue
             seen.add(item.id)
-            item = self._redacted(item)
-            if known.get(item.id) == item.content_hash:
-                report.unchanged += 1
-            else:
-                report.chunks += self._write(item)
-                if item.id in known:
-                    report.updated += 1
-                else:
-                    report.added += 1
+            self._apply(self._redacted(item), known, report)
             done += 1
             if progress:
                 progress(item.id, done, 0)
@@ -250,14 +242,18 @@ class Ingestor:
             documents = [self.prepare(document) for document in documents]
         for document in map(self._redacted, documents):
             seen.add(document.id)
-            if known.get(document.id) == document.content_hash:
-                report.unchanged += 1
-                continue
-            report.chunks += self._write(document)
-            if document.id in known:
-                report.updated += 1
-            else:
-                report.added += 1
+            self._apply(document, known, report)
+
+    def _apply(self, document: Document, known: dict[str, str], report: IngestReport) -> None:
+        """Write `document` unless its hash is the one on record; count it unchanged, updated or added."""
+        if known.get(document.id) == document.content_hash:
+            report.unchanged += 1
+            return
+        report.chunks += self._write(document)
+        if document.id in known:
+            report.updated += 1
+        else:
+            report.added += 1
 
     def _redacted(self, document: Document) -> Document:
         """The document as the index may hold it (the KB_REDACT_INDEX_KINDS policy); redacting before
