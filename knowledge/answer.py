@@ -1,7 +1,8 @@
 """Question -> cited answer.
 
 Without a language model the answer is extractive: the sentences of the best passages that are
-closest to the question, each followed by the [n] of the source it came from. When even the
+closest to the question, each followed by the [n] of the source it came from; where a passage
+holds a question that restates the asker's (an FAQ entry), the sentences that follow it. When even the
 best passage is below `min_score`, the bot abstains and lists the closest documents instead.
 """
 
@@ -21,6 +22,9 @@ _LIST_MARK = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}")
 _SNIPPET_CHARS = 240
 _QUESTION_MARKS = ("?", "？")
+# A question in a passage this close to the asker's restates it (an FAQ entry's own question): its
+# answer is what follows it. MiniLM puts paraphrased questions at 0.8-0.95, related ones at 0.5-0.7.
+ECHO_MIN = 0.8
 
 
 def cite(hits: list[Hit]) -> list[Citation]:
@@ -56,24 +60,61 @@ def extractive_answer(
             abstained=True,
         )
     number = {c.uri: c.number for c in citations}
-    candidates: list[tuple[int, int, str]] = []  # (citation number, position, sentence)
-    for hit in hits[:3]:
+    candidates: list[tuple[int, int, str]] = []  # (citation number, position in its passage, sentence)
+    passage: list[int] = []  # which of the top hits each candidate came from
+    for rank, hit in enumerate(hits[:3]):
         for position, sentence in enumerate(_sentences(hit.text)):
             candidates.append((number[hit.link], position, sentence))
-    # A question in a passage (an FAQ entry's heading) is the closest sentence to the question and
-    # answers nothing: leave questions out while anything else is there.
-    statements = [c for c in candidates if not c[2].endswith(_QUESTION_MARKS)]
-    candidates = statements or candidates
+            passage.append(rank)
     if not candidates:
         chosen: list[tuple[int, int, str]] = []
     else:
-        scores = embedder.encode([s for _, _, s in candidates]) @ query
-        # A small preference for the better-ranked passage breaks near-ties sensibly.
-        scores = scores - 0.02 * np.array([n for n, _, _ in candidates], dtype=np.float32)
-        best = sorted(np.argsort(-scores)[:max_sentences].tolist())
-        chosen = sorted((candidates[i] for i in best), key=lambda c: (c[0], c[1]))
+        similarity = embedder.encode([s for _, _, s in candidates]) @ query
+        chosen = _faq_answer(candidates, passage, similarity, max_sentences) or _closest(
+            candidates, similarity, max_sentences
+        )
     text = " ".join(f"{sentence} [{n}]" for n, _, sentence in chosen) or f"{_snippet(hits[0].text)} [1]"
     return Answer(text=text, citations=citations, confidence=round(hits[0].score, 4))
+
+
+def _faq_answer(
+    candidates: list[tuple[int, int, str]], passage: list[int], similarity: Vectors, max_sentences: int
+) -> list[tuple[int, int, str]]:
+    """An FAQ entry: a question in a passage that restates the asker's is followed by its answer.
+
+    The sentences after the best such question, in its own passage, up to the next question; [] when
+    no question in the passages restates the asker's (cosine below ECHO_MIN) or nothing follows it.
+    """
+    echoes = [
+        i for i, c in enumerate(candidates) if c[2].endswith(_QUESTION_MARKS) and similarity[i] >= ECHO_MIN
+    ]
+    if not echoes:
+        return []
+    best = max(echoes, key=lambda i: float(similarity[i]))
+    answer = []
+    for i in range(best + 1, len(candidates)):
+        if passage[i] != passage[best] or candidates[i][2].endswith(_QUESTION_MARKS):
+            break
+        answer.append(candidates[i])
+        if len(answer) == max_sentences:
+            break
+    return answer
+
+
+def _closest(
+    candidates: list[tuple[int, int, str]], similarity: Vectors, max_sentences: int
+) -> list[tuple[int, int, str]]:
+    """The sentences closest to the question, in reading order; questions only if nothing else is there."""
+    # A question in a passage (an FAQ entry's heading) is the closest sentence to the question and
+    # answers nothing: leave questions out while anything else is there.
+    keep = [i for i, c in enumerate(candidates) if not c[2].endswith(_QUESTION_MARKS)] or list(
+        range(len(candidates))
+    )
+    scores = similarity[keep]
+    # A small preference for the better-ranked passage breaks near-ties sensibly.
+    scores = scores - 0.02 * np.array([candidates[i][0] for i in keep], dtype=np.float32)
+    best = np.argsort(-scores)[:max_sentences].tolist()
+    return sorted((candidates[keep[i]] for i in best), key=lambda c: (c[0], c[1]))
 
 
 def _sentences(text: str) -> list[str]:

@@ -42,3 +42,35 @@ def test_a_passage_of_questions_only_still_gives_an_answer(embedder: Embedder) -
         embedder.encode(["bike parking"])[0], hits, embedder=embedder, min_score=0.1, max_sentences=1
     )
     assert answer.text == "Where do I park my bike? [1]"
+
+
+NOTICE_TABLE = (
+    "| Length of vacation | Request at least |\n|---|---|\n"
+    "| Up to 2 days | 3 working days in advance |\n"
+    "| 3 to 10 consecutive working days | 2 weeks in advance |\n"
+    "| More than 10 consecutive working days | 6 weeks in advance |"
+)
+FAQ_ENTRY = (
+    "How many vacation days do I get? Full-time employees on a 5-day week get 30 working days per "
+    "calendar year; continuous three-shift workers get 2 more. Part-time staff get a pro-rata share. "
+    "Your balance is in PeopleHub > Time Off. Can I carry days over? Up to 5 days, until 31 March."
+)
+
+
+def test_an_faq_entry_restating_the_question_answers_with_what_follows_it(embedder: Embedder) -> None:
+    # `make run`'s first question: the table rows share more words with it than the FAQ's answer does.
+    question = "How many vacation days do I get?"
+    hits = [_hit(FAQ_ENTRY, 1, 0.67), _hit(NOTICE_TABLE, 2, 0.6)]
+    answer = extractive_answer(embedder.encode([question])[0], hits, embedder=embedder, min_score=0.1)
+    assert answer.text.startswith("Full-time employees on a 5-day week get 30 working days")
+    assert "Request at least" not in answer.text and "carry" not in answer.text  # the next entry's
+    assert answer.text.count("[1]") == 3
+
+
+def test_without_a_restated_question_the_closest_sentences_answer(embedder: Embedder) -> None:
+    question = "How far ahead must I request two weeks off?"
+    hits = [_hit(FAQ_ENTRY, 1, 0.6), _hit(NOTICE_TABLE, 2, 0.67)]
+    answer = extractive_answer(
+        embedder.encode([question])[0], hits, embedder=embedder, min_score=0.1, max_sentences=2
+    )
+    assert "2 weeks in advance" in answer.text
