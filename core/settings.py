@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     dense_weight: float = Field(default=0.7, ge=0.0)
     lexical_weight: float = Field(default=0.3, ge=0.0)
     fusion_candidates: int = Field(default=20, ge=1, le=1000, description="Results taken from each list.")
+    language_demotion: int = Field(
+        default=10,
+        ge=0,
+        description="Places a hit in another language than the question's moves down; 0: off.",
+    )
     redact_index_kinds: list[str] = Field(
         default_factory=lambda: ["SECRET", "CARD", "IBAN", "SSN", "CN_ID"],
         description="PII kinds removed before indexing (secrets always); contact data stays by default.",

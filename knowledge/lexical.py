@@ -48,6 +48,17 @@ def _stemmer() -> Any:
     return Stemmer.Stemmer("english")
 
 
+_LATIN = re.compile(r"[a-zà-öø-ÿ]", re.IGNORECASE)
+
+
+def is_chinese(text: str) -> bool:
+    """True when at least a third of the text's letters are CJK characters (a question or a passage
+    in Chinese, English product names in it or not)."""
+    cjk = len(_CJK.findall(text))
+    # A CJK character carries about a word: weigh it against Latin letters at 4 letters a word.
+    return cjk > 0 and 3 * cjk >= (cjk + len(_LATIN.findall(text)) / 4)
+
+
 def tokenize(text: str) -> list[str]:
     """Index terms of a text: stemmed English words, and Chinese characters with their bigrams."""
     words: list[str] = []

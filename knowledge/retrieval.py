@@ -25,7 +25,7 @@ import numpy as np
 from knowledge.catalog import Allowed, BoolArray, ChunkCatalog, Filters
 from knowledge.embeddings import Embedder, Vectors
 from knowledge.index import VectorIndex
-from knowledge.lexical import LexicalIndex
+from knowledge.lexical import LexicalIndex, is_chinese
 from knowledge.store import Store
 from knowledge.types import Hit, Question
 from privacy.access import can_read
@@ -49,6 +49,10 @@ class FusionConfig:
     dense_weight: float = 0.7
     lexical_weight: float = 0.3
     candidates: int = 20  # taken from each list before fusing (at least the k asked for)
+    # A hit whose language (Chinese or not) differs from the question's moves this many places down:
+    # the English-only embedding model puts a Chinese passage's few Latin words (product names) close to
+    # a short English question, which ranked the Chinese translation of a page above the page itself.
+    language_demotion: int = 10
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FusionConfig:
@@ -58,6 +62,7 @@ class FusionConfig:
             dense_weight=settings.dense_weight,
             lexical_weight=settings.lexical_weight,
             candidates=settings.fusion_candidates,
+            language_demotion=settings.language_demotion,
         )
 
 
@@ -133,7 +138,8 @@ class Retriever:
         scored, weights = self.candidates(question.text, query, fetch, allowed=allowed, mode=mode)
         fused = fuse(scored, weights, self.fusion)
         hits = self.store.hits(fused[: k * 3], query=query)
-        return _one_per_section([hit for hit, acl in hits if can_read(question.groups, acl)], k)
+        readable = [hit for hit, acl in hits if can_read(question.groups, acl)]
+        return _one_per_section(prefer_language(readable, question.text, self.fusion.language_demotion), k)
 
     def candidates(
         self,
@@ -183,6 +189,21 @@ class Retriever:
         # Built from different database states (an ingest in between): align by chunk id.
         allowed = set(self.catalog.ids[mask].tolist())
         return np.fromiter((int(i) in allowed for i in self.lexical.ids), dtype=bool, count=self.lexical.size)
+
+
+def prefer_language(hits: list[Hit], question: str, demotion: int) -> list[Hit]:
+    """`hits` (best first) with those in another language than `question` moved `demotion` places down.
+
+    Never drops a hit: when only the other language has the answer, it still comes, after at most
+    `demotion` hits in the question's language.
+    """
+    if demotion <= 0 or len(hits) < 2:
+        return hits
+    chinese = is_chinese(question)
+    other = [is_chinese(hit.text) != chinese for hit in hits]
+    # At a tie of places, the hit in the question's language goes first.
+    order = sorted(range(len(hits)), key=lambda i: (i + demotion * other[i], other[i], i))
+    return [hits[i] for i in order]
 
 
 def _one_per_section(hits: list[Hit], k: int) -> list[Hit]:

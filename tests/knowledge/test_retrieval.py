@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -11,10 +12,12 @@ from sqlalchemy import Engine
 from core.settings import Settings
 from knowledge.catalog import ChunkCatalog, ChunkMeta, Filters
 from knowledge.embeddings import Embedder
-from knowledge.retrieval import reciprocal_rank_fusion
+from knowledge.lexical import is_chinese
+from knowledge.retrieval import prefer_language, reciprocal_rank_fusion
 from knowledge.service import KnowledgeBase
 from knowledge.timefilter import extract_time_filter
-from knowledge.types import Question
+from knowledge.types import Hit, Question
+from tests.conftest import HANDBOOK
 
 NOW = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)  # a Thursday
 
@@ -144,3 +147,48 @@ def test_time_phrase_in_a_question_limits_by_updated_at(kb: KnowledgeBase) -> No
     answer = kb.ask(Question("VPN changes in the last 30 days"))
     assert answer.citations
     assert all(c.title == "VPN" for c in answer.citations)
+
+
+@pytest.mark.parametrize(
+    ("text", "chinese"),
+    [
+        ("What is the VPN address?", False),
+        ("VPN 怎么连接？", True),
+        ("最近三天的变更", True),
+        ("所有表单都在 IT 服务台门户 https://intranet.halden.example/servicedesk 的分类下。", True),
+        ("Install HaldenConnect (安装) to reach the intranet from home or from a hotel.", False),
+        ("", False),
+    ],
+)
+def test_chinese_text_is_told_by_its_share_of_cjk_characters(text: str, chinese: bool) -> None:
+    assert is_chinese(text) is chinese
+
+
+def _hit(chunk_id: int, text: str) -> Hit:
+    return Hit(chunk_id, 0.5, text, "s", f"a{chunk_id}", None, f"d{chunk_id}", "t", "u", NOW)
+
+
+def test_hits_in_the_other_language_move_down_but_are_never_dropped() -> None:
+    zh, en = "安装客户端后即可远程访问内网。", "Install the client to reach the intranet."
+    hits = [_hit(1, zh), _hit(2, en), _hit(3, en), _hit(4, zh)]
+    assert [h.chunk_id for h in prefer_language(hits, "How do I reach the intranet?", 10)] == [2, 3, 1, 4]
+    assert [h.chunk_id for h in prefer_language(hits, "How do I reach the intranet?", 1)] == [2, 1, 3, 4]
+    assert [h.chunk_id for h in prefer_language(hits, "怎么访问内网？", 10)] == [1, 4, 2, 3]
+    assert prefer_language(hits, "How do I reach the intranet?", 0) == hits
+    only_zh = [_hit(1, zh), _hit(4, zh)]
+    assert prefer_language(only_zh, "How do I reach the intranet?", 10) == only_zh
+
+
+def test_an_english_question_gets_the_english_page_before_its_translation(
+    settings: Settings, migrated: Engine, embedder: Embedder, tmp_path: Path
+) -> None:
+    # The handbook's VPN guide and its Chinese translation: the English-only embedding model rated the
+    # translation's Latin words (VPN, HaldenConnect, URLs) closer to this question than the guide.
+    root = tmp_path / "it"
+    root.mkdir()
+    for name in ("vpn-access.md", "vpn-access-zh.md"):
+        shutil.copy(HANDBOOK / "it" / name, root / name)
+    kb = KnowledgeBase(settings, migrated, embedder=embedder)
+    assert kb.ingest([root]).ok
+    assert all(not is_chinese(hit.text) for hit in kb.retrieve(Question("What is the VPN address?"), 3))
+    assert all(is_chinese(hit.text) for hit in kb.retrieve(Question("VPN 地址是什么？"), 3))
