@@ -17,7 +17,9 @@ from knowledge.embeddings import Embedder, Vectors
 from knowledge.types import Answer, Citation, Hit
 
 ABSTAIN_TEXT = "I could not find this in the knowledge base."
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])")
+# A sentence ends at . ! ? before a space, unless what follows starts in lower case or with a digit
+# (bold or not): "ext. 4410", "e.g. a badge", "approx. 5 days" go on.
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?!\**[a-z0-9])|(?<=[。！？])")
 _LIST_MARK = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}")
 _SNIPPET_CHARS = 240

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from knowledge.answer import extractive_answer
+from knowledge.answer import _sentences, extractive_answer
 from knowledge.embeddings import Embedder
 from knowledge.types import Hit
 
@@ -74,3 +74,16 @@ def test_without_a_restated_question_the_closest_sentences_answer(embedder: Embe
         embedder.encode([question])[0], hits, embedder=embedder, min_score=0.1, max_sentences=2
     )
     assert "2 weeks in advance" in answer.text
+
+
+def test_sentences_go_on_after_abbreviations_before_a_number_or_lower_case() -> None:
+    text = (
+        "Call the IT on-call on **ext. 4499** at night. For travel, e.g. to a customer, use the VPN. "
+        "Reports are paid on the 20th. Approval takes approx. 5 days."
+    )
+    assert _sentences(text) == [
+        "Call the IT on-call on **ext. 4499** at night.",
+        "For travel, e.g. to a customer, use the VPN.",
+        "Reports are paid on the 20th.",
+        "Approval takes approx. 5 days.",
+    ]
