@@ -2,7 +2,8 @@
 
 Each detector is a precompiled pattern that proposes candidates cheaply plus a validator that
 rejects look-alikes (checksums, valid dates, plausible ranges). :func:`candidates` runs them all;
-`privacy.redaction` settles overlaps between them and replaces what is left.
+`privacy.redaction` settles overlaps between them and replaces what is left. The secret detectors
+live in `privacy.secrets`.
 
 >>> [(s.kind.value, s.start, s.end) for s in candidates("mail bo@example.com or call +44 20 7946 0958")]
 [('PHONE', 28, 44), ('EMAIL', 5, 19)]
@@ -11,38 +12,17 @@ rejects look-alikes (checksums, valid dates, plausible ranges). :func:`candidate
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from datetime import date
-from enum import StrEnum
 
+from privacy.secrets import find_all, keyword_secrets, pem_blocks, tokens, url_passwords
+from privacy.spans import ALL_KINDS, Kind, Span
 
-class Kind(StrEnum):
-    """A kind of sensitive value; the value doubles as the placeholder's name, e.g. ``[EMAIL]``."""
-
-    EMAIL = "EMAIL"
-    PHONE = "PHONE"
-    CARD = "CARD"
-    IBAN = "IBAN"
-    SSN = "SSN"
-    CN_ID = "CN_ID"
-    IP = "IP"
-    SECRET = "SECRET"
-
-
-ALL_KINDS: frozenset[str] = frozenset(kind.value for kind in Kind)
-
-
-@dataclass(frozen=True, slots=True)
-class Span:
-    """A detected value: its kind and where it lies in the text (``text[start:end]``)."""
-
-    kind: Kind
-    start: int
-    end: int
+__all__ = [
+    "ALL_KINDS", "DETECTORS", "Kind", "Span", "candidates",
+    "card_network_ok", "cn_id_ok", "iban_ok", "luhn_ok", "ssn_ok",
+]  # fmt: skip
 
 
 # Boundaries are ASCII on purpose: `\b` and `\w` treat Chinese characters as word characters,
@@ -93,20 +73,6 @@ _COMBINED = re.compile(
 )
 _SEPARATED_GROUP = re.compile(r"\d+")
 
-# Tokens start with a literal (which `re` skips to quickly) and are searched only when a known
-# prefix is in the text; IBANs start at capital letters, which are rare in prose.
-_TOKEN = re.compile(
-    r"xox[abposr]-[0-9A-Za-z\-]{10,}|xapp-\d-[0-9A-Za-z\-]{10,}|AKIA[0-9A-Z]{16}|ASIA[0-9A-Z]{16}"
-    r"|gh[pousr]_[0-9A-Za-z]{36,251}|github_pat_[0-9A-Za-z_]{22,240}"
-    r"|sk-(?:proj-|svcacct-|admin-)?[0-9A-Za-z_\-]{20,200}|sk_(?:live|test)_[0-9A-Za-z]{16,}"
-    r"|rk_(?:live|test)_[0-9A-Za-z]{16,}|AIza[0-9A-Za-z_\-]{35}"
-    r"|eyJ[0-9A-Za-z_\-]{5,}\.eyJ[0-9A-Za-z_\-]{5,}\.[0-9A-Za-z_\-]*"
-)
-_TOKEN_END = re.compile(r"[0-9A-Za-z_\-]")
-_TOKEN_HINTS = (
-    "xox", "xapp-", "AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "sk-", "k_live_",
-    "k_test_", "AIza", "eyJ",
-)  # fmt: skip
 _IBAN = re.compile(r"[A-Z](?<![0-9A-Za-z_][A-Z])[A-Z]\d{2}(?: ?[0-9A-Z]){11,30}(?![0-9A-Za-z_])")
 
 _EMAIL = re.compile(
@@ -143,38 +109,7 @@ _IPV6 = re.compile(
 )
 _IPV6_HINT = re.compile(r":[0-9A-Fa-f]{0,4}:")
 
-_PEM_BEGIN = re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----")
-_BASE64_LINES = re.compile(r"(?:\s*[A-Za-z0-9+/=]{16,})*+")  # the body of a block cut off before its END
-# Secrets that only their context gives away: a key word, a separator, then a high-entropy value.
-_KEYWORD_SECRET = re.compile(
-    r"(?:(?i:(?<![A-Za-z])(?:password|passwd|passphrase|pwd|secret|token|credential|api[ _\-]?key|apikey"
-    r"|access[ _\-]?key|private[ _\-]?key)s?(?:[_\-][A-Za-z0-9]+)*)|密码|口令|令牌|密钥|秘钥)"
-    r"[\"']?\s*(?:[:=：]|是|为|(?i:\s+is\s+)|(?i:\s+was\s+))\s*[:：]?\s*[\"'“‘]?"
-    r"(?P<value>[A-Za-z0-9+/=_\-.~!@#$%^&*?]{16,512})"
-    r"|(?<![A-Za-z])(?i:bearer|basic) +(?P<bearer>[A-Za-z0-9+/=_\-.~]{16,2048})"
-)
-# A password in a URL's user information: scheme://user:password@host.
-_URL_PASSWORD = re.compile(r"://[^\s:/?#@]+:(?P<value>[^\s/?#@]+)@")  # starts with a literal: fast
 _USERINFO_BEFORE = re.compile(r"://[^\s/?#@:]*:$")
-_PLACEHOLDER = re.compile(r"(?i:\*+|x+|\.+|<[^>]*>|\[[A-Z_]+[0-9]*\]|\$\{?\w+\}?|password|pass|pwd|secret)")
-_SECRET_HINTS = (
-    "pass", "pwd", "secret", "token", "credential", "api", "access", "private", "bearer", "basic",
-    "密码", "口令", "令牌", "密钥", "秘钥",
-)  # fmt: skip
-_PLAIN_IDENTIFIER = re.compile(r"[A-Za-z]+(?:[._\-][A-Za-z]+)*")
-# Values that point at a secret rather than being one: $VAR, %VAR%, paths and URLs.
-_REFERENCE = re.compile(
-    r"\$[A-Z_][A-Z0-9_]*|%[A-Za-z_][A-Za-z0-9_]*%|[~.]?/\S*|[A-Za-z][A-Za-z0-9+.\-]*://\S*"
-)
-SECRET_MIN_ENTROPY = 3.0  # bits per character; random base62 of length 16 averages ~3.7
-
-
-def shannon_entropy(value: str) -> float:
-    """Bits of entropy per character of `value`, from its own character frequencies."""
-    if not value:
-        return 0.0
-    total = len(value)
-    return -sum(n / total * math.log2(n / total) for n in Counter(value).values())
 
 
 def luhn_ok(digits: str) -> bool:
@@ -232,17 +167,6 @@ def cn_id_ok(value: str) -> bool:
         return False
     check = (12 - sum(int(c) * w for c, w in zip(value[:17], _CN_ID_WEIGHTS, strict=True)) % 11) % 11
     return value[17].upper() == ("X" if check == 10 else str(check))
-
-
-def looks_like_secret(value: str) -> bool:
-    """A value next to a secret key word that is random enough to be a credential, not prose."""
-    if len(value) < 16 or _REFERENCE.fullmatch(value) or _PLAIN_IDENTIFIER.fullmatch(value):
-        return False  # too short, $DB_PASSWORD, /run/secrets/db, settings.SECRET_KEY, REPLACE_ME
-    kinds = {
-        "lower" if c.islower() else "upper" if c.isupper() else "digit" if c.isdigit() else "other"
-        for c in value
-    }
-    return len(kinds) >= 2 and shannon_entropy(value) >= SECRET_MIN_ENTROPY
 
 
 def _span(kind: Kind, match: re.Match[str], name: str) -> Span:
@@ -331,18 +255,6 @@ def _numbers(text: str) -> Iterator[Span]:
                 yield span
 
 
-def _tokens(text: str) -> Iterator[Span]:
-    if any(hint in text for hint in _TOKEN_HINTS):
-        for m in _TOKEN.finditer(text):
-            token, start, end = m.group(), m.start(), m.end()
-            # Boundaries are checked here, not in the pattern, so that its literal prefix stays first.
-            if (start and _TOKEN_END.match(text, start - 1)) or _TOKEN_END.match(text, end):
-                continue
-            if token.startswith("sk-") and not (any(c.isdigit() for c in token) and looks_like_secret(token)):
-                continue  # "sk-learn-contrib-…" is a project name, not a key
-            yield Span(Kind.SECRET, m.start(), m.end())
-
-
 def _ibans(text: str) -> Iterator[Span]:
     for m in _IBAN.finditer(text):
         length = _IBAN_LENGTHS.get(m.group()[:2])
@@ -360,7 +272,7 @@ def _ibans(text: str) -> Iterator[Span]:
 
 def _emails(text: str) -> Iterator[Span]:
     # Only the neighbourhood of each "@" is searched: the pattern's first character is too common.
-    ats = ((at - 65, at + 256) for at in _find_all(text, "@"))
+    ats = ((at - 65, at + 256) for at in find_all(text, "@"))
     for start, end in _windows(ats, len(text)):
         for m in _EMAIL.finditer(text, start, end):
             # In scheme://user:password@host the "address" is a password and a host name.
@@ -392,53 +304,8 @@ def _ipv6_ok(candidate: str) -> bool:
     return len(groups) >= 3 or any(len(g) >= 3 for g in groups)
 
 
-def _keyword_secrets(text: str) -> Iterator[Span]:
-    lowered = text.lower()
-    if len(lowered) == len(text):
-        # str.find of a few literals is far cheaper than a case-blind pattern over all the text.
-        starts = sorted({i for hint in _SECRET_HINTS for i in _find_all(lowered, hint)})
-        matches: Iterable[re.Match[str] | None] = (_KEYWORD_SECRET.match(text, start) for start in starts)
-    else:  # lower() moved some offsets (e.g. "İ" becomes two characters); search the text itself
-        matches = _KEYWORD_SECRET.finditer(text)
-    reach = 0
-    for m in matches:
-        if m is None or m.start() < reach:
-            continue
-        name = "value" if m.group("value") is not None else "bearer"
-        value = m.group(name).rstrip(".,;:")
-        reach = m.end()  # a value is never also the start of the next one ("password=password=…")
-        if looks_like_secret(value):
-            yield Span(Kind.SECRET, m.start(name), m.start(name) + len(value))
-
-
-def _url_passwords(text: str) -> Iterator[Span]:
-    if "://" in text:
-        for m in _URL_PASSWORD.finditer(text):
-            if not _PLACEHOLDER.fullmatch(m.group("value")):
-                yield _span(Kind.SECRET, m, "value")
-
-
-def _find_all(text: str, needle: str) -> Iterator[int]:
-    at = text.find(needle)
-    while at != -1:
-        yield at
-        at = text.find(needle, at + 1)
-
-
-def _pem_blocks(text: str) -> Iterator[Span]:
-    reach = 0
-    for m in _PEM_BEGIN.finditer(text) if "-----BEGIN" in text else ():
-        if m.start() < reach:
-            continue
-        closing = f"-----END {m.group(1)}PRIVATE KEY-----"
-        end = text.find(closing, m.end(), m.end() + 20_000)
-        body = _BASE64_LINES.match(text, m.end())
-        reach = end + len(closing) if end != -1 else body.end() if body else m.end()
-        yield Span(Kind.SECRET, m.start(), reach)
-
-
 DETECTORS: tuple[Callable[[str], Iterator[Span]], ...] = (
-    _numbers, _tokens, _ibans, _keyword_secrets, _pem_blocks, _url_passwords, _emails, _ipv6s
+    _numbers, tokens, _ibans, keyword_secrets, pem_blocks, url_passwords, _emails, _ipv6s
 )  # fmt: skip
 
 

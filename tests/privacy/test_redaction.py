@@ -24,7 +24,6 @@ from privacy.detectors import (
     cn_id_ok,
     iban_ok,
     luhn_ok,
-    shannon_entropy,
     ssn_ok,
 )
 from privacy.errors import RedactionConfigError
@@ -36,6 +35,7 @@ from privacy.redaction import (
     policy_for,
     resolve,
 )
+from privacy.secrets import shannon_entropy
 
 DATA = Path(__file__).parent / "data"
 CORPUS = DATA / "redaction_corpus.jsonl"
