@@ -87,15 +87,13 @@ def _faq_answer(
     The sentences after the best such question, in its own passage, up to the next question; [] when
     no question in the passages restates the asker's (cosine below ECHO_MIN) or nothing follows it.
     """
-    echoes = [
-        i for i, c in enumerate(candidates) if c[2].endswith(_QUESTION_MARKS) and similarity[i] >= ECHO_MIN
-    ]
+    echoes = [i for i, c in enumerate(candidates) if _is_question(c[2]) and similarity[i] >= ECHO_MIN]
     if not echoes:
         return []
     best = max(echoes, key=lambda i: float(similarity[i]))
     answer = []
     for i in range(best + 1, len(candidates)):
-        if passage[i] != passage[best] or candidates[i][2].endswith(_QUESTION_MARKS):
+        if passage[i] != passage[best] or _is_question(candidates[i][2]):
             break
         answer.append(candidates[i])
         if len(answer) == max_sentences:
@@ -109,14 +107,16 @@ def _closest(
     """The sentences closest to the question, in reading order; questions only if nothing else is there."""
     # A question in a passage (an FAQ entry's heading) is the closest sentence to the question and
     # answers nothing: leave questions out while anything else is there.
-    keep = [i for i, c in enumerate(candidates) if not c[2].endswith(_QUESTION_MARKS)] or list(
-        range(len(candidates))
-    )
+    keep = [i for i, c in enumerate(candidates) if not _is_question(c[2])] or list(range(len(candidates)))
     scores = similarity[keep]
     # A small preference for the better-ranked passage breaks near-ties sensibly.
     scores = scores - 0.02 * np.array([candidates[i][0] for i in keep], dtype=np.float32)
     best = np.argsort(-scores)[:max_sentences].tolist()
     return sorted((candidates[keep[i]] for i in best), key=lambda c: (c[0], c[1]))
+
+
+def _is_question(sentence: str) -> bool:
+    return sentence.endswith(_QUESTION_MARKS)
 
 
 def _sentences(text: str) -> list[str]:
