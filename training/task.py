@@ -233,12 +233,26 @@ class FactTask:
     """Draws examples of the task; the same seed draws the same examples.
 
     `facts` passages per context, each a different kind of fact, except that with probability
-    `distractor_p` one more fact of the asked kind about another office is added.
+    `distractor_p` one more fact of the asked kind about another office is added. `domains` limits the
+    kinds of fact to some domains ("it", "hr", "finance"): a public start that never saw the company's
+    finance facts has to learn them from the private data.
     """
 
-    def __init__(self, *, seed: int = 0, facts: int = 4, distractor_p: float = 0.25) -> None:
-        if facts < 1 or facts > len(ATTRIBUTES):
-            raise ValueError(f"facts must be between 1 and {len(ATTRIBUTES)}")
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        facts: int = 4,
+        distractor_p: float = 0.25,
+        domains: Sequence[str] | None = None,
+    ) -> None:
+        known = sorted({a.domain for a in ATTRIBUTES})
+        unknown = sorted(set(domains or ()) - set(known))
+        if unknown:
+            raise ValueError(f"unknown domains {unknown}; known: {known}")
+        self.attributes = tuple(a for a in ATTRIBUTES if domains is None or a.domain in domains)
+        if facts < 1 or facts > len(self.attributes):
+            raise ValueError(f"facts must be between 1 and {len(self.attributes)} for these domains")
         self.rng = random.Random(seed)
         self.facts = facts
         self.distractor_p = distractor_p
@@ -248,7 +262,7 @@ class FactTask:
 
     def example(self, document_id: str, *, example_id: str | None = None) -> QAExample:
         rng = self.rng
-        kinds = rng.sample(ATTRIBUTES, self.facts)
+        kinds = rng.sample(self.attributes, self.facts)
         offices = rng.sample(OFFICES, self.facts + 1)
         passages = [self._fact(a, o, value(a.values, rng)) for a, o in zip(kinds, offices, strict=False)]
         asked = rng.randrange(self.facts)
