@@ -322,27 +322,29 @@ def _eps_key(epsilon: float | None) -> str:
     return "none" if epsilon is None else f"{epsilon:g}"
 
 
-# The public starts the private step was run from (work/<folder>): which public run, and how it ended.
+# The public starts the private step was run from: the runs in work/<folder> whose names begin with
+# <prefix>, and the start's folder under work (<init>). Session 5 (one sweep, one students call on the H200):
+# "full" is the student's shape trained on the whole task, which it then reads better than the teacher
+# (so its ratio says nothing about distillation); "shift" never saw the finance facts (a third of the
+# private questions), so what it scores on them came through the private step. The headline is "shift".
 STARTS: dict[str, dict[str, str]] = {
-    "a": {
+    "shift": {
         "folder": "students",
-        "public_run": "s128x2-public",
-        "how": "lr 2e-3, 9,500 steps; best validation EM 0.883 (teacher_sweep.json)",
+        "prefix": "shift-",
+        "init": "student_public_shift",
+        "public_run": "s128x2-shift-lr1e-3",
+        "how": "IT and HR facts only (no finance), lr 1e-3, seed 5000, 9,500 steps; best validation EM "
+        "0.885 on its own domains (teacher_sweep.json)",
     },
-    "b": {
-        "folder": "students-b",
-        "public_run": "s128x2-public-lr1e-3-b",
-        "how": "lr 1e-3, seed 5001; stopped by the device call's limit at step 6,500 of 9,500; best "
-        "validation EM 0.928 (public_sweep_b.json)",
-    },
-    "c": {
-        "folder": "students-c",
+    "full": {
+        "folder": "students",
+        "prefix": "public-",
+        "init": "student_public",
         "public_run": "s128x2-public-lr1e-3",
-        "how": "lr 1e-3, seed 5000; stopped at step 6,500 like b; best validation EM 0.980; public-only "
-        "figures only: its private step did not fit (device time spent; on this CPU ε=8 reached step "
-        "167 of 432 in 36 minutes and was stopped)",
+        "how": "all three domains, lr 1e-3, seed 5000, 9,500 steps; best validation EM 1.000",
     },
 }
+HEADLINE_START = "shift"
 
 
 def _starts(work: Path) -> dict[str, dict[str, Any]]:
@@ -350,44 +352,34 @@ def _starts(work: Path) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for key, start in STARTS.items():
         folder = work / start["folder"]
-        if not folder.is_dir():
-            continue
         runs = {
-            f.stem: json.loads(f.read_text())
-            for f in sorted(folder.glob("public-*.json"))
-            if "variant" in json.loads(f.read_text())
+            f.stem: run
+            for f in sorted(folder.glob(f"{start['prefix']}*.json"))
+            if "variant" in (run := json.loads(f.read_text()))
         }
+        if not runs:
+            continue
         summary = (
             json.loads((folder / "students.json").read_text()) if (folder / "students.json").exists() else {}
         )
-        public_only = summary.get("public_only")
-        if public_only is None and (folder / "public_only.json").exists():
-            public_only = json.loads((folder / "public_only.json").read_text())
+        public_only = (summary.get("public_only") or {}).get(start["init"])
         found[key] = {**start, "runs": runs, "public_only": public_only, "summary": summary}
     return found
 
 
-def report(work: Path) -> dict[str, Any]:
-    from bench.distill_gpu import CANDIDATES, STUDENT, STUDENT_BATCH, VARIANTS
-
-    meta = signals_phase(work)
-    students_phase(work)
-    starts = _starts(work)
-    speed = speed_phase(work)
-    sweep_path = work / "teacher_sweep.json"
-    sweep = json.loads(sweep_path.read_text()) if sweep_path.exists() else {}
-    timing = starts["a"]["summary"]["timing_student"]
-    timing_100m = starts["a"]["summary"].get("timing_100m_gpu")
-    teacher_em = meta["teacher_test_em"]
-    chance = chance_exposure(CANDIDATES)
-    # Per ε, the run with the best validation EM over every start and learning rate (test plays no part).
-    candidates = [(key, name, run) for key, st in starts.items() for name, run in st["runs"].items()]
+def _per_epsilon(
+    start: dict[str, Any], teacher_em: float, chance: float, speed: dict[str, Any], modes: dict[str, Any]
+) -> dict[str, Any]:
+    """Per ε, the start's run with the best validation EM over its learning rates (test plays no part)."""
+    runs = start["runs"]
+    hooks, ghost = modes[AUTO_MODE_RUN], modes.get("student-ghost-b512", {})
     per_epsilon: dict[str, Any] = {}
-    for epsilon in sorted({run["epsilon"] for _, _, run in candidates}, key=lambda e: -1 if e is None else e):
-        key, name, run = max(
-            ((k, n, r) for k, n, r in candidates if r["epsilon"] == epsilon), key=lambda c: c[2]["valid_em"]
+    for epsilon in sorted({r["epsilon"] for r in runs.values()}, key=lambda e: -1 if e is None else e):
+        name, run = max(
+            ((n, r) for n, r in runs.items() if r["epsilon"] == epsilon), key=lambda c: c[1]["valid_em"]
         )
-        nodp = starts[key]["runs"][name.rsplit("-", 1)[0] + "-nodp"]
+        nodp = runs.get(name.rsplit("-", 1)[0] + "-nodp", {})
+        private = epsilon is not None
         per_epsilon[_eps_key(epsilon)] = {
             "student_teacher_em_ratio": run["test_em"] / teacher_em,
             "student_em": run["test_em"],
@@ -398,15 +390,22 @@ def report(work: Path) -> dict[str, Any]:
             "canary_exposure_max": run["canary_exposure_max"],
             "canary_exposures": run["canary_exposures"],
             "exposure_chance": chance,
-            # Step time is the same at every ε (only the noise's scale changes): measured alone.
-            "dp_step_time_ratio": timing["dp_step_time_ratio"] if epsilon is not None else 1.0,
-            "dp_peak_memory_ratio": run["peak_memory_bytes"] / max(1, nodp["peak_memory_bytes"]),
+            # Step time and memory are the same at every ε (only the noise's scale changes): measured
+            # alone on the H200 at the private step's batch, in the mode training.dp picks (hooks).
+            "dp_step_time_ratio": hooks["dp_step_time_ratio"] if private else 1.0,
+            "dp_step_time_ratio_ghost": ghost.get("dp_step_time_ratio") if private else 1.0,
+            "dp_step_peak_memory_ratio": hooks["dp_peak_memory_ratio"] if private else 1.0,
+            # The whole run's peak against the non-DP run of the same variant (runs side by side).
+            "dp_peak_memory_ratio": run["peak_memory_bytes"] / max(1, nodp.get("peak_memory_bytes", 0) or 1)
+            if nodp
+            else None,
             "student_teacher_tokens_per_s_ratio": speed["student_teacher_tokens_per_s_ratio"],
-            "start": key,
+            "start": start["key"],
             "run": name,
             "lr": run["lr"],
+            "epochs": run["epochs"],
             "valid_em": run["valid_em"],
-            "public_only_em": (starts[key]["public_only"] or {}).get("test_em"),
+            "public_only_em": (start["public_only"] or {}).get("test_em"),
             "epsilon_spent": run["epsilon_spent"],
             "delta": run["delta"],
             "noise_multiplier": run["noise_multiplier"],
@@ -415,6 +414,26 @@ def report(work: Path) -> dict[str, Any]:
             "train_time_s_shared": run["train_time_s"],
             "peak_memory_bytes": run["peak_memory_bytes"],
         }
+    return per_epsilon
+
+
+def report(work: Path) -> dict[str, Any]:
+    from bench.distill_gpu import CANDIDATES, STUDENT, STUDENT_BATCH, VARIANTS
+
+    meta = signals_phase(work)
+    students_phase(work)
+    starts = _starts(work)
+    speed = speed_phase(work)
+    modes = json.loads(DP_MODES.read_text())
+    sweep_path = work / "teacher_sweep.json"
+    sweep = json.loads(sweep_path.read_text()) if sweep_path.exists() else {}
+    teacher_em = meta["teacher_test_em"]
+    chance = chance_exposure(CANDIDATES)
+    by_start = {
+        key: _per_epsilon({**st, "key": key}, teacher_em, chance, speed, modes) for key, st in starts.items()
+    }
+    per_epsilon = by_start[HEADLINE_START]
+    candidates = [run for st in starts.values() for run in st["runs"].values()]
     results = {
         "teacher": {
             "params": next(
@@ -430,14 +449,14 @@ def report(work: Path) -> dict[str, Any]:
             "served_by": "vLLM 0.32.0 CPU, float32",
         },
         "student": {
-            "params": next((r["params"] for _, _, r in candidates), None),
+            "params": next((r["params"] for r in candidates), None),
             "shape": STUDENT.__dict__,
-            "public_pretraining": "fresh contexts of the task drawn with their own seeds (5000, 5001), "
-            "disjoint from the private pool (7000); labels are the answer spans; no teacher signal and "
-            "no private data",
+            "public_pretraining": "fresh contexts of the task drawn with their own seed (5000), disjoint "
+            "from the private pool (7000); labels are the answer spans; no teacher signal and no private "
+            "data; the headline start ('shift') saw only IT and HR facts",
             "private_step": {"batch": STUDENT_BATCH, "variants": VARIANTS},
-            "selection": "per ε, the run with the best validation EM on private held-out documents, over "
-            "every public start and learning rate",
+            "selection": "per ε, the headline start's run with the best validation EM on private held-out "
+            "documents, over its learning rates and epochs (per_epsilon_by_start: the same for each start)",
         },
         "starts": {
             key: {
@@ -454,23 +473,27 @@ def report(work: Path) -> dict[str, Any]:
         },
         "data": {k: meta[k] for k in DATA_KEYS if k in meta},
         "canaries": {"count": CANARIES, "repeats": REPEATS, "candidates": CANDIDATES},
+        "headline_start": HEADLINE_START,
         "per_epsilon": per_epsilon,
-        "timing_student": timing,
-        "timing_100m_gpu": timing_100m,
+        "per_epsilon_by_start": by_start,
+        "timing_auto": modes[AUTO_MODE_RUN],
+        "timing_modes": modes,
         "speed": speed,
-        "privacy_unit": candidates[0][2].get("privacy_unit"),
+        "privacy_unit": candidates[0].get("privacy_unit"),
         "notes": [
-            "private runs of one start trained side by side on one H200 (train_time_s_shared is not a "
-            "speed figure); dp_step_time_ratio comes from timing_student, each configuration alone",
-            "dp_peak_memory_ratio per ε: peak memory of the run against the non-DP run of the same start",
-            "ε = 4 and ε = 1 were only run from start a (the device time ran out): the ε curve mixes starts",
+            "private runs trained side by side on one H200 (train_time_s_shared is not a speed figure)",
+            "dp_step_time_ratio / dp_step_peak_memory_ratio: the 0.42M student's DP step (ε=8) against its "
+            "non-DP step at batch 512 in the mode training.dp picks (hooks), on the H200, each configuration "
+            "alone (timing_modes, bench/results/distill_dp_modes.json); dp_step_time_ratio_ghost is ghost "
+            "clipping's; dp_peak_memory_ratio is the whole run's peak against the non-DP run of the same "
+            "variant",
             "public_only is a start before any private data: per_epsilon minus public_only_em is what the "
             "private step added (or cost)",
+            "the 'full' start reads the task better than the teacher before any private step: its ratios "
+            "show that DP keeps what a start knows, not what distillation transfers",
         ],
     }
     _plot(results["starts"], RESULTS / "distill_epsilon.png", chance)
-    if DP_MODES.exists():
-        results = apply_dp_modes(results, json.loads(DP_MODES.read_text()))
     write_results("distill", results, summary=_summary(results))
     return results
 
@@ -481,41 +504,10 @@ DP_MODES = RESULTS / "distill_dp_modes.json"
 AUTO_MODE_RUN = "student-hooks-b512"  # what training.dp.choose_mode takes for the 0.42M student at batch 512
 
 
-def apply_dp_modes(results: dict[str, Any], modes: dict[str, Any]) -> dict[str, Any]:
-    """The step-time figures of the mode the product now takes ("auto": hooks when per-example gradients fit).
-
-    The ghost-clipping figure stays beside it (`dp_step_time_ratio_ghost`).
-    """
-    timing = modes[AUTO_MODE_RUN]
-    ghost = results.get("timing_student") or {}
-    per_epsilon = {
-        key: {
-            **row,
-            "dp_step_time_ratio": timing["dp_step_time_ratio"] if key != "none" else 1.0,
-            "dp_step_time_ratio_ghost": ghost.get("dp_step_time_ratio") if key != "none" else 1.0,
-            "dp_step_peak_memory_ratio": timing["dp_peak_memory_ratio"] if key != "none" else 1.0,
-        }
-        for key, row in results["per_epsilon"].items()
-    }
-    notes = [n for n in results.get("notes", []) if not n.startswith("dp_step_time_ratio: ")]
-    notes.append(
-        "dp_step_time_ratio: the 0.42M student's DP step (ε=8) against its non-DP step at batch 512 in the "
-        f"mode training.dp picks ({timing['eps8']['grad_sample_mode']}), on the H200, each configuration "
-        "alone (timing_modes); dp_step_time_ratio_ghost is the ghost-clipping figure (timing_student)"
-    )
-    return {
-        **results,
-        "per_epsilon": per_epsilon,
-        "timing_auto": timing,
-        "timing_modes": modes,
-        "notes": notes,
-    }
-
-
 def _summary(results: dict[str, Any]) -> str:
     per_epsilon, speed = results["per_epsilon"], results["speed"]
     teacher_em, chance = results["teacher"]["test_em_vllm"], per_epsilon["none"]["exposure_chance"]
-    timing = results.get("timing_auto") or results["timing_student"]
+    timing = results["timing_auto"]
     eight, none = per_epsilon.get("8", {}), per_epsilon.get("none", {})
     return (
         f"teacher 4.1M EM {teacher_em:.3f} (vLLM); 0.42M student/teacher EM ε=8 "
@@ -576,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--phase",
         default="all",
-        choices=["all", "teacher", "signals", "students", "speed", "report", "dp-modes"],
+        choices=["all", "teacher", "signals", "students", "speed", "report"],
     )
     parser.add_argument("--work", type=Path, default=WORK)
     args = parser.parse_args(argv)
@@ -591,12 +583,6 @@ def main(argv: list[str] | None = None) -> int:
         students_phase(work)
     if args.phase in ("all", "speed"):
         print(speed_phase(work))
-    if args.phase == "dp-modes":  # the committed results with DP_MODES applied, nothing rerun
-        results = apply_dp_modes(
-            json.loads((RESULTS / "distill.json").read_text()), json.loads(DP_MODES.read_text())
-        )
-        write_results("distill", results, summary=_summary(results))
-        return 0
     if args.phase in ("all", "report"):
         results = report(work)
         print(json.dumps(results["per_epsilon"], indent=2)[:3000])

@@ -386,6 +386,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "public-lr1e-3": {"init": "student_public", "epochs": 12, "lr": 1e-3},
     "shift-lr1e-3": {"init": "student_public_shift", "epochs": 12, "lr": 1e-3},
     "shift-lr3e-3": {"init": "student_public_shift", "epochs": 12, "lr": 3e-3},
+    # More passes under the same ε (more noise per step, three times the steps): a start that has never
+    # seen the finance facts has words to learn, not only a distribution to match.
+    "shift-e40-lr1e-3": {"init": "student_public_shift", "epochs": 40, "lr": 1e-3},
 }
 EPSILONS: tuple[float | None, ...] = (None, 8.0, 4.0, 1.0)
 CANDIDATES = 10_000
@@ -402,6 +405,18 @@ def _load_student(work: Path, init: str | None, tokenizer: Any) -> Any:
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(str(work / init), dtype=torch.float32)
+
+
+def em_by_domain(examples: list[QAExample], answers: list[str]) -> dict[str, float]:
+    """Exact match per domain of the question (training.task.question_domain)."""
+    from training.task import question_domain
+
+    groups: dict[str, tuple[list[str], list[str]]] = {}
+    for example, answer in zip(examples, answers, strict=True):
+        predicted, reference = groups.setdefault(question_domain(example.question) or "other", ([], []))
+        predicted.append(answer)
+        reference.append(example.answer)
+    return {domain: score(p, r).exact_match for domain, (p, r) in sorted(groups.items())}
 
 
 def train_student(work: Path, variant: str, epsilon: float | None, out: Path) -> dict[str, Any]:
@@ -468,6 +483,7 @@ def train_student(work: Path, variant: str, epsilon: float | None, out: Path) ->
         "final_loss": result.final_loss,
         "valid_em": valid_em,
         "test_em": scores.exact_match,
+        "test_em_by_domain": em_by_domain(test, answers),
         "test_f1": scores.f1,
         "teacher_agreement": agreement(answers, meta["teacher_answers"]),
         "canary_exposures": exposures,
@@ -502,6 +518,7 @@ def public_only(work: Path, folder: str = "student_public") -> dict[str, Any]:
     ]
     return {
         "test_em": scores.exact_match,
+        "test_em_by_domain": em_by_domain(test, answers),
         "test_f1": scores.f1,
         "teacher_agreement": agreement(answers, meta["teacher_answers"]),
         "canary_exposure": sum(exposures) / len(exposures),

@@ -229,6 +229,21 @@ def vocabulary() -> list[str]:
     return list(dict.fromkeys(words))
 
 
+def question_domain(question: str) -> str | None:
+    """The domain ("it", "hr", "finance") of a question the task asked, None for any other text.
+
+    >>> question_domain("what is the vpn gateway for helsinki")
+    'it'
+    """
+    for attribute in ATTRIBUTES:
+        for template in attribute.questions:
+            head, _, tail = template.partition("{e}")
+            rest = question[len(head) :]
+            if question.startswith(head) and rest.endswith(tail) and rest[: len(rest) - len(tail)] in OFFICES:
+                return attribute.domain
+    return None
+
+
 class FactTask:
     """Draws examples of the task; the same seed draws the same examples.
 

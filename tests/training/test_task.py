@@ -14,6 +14,7 @@ from training.task import (
     FactTask,
     build_tokenizer,
     make_canaries,
+    question_domain,
     random_secrets,
     vocabulary,
 )
@@ -53,6 +54,29 @@ def test_templates_cover_it_hr_and_finance_with_several_wordings() -> None:
     assert sum(len(a.questions) for a in ATTRIBUTES) >= 24
     with pytest.raises(ValueError, match="facts must be"):
         FactTask(facts=0)
+
+
+def test_domains_limit_the_kinds_of_fact_in_passages_and_questions() -> None:
+    finance_words = {w for a in ATTRIBUTES if a.domain == "finance" for t in a.facts for w in _words(t)}
+    finance_words -= {w for a in ATTRIBUTES if a.domain != "finance" for t in a.facts for w in _words(t)}
+    assert finance_words
+    examples = FactTask(seed=2, domains=("it", "hr")).examples(400)
+    assert {question_domain(e.question) for e in examples} == {"it", "hr"}
+    assert not any(finance_words & set(_words(p)) for e in examples for p in e.context)
+    everything = FactTask(seed=2).examples(400)
+    assert {question_domain(e.question) for e in everything} == {"it", "hr", "finance"}
+    assert FactTask(seed=2, domains=None).examples(20) == FactTask(seed=2).examples(20)
+    with pytest.raises(ValueError, match="unknown domains"):
+        FactTask(domains=("legal",))
+    with pytest.raises(ValueError, match="facts must be between 1 and 4"):
+        FactTask(domains=("it",), facts=5)
+
+
+def test_question_domain_reads_only_the_task_s_own_questions() -> None:
+    assert question_domain("what is the vpn gateway for helsinki") == "it"
+    assert question_domain("what is the vpn gateway for atlantis") is None
+    assert question_domain("what is the vpn gateway for helsinki today") is None
+    assert question_domain("") is None
 
 
 def test_canary_secrets_are_in_no_passage_and_have_the_canary_format() -> None:
