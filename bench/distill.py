@@ -23,13 +23,18 @@ rerun skips what is done; the same seeds regenerate the same data):
 5. report: bench/results/distill.json, bench/results/distill_epsilon.png, a BENCHMARKS.md row.
 
 How the committed figures were made (this machine has vLLM but no GPU; the lent H200 has a GPU but no
-vLLM; see NOTES.md, session 3): `python bench/distill_gpu.py teacher --out DIR` on the H200, DIR's
-teacher, student_public, tokenizer and teacher_sweep.json copied to ~/.cache/halden-kb/distill;
-`--phase signals` here (writes ~/.cache/halden-kb/distill/device); that folder, student_public and the
-opacus wheel carried to the H200 for `python bench/distill_gpu.py students --work W --out S`; S/*.json
-copied to ~/.cache/halden-kb/distill/students (start a). Starts b and c (`STARTS` below) are two more
-public runs at lr 1e-3 whose private step was run the same way (c on this CPU, with `student-one`),
-into students-b and students-c; then `python bench/distill.py` here (speed and report).
+vLLM; session 5, NOTES.md): `python bench/distill_gpu.py teacher --out DIR` on the H200 (the default plans:
+two teachers, the full public start and the first shift start), DIR's teacher, student_public,
+student_public_shift, tokenizer and teacher_sweep.json copied to ~/.cache/halden-kb/distill; `--phase
+signals` here (writes ~/.cache/halden-kb/distill/device); that folder, both starts and the opacus wheel
+carried to the H200 for `python bench/distill_gpu.py students --work W --out S --no-timing --variants
+public-lr2e-4,shift-lr1e-3,shift-lr3e-3,shift-e40-lr1e-3`, S/*.json copied to work/students. In a third
+call, `teacher --plans` with the four `s128x2-shift-lr*-s*` plans (its teacher_sweep.json saved here as
+work/teacher_sweep_shift2.json), then `students --variants shift-lr1e-3,shift-e40-lr1e-3,
+shift-b2048-e40-lr2e-3` from the best of them, into work/students-shift2 (`STARTS` below). Then
+`python bench/distill.py` here (speed and report). The DP step's time and memory come from
+bench/results/distill_dp_modes.json (`distill_gpu.py dp-timing-variants`, session 4, each configuration
+alone on the H200).
 """
 
 from __future__ import annotations
@@ -323,25 +328,36 @@ def _eps_key(epsilon: float | None) -> str:
 
 
 # The public starts the private step was run from: the runs in work/<folder> whose names begin with
-# <prefix>, and the start's folder under work (<init>). Session 5 (one sweep, one students call on the H200):
-# "full" is the student's shape trained on the whole task, which it then reads better than the teacher
-# (so its ratio says nothing about distillation); "shift" never saw the finance facts (a third of the
-# private questions), so what it scores on them came through the private step. The headline is "shift".
+# <prefix>, and the start's folder under work on the machine that ran them (<init>, the key of its
+# public-only figures in the folder's students.json). Session 5, on the H200: "full" is the student's shape
+# trained on the whole task, which it then reads better than the teacher, so its ratios show that DP keeps
+# what a start knows, not what distillation transfers. The "shift" starts never saw a finance fact (a third
+# of the private questions), so what they score on finance came through the private step; "shift" read
+# its own domains (IT, HR) fully, "shift-stalled" stalled at 0.885 on them as 3 of 4 seeds did.
 STARTS: dict[str, dict[str, str]] = {
     "shift": {
+        "folder": "students-shift2",
+        "prefix": "shift-",
+        "init": "student_public_shift",
+        "public_run": "s128x2-shift-lr0.001-s3",
+        "how": "IT and HR facts only, lr 1e-3, seed 5003, 8,101 steps in 200 s; validation EM 0.998 on its "
+        "own domains; the best of 4 seeds (the other three stalled at 0.888-0.891; "
+        "teacher_sweep_shift2.json)",
+    },
+    "shift-stalled": {
         "folder": "students",
         "prefix": "shift-",
         "init": "student_public_shift",
         "public_run": "s128x2-shift-lr1e-3",
-        "how": "IT and HR facts only (no finance), lr 1e-3, seed 5000, 9,500 steps; best validation EM "
-        "0.885 on its own domains (teacher_sweep.json)",
+        "how": "IT and HR facts only, lr 1e-3, seed 5000, 9,500 steps; validation EM 0.885 on its own "
+        "domains (teacher_sweep.json)",
     },
     "full": {
         "folder": "students",
         "prefix": "public-",
         "init": "student_public",
         "public_run": "s128x2-public-lr1e-3",
-        "how": "all three domains, lr 1e-3, seed 5000, 9,500 steps; best validation EM 1.000",
+        "how": "all three domains, lr 1e-3, seed 5000, 9,500 steps; validation EM 1.000 (teacher_sweep.json)",
     },
 }
 HEADLINE_START = "shift"
@@ -383,6 +399,7 @@ def _per_epsilon(
         per_epsilon[_eps_key(epsilon)] = {
             "student_teacher_em_ratio": run["test_em"] / teacher_em,
             "student_em": run["test_em"],
+            "student_em_by_domain": run.get("test_em_by_domain"),
             "student_f1": run["test_f1"],
             "teacher_em": teacher_em,
             "teacher_agreement": run["teacher_agreement"],
@@ -406,6 +423,7 @@ def _per_epsilon(
             "epochs": run["epochs"],
             "valid_em": run["valid_em"],
             "public_only_em": (start["public_only"] or {}).get("test_em"),
+            "public_only_em_by_domain": (start["public_only"] or {}).get("test_em_by_domain"),
             "epsilon_spent": run["epsilon_spent"],
             "delta": run["delta"],
             "noise_multiplier": run["noise_multiplier"],
@@ -418,7 +436,7 @@ def _per_epsilon(
 
 
 def report(work: Path) -> dict[str, Any]:
-    from bench.distill_gpu import CANDIDATES, STUDENT, STUDENT_BATCH, VARIANTS
+    from bench.distill_gpu import CANDIDATES, STUDENT, STUDENT_BATCH, VARIANTS, em_by_domain
 
     meta = signals_phase(work)
     students_phase(work)
@@ -440,6 +458,9 @@ def report(work: Path) -> dict[str, Any]:
                 (r["params"] for r in sweep.get("runs", []) if r["name"] == sweep.get("best")), None
             ),
             "test_em_vllm": teacher_em,
+            "test_em_by_domain_vllm": em_by_domain(
+                load_examples(work / "device" / "test.json"), meta["teacher_answers"]
+            ),
             "test_f1_vllm": meta["teacher_test_f1"],
             "test_em_torch_sweep_test_set": sweep.get("teacher_test_em_torch"),
             "sweep": [
@@ -509,15 +530,18 @@ def _summary(results: dict[str, Any]) -> str:
     teacher_em, chance = results["teacher"]["test_em_vllm"], per_epsilon["none"]["exposure_chance"]
     timing = results["timing_auto"]
     eight, none = per_epsilon.get("8", {}), per_epsilon.get("none", {})
+    full_eight = results["per_epsilon_by_start"].get("full", {}).get("8", {})
     return (
         f"teacher 4.1M EM {teacher_em:.3f} (vLLM); 0.42M student/teacher EM ε=8 "
         f"{eight.get('student_teacher_em_ratio', 0):.3f}, "
         f"no DP {none.get('student_teacher_em_ratio', 0):.3f} "
         f"(start {eight.get('start')}, public data only "
-        f"{(eight.get('public_only_em') or 0) / teacher_em:.3f}); canary exposure ε=8 "
+        f"{(eight.get('public_only_em') or 0) / teacher_em:.3f}; from the full start, which reads the task "
+        f"before any private data, ε=8 "
+        f"{full_eight.get('student_teacher_em_ratio', 0):.3f}); canary exposure ε=8 "
         f"{eight.get('canary_exposure', 0):.1f} vs no DP {none.get('canary_exposure', 0):.1f} bits "
         f"(chance {chance:.1f}); DP step {timing['dp_step_time_ratio']:.2f}x, memory "
-        f"{eight.get('dp_peak_memory_ratio', 0):.2f}x; student serves "
+        f"{timing['dp_peak_memory_ratio']:.2f}x; student serves "
         f"{speed['student_teacher_tokens_per_s_ratio']:.1f}x faster"
     )
 

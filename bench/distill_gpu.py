@@ -409,6 +409,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # mean gradient is about 3x smaller, at a quarter of the steps.
     "shift-b2048-e40-lr2e-3": {"init": "student_public_shift", "epochs": 40, "lr": 2e-3, "batch": 2048},
 }
+# The ε=8 recipe search of session 5 from the best shift start (run at ε=8 only; validation picks).
+_SHIFT = {"init": "student_public_shift", "epochs": 40, "lr": 2e-3, "batch": 2048}
+VARIANTS |= {
+    "shift-b2048-e40-lr4e-3": {**_SHIFT, "lr": 4e-3},
+    "shift-b4096-e40-lr3e-3": {**_SHIFT, "lr": 3e-3, "batch": 4096},
+    "shift-b4096-e40-lr6e-3": {**_SHIFT, "lr": 6e-3, "batch": 4096},
+    "shift-b1024-e40-lr2e-3": {**_SHIFT, "batch": 1024},
+    "shift-b2048-e20-lr3e-3": {**_SHIFT, "epochs": 20, "lr": 3e-3},
+    "shift-b2048-e40-lr2e-3-t1": {**_SHIFT, "temperature": 1.0},
+    "shift-b2048-e40-lr2e-3-a03": {**_SHIFT, "alpha": 0.3},
+    "shift-b2048-e40-lr2e-3-c01": {**_SHIFT, "max_grad_norm": 0.1},
+}
+LOSS_KEYS = ("temperature", "alpha", "max_grad_norm")
 EPSILONS: tuple[float | None, ...] = (None, 8.0, 4.0, 1.0)
 CANDIDATES = 10_000
 
@@ -466,6 +479,7 @@ def train_student(work: Path, variant: str, epsilon: float | None, out: Path) ->
         device=device(),
         checkpoint_every=10**9,
         max_noise_multiplier=50.0,
+        **{k: plan[k] for k in LOSS_KEYS if k in plan},
     )
     result = distill(
         model,
@@ -490,6 +504,7 @@ def train_student(work: Path, variant: str, epsilon: float | None, out: Path) ->
         "lr": plan["lr"],
         "epochs": plan["epochs"],
         "batch": plan.get("batch", STUDENT_BATCH),
+        **{k: plan[k] for k in LOSS_KEYS if k in plan},
         "epsilon": epsilon,
         "epsilon_spent": result.epsilon_spent,
         "delta": result.delta,
