@@ -10,6 +10,9 @@ no Slack groups and the configured KB_BOT_USER_GROUPS alone apply (and the call 
 until the cache time has passed). A channel is public unless `conversations.info` says it is
 private or a group DM; then its members (`conversations.members`, our own bot user left out) are
 its audience. Whenever Slack cannot tell, the answer is None: the public rule, the strictest one.
+
+`warm` learns at start which of the bot's channels are public from `users.conversations` (one call
+per 1000 channels), so that the first question in each after a restart does not wait for Slack.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 log = logging.getLogger(__name__)
 
 MAX_MEMBERS = 1000  # beyond this a channel is as good as public: its members share no group anyway
+WARM_PAGES = 10  # `warm` reads at most this many pages of 1000 channels
 
 
 class SlackDirectory:
@@ -45,10 +49,12 @@ class SlackDirectory:
         self._audiences: dict[str, tuple[float, asyncio.Future[tuple[str, ...] | None]]] = {}
 
     async def groups(self, user: str) -> frozenset[str]:
-        return (await self._all_groups()).get(user, frozenset())
+        # Shielded: the lookup is shared, and one asker's answer being cancelled (it lost its event's
+        # claim) must not cancel it for the others, nor leave a cancelled lookup in the cache.
+        return (await asyncio.shield(self._all_groups())).get(user, frozenset())
 
     async def audience(self, channel: str) -> tuple[str, ...] | None:
-        return await self._audience(channel)
+        return await asyncio.shield(self._audience(channel))
 
     def prefetch(self, *, channel: str | None = None, user: str | None = None) -> None:
         """Start the lookups an answer in `channel` (or to `user` in private) needs, without waiting.
@@ -62,9 +68,39 @@ class SlackDirectory:
         if user:
             self._all_groups()
 
+    async def warm(self) -> int:
+        """Cache the bot's public channels as public (`users.conversations`); returns how many.
+
+        Private channels stay lazy: their members take a call per channel. A failure caches nothing.
+        """
+        public: list[str] = []
+        cursor = ""
+        for _ in range(WARM_PAGES):
+            paging = {"cursor": cursor} if cursor else {}
+            page = await self._call(
+                "users.conversations", types="public_channel", exclude_archived="true", limit="1000", **paging
+            )
+            if page is None:
+                break
+            for channel in page.get("channels") or []:
+                if channel.get("id") and not (
+                    channel.get("is_private") or channel.get("is_mpim") or channel.get("is_im")
+                ):
+                    public.append(str(channel["id"]))
+            cursor = str((page.get("response_metadata") or {}).get("next_cursor") or "")
+            if not cursor:
+                break
+        now = self._clock()
+        for channel in public:
+            if channel not in self._audiences:
+                known: asyncio.Future[tuple[str, ...] | None] = asyncio.get_running_loop().create_future()
+                known.set_result(None)
+                self._audiences[channel] = (now, known)
+        return len(public)
+
     def _all_groups(self) -> asyncio.Future[dict[str, frozenset[str]]]:
         now = self._clock()
-        if self._groups is None or now - self._groups[0] >= self.ttl_s:
+        if self._groups is None or now - self._groups[0] >= self.ttl_s or self._groups[1].cancelled():
             # Cache the lookup itself: questions arriving together share one call to Slack.
             self._groups = (now, asyncio.ensure_future(self._load_groups()))
         return self._groups[1]
@@ -72,7 +108,7 @@ class SlackDirectory:
     def _audience(self, channel: str) -> asyncio.Future[tuple[str, ...] | None]:
         now = self._clock()
         cached = self._audiences.get(channel)
-        if cached is None or now - cached[0] >= self.ttl_s:
+        if cached is None or now - cached[0] >= self.ttl_s or cached[1].cancelled():
             cached = (now, asyncio.ensure_future(self._load_audience(channel)))
             self._audiences[channel] = cached
         return cached[1]

@@ -111,3 +111,49 @@ async def test_a_prefetch_starts_the_lookup_that_the_answer_then_shares() -> Non
         assert await directory.audience("C0SECRET") == ("U0ANNA",)
         assert await directory.groups("U0ANNA") == {"hr"}
         assert len(slack.calls_to("conversations.info")) == len(slack.calls_to("usergroups.list")) == 1
+
+
+async def test_an_asker_whose_answer_is_cancelled_leaves_the_shared_lookup_to_the_others() -> None:
+    """An answer is cancelled when its event's claim is lost; its lookups are others' too."""
+    async with FakeSlack() as slack:
+        directory = SlackDirectory(AsyncWebClient(token="xoxb-t", base_url=slack.api_url), ttl_s=60)
+        slack.canned["usergroups.list"] = GROUPS
+        slack.canned["conversations.info"] = private("C0PRIV")
+        slack.canned["conversations.members"] = {"ok": True, "members": ["U0ANNA", "U0BEN"]}
+        losers = [
+            asyncio.ensure_future(directory.groups("U0BEN")),
+            asyncio.ensure_future(directory.audience("C0PRIV")),
+        ]
+        await asyncio.sleep(0)  # both are waiting for Slack now
+        for loser in losers:
+            loser.cancel()
+        assert await directory.groups("U0BEN") == {"hr", "it"}
+        assert await directory.audience("C0PRIV") == ("U0ANNA", "U0BEN")
+        assert len(slack.calls_to("usergroups.list")) == 1 and len(slack.calls_to("conversations.info")) == 1
+
+
+async def test_warming_learns_the_public_channels_so_their_first_question_asks_slack_nothing() -> None:
+    async with FakeSlack() as slack:
+        directory = SlackDirectory(AsyncWebClient(token="xoxb-t", base_url=slack.api_url), ttl_s=60)
+        slack.canned["users.conversations"] = [
+            {"ok": True, "channels": [{"id": "C0PUB1"}, {"id": "C0ODD", "is_private": True}],
+             "response_metadata": {"next_cursor": "page2"}},
+            {"ok": True, "channels": [{"id": "C0PUB2", "is_private": False}]},
+        ]  # fmt: skip
+        slack.canned["conversations.info"] = private("C0ODD")
+        slack.canned["conversations.members"] = {"ok": True, "members": ["U0ANNA"]}
+        assert await directory.warm() == 2
+        assert await directory.audience("C0PUB1") is None and await directory.audience("C0PUB2") is None
+        assert slack.calls_to("conversations.info") == []
+        assert await directory.audience("C0ODD") == ("U0ANNA",), "a private channel is still looked up"
+        assert slack.calls_to("users.conversations")[1]["cursor"] == "page2"
+
+
+async def test_warming_without_the_scope_caches_nothing() -> None:
+    async with FakeSlack() as slack:
+        directory = SlackDirectory(AsyncWebClient(token="xoxb-t", base_url=slack.api_url), ttl_s=60)
+        slack.canned["users.conversations"] = {"ok": False, "error": "missing_scope"}
+        slack.canned["conversations.info"] = private("C0PRIV")
+        slack.canned["conversations.members"] = {"ok": True, "members": ["U0ANNA"]}
+        assert await directory.warm() == 0
+        assert await directory.audience("C0PRIV") == ("U0ANNA",)
