@@ -8,17 +8,19 @@ by default). Slack's Web API is the recording fake of the tests (tests/bot/fake_
 model is FakeLLM streaming a cited answer (about 20 ms of "writing"). The load generator sends
 `--events` app_mention events, each delivered `--deliveries` times (the later ones with
 X-Slack-Retry-Num, as Slack redelivers), correctly signed, at most `--concurrency` requests in flight.
+The events come from 10 public channels, which Slack lists to the bot (users.conversations) as it
+lists a member's channels.
 
 Two phases per server. First the load above: the acks, end to end, duplicates and the wall-clock
 overhead at `--concurrency`. Then `--serial-events` more events at concurrency 1 (each event's
 deliveries, then wait for its answer before the next), which give the overhead without queueing
 and the bot's CPU per event.
 
-- ack: time for each delivery's HTTP request to be answered (bolt's signature check, the workspace
-  check, the event claim in the database, the listener). Before the clock starts, `--concurrency`
-  warm-up requests open the connections the load keeps alive and every request is signed: opening
-  50 connections at once took this load generator 130-150 ms even against a server that answers
-  200 at once, which is the load generator's time, not the bot's;
+- ack: time for each delivery's HTTP request to be answered (the signature and workspace checks, the
+  event claim in the database; bolt's dispatch for what the bot does not answer itself). Before the
+  clock starts, `--concurrency` warm-up requests open the connections the load keeps alive and
+  every request is signed: opening 50 connections at once took this load generator 130-150 ms even
+  against a server that answers 200 at once, which is the load generator's time, not the bot's;
 - end to end: from an event's first delivery to the final chat.update of its answer at the fake;
 - overhead: measured in the server, from the first delivery's arrival to the moment the final
   chat.update leaves for Slack, less the time spent inside the AnswerService (input guard,
@@ -38,6 +40,9 @@ and the bot's CPU per event.
     alone's concurrency-1 phase: everything the bot spends on one event (4 deliveries, 2 Web API
     calls, 4 database writes), with no retrieval and no model. `server_cpu_ms_per_event(_by_thread)`
     give the same for each phase and side; at 50 concurrent it is lower (work batches per loop turn);
+  - `overhead_before_answer_*` and `overhead_after_answer_*`: the wall figure's two parts, up to
+    the AnswerService's start (the request, the access check's channel lookup) and after its answer
+    (recording the question, rendering, the final update leaving);
 - `overhead_with_slack_*`: end to end (at the fake) less the AnswerService time: the wall figure
   plus the fake Slack API's response times, which on this machine share the CPUs with the server;
 - duplicate answers (both phases): final answers beyond one per event, plus "searching…" messages
@@ -108,6 +113,7 @@ QUESTIONS = [
 ]
 ANSWER = "Follow the steps on the handbook page: open the portal, choose the option and confirm [1]."
 SERIAL_THREAD = "1700002000."  # the events of the concurrency-1 phase
+CHANNELS = 10  # public channels the events come from
 TARGETS = {"ack_p99_ms": 100.0, "overhead_p95_ms": 20.0, "duplicate_answers": 0}
 
 
@@ -132,16 +138,17 @@ class TimedAnswers:
     def __init__(self, inner: KnowledgeBaseAnswers | CannedAnswers) -> None:
         self.inner = inner
         self.seconds: dict[str, float] = {}
+        self.began: dict[str, float] = {}  # perf_counter when each question's answer started
 
     async def answer(self, question: Question) -> Answer:
-        started = time.perf_counter()
+        started = self.began[question.thread or ""] = time.perf_counter()
         try:
             return await self.inner.answer(question)
         finally:
             self.seconds[question.thread or ""] = time.perf_counter() - started
 
     async def stream(self, question: Question) -> AsyncIterator[str | Answer]:
-        started = time.perf_counter()
+        started = self.began[question.thread or ""] = time.perf_counter()
         async for part in self.inner.stream(question):
             if isinstance(part, Answer):
                 self.seconds[question.thread or ""] = time.perf_counter() - started
@@ -197,7 +204,7 @@ def sign(body: bytes) -> dict[str, str]:
 def event_body(n: int, *, thread: str = "1700001000.") -> bytes:
     ts = f"{thread}{n:06d}"
     event = {
-        "type": "app_mention", "user": f"U{n % 37:04d}", "channel": f"C0BENCH{n % 10}", "ts": ts,
+        "type": "app_mention", "user": f"U{n % 37:04d}", "channel": f"C0BENCH{n % CHANNELS}", "ts": ts,
         "event_ts": ts, "text": f"<@UBOT> {QUESTIONS[n % len(QUESTIONS)]}",
     }  # fmt: skip
     return json.dumps({
@@ -298,9 +305,17 @@ async def serve(args: argparse.Namespace) -> None:
             for thread, sent in sender.final_sent.items()
             if thread in arrivals and thread in answers.seconds
         }
+        # The same split at the AnswerService: before it started, and after it ended.
+        before = {thread: (answers.began[thread] - arrivals[thread]) * 1000 for thread in overhead}
+        after = {
+            thread: (sent - answers.began[thread] - answers.seconds[thread]) * 1000
+            for thread, sent in sender.final_sent.items()
+            if thread in overhead
+        }
         return web.json_response({
             "service_s": answers.seconds, "server_ack_ms": acks, "loop_lag_ms": lags,
             "cpu_s": time.process_time() - cpu_at_start, "server_overhead_ms": overhead,
+            "overhead_before_answer_ms": before, "overhead_after_answer_ms": after,
             "thread_cpu_s": thread_cpu(since=threads_at_start), "gc_pauses_ms": gc_pauses,
         })  # fmt: skip
 
@@ -319,6 +334,10 @@ async def serve(args: argparse.Namespace) -> None:
 
 async def run(args: argparse.Namespace, workdir: Path, side: str) -> dict[str, Any]:
     async with FakeSlack() as slack:
+        # The bot is a member of the public channels it is mentioned in, as on Slack, which lists
+        # them to it (the bot learns them at start: bot/slack/directory.py's `warm`).
+        channels = [{"id": f"C0BENCH{n}", "is_private": False} for n in range(CHANNELS)]
+        slack.canned["users.conversations"] = {"ok": True, "channels": channels}
         profile = ["-m", "cProfile", "-o", f"{args.profile}.{side}"] if args.profile else []
         command = [sys.executable, *profile, __file__, "--serve", "--side", side]
         command += ["--slack-api", slack.api_url]
@@ -390,6 +409,15 @@ def _server_figures(
         "server_loop_lag_p99_ms": round(percentile(lags, 99), 2),
         "overhead_wall_p50_ms": round(percentile(overhead, 50), 2),
         "overhead_wall_p95_ms": round(percentile(overhead, 95), 2),
+        # The wall overhead's two parts: up to the AnswerService's start, and after its answer.
+        **{
+            f"overhead_{part}_answer_p{q}_ms": round(percentile(values, q), 2)
+            for part in ("before", "after")
+            for values in [
+                [ms for thread, ms in final[f"overhead_{part}_answer_ms"].items() if not _serial(thread)]
+            ]
+            for q in (50, 95)
+        },
         # All the server's CPU (every thread, retrieval included) over the phase, per event; a few
         # answers may still be finishing when it ends, so it is a slight undercount.
         "server_cpu_ms_per_event": round(loaded["cpu_s"] * 1000 / args.events, 2),

@@ -172,13 +172,20 @@ class Conversation:
                 return plain(message, ok=False)
         raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
 
-    async def stream(self, incoming: Incoming) -> AsyncIterator[Draft | RenderedReply]:
+    async def stream(
+        self, incoming: Incoming, *, admitted: Callable[[], Awaitable[object]] | None = None
+    ) -> AsyncIterator[Draft | RenderedReply]:
         """Like `handle`, but a question's answer comes as Drafts while it is written, then the reply.
 
-        Commands, and answer services that cannot stream, yield the final reply only.
+        Commands, and answer services that cannot stream, yield the final reply only. `admitted`,
+        when given, is awaited before anything is written (a command run, a question recorded):
+        a platform that starts the answer before it knows the event is its own to answer raises
+        there when it is not (e.g. bot/errors.py's NotClaimed), and nothing is kept of it.
         """
         command = parse(incoming.text)
         if not isinstance(command, Ask) or not isinstance(self.answers, StreamingAnswerService):
+            if admitted is not None:
+                await admitted()
             yield await self.handle(incoming)
             return
         service = self.answers
@@ -196,6 +203,8 @@ class Conversation:
         if final is None:
             yield plain(_UNAVAILABLE, ok=False)
             return
+        if admitted is not None:
+            await admitted()
         yield await self._render(incoming, command.text, final)
 
     async def ask(self, incoming: Incoming, text: str) -> RenderedReply:

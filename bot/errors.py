@@ -11,3 +11,10 @@ class BotError(KBError):
 
 class ChatPlatformError(BotError):
     """A chat platform's API refused or failed a call (Slack Web API, Teams connector)."""
+
+
+class NotClaimed(BotError):
+    """This delivery lost its event's claim (a redelivery, or another replica had it): post nothing.
+
+    Raised inside an answer started before its claim was settled, where it would otherwise post.
+    """

@@ -93,6 +93,11 @@ class SlackBot:
         return await self.handlers.handled(event_id)
 
 
+async def _warm(directory: SlackDirectory) -> None:
+    """Learn the bot's public channels (SlackDirectory.warm); without them, each is looked up later."""
+    log.info("%d public Slack channels known before their first question", await directory.warm())
+
+
 def _well_formed(body: object) -> bool:
     """The shape bolt's own middleware assumes; anything else would end in a 500 inside bolt."""
     if not isinstance(body, dict):
@@ -165,6 +170,9 @@ def mount_slack(
     async def start(_app: web.Application) -> None:
         # One pooled session for every Web API call: slack_sdk opens a new one per call otherwise.
         bot.bolt.client.session = aiohttp.ClientSession()
+        directory = bot.conversation.directories.get(PLATFORM)
+        if isinstance(directory, SlackDirectory):  # beside the first sweep, not before the requests
+            bot.tasks.spawn(_warm(directory), name="slack-directory-warm")
         # The first round before any request (module docstring); a failure is the sweep's to retry.
         try:
             await bot.handlers.recover()

@@ -8,6 +8,12 @@ renews; `recover` re-runs claims whose replica died after the ack (see bot/store
 middleware starts the Slack directory lookups the answer's access check will need, so that on a
 cold cache they run while the event is being claimed rather than after.
 
+The answer does not wait for the claim: the first delivery this process sees of a question starts
+answering it (access check, retrieval, the model) while its claim is being written, and whatever
+the answer would post or record waits until the claim holds. A delivery whose claim is lost (a
+redelivery after a restart, another replica's copy) posts and records nothing: its answer is
+cancelled. Under load the claim's write then costs the answer no time at all.
+
 Answers stream: "searching…" is posted in the thread, then replaced by drafts of the answer at
 most once per KB_BOT_STREAM_INTERVAL_S, then by the final Block Kit answer (bot/slack/streaming.py).
 Slash commands answer through response_url, final answer only.
@@ -16,6 +22,7 @@ Slash commands answer through response_url, final answer only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -29,7 +36,7 @@ from slack_bolt.response import BoltResponse
 
 from bot.commands import Ask, parse
 from bot.conversation import Conversation
-from bot.errors import ChatPlatformError
+from bot.errors import ChatPlatformError, NotClaimed
 from bot.slack.blocks import ACTION_IDS, SOURCE_ACTION, SlackMessage, home_view, sources_message, to_messages
 from bot.slack.directory import SlackDirectory
 from bot.slack.sender import SEARCHING, SlackSender
@@ -49,6 +56,7 @@ _FOREIGN_TEAM = "This bot is not installed in your workspace, so it cannot answe
 _PERSON_SUBTYPES = {None, "file_share", "thread_broadcast"}
 
 SEEN_EVENTS = 10_000
+ANSWERING = "kb_answering"  # in bolt's context: `guard` started the event's answer with its claim
 Next = Callable[[], Awaitable[None]]
 
 
@@ -133,9 +141,10 @@ class SlackHandlers:
             if incoming is not None and not self.seen(event_id):
                 self._prefetch(incoming)
             # A claim that fails (database down) raises: Slack gets a 500 and delivers the event again.
-            if not await self._claim(key, incoming):
+            if not await self._claim(key, incoming, answer=True):
                 log.info("event %s was already handled: ignoring the redelivery", event_id)
                 return BoltResponse(status=200, body="")
+            context[ANSWERING] = incoming is not None  # `on_event` has nothing left to start
         await next()
         return None
 
@@ -168,8 +177,12 @@ class SlackHandlers:
             return False
         return True
 
-    async def _claim(self, key: str, incoming: Incoming | None) -> bool:
-        """True for the first delivery; copies arriving while its claim is written wait for that one."""
+    async def _claim(self, key: str, incoming: Incoming | None, *, answer: bool = False) -> bool:
+        """True for the first delivery; copies arriving while its claim is written wait for that one.
+
+        With `answer`, a question's answer starts while the claim is written (module docstring):
+        cancelled unless the claim holds.
+        """
         pending = self._claiming.get(key)
         if pending is not None:
             await asyncio.shield(pending)  # the first delivery's outcome, errors included
@@ -178,10 +191,17 @@ class SlackHandlers:
             return False
         claim = self.store.start(self.store.claim_event, key, incoming, lease_s=self.lease_s)
         self._claiming[key] = claim
+        answering = None
+        if answer and incoming is not None:
+            work = self.answer_in_thread(incoming, key=key, claim=claim)
+            answering = self.tasks.spawn(work, name=f"slack-{key}")
+        first = False
         try:
             first = await claim
         finally:
             del self._claiming[key]
+            if not first and answering is not None:
+                answering.cancel()  # lost, failed or cancelled: it must post nothing
         self._remember(key)
         return first
 
@@ -191,9 +211,9 @@ class SlackHandlers:
         while len(self._seen) > SEEN_EVENTS:
             self._seen.popitem(last=False)
 
-    async def on_event(self, event: dict[str, Any], body: dict[str, Any]) -> None:
+    async def on_event(self, event: dict[str, Any], body: dict[str, Any], context: AsyncBoltContext) -> None:
         incoming = incoming_from_event(event)
-        if incoming is not None:
+        if incoming is not None and not context.get(ANSWERING):
             key = f"{PLATFORM}:{body.get('event_id')}"
             self.tasks.spawn(self.answer_in_thread(incoming, key=key), name=f"slack-{key}")
 
@@ -201,31 +221,41 @@ class SlackHandlers:
         log.debug("ignoring a Slack %s event", event.get("type"))
 
     async def answer_in_thread(
-        self, incoming: Incoming, *, key: str | None = None, reply_ts: str | None = None
+        self,
+        incoming: Incoming,
+        *,
+        key: str | None = None,
+        reply_ts: str | None = None,
+        claim: asyncio.Future[bool] | None = None,
     ) -> None:
         """Post "searching…" in the thread (unless a re-run has its message), stream the answer into it.
 
         With `key` the claim's lease is renewed meanwhile and the claim closed once the answer is
-        delivered; a failed delivery leaves the claim for `recover` to try again.
+        delivered; a failed delivery leaves the claim for `recover` to try again. With `claim` (the
+        claim's write, still under way) nothing is posted or recorded before it holds, and nothing
+        at all when it does not.
         """
         renewing = self.tasks.spawn(self._renew(key), name=f"slack-lease-{key}") if key else None
         # In a burst of events acks go first: the retrieval waits for them, not these light steps
         # (bot/tasks.py, AckFirstSlots).
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
+        admitted = functools.partial(_held, claim) if claim is not None else None
         try:
             posted: asyncio.Future[str] | str = reply_ts or asyncio.ensure_future(
-                self._post_searching(incoming, key)
+                self._post_searching(incoming, key, admitted)
             )
             ts, reply = await stream_into_message(
-                self.conversation.stream(incoming), self.sender, incoming.channel, posted,
-                interval=self.interval, last_update=loop.time(),
+                self.conversation.stream(incoming, admitted=admitted), self.sender, incoming.channel,
+                posted, interval=self.interval, last_update=loop.time(),
             )  # fmt: skip
             self._count(reply, started)
             messages = to_messages(reply)
             await self.sender.update(incoming.channel, ts, messages[0])
             for message in messages[1:]:
                 await self.sender.post(incoming.channel, message, thread=incoming.thread or ts)
+        except NotClaimed:
+            return  # another delivery answers it
         except ChatPlatformError as exc:
             log.warning("could not deliver the answer in %s: %s", incoming.channel, exc)
             return
@@ -235,7 +265,11 @@ class SlackHandlers:
         if key:
             await self.store.run(self.store.finish_event, key)
 
-    async def _post_searching(self, incoming: Incoming, key: str | None) -> str:
+    async def _post_searching(
+        self, incoming: Incoming, key: str | None, admitted: Callable[[], Awaitable[None]] | None
+    ) -> str:
+        if admitted is not None:
+            await admitted()
         ts = await self.sender.searching(incoming.channel, thread=incoming.thread)
         if key:
             await self.store.run(self.store.set_reply_ts, key, ts)
@@ -378,6 +412,16 @@ async def _respond(respond: AsyncRespond, message: SlackMessage) -> None:
     except Exception as exc:
         # response_url failures (expired after 30 minutes, network) only cost this one reply.
         log.warning("could not answer through response_url: %s", exc)
+
+
+async def _held(claim: asyncio.Future[bool]) -> None:
+    """Return once `claim` holds; NotClaimed when it does not (shielded: it is the request's to await)."""
+    try:
+        held = await asyncio.shield(claim)
+    except Exception:
+        held = False  # the claim's write failed: Slack gets a 500 and delivers the event again
+    if not held:
+        raise NotClaimed("another delivery of this event has it")
 
 
 def _actor(body: dict[str, Any]) -> Incoming | None:

@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-from bot.errors import ChatPlatformError
+from bot.errors import ChatPlatformError, NotClaimed
 from bot.slack.blocks import draft_message
 from bot.slack.sender import SlackSender
 from bot.types import Draft, RenderedReply, plain
@@ -65,7 +65,7 @@ class _Pacer:
         loop = asyncio.get_running_loop()
         try:
             message_ts = self.ts if isinstance(self.ts, str) else await asyncio.shield(self.ts)
-        except ChatPlatformError:
+        except (ChatPlatformError, NotClaimed):
             return  # no message to show drafts in: stream_into_message raises the post's error
         while True:
             await self._fresh.wait()
@@ -110,6 +110,8 @@ async def _consume(parts: AsyncIterator[Draft | RenderedReply], pacer: _Pacer) -
             if isinstance(part, RenderedReply):
                 return part
             pacer.offer(part)
+    except NotClaimed:
+        raise  # not ours to answer: no reply at all
     except Exception:
         # A bug must still end in a reply, not in a "searching…" message that never changes.
         log.exception("answering a Slack message failed")

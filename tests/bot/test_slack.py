@@ -214,7 +214,8 @@ async def test_forged_signature_is_rejected(harness: Harness) -> None:
     headers = {**sign(body, secret="not-the-secret"), "Content-Type": "application/json"}
     response = await harness.client.post("/slack/events", data=body, headers=headers)
     assert response.status == 401
-    assert harness.slack.calls == []
+    started = {"users.conversations"}  # the directory's warm-up at start, before any request
+    assert [call for call in harness.slack.calls if call.method not in started] == []
 
 
 async def test_stale_timestamp_is_rejected(harness: Harness) -> None:
