@@ -106,13 +106,18 @@ def test_run_now_dry_run_then_for_real_then_nothing_left(
 
 
 def test_preview_explains_and_run_now_for_one_person(
-    kb: Callable[..., Any], slack: FakeSlack, people: datetime
+    kb: Callable[..., Any], slack: FakeSlack, people: datetime, library: Library
 ) -> None:
     preview = json.loads(kb("preview", "--user", "slack:UALICE", "--json").stdout)
     assert preview["cadence"] == "daily" and preview["timezone"] == "UTC"
     assert any("VPN" in i["label"] for i in preview["interests"])
     assert slack.calls == []
     assert "Interests" in kb("preview", "--user", "slack:UALICE").stdout
+    # A forced digest covers the last day before now; the fixture's pages came out before the last
+    # 08:00 slot, which is more than a day ago between 06:00 and 08:00 UTC. This one is in the window
+    # at any time of day.
+    text = "Connect to the company VPN from home with the new WireGuard client."
+    library.add("vpn-home.md", "VPN from home, new client", text, at=datetime.now(UTC) - timedelta(hours=1))
     one = json.loads(kb("run-now", "--user", "slack:UALICE", "--json").stdout)
     assert [(o["user"], o["trigger"], o["state"]) for o in one["outcomes"]] == [
         ("slack:UALICE", "forced", "sent")
