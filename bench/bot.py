@@ -46,7 +46,8 @@ and the bot's CPU per event.
 - `overhead_with_slack_*`: end to end (at the fake) less the AnswerService time: the wall figure
   plus the fake Slack API's response times, which on this machine share the CPUs with the server;
 - duplicate answers (both phases): final answers beyond one per event, plus "searching…" messages
-  beyond one;
+  beyond one; `questions_recorded`: the question events in the database at the end (both phases,
+  so `--events` + `--serial-events` when every answer was recorded, once);
 - server-side figures: the request's time inside the server (ack), how late the server's event
   loop wakes from a 10 ms sleep (loop lag) and the garbage collector's pauses: on a busy machine,
   much of the ack time is the server waiting for a CPU, which these separate from the bot's work.
@@ -78,8 +79,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import sqlalchemy as sa
 from aiohttp import web
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import Engine
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -114,6 +117,7 @@ QUESTIONS = [
 ANSWER = "Follow the steps on the handbook page: open the portal, choose the option and confirm [1]."
 SERIAL_THREAD = "1700002000."  # the events of the concurrency-1 phase
 CHANNELS = 10  # public channels the events come from
+QUESTIONS_RECORDED = sa.text("SELECT count(*) FROM behaviour_events WHERE kind = 'question'")
 TARGETS = {"ack_p99_ms": 100.0, "overhead_p95_ms": 20.0, "duplicate_answers": 0}
 
 
@@ -193,6 +197,12 @@ def thread_cpu(*, since: dict[str, float] | None = None) -> dict[str, float]:
             continue
         used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
     return {name: seconds - (since or {}).get(name, 0.0) for name, seconds in used.items()}
+
+
+def questions_recorded(engine: Engine) -> int:
+    """Question events in the bot's database: each answered question must be recorded once."""
+    with engine.connect() as connection:
+        return int(connection.execute(QUESTIONS_RECORDED).scalar() or 0)
 
 
 def sign(body: bytes) -> dict[str, str]:
@@ -317,6 +327,7 @@ async def serve(args: argparse.Namespace) -> None:
             "cpu_s": time.process_time() - cpu_at_start, "server_overhead_ms": overhead,
             "overhead_before_answer_ms": before, "overhead_after_answer_ms": after,
             "thread_cpu_s": thread_cpu(since=threads_at_start), "gc_pauses_ms": gc_pauses,
+            "questions_recorded": await asyncio.to_thread(questions_recorded, engine),
         })  # fmt: skip
 
     app.router.add_get("/bench/service", service_times)
@@ -361,6 +372,7 @@ async def run(args: argparse.Namespace, workdir: Path, side: str) -> dict[str, A
             figures |= _server_figures(args, loaded, measured)
             figures |= breakdown(args, slack, figures.pop("first_sent"), measured["service_s"])
             serial_overhead = [ms for thread, ms in measured["server_overhead_ms"].items() if _serial(thread)]
+            figures["questions_recorded"] = measured["questions_recorded"]
             figures["serial"] = {
                 "events": args.serial_events,
                 "ack_p50_ms": round(percentile(serial["acks"], 50), 2),

@@ -16,6 +16,7 @@ platform's Directory can list the members, else none (public documents only).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -27,7 +28,7 @@ from bot.commands import HELP_TEXT, Admin, Ask, Digest, Feedback, Help, Invalid,
 from bot.render import DEFAULT_SHOWN_SOURCES, render_answer, source_links
 from bot.store import BotStore
 from bot.tasks import AckFirst
-from bot.types import Draft, Incoming, RenderedReply, SourceLink, plain
+from bot.types import Draft, Incoming, RenderedReply, SourceLink, UnrecordedQuestion, plain
 from core.errors import KBError
 from knowledge.types import Answer, Citation, Question
 from privacy.audit import AuditLog
@@ -173,7 +174,11 @@ class Conversation:
         raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
 
     async def stream(
-        self, incoming: Incoming, *, admitted: Callable[[], Awaitable[object]] | None = None
+        self,
+        incoming: Incoming,
+        *,
+        admitted: Callable[[], Awaitable[object]] | None = None,
+        ref: str | None = None,
     ) -> AsyncIterator[Draft | RenderedReply]:
         """Like `handle`, but a question's answer comes as Drafts while it is written, then the reply.
 
@@ -181,6 +186,12 @@ class Conversation:
         when given, is awaited before anything is written (a command run, a question recorded):
         a platform that starts the answer before it knows the event is its own to answer raises
         there when it is not (e.g. bot/errors.py's NotClaimed), and nothing is kept of it.
+
+        With `ref` (a name for the question that the platform can keep, such as its event's key;
+        never all digits) a streamed answer's question is not recorded here: the reply comes at
+        once, its buttons naming the question by `ref`, and carries it as `unrecorded` for the
+        platform to write once the reply is delivered (BotStore.finish_event). Between the
+        answer and its delivery, nothing then waits for the database.
         """
         command = parse(incoming.text)
         if not isinstance(command, Ask) or not isinstance(self.answers, StreamingAnswerService):
@@ -205,6 +216,14 @@ class Conversation:
             return
         if admitted is not None:
             await admitted()
+        if ref is not None:
+            unrecorded = UnrecordedQuestion(_with_text(incoming, command.text), final, ref)
+            reply = render_answer(
+                final, question_id=None, unrecorded=unrecorded, link_base=self.link_base,
+                shown_sources=self.shown_sources,
+            )  # fmt: skip
+            yield replace(reply, answer=final)
+            return
         yield await self._render(incoming, command.text, final)
 
     async def ask(self, incoming: Incoming, text: str) -> RenderedReply:
@@ -236,11 +255,32 @@ class Conversation:
         )
         return replace(reply, answer=answer)
 
-    async def feedback(self, incoming: Incoming, question_id: int, *, helpful: bool) -> RenderedReply:
+    async def question_id(self, question: str, *, patience_s: float = 2.0) -> int | None:
+        """The id of the question a button names (`RenderedReply.question`): an id, or a reference.
+
+        A referenced question is written just after its answer is delivered (`stream`), so a
+        click may come first: it is looked for again for up to `patience_s`. None when there is no
+        such question (its record failed, or the reference is made up).
+        """
+        if question.isdigit():
+            return int(question)
+        if not question:
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience_s
+        while (found := await self.store.run(self.store.question_by_ref, question)) is None:
+            if loop.time() >= deadline:
+                return None
+            await asyncio.sleep(0.1)
+        return found
+
+    async def feedback(self, incoming: Incoming, question_id: int | None, *, helpful: bool) -> RenderedReply:
         await self.store.run(self.store.record_feedback, incoming, question_id, value=1 if helpful else -1)
         return plain("Thanks for the feedback!" if helpful else "Thanks, I will pass that on to the team.")
 
-    async def source_clicked(self, incoming: Incoming, question_id: int, number: int, uri: str) -> None:
+    async def source_clicked(
+        self, incoming: Incoming, question_id: int | None, number: int, uri: str
+    ) -> None:
         await self.store.run(self.store.record_click, incoming, question_id, number=number, uri=uri)
 
     async def all_sources(self, question_id: int) -> tuple[SourceLink, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urljoin
 
-from bot.types import Action, Button, RenderedReply, SourceLink
+from bot.types import Action, Button, RenderedReply, SourceLink, UnrecordedQuestion
 from knowledge.types import Answer, Citation
 
 DEFAULT_SHOWN_SOURCES = 3
@@ -30,16 +30,20 @@ def render_answer(
     answer: Answer,
     *,
     question_id: int | None,
+    unrecorded: UnrecordedQuestion | None = None,
     link_base: str | None = None,
     shown_sources: int = DEFAULT_SHOWN_SOURCES,
 ) -> RenderedReply:
+    """The reply to `answer`; its buttons name the question by `question_id`, else by `unrecorded`'s ref."""
     if answer.refused:
-        return RenderedReply(paragraphs=(answer.text,), notices=tuple(answer.notices), ok=False)
+        return RenderedReply(
+            paragraphs=(answer.text,), notices=tuple(answer.notices), ok=False, unrecorded=unrecorded
+        )
     links = source_links(answer.citations, link_base=link_base)
     paragraphs = tuple(p.strip() for p in answer.text.split("\n\n") if p.strip()) or (answer.text,)
-    value = str(question_id) if question_id is not None else ""
+    value = str(question_id) if question_id is not None else unrecorded.ref if unrecorded else ""
     buttons: list[Button] = []
-    if question_id is not None:
+    if value:
         buttons += [
             Button(Action.FEEDBACK_UP, "👍 Helpful", value),
             Button(Action.FEEDBACK_DOWN, "👎 Not helpful", value),
@@ -52,6 +56,7 @@ def render_answer(
         buttons=tuple(buttons),
         notices=tuple(answer.notices),
         question_id=question_id,
+        unrecorded=unrecorded,
         hidden_sources=max(0, len(links) - shown_sources),
         ok=not answer.abstained,
     )

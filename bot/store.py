@@ -3,15 +3,16 @@
 Synchronous SQLAlchemy like the rest of the product; async callers go through `run` (or `start`).
 The writes on an event's path (the claim, its updates, behaviour events) are Core statements built
 once: an ORM session costs about 1.2 ms of CPU per write (unit of work, identity map, refresh), a
-prepared Core statement a fraction of that, and an event makes four writes while Slack's ack and
-the answer wait. They are committed in batches by one thread (bot/writer.py, claims first), which
-under a burst of events writes each one for a fraction of what a transaction of its own cost. Rarer
-writes (preferences, references) keep the ORM and the bot's worker threads.
+prepared Core statement a fraction of that, and an event makes three: its claim (Slack's ack
+waits for it), its message's ts (the final answer waits for it) and its close, which also records
+the question once the answer is out. They are committed in batches by one thread (bot/writer.py,
+claims first), which under a burst of events writes each one for a fraction of what a transaction
+of its own cost. Rarer writes (preferences, references) keep the ORM and the bot's worker threads.
 
     store = BotStore(engine)
     if store.claim_event("slack:Ev0123", incoming, lease_s=120):   # False: another delivery has it
-        ...answer...
-        store.finish_event("slack:Ev0123")
+        ...answer, its buttons naming the question "slack:Ev0123"...
+        store.finish_event("slack:Ev0123", question=reply.unrecorded)   # closed, question recorded
 
 An event's claim is `claimed` while a replica answers it, and `answered` (or `ignored`, `failed`)
 afterwards. The answering replica renews its lease; when a replica dies, its claims' leases run
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import socket
 import sqlite3
@@ -41,7 +43,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col
 
-from bot.types import Incoming
+from bot.types import Incoming, UnrecordedQuestion
 from bot.writer import BatchWriter, WriteGate
 from core.db import session_scope
 from core.models import (
@@ -55,6 +57,8 @@ from core.models import (
 )
 from knowledge.types import Answer, Citation
 from privacy.redaction import Redactor
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Write = tuple[Callable[[Connection], T], bool]  # a batched write: its job, and whether it is urgent
@@ -78,6 +82,12 @@ _RENEW = (
     update(_EVENTS)
     .where(_THE_EVENT, _EVENTS.c.owner == bindparam("me"), _EVENTS.c.state == CLAIMED)
     .values(lease_until=bindparam("new_lease"))
+)
+_BY_REF = (
+    select(_BEHAVIOUR.c.id)
+    .where(_BEHAVIOUR.c.ref == bindparam("ref"), _BEHAVIOUR.c.kind == "question")
+    .order_by(_BEHAVIOUR.c.id)
+    .limit(1)
 )
 _READ_CLAIM = select(
     _EVENTS.c.state, _EVENTS.c.lease_until, _EVENTS.c.attempts, _EVENTS.c.payload, _EVENTS.c.reply_ts
@@ -213,12 +223,45 @@ class BotStore:
     def _set_reply_ts_job(self, event_id: str, ts: str) -> Write[bool]:
         return _update_job(_SET_REPLY_TS, {"key": event_id, "new_reply_ts": ts[:40]})
 
-    def finish_event(self, event_id: str, *, state: str = ANSWERED) -> None:
-        """Close a claim; the payload (the question's text) is not kept past the answer."""
-        self._write(*self._finish_job(event_id, state=state))
+    def finish_event(
+        self, event_id: str, *, state: str = ANSWERED, question: UnrecordedQuestion | None = None
+    ) -> int | None:
+        """Close a claim; the payload (the question's text) is not kept past the answer.
 
-    def _finish_job(self, event_id: str, *, state: str = ANSWERED) -> Write[bool]:
-        return _update_job(_FINISH, {"key": event_id, "new_state": state})
+        With `question` (an answer sent with buttons that name it by `ref`) its question event is
+        written in the same transaction, so that a re-run after a crash records it once; the
+        event's id is returned. A question that cannot be written is logged and left out: the
+        claim still closes, as the answer has been delivered.
+        """
+        return self._write(*self._finish_job(event_id, state=state, question=question))
+
+    def _finish_job(
+        self, event_id: str, *, state: str = ANSWERED, question: UnrecordedQuestion | None = None
+    ) -> Write[int | None]:
+        values = {"key": event_id, "new_state": state}
+        add = (
+            self._record_question_job(question.incoming, question.answer, ref=question.ref)[0]
+            if question
+            else None
+        )
+
+        def finish(connection: Connection) -> int | None:
+            connection.execute(_FINISH, values)  # first: it opens the transaction the savepoint is in
+            if add is None:
+                return None
+            try:
+                with connection.begin_nested():
+                    return add(connection)
+            except Exception:
+                log.exception("could not record the question of %s; its answer was delivered", event_id)
+                return None
+
+        return finish, False
+
+    def question_by_ref(self, ref: str) -> int | None:
+        """The id of the question event recorded under `ref` (see `finish_event`), if written yet."""
+        with self.engine.connect() as connection:
+            return connection.execute(_BY_REF, {"ref": ref[:200]}).scalar()
 
     def expired_claims(self, *, prefix: str = "", limit: int = 50) -> list[str]:
         """Event ids (starting with `prefix`) whose replica stopped renewing its lease (died, or hung)."""
@@ -278,15 +321,17 @@ class BotStore:
             ).rowcount
         return int(gone or 0)
 
-    def record_question(self, incoming: Incoming, answer: Answer) -> int:
+    def record_question(self, incoming: Incoming, answer: Answer, *, ref: str | None = None) -> int:
         """The question event: redacted question and answer texts, and what the answer cited.
 
         Citations keep their document id and chunk ids (never the passages' text), so training can
         read a liked answer's context back from the chunks table while the document still exists.
         """
-        return self._write(*self._record_question_job(incoming, answer))
+        return self._write(*self._record_question_job(incoming, answer, ref=ref))
 
-    def _record_question_job(self, incoming: Incoming, answer: Answer) -> Write[int]:
+    def _record_question_job(
+        self, incoming: Incoming, answer: Answer, *, ref: str | None = None
+    ) -> Write[int]:
         def contents() -> tuple[str, dict[str, Any]]:  # redacted on the writer's thread, not the loop
             data: dict[str, Any] = {
                 "abstained": answer.abstained,
@@ -298,7 +343,7 @@ class BotStore:
             }
             return ("" if answer.refused else self._redactor.redact(incoming.text).text), data
 
-        return self._add_job("question", incoming, contents=contents)
+        return self._add_job("question", incoming, contents=contents, ref=ref)
 
     def record_feedback(self, incoming: Incoming, question_id: int | None, *, value: int) -> int:
         """`value` is +1 or -1 for a button, 0 for a written `feedback ...` comment."""
@@ -310,10 +355,12 @@ class BotStore:
 
         return self._add_job("feedback", incoming, question_id=question_id, contents=contents)
 
-    def record_click(self, incoming: Incoming, question_id: int, *, number: int, uri: str) -> int:
+    def record_click(self, incoming: Incoming, question_id: int | None, *, number: int, uri: str) -> int:
         return self._write(*self._record_click_job(incoming, question_id, number=number, uri=uri))
 
-    def _record_click_job(self, incoming: Incoming, question_id: int, *, number: int, uri: str) -> Write[int]:
+    def _record_click_job(
+        self, incoming: Incoming, question_id: int | None, *, number: int, uri: str
+    ) -> Write[int]:
         data = {"number": number, "uri": uri}
         return self._add_job("source_click", incoming, question_id=question_id, contents=lambda: ("", data))
 
@@ -424,6 +471,7 @@ class BotStore:
         *,
         contents: Callable[[], tuple[str, dict[str, Any]]],
         question_id: int | None = None,
+        ref: str | None = None,
     ) -> Write[int]:
         """A behaviour event's insert; `contents` gives its (text, data) on the writer's thread."""
         at = utcnow()
@@ -433,7 +481,7 @@ class BotStore:
             row = {
                 "kind": kind, "platform": incoming.platform, "user_id": incoming.user[:200],
                 "channel": incoming.channel[:200], "thread": (incoming.thread or "")[:200], "text": text,
-                "question_id": question_id, "data": data, "at": at,
+                "question_id": question_id, "data": data, "at": at, "ref": ref[:200] if ref else None,
             }  # fmt: skip
             key = connection.execute(_ADD_EVENT, row).inserted_primary_key
             assert key is not None and key[0] is not None

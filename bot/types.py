@@ -43,6 +43,18 @@ class Incoming:
         return cls(**{key: value for key, value in data.items() if key in known})
 
 
+@dataclass(frozen=True, slots=True)
+class UnrecordedQuestion:
+    """A question answered but not written yet: `incoming` holds its text, `ref` names it meanwhile.
+
+    A reference is never all digits (a button's all-digit value is a recorded question's id).
+    """
+
+    incoming: Incoming
+    answer: Answer
+    ref: str
+
+
 class Action(StrEnum):
     """What a button does; platforms encode it in their own action ids."""
 
@@ -74,6 +86,8 @@ class RenderedReply:
     """A reply in parts: paragraphs of markdown-ish text, the sources shown, and buttons.
 
     `question_id` is the behaviour event of the question this answers, which buttons refer to.
+    `unrecorded`, instead, is a question not written yet: buttons refer to it by its `ref`, and
+    the platform writes it once the reply is delivered (see Conversation.stream).
     `hidden_sources` counts sources left out of `sources` (offered by a "show more sources" button).
     `answer` is the Answer behind it, for surfaces that show more (the web chat's confidence, model).
     """
@@ -86,6 +100,14 @@ class RenderedReply:
     hidden_sources: int = 0
     ok: bool = True
     answer: Answer | None = field(default=None, compare=False, repr=False)
+    unrecorded: UnrecordedQuestion | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def question(self) -> str | None:
+        """What the buttons name the question by: its id, or the reference of an unrecorded one."""
+        if self.question_id is not None:
+            return str(self.question_id)
+        return self.unrecorded.ref if self.unrecorded is not None else None
 
     @property
     def text(self) -> str:

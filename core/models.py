@@ -145,6 +145,8 @@ class BehaviourEventRow(SQLModel, table=True):
 
     `kind` is question, feedback, source_click, subscribe or unsubscribe. Feedback and clicks point
     at the question they are about through `question_id`. Question texts are stored redacted.
+    `ref` names a question whose buttons were sent before its row was written (a Slack answer's
+    event key: bot/store.py `finish_event`); a click finds the row's id through it.
     """
 
     __tablename__ = "behaviour_events"
@@ -159,6 +161,7 @@ class BehaviourEventRow(SQLModel, table=True):
     question_id: int | None = Field(default=None, index=True)
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+    ref: str | None = Field(default=None, max_length=200, index=True)
 
 
 class SubscriptionRow(SQLModel, table=True):

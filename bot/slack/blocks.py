@@ -54,7 +54,8 @@ def section(text: str) -> Block:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
 
 
-def source_block(source: SourceLink, *, question_id: int | None) -> Block:
+def source_block(source: SourceLink, *, question: str | None) -> Block:
+    """A numbered source; its Open button's value is `question` (an id or a reference) and the number."""
     label = f"*[{source.number}]* " + escape(source.title)
     if source.section:
         label += f" — _{escape(source.section)}_"
@@ -66,7 +67,7 @@ def source_block(source: SourceLink, *, question_id: int | None) -> Block:
         "text": {"type": "plain_text", "text": "Open"},
         "action_id": f"{SOURCE_ACTION}{source.number}",
         "url": source.url,
-        "value": f"{question_id or ''}:{source.number}",
+        "value": f"{question or ''}:{source.number}",
     }
     return block
 
@@ -89,7 +90,7 @@ def reply_blocks(reply: RenderedReply) -> list[Block]:
     if reply.sources:
         blocks.append({"type": "divider"})
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": "*Sources*"}]})
-        blocks += [source_block(s, question_id=reply.question_id) for s in reply.sources]
+        blocks += [source_block(s, question=reply.question) for s in reply.sources]
     if reply.buttons:
         blocks.append({"type": "actions", "elements": [button(b) for b in reply.buttons]})
     return blocks
@@ -113,10 +114,10 @@ def draft_message(text: str) -> SlackMessage:
     return SlackMessage(text[:FALLBACK_CHARS] or "…", [*sections, notes])
 
 
-def sources_message(sources: tuple[SourceLink, ...], *, question_id: int) -> SlackMessage:
+def sources_message(sources: tuple[SourceLink, ...], *, question: str) -> SlackMessage:
     """Every source of an answer, for "show more sources"."""
     blocks = [section("*All sources of this answer*")]
-    blocks += [source_block(s, question_id=question_id) for s in sources[: MAX_BLOCKS - 1]]
+    blocks += [source_block(s, question=question) for s in sources[: MAX_BLOCKS - 1]]
     text = "\n".join(f"[{s.number}] {s.title}" for s in sources)[:FALLBACK_CHARS]
     return SlackMessage(text or "No sources.", blocks)
 

@@ -16,6 +16,10 @@ cancelled. Under load the claim's write then costs the answer no time at all.
 
 Answers stream: "searching…" is posted in the thread, then replaced by drafts of the answer at
 most once per KB_BOT_STREAM_INTERVAL_S, then by the final Block Kit answer (bot/slack/streaming.py).
+The final answer does not wait for the question's record either: its buttons name the question by
+the event's key, and the question event is written with the claim's close, once the answer is out
+(one transaction: a re-run after a crash records it once, and push and training never see a
+question before its answer). A click resolves the key to the question's id (Conversation.question_id).
 Slash commands answer through response_url, final answer only.
 """
 
@@ -246,7 +250,7 @@ class SlackHandlers:
                 self._post_searching(incoming, key, admitted)
             )
             ts, reply = await stream_into_message(
-                self.conversation.stream(incoming, admitted=admitted), self.sender, incoming.channel,
+                self.conversation.stream(incoming, admitted=admitted, ref=key), self.sender, incoming.channel,
                 posted, interval=self.interval, last_update=loop.time(),
             )  # fmt: skip
             self._count(reply, started)
@@ -262,8 +266,8 @@ class SlackHandlers:
         finally:
             if renewing is not None:
                 renewing.cancel()
-        if key:
-            await self.store.run(self.store.finish_event, key)
+        if key:  # the question's record too: its buttons went out naming it by `key` (Conversation.stream)
+            await self.store.run(self.store.finish_event, key, question=reply.unrecorded)
 
     async def _post_searching(
         self, incoming: Incoming, key: str | None, admitted: Callable[[], Awaitable[None]] | None
@@ -336,36 +340,41 @@ class SlackHandlers:
 
     async def on_feedback(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
-        question_id, who = _int(action.get("value")), _actor(body)
-        if question_id is None or who is None:
+        question, who = _question(action.get("value")), _actor(body)
+        if question is None or who is None:
             return
         helpful = action.get("action_id") == ACTION_IDS[Action.FEEDBACK_UP]
-        self.tasks.spawn(
-            self._feedback(who, question_id, helpful, body), name=f"slack-feedback-{question_id}"
-        )
+        self.tasks.spawn(self._feedback(who, question, helpful, body), name=f"slack-feedback-{question}")
 
-    async def _feedback(self, who: Incoming, question_id: int, helpful: bool, body: dict[str, Any]) -> None:
+    async def _feedback(self, who: Incoming, question: str, helpful: bool, body: dict[str, Any]) -> None:
+        # Unknown (its record failed): the rating is kept without the question it was about.
+        question_id = await self.conversation.question_id(question)
         reply = await self.conversation.feedback(who, question_id, helpful=helpful)
         await self._ephemeral(body, SlackMessage(reply.text, []))
 
     async def on_source(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()  # the button's URL already opened in the user's browser; we only record the click
-        question, _, number = str(action.get("value", "")).partition(":")
-        question_id, who = _int(question), _actor(body)
-        if question_id is None or who is None or _int(number) is None:
+        value, _, number = str(action.get("value", "")).rpartition(":")  # a reference has colons too
+        question, who = _question(value), _actor(body)
+        if question is None or who is None or _int(number) is None:
             return
-        work = self.conversation.source_clicked(who, question_id, int(number), str(action.get("url", "")))
-        self.tasks.spawn(work, name=f"slack-click-{question_id}")
+        work = self._source_clicked(who, question, int(number), str(action.get("url", "")))
+        self.tasks.spawn(work, name=f"slack-click-{question}")
+
+    async def _source_clicked(self, who: Incoming, question: str, number: int, url: str) -> None:
+        question_id = await self.conversation.question_id(question)
+        await self.conversation.source_clicked(who, question_id, number, url)
 
     async def on_more_sources(self, ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
-        question_id = _int(action.get("value"))
-        if question_id is not None:
-            self.tasks.spawn(self._more_sources(question_id, body), name=f"slack-sources-{question_id}")
+        question = _question(action.get("value"))
+        if question is not None:
+            self.tasks.spawn(self._more_sources(question, body), name=f"slack-sources-{question}")
 
-    async def _more_sources(self, question_id: int, body: dict[str, Any]) -> None:
-        sources = await self.conversation.all_sources(question_id)
-        await self._ephemeral(body, sources_message(sources, question_id=question_id))
+    async def _more_sources(self, question: str, body: dict[str, Any]) -> None:
+        question_id = await self.conversation.question_id(question)
+        sources = await self.conversation.all_sources(question_id) if question_id is not None else ()
+        await self._ephemeral(body, sources_message(sources, question=question))
 
     async def on_home(self, event: dict[str, Any]) -> None:
         user = event.get("user")
@@ -398,7 +407,7 @@ class SlackHandlers:
             await _respond(AsyncRespond(response_url=url), message)
 
     def _count(self, reply: RenderedReply, started: float) -> None:
-        if self.metrics is None or reply.question_id is None:
+        if self.metrics is None or reply.question is None:
             return
         self.metrics.answer_seconds.observe(time.perf_counter() - started)
         outcome = "answered" if reply.ok else "abstained"
@@ -431,6 +440,12 @@ def _actor(body: dict[str, Any]) -> Incoming | None:
     channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", "")
     thread = (body.get("container") or {}).get("thread_ts") or (body.get("message") or {}).get("ts")
     return Incoming(PLATFORM, str(user), "", channel=str(channel), thread=str(thread) if thread else None)
+
+
+def _question(value: object) -> str | None:
+    """A button's question: a recorded question's id, or the event key of one recorded after its answer."""
+    text = str(value or "")
+    return text if text.isdigit() or text.startswith(f"{PLATFORM}:") else None
 
 
 def _int(value: object) -> int | None:
