@@ -156,6 +156,22 @@ ALL_PLANS = [
         )
         for seed in (1, 2)
     ),
+    # Session 6: with 9,500 steps the seed-5003 shift start reached 0.926 and was still rising (0.899 at
+    # 6,000 steps beside five other plans; 0.998 in session 5, when it "clicked" at ~8,000): twice the
+    # steps, so that a start has the time to click (about 50 steps/s on the H200 beside three others).
+    *(
+        TrainPlan(
+            f"s128x2-shift-lr0.001-s{i}-19k",
+            STUDENT,
+            1e-3,
+            steps=19_000,
+            seed=PUBLIC_SEED + i,
+            role="public_student_shift",
+            domains=("it", "hr"),
+            time_budget_s=415.0,
+        )
+        for i in (3, 5, 7)
+    ),
     TrainPlan(
         "s128x2-public-lr5e-4",
         STUDENT,
@@ -185,6 +201,17 @@ DEFAULT_PLANS = (
     "t384x2-lr5e-4-d1200k-s1",
     "s128x2-public-lr1e-3",
     "s128x2-shift-lr1e-3",
+)
+# Session 6's advice for one device call (NOTES.md): `teacher --budget-s 415 --plans` with these five. Four
+# plans side by side let the teacher finish its 9,500 steps in ~380 s; six (session 6's first call) cut it
+# to 6,771 steps at 330 s, where it had not clicked yet (0.888). Seed 0 is the teacher seed that clicked in
+# sessions 5 and 6; seeds 1 and 2 stalled (0.85, 0.86).
+NEXT_PLANS = (
+    "t384x2-lr5e-4-d1200k",
+    "s128x2-public-lr1e-3",
+    "s128x2-shift-lr0.001-s3-19k",
+    "s128x2-shift-lr0.001-s5-19k",
+    "s128x2-shift-lr0.001-s7-19k",
 )
 # Where the sweep keeps the best run of each role (the teacher is saved in bf16 for vLLM).
 START_FOLDERS = {"public_student": "student_public", "public_student_shift": "student_public_shift"}
