@@ -251,6 +251,12 @@ class Settings(BaseSettings):
     push_match_block_mb: int = Field(
         default=256, ge=16, le=65536, description="Memory for one block of the users x documents scores."
     )
+    push_event_settle_s: float = Field(
+        default=30.0,
+        ge=0.0,
+        description="Behaviour events younger than this wait for the next profile update, so that one "
+        "committed out of id order (two replicas writing at once) is not passed by the update's cursor.",
+    )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -131,9 +131,19 @@ class BehaviourReader:
         self.resolver = DocumentResolver(engine)
 
     def events(
-        self, *, after_id: int = 0, limit: int = 1000, user: tuple[str, str] | None = None
+        self,
+        *,
+        after_id: int = 0,
+        limit: int = 1000,
+        user: tuple[str, str] | None = None,
+        settled_before: datetime | None = None,
     ) -> list[BehaviourEventRow]:
-        """Events after `after_id`, oldest first; only one person's when `user` is (platform, id)."""
+        """Events after `after_id`, in id order; only one person's when `user` is (platform, id).
+
+        With `settled_before`, the list stops at the first event recorded after it. A cursor over
+        ids can pass a row whose transaction commits after a later id's (two writers at once on
+        PostgreSQL); stopping at the young events leaves such a row the settle time to appear.
+        """
         query = select(BehaviourEventRow).where(col(BehaviourEventRow.id) > after_id)
         if user is not None:
             query = query.where(
@@ -141,7 +151,11 @@ class BehaviourReader:
             )
         query = query.order_by(col(BehaviourEventRow.id)).limit(limit)
         with Session(self.engine) as session:
-            return list(session.execute(query).scalars())
+            events = list(session.execute(query).scalars())
+        if settled_before is not None:
+            young = next((i for i, e in enumerate(events) if as_utc(e.at) > settled_before), None)
+            events = events if young is None else events[:young]
+        return events
 
     def signals(self, events: Sequence[BehaviourEventRow]) -> list[Signal]:
         """The signals of these events, in event order; events that say nothing give none."""

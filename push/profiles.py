@@ -9,7 +9,9 @@ the label of its strongest signal, which is the explanation shown with a pushed 
 
 Updates are incremental: a full `update()` reads events after a watermark, and every profile
 remembers the last event folded into it, so a per-person update (`update(users=[...])`) and a full
-one never fold an event twice.
+one never fold an event twice. The cursor is an id, and two writers at once (replicas on PostgreSQL)
+can commit a smaller id after a larger one has been read: an update therefore stops at the first
+event younger than `push_event_settle_s` (30 s), which leaves a late commit that long to appear.
 
     profiles = Profiles(engine, embedder, settings)
     profiles.update()
@@ -25,7 +27,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import Engine, delete, select
@@ -215,7 +217,9 @@ class Profiles:
             else:
                 row = session.get(InterestProfileRow, user, with_for_update=True)
                 after = row.last_event_id if row is not None else 0
-            events = self.reader.events(after_id=after, limit=batch, user=user)
+            settle = self.settings.push_event_settle_s
+            settled = utcnow() - timedelta(seconds=settle) if settle > 0 else None  # 0: fold everything
+            events = self.reader.events(after_id=after, limit=batch, user=user, settled_before=settled)
             if not events:
                 return False
             rows = self._rows(session, {(e.platform, e.user_id) for e in events}, lock=True)

@@ -67,7 +67,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def make(**overrides: object) -> Settings:
-        return load_settings(data_dir=tmp_path / "var", **overrides)
+        # Tests write behaviour events at made-up times, future ones too, and fold them at once: no
+        # settle time (tests/push/test_profiles.py tests it).
+        return load_settings(data_dir=tmp_path / "var", **{"push_event_settle_s": 0.0, **overrides})
 
     return make
 
