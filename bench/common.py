@@ -10,11 +10,15 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 TABLE = BENCH / "BENCHMARKS.md"
+
+
+if TYPE_CHECKING:
+    from knowledge.service import KnowledgeBase
 
 
 def machine() -> dict[str, Any]:
@@ -62,3 +66,20 @@ def update_table(name: str, command: str, date: str, summary: str) -> None:
     pattern = re.compile(rf"^\| {re.escape(name)} \|.*$", re.MULTILINE)
     text = pattern.sub(row, text) if pattern.search(text) else text.rstrip("\n") + "\n" + row + "\n"
     TABLE.write_text(text)
+
+
+def scratch_kb(docs: Path, scratch: Path) -> KnowledgeBase:
+    """A knowledge base on SQLite in `scratch` holding `docs`, ingested once: a rerun reuses it as it is."""
+    from core import db
+    from core.settings import load_settings
+    from knowledge.service import KnowledgeBase
+
+    fresh = not (scratch / "kb.db").exists()
+    scratch.mkdir(parents=True, exist_ok=True)
+    settings = load_settings(data_dir=scratch, database_url="")
+    engine = db.make_engine(settings)
+    db.upgrade(engine)
+    kb = KnowledgeBase(settings, engine)
+    if fresh:
+        kb.ingest([docs])
+    return kb

@@ -38,10 +38,8 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import python_faq, python_pseudo
-from bench.common import RESULTS, machine
+from bench.common import RESULTS, machine, scratch_kb
 from bench.retrieval import _ndcg
-from core import db
-from core.settings import load_settings
 from knowledge.evaluation import LabelledQuery, _matches, load_queries
 from knowledge.lexical import tokenize
 from knowledge.retrieval import FusionConfig, fuse
@@ -176,16 +174,6 @@ def ndcg(pools: list[Candidates], hits: dict[int, Hit], rank: str, weights: Matr
             fused = [(pool.ids[i], float(values[i])) for i in np.argsort(-values, kind="stable")]
         scores.append(_ndcg(fused, hits, pool.query.relevant))
     return np.asarray(scores)
-
-
-def scratch_kb(docs: Path, scratch: Path) -> KnowledgeBase:
-    scratch.mkdir(parents=True, exist_ok=True)
-    settings = load_settings(data_dir=scratch, database_url="")
-    engine = db.make_engine(settings)
-    db.upgrade(engine)
-    kb = KnowledgeBase(settings, engine)
-    kb.ingest([docs])
-    return kb
 
 
 def all_hits(kb: KnowledgeBase, pools: list[Candidates]) -> dict[int, Hit]:

@@ -50,7 +50,7 @@ from scipy import sparse  # type: ignore[import-untyped]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import python_faq, python_pseudo
-from bench.common import machine
+from bench.common import machine, scratch_kb
 from knowledge.lexical import tokenize
 
 CACHE = Path("/tmp/hybrid-cache")
@@ -95,21 +95,10 @@ class Corpus:
 
 def _extract(name: str, docs: Path, queries_file: Path) -> Corpus:
     """Ingest `docs` into a scratch knowledge base under CACHE (kept) and flatten it."""
-    from core import db
-    from core.settings import load_settings
     from knowledge.evaluation import load_queries
-    from knowledge.service import KnowledgeBase
     from knowledge.sync import embedding_text
 
-    scratch = CACHE / f"kb-{name}"
-    fresh = not (scratch / "kb.db").exists()
-    scratch.mkdir(parents=True, exist_ok=True)
-    settings = load_settings(data_dir=scratch, database_url="")
-    engine = db.make_engine(settings)
-    db.upgrade(engine)
-    kb = KnowledgeBase(settings, engine)
-    if fresh:
-        kb.ingest([docs])
+    kb = scratch_kb(docs, CACHE / f"kb-{name}")
     rows = [row for batch in kb.store.iter_chunk_texts() for row in batch]
     ids = [row[0] for row in rows]
     hits = {hit.chunk_id: hit for hit, _ in kb.store.hits([(i, 0.0) for i in ids])}
@@ -122,7 +111,7 @@ def _extract(name: str, docs: Path, queries_file: Path) -> Corpus:
         (dense, lexical), _ = retriever.candidates(item.query, vector, DEPTH, mode="hybrid")
         query_vectors.append(vector)
         product.append(([i for i, _ in dense], [i for i, _ in lexical]))
-    engine.dispose()
+    kb.store.engine.dispose()
     return Corpus(
         name=name,
         ids=np.asarray(ids, dtype=np.int64),

@@ -64,7 +64,7 @@ from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import machine
+from bench.common import machine, scratch_kb
 from bench.retrieval import DATA, _ndcg
 from knowledge.retrieval import FusionConfig, Scored, fuse
 
@@ -87,23 +87,12 @@ def extract() -> dict[str, Any]:
     if path.exists():
         return dict(json.loads(path.read_text()))
     from bench.python_faq import DEFAULT_DOCS, build
-    from core import db
-    from core.settings import load_settings
     from knowledge.evaluation import load_queries
     from knowledge.lexical import tokenize
-    from knowledge.service import KnowledgeBase
 
     if not (DATA / "queries.jsonl").exists():
         build(DEFAULT_DOCS, DATA)
-    scratch = CACHE / "kb"
-    fresh = not (scratch / "kb.db").exists()
-    scratch.mkdir(parents=True, exist_ok=True)
-    settings = load_settings(data_dir=scratch, database_url="")
-    engine = db.make_engine(settings)
-    db.upgrade(engine)
-    kb = KnowledgeBase(settings, engine)
-    if fresh:
-        kb.ingest([DATA / "docs"])
+    kb = scratch_kb(DATA / "docs", CACHE / "kb")
     queries = load_queries(DATA / "queries.jsonl")
     retriever = kb.retriever()
     lists: list[tuple[list[Scored], list[float]]] = []
@@ -142,7 +131,7 @@ def extract() -> dict[str, Any]:
                 "arms": arms,
             }
         )
-    engine.dispose()
+    kb.store.engine.dispose()
     data = {"chunks": size, "rows": rows}
     CACHE.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
