@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import Engine
 
 from core import db
 from core.settings import Settings
+from knowledge.embeddings import Embedder
 from knowledge.types import Answer, Citation, Question
+
+if TYPE_CHECKING:
+    from tests.bot.test_slack import Harness
 
 
 class RecordingAnswers:
@@ -44,3 +50,15 @@ def bot_engine(bot_settings: Settings) -> Iterator[Engine]:
     db.upgrade(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+async def harness(
+    make_settings: Callable[..., Settings], tmp_path: Path, embedder: Embedder
+) -> AsyncIterator[Harness]:
+    """kb serve's app with the Slack bot against the recording fake Slack (tests/bot/test_slack.py's
+    `slack_harness`); tests/bot/test_teams.py has its own `harness`."""
+    from tests.bot.test_slack import slack_harness  # a test module: imported late, it imports this one
+
+    async with slack_harness(make_settings, tmp_path, embedder) as harness:
+        yield harness

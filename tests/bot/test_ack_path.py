@@ -5,29 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
-import pytest
 from aiohttp import ClientResponse
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 
 from bot.tasks import AckFirst
-from core.settings import Settings
-from knowledge.embeddings import Embedder
 from tests.bot.fake_slack import TEAM
-from tests.bot.test_slack import Harness, mention, sign, slack_harness
+from tests.bot.test_slack import Harness, mention, sign
 
 RETRY = {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
-
-
-@pytest.fixture
-async def harness(
-    make_settings: Callable[..., Settings], tmp_path: Path, embedder: Embedder
-) -> AsyncIterator[Harness]:
-    async with slack_harness(make_settings, tmp_path, embedder) as harness:
-        yield harness
 
 
 def _body(event_id: str) -> str:

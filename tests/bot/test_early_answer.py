@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import ClientResponse
@@ -18,11 +17,9 @@ from aiohttp import ClientResponse
 from bot.conversation import StreamingAnswerService
 from bot.store import ANSWERED, CLAIMED, BotStore
 from bot.types import Incoming
-from core.settings import Settings
-from knowledge.embeddings import Embedder
 from knowledge.types import Answer, Question
 from tests.bot.fake_slack import TEAM
-from tests.bot.test_slack import Harness, mention, sign, slack_harness
+from tests.bot.test_slack import Harness, mention, sign
 
 QUESTION = "How do I install the VPN client?"
 
@@ -47,14 +44,6 @@ class Watched:
 
     def preview(self, text: str) -> str:
         return self.inner.preview(text)
-
-
-@pytest.fixture
-async def harness(
-    make_settings: Callable[..., Settings], tmp_path: Path, embedder: Embedder
-) -> AsyncIterator[Harness]:
-    async with slack_harness(make_settings, tmp_path, embedder) as harness:
-        yield harness
 
 
 def watch(harness: Harness) -> Watched:

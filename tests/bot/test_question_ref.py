@@ -9,34 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine
 
 from bot.store import ANSWERED, BotStore
-from bot.types import Incoming, UnrecordedQuestion
-from core.db import session_scope
-from core.models import ProcessedEventRow, utcnow
-from core.settings import Settings
-from knowledge.embeddings import Embedder
+from bot.types import UnrecordedQuestion
 from knowledge.types import Answer, Citation
-from tests.bot.test_slack import Harness, mention, slack_harness
+from tests.bot.test_claims import QUESTION, expire
+from tests.bot.test_slack import Harness, mention
 
-QUESTION = Incoming("slack", "U0HR", "How do I install the VPN client?", channel="C0GENERAL", thread="1.5")
 CITED = Citation(1, "VPN", "vpn.md#installing", "Installing", "", 0.9, "doc-vpn", (3, 4))
 ANSWER = Answer(text="Install HaldenConnect [1].", citations=[CITED], confidence=0.9, model="m")
-
-
-@pytest.fixture
-async def harness(
-    make_settings: Callable[..., Settings], tmp_path: Path, embedder: Embedder
-) -> AsyncIterator[Harness]:
-    async with slack_harness(make_settings, tmp_path, embedder) as harness:
-        yield harness
 
 
 def final_blocks(harness: Harness) -> list[dict[str, Any]]:
@@ -52,15 +36,6 @@ def buttons(blocks: list[dict[str, Any]]) -> dict[str, str]:
         if block["type"] == "actions":
             found |= {e["action_id"]: e["value"] for e in block["elements"]}
     return found
-
-
-def expire(engine: Engine, key: str) -> None:
-    with session_scope(engine) as session:
-        session.execute(
-            update(ProcessedEventRow)
-            .where(ProcessedEventRow.event_id == key)  # type: ignore[arg-type]
-            .values(lease_until=utcnow() - timedelta(seconds=1))
-        )
 
 
 def test_the_question_is_written_with_the_claims_close(migrated: Engine) -> None:

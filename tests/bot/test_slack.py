@@ -143,14 +143,6 @@ async def slack_harness(
         engine.dispose()
 
 
-@pytest.fixture
-async def harness(
-    make_settings: Callable[..., Settings], tmp_path: Path, embedder: Embedder
-) -> AsyncIterator[Harness]:
-    async with slack_harness(make_settings, tmp_path, embedder) as harness:
-        yield harness
-
-
 async def test_url_verification_echoes_the_challenge(harness: Harness) -> None:
     body = json.dumps({"token": "legacy", "challenge": "3eZbrw1aB", "type": "url_verification"})
     response = await harness.post("/slack/events", body, content_type="application/json")
