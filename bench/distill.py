@@ -33,7 +33,14 @@ teacher, student_public, student_public_shift, tokenizer and teacher_sweep.json 
 starts and the opacus wheel carried to the H200 for `python bench/distill_gpu.py students --work W --out S
 --no-timing --deadline-s 420 --variants shift-b2048-e20-lr2e-3-t1,shift-b2048-e10-lr2e-3-t1,
 shift-b4096-e20-lr3e-3-t1,public-lr2e-4` (16 runs side by side, 403 s), S/*.json copied to work/students.
-Then `python bench/distill.py` here (speed and report). The DP step's time and memory come from
+Then the headline start: the shift start's error analysis showed it failing the contexts with a
+distractor, so a second public stage (`train-one --plan s128x2-shift-d75-stage2`, run on this CPU,
+its tokenizer and `student_public_shift` in the sweep folder) made it read them (work/
+student_public_shift_d75). Its private step: `students --no-timing --deadline-s 120 --variants
+shift-b2048-e5-lr2e-3-t1,shift-b2048-e10-lr2e-3-t1 --epsilons 8.0,None` on the H200 (106 s, in the
+device time left), into work/students-d75, and `student-one --variant shift-b2048-e5-lr2e-3-t1 --epsilon
+4.0` (and 1.0) on this CPU into the same folder. Then `python bench/distill.py` here (speed and
+report). The DP step's time and memory come from
 bench/results/distill_dp_modes.json (`distill_gpu.py dp-timing-variants`, session 4, each configuration
 alone on the H200).
 """
@@ -338,6 +345,17 @@ def _eps_key(epsilon: float | None) -> str:
 # which caps even its non-private student (NOTES.md, session 6).
 STARTS: dict[str, dict[str, str]] = {
     "shift": {
+        "folder": "students-d75",
+        "prefix": "shift-",
+        "init": "student_public_shift",
+        "public_run": "s128x2-shift-d75-stage2",
+        "how": '"shift-stage1" below, then a second public stage on IT and HR contexts with a distractor '
+        "(a second fact of the asked kind, about another office) three times in four instead of one in "
+        "four: lr 1e-3, batch 128, seed 5060, run on this CPU; validation EM (IT and HR, the task's own "
+        "mix) 0.926 -> 0.920, 0.949, 0.976, 0.988, 0.992, 0.997 every 250 steps; stopped by hand "
+        "after step 1,500 of the 3,000 planned, for time (its validation history is in NOTES.md)",
+    },
+    "shift-stage1": {
         "folder": "students",
         "prefix": "shift-",
         "init": "student_public_shift",
