@@ -426,9 +426,11 @@ def _per_epsilon(
             "dp_step_time_ratio_ghost": ghost.get("dp_step_time_ratio") if private else 1.0,
             "dp_step_peak_memory_ratio": hooks["dp_peak_memory_ratio"] if private else 1.0,
             # The whole run's peak against the non-DP run of the same variant (runs side by side).
+            # (only between runs on the same kind of device: runs before session 6 were all on the GPU)
             "dp_peak_memory_ratio": run["peak_memory_bytes"] / max(1, nodp.get("peak_memory_bytes", 0) or 1)
-            if nodp
+            if nodp and run.get("device", "cuda") == nodp.get("device", "cuda")
             else None,
+            "device": run.get("device", "cuda"),
             "student_teacher_tokens_per_s_ratio": speed["student_teacher_tokens_per_s_ratio"],
             "start": start["key"],
             "run": name,
@@ -517,22 +519,24 @@ def report(work: Path) -> dict[str, Any]:
         "speed": speed,
         "privacy_unit": candidates[0].get("privacy_unit"),
         "notes": [
-            "private runs trained side by side on one H200 (train_time_s_shared is not a speed figure)",
+            "private runs trained side by side on one H200 (train_time_s_shared is not a speed figure), "
+            "except the headline start's ε=1 and ε=4 runs, which ran on this CPU (device 'cpu') once the "
+            "device time was spent",
             "dp_step_time_ratio / dp_step_peak_memory_ratio: the 0.42M student's DP step (ε=8) against its "
             "non-DP step at batch 512 in the mode training.dp picks (hooks), on the H200, each configuration "
             "alone (timing_modes, bench/results/distill_dp_modes.json); dp_step_time_ratio_ghost is ghost "
             "clipping's; dp_peak_memory_ratio is the whole run's peak against the non-DP run of the same "
-            "variant",
+            "variant (None when they ran on different devices)",
             "public_only is a start before any private data: per_epsilon minus public_only_em is what the "
             "private step added (or cost)",
             "the 'full' start reads the task better than the teacher before any private step: its ratios "
             "show that DP keeps what a start knows, not what distillation transfers",
-            "per ε the headline start's recipes were not searched equally: ε=8 chose among 11 recipes "
-            "(bench/distill_gpu.py VARIANTS, the 8 of the ε=8 search included), ε=1, 4 and no DP among 3; "
-            "the choice uses the private validation split, and like most published DP results the "
-            "privacy cost of that search is not accounted",
-            "the best ε=8 recipe distils at temperature 1 (the others at T=3): its canary exposure (3.1 "
-            "bits) is above the T=3 runs' (1.3-2.6 bits at ε=8) and below no DP's (6.0)",
+            "the headline start's recipes, all at temperature 1 and logical batch 2048: ε=8 and no DP chose "
+            "between 5 and 10 epochs, ε=1 and ε=4 ran 5 epochs only (the CPU runs); the choice uses the "
+            "private validation split, and like most published DP results the privacy cost of that choice "
+            "is not accounted",
+            "the headline start had two public stages (starts.shift.how): the first stage alone, "
+            "'shift-stage1', half-stalled and caps even its non-private student (0.931 of the teacher)",
         ],
     }
     _plot(results["starts"], RESULTS / "distill_epsilon.png", chance)

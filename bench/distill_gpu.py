@@ -160,11 +160,12 @@ ALL_PLANS = [
         )
         for seed in (1, 2)
     ),
-    # Session 6's error analysis: every stalled run (teachers and starts alike, ~0.88 validation EM) fails
-    # the contexts with a distractor (a second fact of the asked kind about another office: 0.50 EM there,
-    # 0.99+ on the rest; 0.75 + 0.25 x 0.5 = 0.875 is the plateau). It never learned to match the office,
-    # which only a quarter of the contexts teach. A second public stage on IT/HR contexts with a
-    # distractor three times in four, from the stalled shift start.
+    # Session 6's error analysis on the public validation set (IT and HR, seed 1000): the stalled shift
+    # start answers every context without a distractor (1.000) and 0.688 of those with one (a second fact
+    # of the asked kind about another office): it never learned to match the office, which only a quarter
+    # of the contexts teach (on the private test: 0.50 with a distractor; 0.75 + 0.25 x 0.5 = 0.875 is the
+    # plateau every stalled teacher and start sat on). A second public stage on IT/HR contexts with a
+    # distractor three times in four, from that start: 0.992 with a distractor, 0.999 without.
     TrainPlan(
         "s128x2-shift-d75-stage2",
         STUDENT,
@@ -626,6 +627,7 @@ def train_student(work: Path, variant: str, epsilon: float | None, out: Path) ->
         "exposure_chance": chance_exposure(CANDIDATES),
         "params": sum(p.numel() for p in model.parameters()),
         "privacy_unit": result.privacy_unit,
+        "device": device(),  # peak memory is the GPU's allocator peak there, the process's RSS on a CPU
     }
     (out / f"{name}.json").write_text(json.dumps(summary, indent=2))
     return summary
