@@ -321,13 +321,13 @@ class BotStore:
             ).rowcount
         return int(gone or 0)
 
-    def record_question(self, incoming: Incoming, answer: Answer, *, ref: str | None = None) -> int:
+    def record_question(self, incoming: Incoming, answer: Answer) -> int:
         """The question event: redacted question and answer texts, and what the answer cited.
 
         Citations keep their document id and chunk ids (never the passages' text), so training can
         read a liked answer's context back from the chunks table while the document still exists.
         """
-        return self._write(*self._record_question_job(incoming, answer, ref=ref))
+        return self._write(*self._record_question_job(incoming, answer))
 
     def _record_question_job(
         self, incoming: Incoming, answer: Answer, *, ref: str | None = None
