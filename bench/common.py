@@ -22,12 +22,13 @@ if TYPE_CHECKING:
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
+    cpu, flags = "unknown", set[str]()
     with contextlib.suppress(OSError):  # not Linux: the model stays unknown
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == "unknown":
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     memory_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     return {
         "platform": platform.platform(),
@@ -35,7 +36,15 @@ def machine() -> dict[str, Any]:
         "cpu": cpu,
         "cpus": os.cpu_count(),
         "memory_gb": memory_gb,
+        "amx": "amx_bf16" in flags,
     }
+
+
+def machine_label(described: dict[str, Any]) -> str:
+    """The BENCHMARKS.md column: CPU model and core count (AMX noted: it decides bf16's speed)."""
+    cpu = str(described.get("cpu", "unknown")).replace("(R)", "").replace(" Processor", "")
+    amx = " with AMX" if described.get("amx") else ""
+    return f"{cpu}{amx}, {described.get('cpus', '?')} cores"
 
 
 def write_results(name: str, results: dict[str, Any], *, summary: str) -> Path:
@@ -50,21 +59,23 @@ def write_results(name: str, results: dict[str, Any], *, summary: str) -> Path:
     }
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    update_table(name, payload["command"], payload["date"], summary)
+    update_table(name, payload["command"], payload["date"], summary, machine_label(payload["machine"]))
     return path
 
 
-def update_table(name: str, command: str, date: str, summary: str) -> None:
-    header = (
-        "# Benchmarks\n\nEach row is written by its benchmark; the JSON beside it has every figure and\n"
-        "the machine. The machine is shared and noisy: compare ratios measured in one run, not\n"
-        "absolute times across runs.\n\n"
-        "| benchmark | result | command | date |\n| --- | --- | --- | --- |\n"
-    )
-    text = TABLE.read_text() if TABLE.exists() else header
-    row = f"| {name} | {summary} | `{command}` | {date} |"
+HEADER = (
+    "# Benchmarks\n\nEach row is written by its benchmark; the JSON beside it has every figure and\n"
+    "the machine. Machines differ between sessions (the column says which ran each row) and are\n"
+    "shared and noisy: compare ratios measured in one run, not absolute times across rows.\n\n"
+    "| benchmark | result | machine | command | date |\n| --- | --- | --- | --- | --- |\n"
+)
+
+
+def update_table(name: str, command: str, date: str, summary: str, machine_name: str) -> None:
+    text = TABLE.read_text() if TABLE.exists() else HEADER
+    row = f"| {name} | {summary} | {machine_name} | `{command}` | {date} |"
     pattern = re.compile(rf"^\| {re.escape(name)} \|.*$", re.MULTILINE)
-    text = pattern.sub(row, text) if pattern.search(text) else text.rstrip("\n") + "\n" + row + "\n"
+    text = pattern.sub(lambda _: row, text) if pattern.search(text) else text.rstrip("\n") + "\n" + row + "\n"
     TABLE.write_text(text)
 
 

@@ -107,7 +107,7 @@ def merge(directory: Path) -> None:
         f"c{gpu[k]['concurrency']} {gpu[k]['output_tokens_per_s']} tok/s (TTFT {gpu[k]['ttft_ms']} ms)"
         for k in levels
     )
-    update_table("llm_gpu", command, gpu["date"], summary)
+    update_table("llm_gpu", command, gpu["date"], summary, f"{gpu['device']} (lent GPU machine)")
     print(summary)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import machine, update_table  # noqa: E402
+from bench.common import machine, machine_label, update_table  # noqa: E402
 from privacy.detectors import ALL_KINDS  # noqa: E402
 from privacy.redaction import Finding, Redactor  # noqa: E402
 
@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         result["date"],
         f"{len(cases)} labelled cases (EN+ZH): precision {overall['precision']}, recall {overall['recall']}; "
         f"{speed['megabytes_per_cpu_second']} MB per CPU second",
+        machine_label(result["machine"]),
     )
     print(f"wrote {args.out}")
     return 0
