@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import python_faq, python_pseudo
 from bench.common import RESULTS, machine, scratch_kb
 from bench.retrieval import _ndcg
-from knowledge.evaluation import LabelledQuery, _matches, load_queries
+from knowledge.evaluation import LabelledQuery, link_matches, load_queries
 from knowledge.lexical import tokenize
 from knowledge.retrieval import FusionConfig, fuse
 from knowledge.service import KnowledgeBase
@@ -129,7 +129,7 @@ def candidates(kb: KnowledgeBase, queries: list[LabelledQuery], *, depth: int = 
         )
         ids, rows = features(labelled.query, dense, bm25, ranks, hits, idf)
         seconds = time.perf_counter() - started
-        relevant = np.array([any(_matches(hits[i], e) for e in labelled.relevant) for i in ids])
+        relevant = np.array([any(link_matches(hits[i].link, e) for e in labelled.relevant) for i in ids])
         out.append(Candidates(labelled, ids, rows, relevant, dense_list, lexical_list, seconds))
     return out
 

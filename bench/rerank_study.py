@@ -375,35 +375,35 @@ def _binary_ndcg(gains: list[int], k: int = 10) -> float:
 # --- report (here) ------------------------------------------------------------------------------
 
 
-def _matches(link: str, entry: str) -> bool:
-    uri = link.split("/", 1)[1] if "/" in link else link  # as knowledge.evaluation: drop the source folder
-    return uri == entry if "#" in entry else uri.split("#", 1)[0] == entry
-
-
 def _ndcg(ids: list[int], relevant: list[str], links: dict[str, str], k: int = 10) -> float:
-    """bench/retrieval.py's per-section nDCG@10: one chunk per section, binary gains."""
-    ranking = list(dict.fromkeys(links[str(i)] for i in ids))[:k]
-    first: dict[str, int] = {}
-    for rank, link in enumerate(ranking, start=1):
-        for entry in relevant:
-            if entry not in first and _matches(link, entry):
-                first[entry] = rank
-    dcg = sum(1 / math.log2(r + 1) for r in first.values())
-    return dcg / sum(1 / math.log2(r + 1) for r in range(1, min(len(relevant), k) + 1))
+    """bench/retrieval.py's per-section nDCG@10: one chunk per section, scored by knowledge.evaluation."""
+    from knowledge.evaluation import score_links
+
+    ranking = list(dict.fromkeys(links[str(i)] for i in ids))
+    return score_links(ranking, tuple(relevant), k=k)["ndcg@10"]
 
 
-def _rrf(lists: list[list[int]], weights: list[float], k: int = 10, candidates: int = 20) -> list[int]:
-    """The product's fusion (knowledge.retrieval defaults: k 10, 20 candidates per list)."""
-    scores: dict[int, float] = {}
-    for ranked, weight in zip(lists, weights, strict=True):
-        for rank, i in enumerate(ranked[:candidates], start=1):
-            scores[i] = scores.get(i, 0.0) + weight / (k + rank)
-    return sorted(scores, key=lambda i: -scores[i])
+def _rrf(lists: list[list[int]], weights: list[float]) -> list[int]:
+    """The product's reciprocal rank fusion with its defaults (k, candidates per list)."""
+    from knowledge.retrieval import FusionConfig, reciprocal_rank_fusion
+
+    config = FusionConfig()
+    cut = [ranked[: config.candidates] for ranked in lists]
+    return [i for i, _ in reciprocal_rank_fusion(cut, weights, k=config.rrf_k)]
+
+
+def _hybrid(row: dict[str, Any]) -> list[int]:
+    """The product's hybrid ranking of one FAQ question, from its two stored lists."""
+    from knowledge.retrieval import FusionConfig
+
+    config = FusionConfig()
+    lists = [[i for i, _ in row["dense"]], [i for i, _ in row["bm25"]]]
+    return _rrf(lists, [config.dense_weight, config.lexical_weight])
 
 
 def variants(row: dict[str, Any], score: dict[int, float]) -> dict[str, list[int]]:
     dense, bm25 = [i for i, _ in row["dense"]], [i for i, _ in row["bm25"]]
-    hybrid = _rrf([dense, bm25], [0.7, 0.3])
+    hybrid = _hybrid(row)
     alone = sorted(row["pool"], key=lambda i: -score[i])
     return {
         "dense": dense,
@@ -448,7 +448,7 @@ def latency(
     bf16 = cpu_has_bf16()
     timings: dict[str, list[float]] = {"fp32": [], "bf16": []} if bf16 else {"fp32": []}
     for n, row in enumerate(rows[:40]):
-        hybrid = _rrf([[i for i, _ in row["dense"]], [i for i, _ in row["bm25"]]], [0.7, 0.3])[:pool]
+        hybrid = _hybrid(row)[:pool]
         passages = [texts[str(i)] for i in hybrid]
         for name in timings:
             began = time.perf_counter()

@@ -51,17 +51,18 @@ def load_queries(path: Path) -> list[LabelledQuery]:
     return queries
 
 
-def _matches(hit: Hit, entry: str) -> bool:
-    uri = hit.link.split("/", 1)[1] if "/" in hit.link else hit.link  # drop the source folder
+def link_matches(link: str, entry: str) -> bool:
+    """A retrieved link counts for a gold entry: the same section, or the same page for an entry without #."""
+    uri = link.split("/", 1)[1] if "/" in link else link  # drop the source folder
     return uri == entry if "#" in entry else uri.split("#", 1)[0] == entry
 
 
-def score_ranking(hits: list[Hit], relevant: tuple[str, ...], *, k: int = 10) -> dict[str, float]:
-    """recall@1/5/10, reciprocal rank and nDCG@10 (binary gains) for one query."""
+def score_links(links: list[str], relevant: tuple[str, ...], *, k: int = 10) -> dict[str, float]:
+    """recall@1/5/10, reciprocal rank and nDCG@10 (binary gains) for one query's ranked links."""
     first_rank: dict[str, int] = {}
-    for rank, hit in enumerate(hits[:k], start=1):
+    for rank, link in enumerate(links[:k], start=1):
         for entry in relevant:
-            if entry not in first_rank and _matches(hit, entry):
+            if entry not in first_rank and link_matches(link, entry):
                 first_rank[entry] = rank
     ranks = sorted(first_rank.values())
     dcg = sum(1 / math.log2(r + 1) for r in ranks)
@@ -73,6 +74,11 @@ def score_ranking(hits: list[Hit], relevant: tuple[str, ...], *, k: int = 10) ->
         "mrr@10": 1 / ranks[0] if ranks else 0.0,
         "ndcg@10": dcg / ideal if ideal else 0.0,
     }
+
+
+def score_ranking(hits: list[Hit], relevant: tuple[str, ...], *, k: int = 10) -> dict[str, float]:
+    """score_links over the hits' links."""
+    return score_links([hit.link for hit in hits], relevant, k=k)
 
 
 def evaluate(kb: KnowledgeBase, queries: list[LabelledQuery], *, mode: Mode, k: int = 10) -> dict[str, Any]:
