@@ -198,14 +198,22 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
+def _named_link(tag: Tag) -> str | None:
+    """The id or name of the first link inside `tag` that has one."""
+    for link in tag.find_all("a"):
+        for attr in ("id", "name"):
+            if link.get(attr):
+                return str(link[attr])
+    return None
+
+
 def _entry_anchor(entry: Tag) -> str | None:
     """A FAQ entry's own anchor: its id, a named link inside it, or a named link just before it."""
     if entry.get("id"):
         return str(entry["id"])
-    for link in entry.find_all("a"):
-        for attr in ("id", "name"):
-            if link.get(attr):
-                return str(link[attr])
+    named = _named_link(entry)
+    if named:
+        return named
     previous = entry.find_previous_sibling()
     if isinstance(previous, Tag) and previous.name == "a" and not previous.get_text(strip=True):
         return str(previous.get("name") or previous.get("id") or "") or None
@@ -220,10 +228,9 @@ def _anchor(heading: Tag) -> str:
         return str(parent["id"])
     if heading.get("id"):
         return str(heading["id"])
-    for link in heading.find_all("a"):
-        for attr in ("id", "name"):
-            if link.get(attr):
-                return str(link[attr])
+    named = _named_link(heading)
+    if named:
+        return named
     # DocBook puts the id on the enclosing div.section, two levels up (div.titlepage > div > h2).
     for ancestor in heading.parents:
         if not isinstance(ancestor, Tag) or ancestor.name == "body":
