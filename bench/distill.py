@@ -106,7 +106,7 @@ async def _collect(
 ) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
-    from core.llm_vllm import VLLMClient
+    from core.llm.vllm import VLLMClient
     from training.teacher import SignalCache, TeacherServer, collect_signals
 
     tokenizer = AutoTokenizer.from_pretrained(str(teacher))
@@ -258,7 +258,7 @@ def _speed_model(out: Path, shape: dict[str, int]) -> int:
 
 
 async def _serve_speed(model_dir: Path, prompts: list[str], work: Path) -> float:
-    from core.llm_vllm import VLLMClient
+    from core.llm.vllm import VLLMClient
     from training.evaluate import tokens_per_second
     from training.teacher import TeacherServer
 

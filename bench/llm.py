@@ -41,9 +41,9 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import machine  # noqa: E402
 from core.llm import LLM, Message  # noqa: E402
-from core.llm_local import TransformersLLM  # noqa: E402
-from core.llm_vllm import VLLMClient  # noqa: E402
-from core.vllm_server import VLLMServer, default_python  # noqa: E402
+from core.llm.local import TransformersLLM  # noqa: E402
+from core.llm.server import VLLMServer, default_python  # noqa: E402
+from core.llm.vllm import VLLMClient  # noqa: E402
 from knowledge.embeddings import get_embedder  # noqa: E402
 from knowledge.generation import FALLBACK_MODEL, generate_answer  # noqa: E402
 from knowledge.prompt import build_prompt  # noqa: E402

@@ -2,7 +2,7 @@
 
 Two sources, one result type (`training.types.TeacherSignal`):
 
-- a served teacher (`core.llm.LLM`, in production `core.llm_vllm.VLLMClient` on vLLM), in one of
+- a served teacher (`core.llm.LLM`, in production `core.llm.vllm.VLLMClient` on vLLM), in one of
   two modes: "reference" scores the reference answer teacher-forced (`prompt_logprobs`: the
   teacher's distribution at each token of the answer the student will be trained on, secrets
   included), "generate" lets the teacher answer greedily (`logprobs`: its own answer and the
@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from core.errors import KBError
 from core.llm import LLM, Completion, LLMError
-from core.vllm_server import VLLMServer
+from core.llm.server import VLLMServer
 from training.data import answer_ids, format_prompt, prompt_ids
 from training.types import QAExample, TeacherSignal
 

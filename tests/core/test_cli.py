@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core.cli import EXIT_ERROR, EXIT_PARTIAL, app
+from app.cli import EXIT_ERROR, EXIT_PARTIAL, app
 from tests.conftest import HANDBOOK
 
 

@@ -23,8 +23,8 @@ from core.llm import (
     LLMUnavailable,
     llm_from_settings,
 )
-from core.llm_openai import SSEParser, parse_completion
-from core.llm_vllm import VLLMClient
+from core.llm.vllm import VLLMClient
+from core.llm.wire import SSEParser, parse_completion
 from core.settings import load_settings
 
 Behaviour = Callable[[web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.vllm_server import VLLMServer, VLLMServerError, default_python
+from core.llm.server import VLLMServer, VLLMServerError, default_python
 
 
 def test_vllm_server_command_has_the_flags_the_product_needs(tmp_path: Path) -> None:

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from core.llm import LLM, LLMBadRequest, Message
-from core.llm_local import TransformersLLM
-from core.llm_vllm import VLLMClient
-from core.vllm_server import VLLMServer, default_python
+from core.llm.local import TransformersLLM
+from core.llm.server import VLLMServer, default_python
+from core.llm.vllm import VLLMClient
 from knowledge.embeddings import Embedder, Vectors
 from knowledge.generation import FALLBACK_MODEL, generate_answer, stream_answer
 from knowledge.prompt import SYSTEM_PROMPT, build_prompt

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core.cli import app
+from app.cli import app
 from knowledge.errors import KnowledgeError
 from knowledge.evaluation import load_queries, score_ranking
 from knowledge.types import Hit

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from app.commands.push import _embedder
 from core import db
-from core.cli_push import _embedder
 from core.settings import Settings
 from knowledge.service import KnowledgeBase
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from core.cli import EXIT_ERROR, EXIT_PARTIAL, app
+from app.cli import EXIT_ERROR, EXIT_PARTIAL, app
 from knowledge.sources import SourceConfigError, SourceError, load_sources, parse_source
 from knowledge.sources.config import expand_env, mask_url
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from core.cli import EXIT_ERROR, app
+from app.cli import EXIT_ERROR, app
 from privacy.audit import AuditLog, scrub
 
 

@@ -133,8 +133,8 @@ def test_invalid_requests_are_refused_with_a_reason(migrated: Engine) -> None:
 def test_kb_budget_show(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
+    from app.cli import app
     from core import db
-    from core.cli import app
     from core.settings import load_settings
 
     monkeypatch.setenv("KB_DATA_DIR", str(tmp_path / "var"))

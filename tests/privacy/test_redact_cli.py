@@ -4,7 +4,7 @@ import json
 
 from typer.testing import CliRunner
 
-from core.cli import EXIT_ERROR, app
+from app.cli import EXIT_ERROR, app
 
 TEXT = "Mail ann@example.com, card 4111 1111 1111 1111, token xoxb-123456789012-abcdefghijkl\n"
 

@@ -17,8 +17,8 @@ from sqlalchemy import Engine, select
 from sqlmodel import Session, col
 from typer.testing import CliRunner
 
-from core.cli import EXIT_ERROR, EXIT_PARTIAL, app
-from core.cli_push import start_push
+from app.cli import EXIT_ERROR, EXIT_PARTIAL, app
+from app.commands.push import start_push
 from core.models import BehaviourEventRow, PushDeliveryRow
 from core.settings import Settings
 from knowledge.embeddings import Embedder

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from core.llm import Completion, LLMUnavailable, TokenLogprob
-from core.llm_local import TransformersLLM
+from core.llm.local import TransformersLLM
 from tests.fakes import FakeLLM
 from training.data import answer_ids, tokenize
 from training.evaluate import greedy_answers
@@ -178,8 +178,8 @@ def _free_port() -> int:
 def test_the_real_vllm_teacher_gives_the_local_teachers_top_k_and_answers(
     teacher_dir: Path, tokenizer: Any, tmp_path: Path
 ) -> None:
-    from core.llm_vllm import VLLMClient
-    from core.vllm_server import default_python
+    from core.llm.server import default_python
+    from core.llm.vllm import VLLMClient
 
     python = default_python()  # a clear error (run `make vllm-env`) when the environment is missing
     examples = FactTask(seed=4).examples(6)

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from core import db
-from core.cli_audit import audit_app
-from core.cli_bench import bench_app
-from core.cli_llm import llm_app
-from core.cli_push import push_app, start_push  # push delivery (issue 6)
-from core.cli_sources import sources_app
-from core.cli_support import (
+from app.commands.audit import audit_app
+from app.commands.bench import bench_app
+from app.commands.budget import budget_app
+from app.commands.llm import llm_app
+from app.commands.push import push_app, start_push  # push delivery (issue 6)
+from app.commands.sources import sources_app
+from app.support import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_PARTIAL,
@@ -38,7 +38,7 @@ from core.cli_support import (
     out,
     print_json,
 )
-from core.cli_train import budget_app
+from core import db
 from core.errors import KBError
 
 if TYPE_CHECKING:

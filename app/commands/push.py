@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from sqlalchemy import Engine
 
-from core.cli_support import (
+from app.support import (
     EXIT_PARTIAL,
     JsonOption,
     cli_engine,

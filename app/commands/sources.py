@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from core import db
-from core.cli_support import (
+from app.support import (
     EXIT_PARTIAL,
     JsonOption,
     audit_log,
@@ -28,6 +27,7 @@ from core.cli_support import (
     out,
     print_json,
 )
+from core import db
 from core.errors import KBError
 from core.models import as_utc
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from core.llm import Completion, TokenLogprob
+from core.llm.protocol import Completion, TokenLogprob
 
 MAX_RETRY_AFTER_S = 5.0
 

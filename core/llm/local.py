@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.llm import (
+from core.llm.protocol import (
     Completion,
     LLMBadRequest,
     LLMError,

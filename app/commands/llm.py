@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from core.cli_support import JsonOption, cli_settings, err, friendly_errors, out, print_json
+from app.support import JsonOption, cli_settings, err, friendly_errors, out, print_json
 from core.errors import KBError
 
 llm_app = typer.Typer(help="The language model server (vLLM).", no_args_is_help=True)
@@ -39,7 +39,7 @@ def serve(
     python: Annotated[Path | None, typer.Option(help="vLLM's bin/python (make vllm-env).")] = None,
 ) -> None:
     """Start vLLM's OpenAI-compatible server (LoRA enabled, adapters loadable at run time) and wait."""
-    from core.vllm_server import VLLMServer, default_python
+    from core.llm.server import VLLMServer, default_python
 
     settings = cli_settings()
     server = VLLMServer(

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from core import db
-from core.cli_support import (
+from app.support import (
     JsonOption,
     cli_engine,
     cli_settings,
@@ -17,6 +16,7 @@ from core.cli_support import (
     out,
     print_json,
 )
+from core import db
 from core.errors import KBError
 from core.settings import load_settings
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from app.support import JsonOption, cli_engine, cli_settings, friendly_errors, out, print_json
 from core import db
-from core.cli_support import JsonOption, cli_engine, cli_settings, friendly_errors, out, print_json
 
 budget_app = typer.Typer(help="The privacy budget of DP training runs.", no_args_is_help=True)
 

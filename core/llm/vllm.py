@@ -23,8 +23,8 @@ from typing import Any, Self, TypeVar
 
 import aiohttp
 
-from core.llm import (
-    CircuitBreaker,
+from core.llm.breaker import CircuitBreaker
+from core.llm.protocol import (
     Completion,
     LLMBadRequest,
     LLMBadResponse,
@@ -33,7 +33,7 @@ from core.llm import (
     LLMUnavailable,
     Message,
 )
-from core.llm_openai import (
+from core.llm.wire import (
     SSEParser,
     WireFormatError,
     error_message,

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from core.llm import LLMError
+from core.llm.protocol import LLMError
 
 VLLM_VERSION = "0.32.0"
 _READY_POLL_S = 0.5

@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from core import db
-from core.cli_support import (
+from app.support import (
     EXIT_ERROR,
     JsonOption,
     audit_log,
@@ -19,6 +18,7 @@ from core.cli_support import (
     out,
     print_json,
 )
+from core import db
 
 audit_app = typer.Typer(help="The append-only, hash-chained audit log.", no_args_is_help=True)
 

@@ -1,0 +1,1 @@
+"""One module per `kb` command group; `app.cli` adds each to the root command."""
