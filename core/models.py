@@ -137,7 +137,7 @@ class SourceStateRow(SQLModel, table=True):
     ingest_run_id: int | None = None
 
 
-# --- bot (issue 5): behaviour events for push, subscriptions, Slack dedup, Teams references ---
+# --- bot: behaviour events for push, subscriptions, Slack dedup, Teams references ---
 
 
 class BehaviourEventRow(SQLModel, table=True):
@@ -220,7 +220,7 @@ class ConversationRefRow(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
-# --- training / privacy budget (issue 7): the DP ledger (see privacy/budget.py) ---
+# --- training / privacy budget: the DP ledger (see privacy/budget.py) ---
 
 
 class PrivacyLedgerRow(SQLModel, table=True):
@@ -254,7 +254,7 @@ class PrivacyLedgerLockRow(SQLModel, table=True):
     version: int = 0
 
 
-# --- push delivery (issue 6): the exactly-once delivery log, per-user push state, cursors, web inbox ---
+# --- push delivery: the exactly-once delivery log, per-user push state, cursors, web inbox ---
 # APScheduler's own job table (`push_scheduler_jobs`) is created by migration 0008 too, but its rows
 # belong to APScheduler's SQLAlchemyJobStore, so it has no model here.
 EXTERNAL_TABLES = frozenset({"push_scheduler_jobs"})
@@ -335,7 +335,7 @@ class PushInboxRow(SQLModel, table=True):
     read_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
-# --- push profiles (issue 6): per-person interest centroids learned from behaviour events ---
+# --- push profiles: per-person interest centroids learned from behaviour events ---
 
 
 class InterestProfileRow(SQLModel, table=True):

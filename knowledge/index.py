@@ -110,7 +110,8 @@ class VectorIndex:
     IndexScalarQuantizer, IVF as an IndexIVFScalarQuantizer whose lists hold fp16 codes of the
     vectors themselves (not residuals). fp16 halves the memory a search streams through: 2.3x
     faster flat at 100k vectors on one thread, with scores within 1e-4 and 0.999 of the top 20
-    unchanged (NOTES.md, session 2); bench/results/scale_gpu.json times both IVF list types.
+    unchanged (the fp16 index record in docs/decisions/); bench/results/scale_gpu.json times both
+    IVF list types.
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Privacy budget ledger (issue 7): one row per training run's (ε, δ), and a one-row lock table.
+"""Privacy budget ledger for DP training: one row per training run's (ε, δ), and a one-row lock table.
 
 Revision ID: 0006
 Revises: 0005

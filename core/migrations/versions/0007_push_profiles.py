@@ -1,4 +1,4 @@
-"""Push interest profiles (issue 6): per-person interest centroids and the full-update watermark.
+"""Push interest profiles: per-person interest centroids and the full-update watermark.
 
 Revision ID: 0007
 Revises: 0006

@@ -1,4 +1,4 @@
-"""Push delivery log, digests and scheduler state (issue 6).
+"""Push delivery log, digests and scheduler state: what makes each push message exactly-once.
 
 Revision ID: 0008
 Revises: 0007

@@ -1,4 +1,4 @@
-"""Bot event claims with a state and a lease, so an acked but unanswered event is re-run (issue 5).
+"""Bot event claims with a state and a lease, so an acked but unanswered event is re-run.
 
 A claim is `claimed` while a replica answers it (until `lease_until`, renewed while it works) and
 `answered` afterwards; `payload` keeps what is needed to answer again, `reply_ts` the message the

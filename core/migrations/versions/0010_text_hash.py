@@ -1,4 +1,4 @@
-"""A hash of headings and text alone on documents and their change log (issue 6's notices).
+"""A hash of headings and text alone on documents and their change log, for push's notices.
 
 The content hash also covers tags, ACL and links, so a change that touched text and tags at once
 could not be told from a re-tag; push's notices compare this one. Rows from before it stay empty,

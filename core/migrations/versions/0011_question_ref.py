@@ -1,4 +1,4 @@
-"""A reference on behaviour events, for questions recorded after their answer was sent (issue 5).
+"""A reference on behaviour events, for questions recorded after their answer was sent.
 
 A Slack answer's buttons carry the event's key, and the question's row is written once the answer
 has gone out (with the claim's close, in one transaction), so that nothing waits for the database
