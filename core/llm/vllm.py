@@ -8,6 +8,8 @@ Failure policy, so that a sick server degrades answers instead of stalling them:
   still be working on it, and a retry doubles the wait): it raises LLMTimeout;
 - every failed attempt except a 4xx counts towards the circuit breaker; an open breaker fails fast.
 
+The retry loop is `core.llm.retry`; the body and event-stream formats are `core.llm.wire`.
+
 >>> async with VLLMClient("http://127.0.0.1:8000", model="kb-distilled") as llm:   # doctest: +SKIP
 ...     async for delta in llm.stream_chat([{"role": "user", "content": "Hi"}]):
 ...         print(delta, end="")
@@ -33,6 +35,7 @@ from core.llm.protocol import (
     LLMUnavailable,
     Message,
 )
+from core.llm.retry import Retryable, call_with_retries
 from core.llm.wire import (
     SSEParser,
     WireFormatError,
@@ -45,15 +48,6 @@ from core.llm.wire import (
 
 T = TypeVar("T")
 _CHAT = "/v1/chat/completions"
-
-
-class _Retryable(Exception):
-    """An attempt failed in a way worth retrying; `error` is what the caller sees if retries run out."""
-
-    def __init__(self, error: LLMError, *, retry_after: float | None = None) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.retry_after = retry_after
 
 
 class VLLMClient:
@@ -313,7 +307,7 @@ class VLLMClient:
     async def _send(
         self, method: str, path: str, payload: dict[str, Any] | None, deadline: float
     ) -> aiohttp.ClientResponse:
-        """One HTTP attempt; returns a 2xx response, or raises (_Retryable for what a retry may fix)."""
+        """One HTTP attempt; returns a 2xx response, or raises (Retryable for what a retry may fix)."""
         try:
             async with asyncio.timeout_at(deadline):
                 response = await self._http().request(method, self.base_url + path, json=payload)
@@ -323,10 +317,10 @@ class VLLMClient:
                     detail = await response.text()
         except TimeoutError as exc:
             if isinstance(exc, aiohttp.ConnectionTimeoutError):  # never reached the server: safe to retry
-                raise _Retryable(LLMUnavailable(f"cannot connect to {self.base_url}: timed out")) from exc
+                raise Retryable(LLMUnavailable(f"cannot connect to {self.base_url}: timed out")) from exc
             raise self._timeout(f"{self.base_url}{path} did not answer in time") from exc
         except aiohttp.ClientError as exc:
-            raise _Retryable(
+            raise Retryable(
                 LLMUnavailable(
                     f"cannot reach vLLM at {self.base_url}: {exc.__class__.__name__} {exc}".strip(),
                     hint="check that the server is running (`kb llm serve`) and KB_LLM_URL points at it",
@@ -334,7 +328,7 @@ class VLLMClient:
             ) from exc
         message = error_message(detail)
         if response.status == 429 or response.status >= 500:
-            raise _Retryable(
+            raise Retryable(
                 LLMUnavailable(f"vLLM at {self.base_url} answered HTTP {response.status}: {message}"),
                 retry_after=retry_after(response.headers.get("Retry-After")),
             )
@@ -355,37 +349,14 @@ class VLLMClient:
         )
 
     async def _call(self, attempt: Callable[[], Awaitable[T]], deadline: float, *, settle: bool = True) -> T:
-        """Run `attempt` under the breaker, retrying what is worth retrying until `deadline`.
-
-        With `settle=False` a successful attempt leaves the breaker's verdict to the caller.
-        """
-        loop = asyncio.get_running_loop()
-        tries = 0
-        while True:
-            self.breaker.check()
-            try:
-                result = await attempt()
-            except _Retryable as exc:
-                self.breaker.failure(exc.error.message)
-                delay = exc.retry_after if exc.retry_after is not None else self.backoff * 2**tries
-                out_of_time = loop.time() + delay >= deadline
-                if tries >= self.retries or out_of_time or self.breaker.state == "open":
-                    raise exc.error from exc.__cause__
-                tries += 1
-                await asyncio.sleep(delay)
-            except LLMBadRequest:
-                self.breaker.success()  # it answered: the server is alive, the request was wrong
-                raise
-            except LLMError as exc:
-                self.breaker.failure(exc.message)
-                raise
-            except BaseException:
-                self.breaker.release()
-                raise
-            else:
-                if settle:
-                    self.breaker.success()
-                return result
+        return await call_with_retries(
+            attempt,
+            breaker=self.breaker,
+            deadline=deadline,
+            retries=self.retries,
+            backoff=self.backoff,
+            settle=settle,
+        )
 
     def _timeout(self, message: str) -> LLMTimeout:
         return LLMTimeout(message, hint="the server is overloaded or stuck; answers fall back to extractive")
