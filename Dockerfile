@@ -20,6 +20,7 @@ COPY knowledge knowledge
 COPY bot bot
 COPY push push
 COPY training training
+COPY app app
 RUN pip install . && useradd --create-home --uid 10001 kb && mkdir -p /data && chown kb /data
 
 COPY examples examples
