@@ -5,6 +5,9 @@ the bot abstains without calling the model; when the model is down, slow, behind
 breaker, or says nothing usable (empty, garbage, or - with `require_citation` - nothing cited),
 the question gets the extractive answer, marked `model="extractive (fallback)"`.
 
+`stream_answer` is the one answer path; `generate_answer` is that stream collected, with the
+model's reply asked for in one request.
+
 >>> answer = await generate_answer(question, hits, llm=llm, query_vector=q, embedder=embedder,
 ...                                min_score=0.25)                                # doctest: +SKIP
 >>> async for part in stream_answer(question, hits, llm=llm, ...):                # doctest: +SKIP
@@ -26,7 +29,7 @@ from knowledge.answer import extractive_answer
 from knowledge.citations import CitationRewriter, looks_like_garbage
 from knowledge.embeddings import Embedder, Vectors
 from knowledge.prompt import NOT_FOUND, Prompt, build_prompt
-from knowledge.types import Answer, Hit, Question
+from knowledge.types import Answer, Hit, Question, last_part
 from privacy.output import OutputGuard
 
 log = logging.getLogger(__name__)
@@ -145,6 +148,35 @@ def _unusable(text: str, rewriter: CitationRewriter, require_citation: bool) -> 
     return None
 
 
+class _Reply:
+    """The model's raw reply as deltas: streamed as written, or (`whole`) one completion as one delta.
+
+    A whole reply is one request under the client's whole-call timeout (no first-token timeout,
+    nothing to show early), attributed to the model the server names; a streamed one is attributed
+    to the model asked for.
+    """
+
+    def __init__(
+        self, llm: LLM, prompt: Prompt, clock: _Clock, *, model: str | None, max_tokens: int, whole: bool
+    ) -> None:
+        self._llm, self._prompt, self._clock = llm, prompt, clock
+        self._asked, self._max_tokens, self._whole = model, max_tokens, whole
+        self.model = model or llm.name
+
+    async def deltas(self) -> AsyncGenerator[str, None]:
+        messages, model, max_tokens = self._prompt.messages, self._asked, self._max_tokens
+        if self._whole:
+            completion = await self._llm.chat(messages, model=model, max_tokens=max_tokens, temperature=0.0)
+            self._clock.first_token()  # a whole answer reaches the user all at once
+            self.model = completion.model
+            yield completion.text
+            return
+        stream = self._llm.stream_chat(messages, model=model, max_tokens=max_tokens, temperature=0.0)
+        async with aclosing(stream) as deltas:
+            async for delta in deltas:
+                yield delta
+
+
 async def generate_answer(
     question: Question,
     hits: list[Hit],
@@ -159,31 +191,16 @@ async def generate_answer(
     retrieve_ms: float = 0.0,
     require_citation: bool = True,
 ) -> Answer:
-    """Answer `question` from `hits` with the model (`model` names a served model or LoRA adapter).
+    """`stream_answer` collected whole: the model's reply asked for in one request.
 
     Never raises for model trouble: see the module docstring for the fallbacks.
     """
-    clock = _Clock(retrieve_ms)
-    if _weak_evidence(hits, min_score):
-        return clock.stamp(extractive_answer(query_vector, hits, embedder=embedder, min_score=min_score))
-    try:
-        prompt = await build_prompt(question.text, hits, llm=llm, max_context_tokens=max_context_tokens)
-        completion = await llm.chat(
-            prompt.messages, model=model, max_tokens=max_answer_tokens, temperature=0.0
-        )
-    except Exception as exc:  # any model failure must end in an answer, not an error
-        return clock.stamp(
-            await _fallback(query_vector, hits, embedder, min_score, f"{type(exc).__name__}: {exc}")
-        )
-    clock.first_token()  # a non-streamed answer reaches the user all at once
-    if completion.text.lstrip().startswith(NOT_FOUND):
-        return clock.stamp(_abstain(query_vector, hits, embedder, completion.model))
-    rewriter = CitationRewriter(range(1, len(prompt.passages) + 1))
-    text = rewriter.feed(completion.text) + rewriter.finish()
-    reason = _unusable(text, rewriter, require_citation)
-    if reason is not None:
-        return clock.stamp(await _fallback(query_vector, hits, embedder, min_score, reason))
-    return clock.stamp(_model_answer(text, rewriter, prompt, hits, completion.model))
+    parts = stream_answer(
+        question, hits, llm=llm, query_vector=query_vector, embedder=embedder, min_score=min_score,
+        max_context_tokens=max_context_tokens, max_answer_tokens=max_answer_tokens, model=model,
+        retrieve_ms=retrieve_ms, require_citation=require_citation, whole=True,
+    )  # fmt: skip
+    return await last_part(parts, Answer)
 
 
 async def stream_answer(
@@ -199,11 +216,14 @@ async def stream_answer(
     model: str | None = None,
     retrieve_ms: float = 0.0,
     require_citation: bool = True,
+    whole: bool = False,
 ) -> AsyncGenerator[str | Answer, None]:
     """Text deltas as the model writes them (citations already renumbered), then the final Answer.
 
     The final Answer is authoritative: when it is a fallback or an abstention, its text replaces
-    whatever deltas were shown. Otherwise its text equals the deltas joined.
+    whatever deltas were shown. Otherwise its text equals the deltas joined. With `whole` the
+    model's reply is asked for in one request (see `_Reply`) and passes through as one delta.
+    Model trouble of any kind ends in the extractive answer (module docstring), never an error.
     """
     clock = _Clock(retrieve_ms)
     if _weak_evidence(hits, min_score):
@@ -215,8 +235,8 @@ async def stream_answer(
     try:
         prompt = await build_prompt(question.text, hits, llm=llm, max_context_tokens=max_context_tokens)
         rewriter = CitationRewriter(range(1, len(prompt.passages) + 1))
-        stream = llm.stream_chat(prompt.messages, model=model, max_tokens=max_answer_tokens, temperature=0.0)
-        async with aclosing(stream) as deltas:
+        reply = _Reply(llm, prompt, clock, model=model, max_tokens=max_answer_tokens, whole=whole)
+        async with aclosing(reply.deltas()) as deltas:
             async for delta in deltas:
                 if deciding:
                     held += delta
@@ -239,7 +259,7 @@ async def stream_answer(
         return
     if abstained:
         clock.first_token()
-        yield clock.stamp(_abstain(query_vector, hits, embedder, model or llm.name))
+        yield clock.stamp(_abstain(query_vector, hits, embedder, reply.model))
         return
     if tail:
         clock.first_token()
@@ -250,4 +270,4 @@ async def stream_answer(
     if reason is not None:
         yield clock.stamp(await _fallback(query_vector, hits, embedder, min_score, reason))
         return
-    yield clock.stamp(_model_answer(text, rewriter, prompt, hits, model or llm.name))
+    yield clock.stamp(_model_answer(text, rewriter, prompt, hits, reply.model))

@@ -1,10 +1,12 @@
-"""Small platform-neutral types that flow through ingest and retrieval."""
+"""Small platform-neutral types that flow through ingest, retrieval and answers."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,3 +136,24 @@ class Answer:
     latency_ms: dict[str, float] = field(default_factory=dict)
     refused: bool = False  # the input guard turned the question away
     notices: list[str] = field(default_factory=list)  # guard warnings and redactions, in plain words
+
+
+Part = TypeVar("Part")
+
+
+async def last_part(parts: AsyncIterator[object], kind: type[Part]) -> Part:
+    """A stream of events collected whole: its last part, which must be a `kind`.
+
+    Every answer path is written once, as a stream (text deltas or drafts, then one final Answer or
+    reply); a caller that wants only the final result reads the stream through this.
+    """
+    last: object = None
+    try:
+        async for part in parts:
+            last = part
+    finally:  # a cancelled caller leaves no generator open (a no-op on one that finished)
+        if isinstance(parts, AsyncGenerator):
+            await parts.aclose()
+    if not isinstance(last, kind):
+        raise AssertionError(f"the stream ended with {type(last).__name__}, not {kind.__name__}")
+    return last
