@@ -1,12 +1,14 @@
 """Slack listeners: mentions, DMs, `/kb`, buttons and App Home, all acked before any real work.
 
+Translation only: a Slack payload becomes an `Incoming` and an event key, the exactly-once protocol
+(bot/claims.py) decides whether this delivery answers it, and the reply goes back as Block Kit.
+
 Every listener acks (bolt acks Events API deliveries itself) and hands the work to BackgroundTasks,
 so Slack hears back within its 3 seconds however slow the answer is. A global middleware claims
-each event_id in the database first, so a redelivery (X-Slack-Retry-Num) is answered only once,
-across restarts and replicas. The claim keeps the question and a lease that the answering task
-renews; `recover` re-runs claims whose replica died after the ack (see bot/store.py). The same
-middleware starts the Slack directory lookups the answer's access check will need, so that on a
-cold cache they run while the event is being claimed rather than after.
+each event_id first, so a redelivery (X-Slack-Retry-Num) is answered only once, across restarts
+and replicas; `recover` re-runs claims whose replica died after the ack. The same middleware
+starts the Slack directory lookups the answer's access check will need, so that on a cold cache
+they run while the event is being claimed rather than after.
 
 The answer does not wait for the claim: the first delivery this process sees of a question starts
 answering it (access check, retrieval, the model) while its claim is being written, and whatever
@@ -30,14 +32,13 @@ import functools
 import logging
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 from slack_bolt.response import BoltResponse
 
+from bot.claims import ExactlyOnce, Leases, Start, held
 from bot.commands import Ask, parse
 from bot.conversation import Conversation
 from bot.errors import ChatPlatformError, NotClaimed
@@ -45,7 +46,7 @@ from bot.slack.blocks import ACTION_IDS, SOURCE_ACTION, SlackMessage, home_view,
 from bot.slack.directory import SlackDirectory
 from bot.slack.sender import SEARCHING, SlackSender
 from bot.slack.streaming import SORRY, stream_into_message
-from bot.store import FAILED, BotStore
+from bot.store import BotStore, Claim
 from bot.tasks import BackgroundTasks
 from bot.types import Action, Incoming, RenderedReply, plain
 from core.metrics import Metrics
@@ -59,7 +60,6 @@ _FOREIGN_TEAM = "This bot is not installed in your workspace, so it cannot answe
 # Message subtypes that are a person writing; edits, joins, bot posts and the like are not questions.
 _PERSON_SUBTYPES = {None, "file_share", "thread_broadcast"}
 
-SEEN_EVENTS = 10_000
 ANSWERING = "kb_answering"  # in bolt's context: `guard` started the event's answer with its claim
 Next = Callable[[], Awaitable[None]]
 
@@ -107,13 +107,9 @@ class SlackHandlers:
         self.tasks = tasks
         self.metrics = metrics
         self.interval = settings.bot_stream_interval_s
-        self.lease_s = settings.bot_claim_lease_s
-        self.attempts = settings.bot_claim_attempts
-        self.retention = timedelta(hours=settings.bot_event_retention_hours)
-        # Event ids this process claimed lately: its own redeliveries are turned away without a
-        # database round trip (the database still decides between replicas and across restarts).
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._claiming: dict[str, asyncio.Future[bool]] = {}
+        self.claims = ExactlyOnce(
+            store, tasks, platform=PLATFORM, leases=Leases.from_settings(settings), rerun=self._rerun
+        )
 
     def register(self, app: AsyncApp) -> None:
         app.use(self.guard)
@@ -139,13 +135,13 @@ class SlackHandlers:
             return BoltResponse(status=200, body="")
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
         if isinstance(event_id, str) and event_id:
-            key = f"{PLATFORM}:{event_id}"
+            key = self.claims.key(event_id)
             event = body.get("event")
             incoming = incoming_from_event(event) if isinstance(event, dict) else None
-            if incoming is not None and not self.seen(event_id):
+            if incoming is not None and not self.claims.seen(key):
                 self._prefetch(incoming)
             # A claim that fails (database down) raises: Slack gets a 500 and delivers the event again.
-            if not await self._claim(key, incoming, answer=True):
+            if not await self.claims.claim(key, incoming, start=self._starter(incoming, key)):
                 log.info("event %s was already handled: ignoring the redelivery", event_id)
                 return BoltResponse(status=200, body="")
             context[ANSWERING] = incoming is not None  # `on_event` has nothing left to start
@@ -163,62 +159,33 @@ class SlackHandlers:
 
     def seen(self, event_id: str) -> bool:
         """True when this process claimed `event_id` lately or is writing its claim now."""
-        key = f"{PLATFORM}:{event_id}"
-        return key in self._seen or key in self._claiming
+        return self.claims.seen(self.claims.key(event_id))
 
     async def handled(self, event_id: str) -> bool:
-        """For a `seen` event: True once its claim is settled (here, or by another replica first).
+        """For a `seen` event: True once its claim is settled (ExactlyOnce.handled)."""
+        return await self.claims.handled(self.claims.key(event_id))
 
-        False when the claim being written failed: that delivery has gone back to Slack as a 500,
-        so this one must take bolt's whole path and try again.
-        """
-        pending = self._claiming.get(f"{PLATFORM}:{event_id}")
-        if pending is None:
-            return self.seen(event_id)
-        try:
-            await asyncio.shield(pending)
-        except Exception:
-            return False
-        return True
+    async def recover(self) -> int:
+        """Re-run Slack events whose replica died (ExactlyOnce.recover); returns the re-runs."""
+        return await self.claims.recover()
 
-    async def _claim(self, key: str, incoming: Incoming | None, *, answer: bool = False) -> bool:
-        """True for the first delivery; copies arriving while its claim is written wait for that one.
+    async def sweep_forever(self, every_s: float, *, first_after: float = 0.0) -> None:
+        await self.claims.sweep_forever(every_s, first_after=first_after)
 
-        With `answer`, a question's answer starts while the claim is written (module docstring):
-        cancelled unless the claim holds.
-        """
-        pending = self._claiming.get(key)
-        if pending is not None:
-            await asyncio.shield(pending)  # the first delivery's outcome, errors included
-            return False
-        if key in self._seen:
-            return False
-        claim = self.store.start(self.store.claim_event, key, incoming, lease_s=self.lease_s)
-        self._claiming[key] = claim
-        answering = None
-        if answer and incoming is not None:
-            work = self.answer_in_thread(incoming, key=key, claim=claim)
-            answering = self.tasks.spawn(work, name=f"slack-{key}")
-        first = False
-        try:
-            first = await claim
-        finally:
-            del self._claiming[key]
-            if not first and answering is not None:
-                answering.cancel()  # lost, failed or cancelled: it must post nothing
-        self._remember(key)
-        return first
+    def _starter(self, incoming: Incoming | None, key: str) -> Start | None:
+        """The answer `guard` starts while the event's claim is written: it posts once the claim holds."""
+        if incoming is None:
+            return None
+        return lambda claim: self.answer_in_thread(incoming, key=key, claim=claim)
 
-    def _remember(self, key: str) -> None:
-        self._seen[key] = None
-        self._seen.move_to_end(key)
-        while len(self._seen) > SEEN_EVENTS:
-            self._seen.popitem(last=False)
+    async def _rerun(self, claim: Claim) -> None:
+        """A claim taken over from a dead replica: answer into the message it had started, if any."""
+        await self.answer_in_thread(claim.incoming, key=claim.key, reply_ts=claim.reply_ts)
 
     async def on_event(self, event: dict[str, Any], body: dict[str, Any], context: AsyncBoltContext) -> None:
         incoming = incoming_from_event(event)
         if incoming is not None and not context.get(ANSWERING):
-            key = f"{PLATFORM}:{body.get('event_id')}"
+            key = self.claims.key(str(body.get("event_id")))
             self.tasks.spawn(self.answer_in_thread(incoming, key=key), name=f"slack-{key}")
 
     async def on_other_event(self, event: dict[str, Any]) -> None:
@@ -239,35 +206,45 @@ class SlackHandlers:
         claim's write, still under way) nothing is posted or recorded before it holds, and nothing
         at all when it does not.
         """
-        renewing = self.tasks.spawn(self._renew(key), name=f"slack-lease-{key}") if key else None
         # In a burst of events acks go first: the retrieval waits for them, not these light steps
         # (bot/tasks.py, AckFirstSlots).
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        admitted = functools.partial(_held, claim) if claim is not None else None
+        admitted = functools.partial(held, claim) if claim is not None else None
         try:
-            posted: asyncio.Future[str] | str = reply_ts or asyncio.ensure_future(
-                self._post_searching(incoming, key, admitted)
-            )
-            ts, reply = await stream_into_message(
-                self.conversation.stream(incoming, admitted=admitted, ref=key), self.sender, incoming.channel,
-                posted, interval=self.interval, last_update=loop.time(),
-            )  # fmt: skip
-            self._count(reply, started)
-            messages = to_messages(reply)
-            await self.sender.update(incoming.channel, ts, messages[0])
-            for message in messages[1:]:
-                await self.sender.post(incoming.channel, message, thread=incoming.thread or ts)
+            with self.claims.lease(key):
+                reply = await self._stream(incoming, key, reply_ts, admitted, started=started)
         except NotClaimed:
             return  # another delivery answers it
         except ChatPlatformError as exc:
             log.warning("could not deliver the answer in %s: %s", incoming.channel, exc)
             return
-        finally:
-            if renewing is not None:
-                renewing.cancel()
         if key:  # the question's record too: its buttons went out naming it by `key` (Conversation.stream)
-            await self.store.run(self.store.finish_event, key, question=reply.unrecorded)
+            await self.claims.finish(key, question=reply.unrecorded)
+
+    async def _stream(
+        self,
+        incoming: Incoming,
+        key: str | None,
+        reply_ts: str | None,
+        admitted: Callable[[], Awaitable[None]] | None,
+        *,
+        started: float,
+    ) -> RenderedReply:
+        """ "searching…" (or the re-run's message), the drafts, then the final answer in its messages."""
+        loop = asyncio.get_running_loop()
+        posted: asyncio.Future[str] | str = reply_ts or asyncio.ensure_future(
+            self._post_searching(incoming, key, admitted)
+        )
+        ts, reply = await stream_into_message(
+            self.conversation.stream(incoming, admitted=admitted, ref=key), self.sender, incoming.channel,
+            posted, interval=self.interval, last_update=loop.time(),
+        )  # fmt: skip
+        self._count(reply, started)
+        messages = to_messages(reply)
+        await self.sender.update(incoming.channel, ts, messages[0])
+        for message in messages[1:]:
+            await self.sender.post(incoming.channel, message, thread=incoming.thread or ts)
+        return reply
 
     async def _post_searching(
         self, incoming: Incoming, key: str | None, admitted: Callable[[], Awaitable[None]] | None
@@ -276,47 +253,8 @@ class SlackHandlers:
             await admitted()
         ts = await self.sender.searching(incoming.channel, thread=incoming.thread)
         if key:
-            await self.store.run(self.store.set_reply_ts, key, ts)
+            await self.claims.reply_at(key, ts)
         return ts
-
-    async def _renew(self, key: str | None) -> None:
-        while key:
-            await asyncio.sleep(self.lease_s / 3)
-            if not await self.store.run(self.store.renew, key, lease_s=self.lease_s):
-                return  # no longer ours (another replica took it over after a stall)
-
-    async def recover(self) -> int:
-        """Re-run claims whose replica stopped renewing them; prune old claims. Returns re-runs."""
-        rerun = 0
-        for key in await self.store.run(self.store.expired_claims, prefix=f"{PLATFORM}:"):
-            claim = await self.store.run(
-                self.store.take_over, key, lease_s=self.lease_s, max_attempts=self.attempts
-            )
-            if claim is None:
-                state = await self.store.run(self.store.claim_state, key)
-                if state is not None and state.state == FAILED:
-                    log.error("gave up on Slack event %s after %d attempts", key, state.attempts - 1)
-                continue
-            log.warning("re-running Slack event %s (attempt %d)", key, claim.attempts)
-            self.tasks.spawn(
-                self.answer_in_thread(claim.incoming, key=key, reply_ts=claim.reply_ts), name=f"slack-{key}"
-            )
-            rerun += 1
-        pruned = await self.store.run(self.store.prune_events, older_than=self.retention)
-        if pruned:
-            log.info("pruned %d processed Slack events", pruned)
-        return rerun
-
-    async def sweep_forever(self, every_s: float, *, first_after: float = 0.0) -> None:
-        """`recover` after `first_after` seconds and then every `every_s` seconds, until cancelled."""
-        await asyncio.sleep(first_after)
-        while True:
-            try:
-                await self.recover()
-            except Exception:
-                # A database hiccup must not end the sweeping: try again next round.
-                log.exception("the sweep of unanswered Slack events failed")
-            await asyncio.sleep(every_s)
 
     async def on_command(self, ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
         text = str(command.get("text", "")).strip()
@@ -421,16 +359,6 @@ async def _respond(respond: AsyncRespond, message: SlackMessage) -> None:
     except Exception as exc:
         # response_url failures (expired after 30 minutes, network) only cost this one reply.
         log.warning("could not answer through response_url: %s", exc)
-
-
-async def _held(claim: asyncio.Future[bool]) -> None:
-    """Return once `claim` holds; NotClaimed when it does not (shielded: it is the request's to await)."""
-    try:
-        held = await asyncio.shield(claim)
-    except Exception:
-        held = False  # the claim's write failed: Slack gets a 500 and delivers the event again
-    if not held:
-        raise NotClaimed("another delivery of this event has it")
 
 
 def _actor(body: dict[str, Any]) -> Incoming | None:
