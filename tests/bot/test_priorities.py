@@ -17,8 +17,8 @@ import faiss
 import pytest
 from aiohttp.test_utils import TestServer
 
+from app.server.assembly import create_app
 from bot.tasks import AckFirst, AckFirstSlots, lower_priority, worker_executor
-from bot.web.app import create_app
 from core import db
 from core.settings import Settings
 from knowledge.embeddings import Embedder

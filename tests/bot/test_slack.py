@@ -19,9 +19,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
+from app.server.assembly import create_app
 from bot.slack.app import SLACK_BOT_KEY, SlackBot
 from bot.slack.sender import SEARCHING
-from bot.web.app import create_app
 from core import db
 from core.llm import LLM
 from core.models import BehaviourEventRow

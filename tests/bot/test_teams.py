@@ -14,9 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
+from app.server.assembly import create_app
 from bot.store import BotStore
 from bot.teams.app import TEAMS_BOT_KEY, mount_teams
-from bot.web.app import create_app
 from bot.wiring import build_conversation
 from core import db
 from core.models import BehaviourEventRow

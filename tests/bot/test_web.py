@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import Engine
 
-from bot.web.app import create_app
+from app.server.assembly import create_app
 from core import db
 from core.settings import Settings
 from knowledge.embeddings import Embedder
