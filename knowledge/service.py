@@ -7,7 +7,8 @@ True
 'Resetting your password'
 
 Async callers (the bot, `kb serve`) use `ask_async` for a whole answer and `ask_stream` for text
-deltas while the model writes, then the same final Answer.
+deltas while the model writes, then the same final Answer. Both, and `ask`, are one stream
+(`_guarded`, where the guards run); a whole answer is that stream collected (`last_part`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from contextlib import aclosing, nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from knowledge.answer import extractive_answer
 from knowledge.catalog import ChunkCatalog, Filters
 from knowledge.embeddings import Embedder, Vectors, get_embedder
 from knowledge.errors import VectorIndexError
-from knowledge.generation import SafeDrafts, generate_answer, stream_answer
+from knowledge.generation import SafeDrafts, stream_answer
 from knowledge.index import VectorIndex, set_threads
 from knowledge.lexical import LEXICAL_FILE, LexicalIndex
 from knowledge.retrieval import FusionConfig, Mode, Retriever
@@ -39,7 +40,7 @@ from knowledge.safety import GuardObserver, screen_answer, screen_question
 from knowledge.store import Stats, Store
 from knowledge.sync import Ingestor, IngestReport, Problem, Progress, embedding_text
 from knowledge.timefilter import extract_time_filter, merge
-from knowledge.types import Answer, Document, Hit, Question
+from knowledge.types import Answer, AnswerParts, Document, Hit, Question, last_part
 from privacy.access import can_read
 from privacy.audit import AuditLog
 from privacy.guard import Guard
@@ -49,6 +50,7 @@ from privacy.redaction import Destination, policy_for
 log = logging.getLogger(__name__)
 
 _RELOAD_CHECK_SECONDS = 2.0
+Slots = asyncio.Semaphore | None  # held while retrieving (CPU work), never while the model writes
 
 
 class KnowledgeBase:
@@ -194,15 +196,8 @@ class KnowledgeBase:
         return self.retriever().search(question, k or self.settings.top_k, filters=filters, mode=mode)
 
     def ask(self, question: Question, *, filters: Filters | None = None) -> Answer:
-        """The guarded answer to a question: input guard, retrieval, answer, output guard."""
-        refusal, warnings = screen_question(self.guard, self.audit, question, observer=self.guard_observer)
-        if refusal is not None:
-            return refusal
-        answer = self._answer(question, filters)
-        answer.notices.extend(warnings)
-        return screen_answer(
-            self.output_guard, self.store, self.audit, answer, question, observer=self.guard_observer
-        )
+        """The guarded extractive answer, for callers without an event loop (the model is not asked)."""
+        return asyncio.run(last_part(self._guarded(question, self._extractive(question, filters)), Answer))
 
     async def ask_async(
         self,
@@ -212,96 +207,98 @@ class KnowledgeBase:
         model: str | None = None,
         retrieval_slots: asyncio.Semaphore | None = None,
     ) -> Answer:
-        """Like `ask`, with the answer written by `llm` (KB_LLM_URL) when one is configured.
+        """`ask_stream` collected whole: no drafts, the model's reply asked for in one request."""
+        parts = self.ask_stream(
+            question, filters=filters, model=model, retrieval_slots=retrieval_slots, whole=True
+        )
+        return await last_part(parts, Answer)
 
-        Retrieval runs in a worker thread; the model call is async. Model trouble of any kind
-        ends in the extractive answer, marked as a fallback (see knowledge/generation.py).
-        `retrieval_slots`, when given, is held while retrieving (CPU work) but not while the
-        model writes, so a caller can bound concurrent retrievals without bounding model calls.
-        """
-        refusal, warnings = screen_question(self.guard, self.audit, question, observer=self.guard_observer)
-        if refusal is not None:
-            return refusal
-        if self.llm is None:
-            async with retrieval_slots or nullcontext():
-                answer = await asyncio.to_thread(self._answer, question, filters)
-        else:
-            asked, query, hits, retrieve_ms = await self._prepare(question, filters, retrieval_slots)
-            answer = await generate_answer(
-                asked, hits, llm=self.llm, query_vector=query, embedder=self.embedder,
-                min_score=self.settings.min_score, model=model, retrieve_ms=retrieve_ms,
-            )  # fmt: skip
-        return await self._screened(answer, warnings, question)
-
-    async def ask_stream(
+    def ask_stream(
         self,
         question: Question,
         *,
         filters: Filters | None = None,
         model: str | None = None,
         retrieval_slots: asyncio.Semaphore | None = None,
-    ) -> AsyncIterator[str | Answer]:
-        """`ask_async` step by step: text deltas while the model writes, then exactly one final Answer.
+        whole: bool = False,
+    ) -> AnswerParts:
+        """The guarded answer step by step: text deltas while the model writes, then exactly one Answer.
 
-        Same guards, ACL-filtered retrieval, prompt redaction, abstention, extractive fallback and
-        output guard as `ask_async`, and the same final Answer for the same model output; it is
-        authoritative (a fallback, abstention or withheld answer replaces what was shown). Deltas
-        are safe to show as they come (generation.SafeDrafts: redacted, unfinished tail held
-        back), so they make up a prefix of the answer. None come without a model, nor when the
-        database says a retrieved passage is not the asker's to read (its ACL changed meanwhile).
+        The final Answer is authoritative (a fallback, abstention or withheld answer replaces what was
+        shown). Deltas are safe to show as they come (generation.SafeDrafts: redacted, unfinished
+        tail held back), a prefix of the answer. None come without a model, with `whole` (the reply
+        asked for in one request), nor when the database says a retrieved passage is not the asker's
+        to read. `retrieval_slots` is held while retrieving (CPU work), not while the model writes.
 
             async for part in kb.ask_stream(question):   # str, str, ..., then one Answer
                 ...
         """
         if self.llm is None:
-            yield await self.ask_async(question, filters=filters, retrieval_slots=retrieval_slots)
-            return
-        llm = self.llm
+            return self._guarded(question, self._extractive(question, filters, retrieval_slots))
+        answer = self._written(question, filters, self.llm, model, retrieval_slots, whole)
+        return self._guarded(question, answer)
+
+    async def _guarded(self, question: Question, answer: AnswerParts) -> AnswerParts:
+        """The guards of every answer, run here once: input guard first, output guard on the Answer."""
         refusal, warnings = screen_question(self.guard, self.audit, question, observer=self.guard_observer)
         if refusal is not None:
+            await answer.aclose()  # not started: nothing was retrieved
             yield refusal
             return
-        asked, query, hits, retrieve_ms = await self._prepare(question, filters, retrieval_slots)
-        readable = await asyncio.to_thread(self._all_readable, hits, question.groups)
-        drafts = SafeDrafts(self.output_guard) if readable else None
         final: Answer | None = None
-        parts = stream_answer(
-            asked, hits, llm=llm, query_vector=query, embedder=self.embedder,
-            min_score=self.settings.min_score, model=model, retrieve_ms=retrieve_ms,
-        )  # fmt: skip
-        async with aclosing(parts) as stream:
-            async for part in stream:
+        async with aclosing(answer) as parts:
+            async for part in parts:
                 if isinstance(part, Answer):
                     final = part
-                elif drafts is not None and (shown := drafts.feed(part)):
-                    yield shown
-        if final is None:  # pragma: no cover - stream_answer always ends with an Answer
-            raise AssertionError("stream_answer ended without an Answer")
-        yield await self._screened(final, warnings, question)
+                else:
+                    yield part
+        if final is None:  # pragma: no cover - every answer stream ends with an Answer
+            raise AssertionError("the answer stream ended without an Answer")
+        final.notices.extend(warnings)
+        yield await asyncio.to_thread(  # the output guard reads ACLs from the database
+            screen_answer, self.output_guard, self.store, self.audit, final, question,
+            observer=self.guard_observer,
+        )  # fmt: skip
 
-    async def _prepare(
-        self, question: Question, filters: Filters | None, slots: asyncio.Semaphore | None
-    ) -> tuple[Question, Vectors, list[Hit], float]:
-        """Retrieval for a model answer: (question asked, its vector, hits as the model sees them, ms)."""
+    async def _extractive(
+        self, question: Question, filters: Filters | None, slots: Slots = None
+    ) -> AnswerParts:
+        async with slots or nullcontext():
+            yield await asyncio.to_thread(self._answer, question, filters)
+
+    async def _written(
+        self,
+        question: Question,
+        filters: Filters | None,
+        llm: LLM,
+        model: str | None,
+        slots: Slots,
+        whole: bool,
+    ) -> AnswerParts:
+        """The model's answer before the output guard: deltas safe to show (unless `whole`), the Answer."""
         started = time.perf_counter()
         async with slots or nullcontext():
             asked, query, hits = await asyncio.to_thread(self._retrieve, question, filters)
         if self.settings.llm_external:  # the prompt leaves the company: redact it first
             hits = [replace(hit, text=self._prompt_redactor(hit.text)) for hit in hits]
-        return asked, query, hits, (time.perf_counter() - started) * 1000
+        retrieve_ms = (time.perf_counter() - started) * 1000
+        readable = not whole and await asyncio.to_thread(self._all_readable, hits, question.groups)
+        drafts = SafeDrafts(self.output_guard) if readable else None
+        parts = stream_answer(
+            asked, hits, llm=llm, query_vector=query, embedder=self.embedder,
+            min_score=self.settings.min_score, model=model, retrieve_ms=retrieve_ms, whole=whole,
+        )  # fmt: skip
+        async with aclosing(parts) as stream:
+            async for part in stream:
+                if isinstance(part, Answer):
+                    yield part
+                elif drafts is not None and (shown := drafts.feed(part)):
+                    yield shown
 
     def _all_readable(self, hits: list[Hit], groups: tuple[str, ...]) -> bool:
         """Whether the asker may read every hit, by the ACLs in the database now (not the index's)."""
         acls = self.store.acls_by_uri([hit.uri for hit in hits])
         return all(can_read(groups, acls.get(hit.uri.split("#", 1)[0], [])) for hit in hits)
-
-    async def _screened(self, answer: Answer, warnings: list[str], question: Question) -> Answer:
-        """The output guard on a finished answer (it reads ACLs from the database: a worker thread)."""
-        answer.notices.extend(warnings)
-        return await asyncio.to_thread(
-            screen_answer, self.output_guard, self.store, self.audit, answer, question,
-            observer=self.guard_observer,
-        )  # fmt: skip
 
     def _retrieve(self, question: Question, filters: Filters | None) -> tuple[Question, Vectors, list[Hit]]:
         """The question without its time phrase, its vector, and its readable hits."""
@@ -344,12 +341,8 @@ class KnowledgeBase:
                         "index built with %s, configured %s: re-embedding", manifest.model, embedder.name
                     )
                     return self._rebuild(reembed=True)
-                if index.precision != self.settings.index_precision:
-                    log.warning(
-                        "index stored in %s, configured %s: rebuilding",
-                        index.precision,
-                        self.settings.index_precision,
-                    )
+                if (stored := index.precision) != (configured := self.settings.index_precision):
+                    log.warning("index stored in %s, configured %s: rebuilding", stored, configured)
                     return self._rebuild(reembed=False)
                 if (
                     manifest.fingerprint == expected
@@ -388,16 +381,10 @@ class KnowledgeBase:
                 self.store.update_embeddings([row[0] for row in batch], self.embedder.encode(texts))
         last_change = self.store.last_change()  # read first: a change after it makes the next open rebuild
         batches = list(self.store.iter_embeddings())
-        all_ids = (
-            np.concatenate([np.asarray(i, dtype=np.int64) for i, _ in batches])
-            if batches
-            else np.zeros(0, np.int64)
-        )
-        vectors = (
-            np.concatenate([v for _, v in batches])
-            if batches
-            else np.zeros((0, self.embedder.dim), np.float32)
-        )
+        ids = [np.asarray(i, dtype=np.int64) for i, _ in batches]
+        all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        dim = self.embedder.dim
+        vectors = np.concatenate([v for _, v in batches]) if batches else np.zeros((0, dim), np.float32)
         index = VectorIndex.build(
             self.embedder.dim,
             model=self.embedder.name,

@@ -139,6 +139,8 @@ class Answer:
 
 
 Part = TypeVar("Part")
+# An answer as it is written: text deltas, then exactly one final Answer.
+AnswerParts = AsyncGenerator[str | Answer, None]
 
 
 async def last_part(parts: AsyncIterator[object], kind: type[Part]) -> Part:
