@@ -1,11 +1,12 @@
 """The platform-neutral conversation: an Incoming message in, a RenderedReply out.
 
-Slack, Teams and the web chat all call :meth:`Conversation.handle` (or :meth:`Conversation.stream`,
-which yields Drafts of the answer while the model writes it, then the RenderedReply). It resolves
-the asker's groups, runs commands, answers questions through an AnswerService, writes behaviour
-events for push and audits every admin command.
+Slack, Teams and the web chat all call :meth:`Conversation.stream`, which yields Drafts of the
+answer while the model writes it, then the RenderedReply, or :meth:`Conversation.handle`, that
+stream collected (the answer asked for whole, no Drafts). It resolves the asker's groups, runs
+commands, answers questions through an AnswerService, writes behaviour events for push and
+audits every admin command.
 
-Whose groups an answer may use (issue 5, access control): the asker's own in a private exchange
+Whose groups an answer may use (access control): the asker's own in a private exchange
 (DM, ephemeral reply, web chat); in a channel, the groups that every member shares when the
 platform's Directory can list the members, else none (public documents only).
 
@@ -24,13 +25,25 @@ from typing import Protocol, runtime_checkable
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.commands import HELP_TEXT, Admin, Ask, Digest, Feedback, Help, Invalid, Subscribe, Unsubscribe, parse
+from bot.commands import (
+    HELP_TEXT,
+    Admin,
+    Ask,
+    Command,
+    Digest,
+    Feedback,
+    Help,
+    Invalid,
+    Subscribe,
+    Unsubscribe,
+    parse,
+)
 from bot.render import DEFAULT_SHOWN_SOURCES, render_answer, source_links
 from bot.store import BotStore
 from bot.tasks import AckFirst
 from bot.types import Draft, Incoming, RenderedReply, SourceLink, UnrecordedQuestion, plain
 from core.errors import KBError
-from knowledge.types import Answer, Citation, Question
+from knowledge.types import Answer, Citation, Question, last_part
 from privacy.audit import AuditLog
 
 log = logging.getLogger(__name__)
@@ -150,12 +163,76 @@ class Conversation:
         return groups
 
     async def handle(self, incoming: Incoming) -> RenderedReply:
+        """The reply to a message, whole: `stream` collected, a question's answer asked for whole."""
+        return await last_part(self.stream(incoming, whole=True), RenderedReply)
+
+    async def stream(
+        self,
+        incoming: Incoming,
+        *,
+        admitted: Callable[[], Awaitable[object]] | None = None,
+        ref: str | None = None,
+        whole: bool = False,
+    ) -> AsyncIterator[Draft | RenderedReply]:
+        """The reply to a message: a question's answer as Drafts while it is written, then the reply.
+
+        Commands, `whole`, and answer services that cannot stream yield the final reply only.
+        `admitted`, when given, is awaited before anything is written (a command run, a question
+        recorded): a platform that starts the answer before it knows the event is its own to
+        answer raises there when it is not (e.g. bot/errors.py's NotClaimed), and nothing is kept
+        of it. An answer that does not stream is only started once the event is admitted.
+
+        With `ref` (a name for the question that the platform can keep, such as its event's key;
+        never all digits) a streamed answer's question is not recorded here: the reply comes at
+        once, its buttons naming the question by `ref`, and carries it as `unrecorded` for the
+        platform to write once the reply is delivered (BotStore.finish_event). Between the
+        answer and its delivery, nothing then waits for the database.
+        """
         command = parse(incoming.text)
+        streaming = None if whole or not isinstance(self.answers, StreamingAnswerService) else self.answers
+        if admitted is not None and (streaming is None or not isinstance(command, Ask)):
+            await admitted()
+            admitted = None
+        if not isinstance(command, Ask):
+            yield await self._command(incoming, command)
+            return
+        question = await self._question(incoming, command.text)
+        final: Answer | None = None
+        async for part in self._drafts(question, streaming):
+            if isinstance(part, Draft):
+                yield part
+            else:
+                final = part
+        if final is None:
+            yield plain(_UNAVAILABLE, ok=False)
+            return
+        if admitted is not None:
+            await admitted()
+        yield await self._render(incoming, command.text, final, ref=ref if streaming else None)
+
+    async def _drafts(
+        self, question: Question, streaming: StreamingAnswerService | None
+    ) -> AsyncIterator[Draft | Answer]:
+        """Drafts while the answer is written (a `streaming` service), then the Answer; none on failure."""
+        if streaming is None:
+            parts, preview = _whole(self.answers, question), _unchanged
+        else:
+            parts, preview = streaming.stream(question), streaming.preview
+        raw = ""
+        try:
+            async for part in parts:
+                if isinstance(part, Answer):
+                    yield part
+                else:
+                    raw += part
+                    yield Draft(raw, preview)
+        except (KBError, SQLAlchemyError) as exc:
+            log.warning("question from %s failed: %s", question.user, exc)
+
+    async def _command(self, incoming: Incoming, command: Command) -> RenderedReply:
         match command:
             case Help():
                 return plain(HELP_TEXT)
-            case Ask(text=text):
-                return await self.ask(incoming, text)
             case Subscribe(topic=topic):
                 new = await self.store.run(self.store.subscribe, incoming, topic)
                 return plain(f"Subscribed to *{topic}*." if new else f"You already follow *{topic}*.")
@@ -173,86 +250,29 @@ class Conversation:
                 return plain(message, ok=False)
         raise AssertionError(f"unhandled command {command!r}")  # pragma: no cover
 
-    async def stream(
-        self,
-        incoming: Incoming,
-        *,
-        admitted: Callable[[], Awaitable[object]] | None = None,
-        ref: str | None = None,
-    ) -> AsyncIterator[Draft | RenderedReply]:
-        """Like `handle`, but a question's answer comes as Drafts while it is written, then the reply.
-
-        Commands, and answer services that cannot stream, yield the final reply only. `admitted`,
-        when given, is awaited before anything is written (a command run, a question recorded):
-        a platform that starts the answer before it knows the event is its own to answer raises
-        there when it is not (e.g. bot/errors.py's NotClaimed), and nothing is kept of it.
-
-        With `ref` (a name for the question that the platform can keep, such as its event's key;
-        never all digits) a streamed answer's question is not recorded here: the reply comes at
-        once, its buttons naming the question by `ref`, and carries it as `unrecorded` for the
-        platform to write once the reply is delivered (BotStore.finish_event). Between the
-        answer and its delivery, nothing then waits for the database.
-        """
-        command = parse(incoming.text)
-        if not isinstance(command, Ask) or not isinstance(self.answers, StreamingAnswerService):
-            if admitted is not None:
-                await admitted()
-            yield await self.handle(incoming)
-            return
-        service = self.answers
-        question = await self._question(incoming, command.text)
-        raw, final = "", None
-        try:
-            async for part in service.stream(question):
-                if isinstance(part, Answer):
-                    final = part
-                else:
-                    raw += part
-                    yield Draft(raw, service.preview)
-        except (KBError, SQLAlchemyError) as exc:
-            log.warning("question from %s failed: %s", incoming.who, exc)
-        if final is None:
-            yield plain(_UNAVAILABLE, ok=False)
-            return
-        if admitted is not None:
-            await admitted()
-        if ref is not None:
-            unrecorded = UnrecordedQuestion(_with_text(incoming, command.text), final, ref)
-            reply = render_answer(
-                final, question_id=None, unrecorded=unrecorded, link_base=self.link_base,
-                shown_sources=self.shown_sources,
-            )  # fmt: skip
-            yield replace(reply, answer=final)
-            return
-        yield await self._render(incoming, command.text, final)
-
-    async def ask(self, incoming: Incoming, text: str) -> RenderedReply:
-        question = await self._question(incoming, text)
-        try:
-            answer = await self.answers.answer(question)
-        except (KBError, SQLAlchemyError) as exc:
-            log.warning("question from %s failed: %s", incoming.who, exc)
-            return plain(_UNAVAILABLE, ok=False)
-        return await self._render(incoming, text, answer)
-
     async def _question(self, incoming: Incoming, text: str) -> Question:
         return Question(
             text=text, user=incoming.who, groups=await self.groups_for(incoming), channel=incoming.channel,
             thread=incoming.thread,
         )  # fmt: skip
 
-    async def _render(self, incoming: Incoming, text: str, answer: Answer) -> RenderedReply:
-        try:
-            question_id: int | None = await self.store.run(
-                self.store.record_question, _with_text(incoming, text), answer
-            )
-        except SQLAlchemyError as exc:
-            # The answer matters more than the record of it: answer anyway, without buttons.
-            log.warning("could not record a question event: %s", exc)
-            question_id = None
+    async def _render(
+        self, incoming: Incoming, text: str, answer: Answer, *, ref: str | None
+    ) -> RenderedReply:
+        """The reply to a question, recorded now, or (with `ref`) for the platform to record later."""
+        asked = _with_text(incoming, text)
+        unrecorded = None if ref is None else UnrecordedQuestion(asked, answer, ref)
+        question_id: int | None = None
+        if unrecorded is None:
+            try:
+                question_id = await self.store.run(self.store.record_question, asked, answer)
+            except SQLAlchemyError as exc:
+                # The answer matters more than the record of it: answer anyway, without buttons.
+                log.warning("could not record a question event: %s", exc)
         reply = render_answer(
-            answer, question_id=question_id, link_base=self.link_base, shown_sources=self.shown_sources
-        )
+            answer, question_id=question_id, unrecorded=unrecorded, link_base=self.link_base,
+            shown_sources=self.shown_sources,
+        )  # fmt: skip
         return replace(reply, answer=answer)
 
     async def question_id(self, question: str, *, patience_s: float = 2.0) -> int | None:
@@ -338,3 +358,11 @@ class Conversation:
 
 def _with_text(incoming: Incoming, text: str) -> Incoming:
     return replace(incoming, text=text)
+
+
+async def _whole(answers: AnswerService, question: Question) -> AsyncIterator[str | Answer]:
+    yield await answers.answer(question)
+
+
+def _unchanged(text: str) -> str:
+    return text
