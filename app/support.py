@@ -1,4 +1,8 @@
-"""What every `kb` command shares: consoles, settings and logging, engines, errors, JSON output."""
+"""What every `kb` command shares: consoles, settings and logging, engines, errors, JSON output.
+
+Imports of the database layer, the knowledge base and the models sit inside the functions that
+need them: `kb --help` and the commands that do no model work start without loading them.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,14 @@ from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
-from sqlalchemy import Engine
 
-from core import db
 from core.errors import KBError
 from core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from knowledge.embeddings import Embedder
     from knowledge.service import KnowledgeBase
     from privacy.audit import AuditLog
 
@@ -55,11 +59,13 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
 
 
 def cli_settings() -> Settings:
+    from rich.logging import RichHandler
+
     settings = load_settings()
     handler = RichHandler(console=err, show_path=False, show_time=False)
     # Third-party chatter (faiss, alembic, bm25s set their own levels) stays quiet below WARNING.
     handler.addFilter(lambda rec: rec.levelno >= logging.WARNING or rec.name.startswith(OUR_PACKAGES))
-    from privacy.redaction import RedactingFilter  # core imports the packages above it only lazily
+    from privacy.redaction import RedactingFilter
 
     handler.addFilter(RedactingFilter())  # secrets and personal data never reach a log
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
@@ -70,17 +76,26 @@ def cli_settings() -> Settings:
 
 def cli_engine(settings: Settings) -> Engine:
     """An engine that is disposed when the command ends (closing its pooled connections)."""
+    from core import db
+
     engine = db.make_engine(settings)
     _engines.append(engine)
+    return engine
+
+
+def migrated_engine(settings: Settings) -> Engine:
+    """`cli_engine`, refused with the fix when the schema is missing or behind."""
+    from core import db
+
+    engine = cli_engine(settings)
+    db.require_migrated(engine)
     return engine
 
 
 def open_kb(settings: Settings) -> KnowledgeBase:
     from knowledge.service import KnowledgeBase
 
-    engine = cli_engine(settings)
-    db.require_migrated(engine)
-    return KnowledgeBase(settings, engine)
+    return KnowledgeBase(settings, migrated_engine(settings))
 
 
 def print_json(data: Any) -> None:
@@ -100,3 +115,14 @@ def cli_actor() -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
         return "cli:unknown"
+
+
+def settings_embedder(settings: Settings) -> Embedder:
+    """The embedding model as configured (the same object a KnowledgeBase with these settings loads)."""
+    from knowledge.embeddings import get_embedder
+
+    return get_embedder(
+        settings.embedding_model, settings.embedding_batch_size, settings.torch_threads,
+        settings.embedding_precision, query_encoder=settings.query_encoder,
+        cache_dir=settings.model_cache_dir,
+    )  # fmt: skip

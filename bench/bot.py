@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bot.py [--events 200] [--concurrency 50] [--deliveries 4] [--database-url URL]
 
-`kb serve`'s aiohttp app (bot/web/app.py's create_app, exactly as `kb serve` builds it) listens on
+`kb serve`'s aiohttp app (app/server's create_app, exactly as `kb serve` builds it) listens on
 a loopback port with the sample handbook ingested (real embeddings, real hybrid retrieval, SQLite
 by default). Slack's Web API is the recording fake of the tests (tests/bot/fake_slack.py) and the
 model is FakeLLM streaming a cited answer (about 20 ms of "writing"). The load generator sends
@@ -87,13 +87,13 @@ from sqlalchemy import Engine
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from app.server import create_app  # noqa: E402
 from bench.common import write_results  # noqa: E402
 from bot.answers import KnowledgeBaseAnswers  # noqa: E402
 from bot.slack.app import SLACK_BOT_KEY  # noqa: E402
 from bot.slack.blocks import WRITING, SlackMessage  # noqa: E402
 from bot.slack.sender import SlackSender  # noqa: E402
 from bot.tasks import AckFirst  # noqa: E402
-from bot.web.app import create_app  # noqa: E402
 from bot.wiring import build_conversation  # noqa: E402
 from core import db  # noqa: E402
 from core.settings import load_settings  # noqa: E402
@@ -336,7 +336,7 @@ async def serve(args: argparse.Namespace) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     cpu_at_start, threads_at_start = time.process_time(), thread_cpu()
-    gc_pauses.clear()  # startup's own collections (bot/web/app.py freezes what exists) do not count
+    gc_pauses.clear()  # startup's own collections (app/server/assembly.py freezes what exists) do not count
     print(runner.addresses[0][1], flush=True)
     await asyncio.to_thread(sys.stdin.read)  # the parent closes our stdin when it is done
     await runner.cleanup()

@@ -11,14 +11,13 @@ from app.support import (
     EXIT_ERROR,
     JsonOption,
     audit_log,
-    cli_engine,
     cli_settings,
     err,
     friendly_errors,
+    migrated_engine,
     out,
     print_json,
 )
-from core import db
 
 audit_app = typer.Typer(help="The append-only, hash-chained audit log.", no_args_is_help=True)
 
@@ -28,8 +27,7 @@ audit_app = typer.Typer(help="The append-only, hash-chained audit log.", no_args
 def audit_verify(as_json: JsonOption = False) -> None:
     """Check the hash chain from the first entry; exit 1 naming the first altered entry."""
     settings = cli_settings()
-    engine = cli_engine(settings)
-    db.require_migrated(engine)
+    engine = migrated_engine(settings)
     checked, problems = audit_log(settings, engine).verify()
     if as_json:
         print_json({"entries": checked, "ok": not problems, "problems": [asdict(p) for p in problems]})
@@ -52,8 +50,7 @@ def audit_tail(
 ) -> None:
     """The newest audit entries, oldest first."""
     settings = cli_settings()
-    engine = cli_engine(settings)
-    db.require_migrated(engine)
+    engine = migrated_engine(settings)
     rows = audit_log(settings, engine).tail(count, action=action)
     if as_json:
         print_json([row.model_dump(exclude={"id"}) for row in rows])

@@ -16,7 +16,6 @@ from app.support import (
     out,
     print_json,
 )
-from core import db
 from core.errors import KBError
 from core.settings import load_settings
 
@@ -37,6 +36,7 @@ def bench_retrieval(
     """Index DOCS in a scratch knowledge base and report recall@k, MRR, nDCG@10 and latency."""
     import tempfile
 
+    from core import db
     from knowledge.evaluation import evaluate, load_queries
     from knowledge.service import KnowledgeBase
 
@@ -80,6 +80,7 @@ def bench_ingest(
     """Ingest DOCS into a scratch knowledge base: documents/s, chunks/s, peak memory, raw encode ratio."""
     import tempfile
 
+    from core import db
     from knowledge.evaluation import ingest_throughput
     from knowledge.service import KnowledgeBase
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from app.support import JsonOption, cli_engine, cli_settings, friendly_errors, out, print_json
-from core import db
+from app.support import JsonOption, cli_settings, friendly_errors, migrated_engine, out, print_json
 
 budget_app = typer.Typer(help="The privacy budget of DP training runs.", no_args_is_help=True)
 
@@ -14,11 +13,10 @@ budget_app = typer.Typer(help="The privacy budget of DP training runs.", no_args
 @friendly_errors
 def budget_show(as_json: JsonOption = False) -> None:
     """The configured (ε, δ) budget, what runs have spent or reserved of it, and each run's entry."""
-    from privacy.budget import BudgetLedger  # core imports the packages above it only lazily
+    from privacy.budget import BudgetLedger
 
     settings = cli_settings()
-    engine = cli_engine(settings)
-    db.require_migrated(engine)
+    engine = migrated_engine(settings)
     ledger = BudgetLedger.from_settings(settings, engine)
     state, entries = ledger.state(), ledger.entries()
     if as_json:

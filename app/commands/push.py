@@ -1,7 +1,6 @@
 """`kb push`: run the digest and notice pass now, preview what a person would get, and the delivery log.
 
-Also the composition of push for `kb serve` (`push_service`): the matcher from `push`, the senders
-from `bot`, wired here because `push` and `bot` never import each other. Imports are lazy.
+The wiring of push (matcher and senders) lives in app/server/push.py, shared with `kb serve`.
 
     kb push run-now --dry-run            # what is due now, without sending
     kb push run-now --user slack:U0123   # a digest for this person now, due or not
@@ -15,92 +14,28 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy import Engine
 
 from app.support import (
     EXIT_PARTIAL,
     JsonOption,
-    cli_engine,
     cli_settings,
     err,
     friendly_errors,
+    migrated_engine,
     out,
     print_json,
+    settings_embedder,
 )
-from core.db import require_migrated
 from core.errors import KBError
-from core.settings import Settings
 
 if TYPE_CHECKING:
-    from core.messaging import Sender
-    from push.scheduler import PushService
+    pass
 
 push_app = typer.Typer(help="Proactive push: digests and notices.", no_args_is_help=True)
 
 UserOption = Annotated[
     list[str] | None, typer.Option("--user", "-u", help="platform:user, e.g. slack:U0123 (repeatable).")
 ]
-
-
-def senders(settings: Settings, engine: Engine) -> dict[str, Sender]:
-    """A Sender per configured platform; the web inbox is always there."""
-    from bot.teams.push_sender import TeamsPushSender
-    from bot.web.push_sender import WebInboxSender
-
-    out_: dict[str, Sender] = {
-        "web": WebInboxSender(engine), "teams": TeamsPushSender(engine, token=_teams_token(settings)),
-    }  # fmt: skip
-    if settings.slack_bot_token is not None:
-        from slack_sdk.web.async_client import AsyncWebClient
-
-        from bot.slack.push_sender import SlackPushSender
-
-        client = AsyncWebClient(
-            token=settings.slack_bot_token.get_secret_value(), base_url=str(settings.slack_api_url)
-        )
-        out_["slack"] = SlackPushSender(client)
-    return out_
-
-
-def _teams_token(settings: Settings) -> Any:
-    if not settings.teams_app_id:
-        return None
-    from microsoft_agents.authentication.msal import MsalAuth  # type: ignore[import-untyped, unused-ignore]
-    from microsoft_agents.hosting.core.authorization import (  # type: ignore[import-untyped, unused-ignore]
-        AgentAuthConfiguration,
-    )
-
-    secret = settings.teams_app_password.get_secret_value() if settings.teams_app_password else None
-    auth = MsalAuth(
-        AgentAuthConfiguration(
-            client_id=settings.teams_app_id, client_secret=secret, tenant_id=settings.teams_tenant_id
-        )
-    )
-
-    async def token() -> str | None:
-        scope = "https://api.botframework.com"
-        return str(await auth.get_access_token(scope, [f"{scope}/.default"]))
-
-    return token
-
-
-def push_service(settings: Settings, engine: Engine, *, embedder: Any = None) -> PushService:
-    """Push wired for this process: the matcher over the knowledge base, the platform senders."""
-    from push.matching import Matcher
-    from push.scheduler import PushService
-
-    matcher = Matcher(engine, embedder or _embedder(settings), settings)
-    return PushService(engine, settings, source=matcher, senders=senders(settings, engine))
-
-
-def _embedder(settings: Settings) -> Any:
-    from knowledge.embeddings import get_embedder
-
-    return get_embedder(
-        settings.embedding_model, settings.embedding_batch_size, settings.torch_threads,
-        settings.embedding_precision, query_encoder=settings.query_encoder,
-        cache_dir=settings.model_cache_dir,
-    )  # fmt: skip
 
 
 def _keys(users: list[str] | None) -> list[str] | None:
@@ -123,9 +58,10 @@ def run_now(
     as_json: JsonOption = False,
 ) -> None:
     """Send what is due now: digests, `digest now` requests, notices, retries (named people: a digest now)."""
+    from app.server.push import push_service
+
     settings = cli_settings()
-    engine = cli_engine(settings)
-    require_migrated(engine)
+    engine = migrated_engine(settings)
     only = _keys(user)
     service = push_service(settings, engine)
 
@@ -192,8 +128,7 @@ def preview(
     from push.recipients import load_users
 
     settings = cli_settings()
-    engine = cli_engine(settings)
-    require_migrated(engine)
+    engine = migrated_engine(settings)
     person = load_users(engine, settings, only=_keys([user]))[0]
     now = datetime.now(UTC)
     platform, user_id = person.recipient.platform, person.recipient.user_id
@@ -201,7 +136,7 @@ def preview(
     since = as_utc(previous.window_end) if previous else now - period(person.cadence, 0)
     pushed = {person.key: already_pushed(engine, platform, user_id)}
     with err.status("loading the embedding model and profiles…"):
-        found = Matcher(engine, _embedder(settings), settings).preview(
+        found = Matcher(engine, settings_embedder(settings), settings).preview(
             person.recipient, since=since, now=now, k=settings.push_digest_items, already_pushed=pushed
         )
     slot = latest_slot(
@@ -256,8 +191,7 @@ def prefs(
     from push.recipients import set_preferences, split_key
 
     settings = cli_settings()
-    engine = cli_engine(settings)
-    require_migrated(engine)
+    engine = migrated_engine(settings)
     platform, user_id = split_key(user)
     _keys([user])
     window = None
@@ -295,8 +229,7 @@ def delivery_log(
     from core.models import PushDeliveryRow
 
     settings = cli_settings()
-    engine = cli_engine(settings)
-    require_migrated(engine)
+    engine = migrated_engine(settings)
     query = select(PushDeliveryRow).order_by(col(PushDeliveryRow.id).desc()).limit(limit)
     keys = _keys(user)
     if keys:
@@ -321,77 +254,3 @@ def delivery_log(
     for row in data:
         table.add_row(row["key"], row["state"], row["reason"], "yes" if row["clicked_at"] else "")
     out.print(table)
-
-
-def start_push(app: Any, settings: Settings, engine: Engine, *, embedder: Any = None) -> None:
-    """Push inside `kb serve`: the web inbox, click tracking, and the scheduler (on every replica;
-    leader election lets one of them run it)."""
-    from aiohttp import web
-
-    from bot.web.push_sender import mount_inbox
-
-    mount_inbox(app, engine)
-    app.router.add_get("/push/open", _opener(engine, settings))
-    app.router.add_get("/push/dismiss", _dismisser(engine))
-    if not settings.push_enabled:
-        return
-    running: dict[str, Any] = {}
-
-    async def on_startup(_app: web.Application) -> None:
-        from push.scheduler import PushScheduler
-
-        service = await asyncio.to_thread(push_service, settings, engine, embedder=embedder)
-        running["service"], running["scheduler"] = service, PushScheduler(service)
-        await running["scheduler"].start()
-
-    async def on_cleanup(_app: web.Application) -> None:
-        if "scheduler" in running:
-            await running["scheduler"].stop()
-            await running["service"].aclose()
-
-    app.on_startup.append(on_startup)
-    app.on_cleanup.append(on_cleanup)
-
-
-def _dismisser(engine: Engine) -> Any:
-    """`GET /push/dismiss?key=…&doc=…` ("not for me"): a negative signal for that interest."""
-    from aiohttp import web
-
-    from push.ledger import record_response
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        key, doc = request.query.get("key", ""), request.query.get("doc", "")
-        if not await asyncio.to_thread(record_response, engine, key, doc, action="dismissed"):
-            return web.json_response({"error": "unknown link; it may be from an old message"}, status=404)
-        return web.Response(text="Noted: you will see fewer documents like this one.\n")
-
-    return handler
-
-
-def _opener(engine: Engine, settings: Settings) -> Any:
-    """`GET /push/open?key=…&doc=…`: count the click, then go to the document (never to a query URL)."""
-    from aiohttp import web
-
-    from core.models import DocumentRow
-    from push.ledger import record_response
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        key, doc = request.query.get("key", ""), request.query.get("doc", "")
-        if not await asyncio.to_thread(record_response, engine, key, doc):
-            return web.json_response({"error": "unknown link; it may be from an old message"}, status=404)
-
-        def target() -> str | None:
-            from sqlmodel import Session
-
-            with Session(engine) as session:
-                row = session.get(DocumentRow, doc)
-                return row.uri if row else None
-
-        uri = await asyncio.to_thread(target)
-        if uri is None:
-            return web.json_response({"error": "that document has been removed"}, status=410)
-        if settings.docs_base_url and "://" not in uri:
-            uri = f"{settings.docs_base_url.rstrip('/')}/{uri.lstrip('/')}"
-        raise web.HTTPFound(uri)
-
-    return handler

@@ -19,17 +19,15 @@ from app.support import (
     JsonOption,
     audit_log,
     cli_actor,
-    cli_engine,
     cli_settings,
     err,
     friendly_errors,
+    migrated_engine,
     open_kb,
     out,
     print_json,
 )
-from core import db
 from core.errors import KBError
-from core.models import as_utc
 
 if TYPE_CHECKING:
     from knowledge.sources.config import AnySource, SourcesFile
@@ -82,11 +80,6 @@ def sources_add(
     as_json: JsonOption = False,
 ) -> None:
     """Declare a source in the sources file (KB_SOURCES_FILE, default <KB_DATA_DIR>/sources.yaml)."""
-    from knowledge.sources.config import SourceConfigError, audit_params, load_sources, parse_source
-
-    settings = cli_settings()
-    engine = cli_engine(settings)
-    db.require_migrated(engine)
     given: dict[str, Any] = {
         "path": str(path.expanduser().resolve()) if path is not None else None,
         "acl_groups": acl_group, "tags": tag, "url": url, "query": query, "id_column": id_column,
@@ -97,18 +90,27 @@ def sources_add(
         "title_field": title_field, "text_fields": text_field, "updated_field": updated_field,
         "url_field": url_field, "acl_field": acl_field,
     }  # fmt: skip
-    fields = {key: value for key, value in given.items() if value not in (None, [])}
+    _declare(name, kind, {key: value for key, value in given.items() if value not in (None, [])},
+             folder=path, as_json=as_json)  # fmt: skip
+
+
+def _declare(name: str, kind: Kind, fields: dict[str, Any], *, folder: Path | None, as_json: bool) -> None:
+    """Check a source's options, add it to the sources file, and record that in the audit log."""
+    from knowledge.sources.config import SourceConfigError, audit_params, load_sources, parse_source
+
+    settings = cli_settings()
+    engine = migrated_engine(settings)
     try:
         source = parse_source({"name": name, "kind": kind.value, **fields})
     except SourceConfigError as exc:
         raise KBError(exc.message, hint="see `kb sources add --help` for each kind's options") from exc
-    if path is not None and not path.is_dir():
-        raise KBError(f"no folder at {path}", hint="a files source reads a folder of documents")
+    if folder is not None and not folder.is_dir():
+        raise KBError(f"no folder at {folder}", hint="a files source reads a folder of documents")
     sources = load_sources(settings.sources_path).with_source(source)
     sources.save()
     params = audit_params(source)
     audit_log(settings, engine).record(cli_actor(), "source.add", target=name, params=params, outcome="ok")
-    if _literal_password(url):
+    if _literal_password(fields.get("url")):
         err.print(
             "[yellow]warning:[/] the URL holds a password, now in the sources file; write it as "
             "${NAME} and set the environment variable NAME instead",
@@ -125,12 +127,12 @@ def sources_add(
 @friendly_errors
 def sources_list(as_json: JsonOption = False) -> None:
     """The declared sources with their last sync: time, status, documents, cursor."""
+    from core.models import as_utc
     from knowledge.sources.config import load_sources
     from knowledge.sources.state import SourceStates
 
     settings = cli_settings()
-    engine = cli_engine(settings)
-    db.require_migrated(engine)
+    engine = migrated_engine(settings)
     sources = load_sources(settings.sources_path)
     states = SourceStates(engine).all()
     rows: list[dict[str, Any]] = []

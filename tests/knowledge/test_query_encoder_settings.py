@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from app.commands.push import _embedder
+from app.support import settings_embedder
 from core import db
 from core.settings import Settings
 from knowledge.service import KnowledgeBase
@@ -20,8 +20,8 @@ def test_the_knowledge_base_and_push_use_the_configured_question_encoder(
     kb = KnowledgeBase(onnx, engine)
     assert kb.embedder.query_encoder == "onnx"
     assert [p.suffix for p in cache.iterdir()] == [".onnx"]  # exported into the configured folder
-    assert _embedder(onnx) is kb.embedder
+    assert settings_embedder(onnx) is kb.embedder
     torch = make_settings(query_encoder="torch", model_cache_dir=cache)
     assert KnowledgeBase(torch, engine).embedder.query_encoder == "torch"
-    assert _embedder(torch).query_encoder == "torch"
+    assert settings_embedder(torch).query_encoder == "torch"
     engine.dispose()

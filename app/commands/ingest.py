@@ -1,0 +1,68 @@
+"""`kb ingest`: read files and folders into the knowledge base."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.support import (
+    EXIT_PARTIAL,
+    JsonOption,
+    audit_log,
+    cli_actor,
+    cli_settings,
+    err,
+    friendly_errors,
+    open_kb,
+    out,
+    print_json,
+)
+
+
+@friendly_errors
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders of documents.", show_default=False)],
+    as_json: JsonOption = False,
+) -> None:
+    """Read documents into the knowledge base; unchanged ones are skipped, removed ones deleted."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    settings = cli_settings()
+    kb = open_kb(settings)
+    columns = (
+        TextColumn("ingest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[name]}"),
+    )
+    with Progress(*columns, console=err, transient=True, disable=as_json) as progress:
+        task = progress.add_task("ingest", total=None, name="loading the embedding model")
+        _ = kb.index  # loads the model and checks the index first, inside the spinner
+
+        def advance(path: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, name=Path(path).name)
+
+        report = kb.ingest(paths, progress=advance)
+    audit_log(settings).record(
+        cli_actor(),
+        "source.ingest",
+        target=", ".join(str(p) for p in paths)[:500],
+        params=report.counts(),
+        outcome="ok" if report.ok else f"partial: {len(report.skipped)} skipped",
+    )
+    if as_json:
+        print_json({**asdict(report), "ok": report.ok})
+    else:
+        out.print(
+            f"Ingested in {report.seconds:.1f}s: {report.added} added, {report.updated} updated, "
+            f"{report.unchanged} unchanged, {report.removed} removed, {len(report.skipped)} skipped; "
+            f"{report.chunks} chunks written."
+        )
+        for problem in report.skipped:
+            err.print(f"[yellow]skipped[/] {problem.path}: {problem.reason}", markup=True, highlight=False)
+    if not report.ok:
+        raise typer.Exit(EXIT_PARTIAL)

@@ -1,0 +1,71 @@
+"""Background services: long-running work that starts with `kb serve` and stops with it.
+
+A service is anything with a `name` and async `start()`/`stop()`; `start` returns once the work
+runs (it keeps going in its own tasks) and `stop` waits for it to finish. `serve_app` adds them
+last, so they start after the other startup hooks (the worker threads and GC settings of
+assembly.py are in place), in list order, and stop in the reverse order.
+
+`background_services` is the one list `kb serve` runs:
+
+- the push scheduler (KB_PUSH_ENABLED), on every replica; leader election lets one of them send;
+- the training worker belongs here too when it exists: a service built from the training settings,
+  appended to the list under its own switch, so that `kb serve` starts and stops it like push.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from aiohttp import web
+from sqlalchemy import Engine
+
+from app.server.push import PushSchedulerService
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class BackgroundService(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def background_services(
+    settings: Settings, engine: Engine, *, embedder: Any = None
+) -> list[BackgroundService]:
+    """What runs beside the request handlers in this process, each under its own setting."""
+    services: list[BackgroundService] = []
+    if settings.push_enabled:
+        services.append(PushSchedulerService(settings, engine, embedder=embedder))
+    return services
+
+
+def start_with_app(app: web.Application, services: list[BackgroundService]) -> None:
+    """Start `services` when `app` starts and stop them, newest first, when it stops."""
+
+    started: list[BackgroundService] = []
+
+    async def stop_started() -> None:
+        while started:
+            await started.pop().stop()
+
+    async def on_startup(_app: web.Application) -> None:
+        for service in services:
+            try:
+                await service.start()
+            except BaseException:
+                # aiohttp runs no cleanup hook when startup fails: stop what already runs here.
+                await stop_started()
+                raise
+            started.append(service)
+            log.debug("background service %s started", service.name)
+
+    async def on_cleanup(_app: web.Application) -> None:
+        await stop_started()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
