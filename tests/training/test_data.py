@@ -21,6 +21,7 @@ from knowledge.service import KnowledgeBase
 from knowledge.types import Question
 from privacy.redaction import Redactor
 from tests.fakes import FakeLLM
+from tests.training.tiny_task import FactTask, build_tokenizer
 from training.data import (
     Chunk,
     TrainingDataError,
@@ -33,7 +34,6 @@ from training.data import (
     split_by_document,
     tokenize,
 )
-from training.task import FactTask, build_tokenizer
 from training.types import QAExample, TeacherSignal
 
 EMAIL = "jane.doe@example.com"

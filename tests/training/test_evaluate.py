@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.fakes import FakeLLM
+from tests.training.tiny_task import build_tokenizer, make_canaries, random_secrets
 from training.data import answer_ids, prompt_ids
 from training.evaluate import (
     agreement,
@@ -19,7 +20,6 @@ from training.evaluate import (
     token_f1,
     tokens_per_second,
 )
-from training.task import build_tokenizer, make_canaries, random_secrets
 
 CANDIDATES = 500
 

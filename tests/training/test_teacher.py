@@ -12,9 +12,9 @@ import pytest
 from core.llm import Completion, LLMUnavailable, TokenLogprob
 from core.llm.local import TransformersLLM
 from tests.fakes import FakeLLM
+from tests.training.tiny_task import FactTask, build_tokenizer
 from training.data import answer_ids, tokenize
 from training.evaluate import greedy_answers
-from training.task import FactTask, build_tokenizer
 from training.teacher import (
     SignalCache,
     TeacherError,
