@@ -10,16 +10,30 @@ claim to be any user, and so read what that user's groups may read.
 Teams waits up to 15 s for a turn; answers are sent inside the turn, typing indicator first. Teams
 gets the final answer only: no streamed drafts (Slack has them), since editing a sent card needs the
 connector's update call for each draft and a turn must end within its 15 s anyway.
+
+Teams delivers an activity again when a turn fails or times out, possibly to another replica: each
+message activity is claimed by its conversation and activity id through the exactly-once protocol
+(bot/claims.py) before it is answered, so a copy is answered (or its button recorded) only once.
+A question's claim keeps a lease while it is answered; when a replica dies mid-answer, the sweep
+re-runs the question on another one, which sends the answer as a proactive message into the
+conversation (through the conversation reference every activity refreshes).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
-from microsoft_agents.activity import Activity, Attachment  # type: ignore[import-untyped, unused-ignore]
+from microsoft_agents.activity import (  # type: ignore[import-untyped, unused-ignore]
+    Activity,
+    Attachment,
+    ConversationReference,
+)
 from microsoft_agents.authentication.msal import (  # type: ignore[import-untyped, unused-ignore]
     MsalConnectionManager,
 )
@@ -38,8 +52,10 @@ from microsoft_agents.hosting.core.authorization import (  # type: ignore[import
 )
 from pydantic import ValidationError
 
+from bot.claims import ExactlyOnce, Leases
 from bot.conversation import Conversation
-from bot.store import BotStore
+from bot.store import BotStore, Claim
+from bot.tasks import BackgroundTasks
 from bot.teams.cards import ACTION_KEY, CARD_TYPE, Card, reply_cards, sources_card
 from bot.types import Action, Incoming, plain
 from core.metrics import Metrics
@@ -49,6 +65,7 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "teams"
 ROUTE = "/api/messages"
+SHUTDOWN_DRAIN_SECONDS = 10.0
 _SORRY = "Sorry, something went wrong while answering. Please ask again in a minute."
 
 
@@ -86,11 +103,21 @@ class TeamsBot:
         auth: Any | None,
         connections: Any | None = None,
         metrics: Metrics | None = None,
+        leases: Leases | None = None,
     ) -> None:
         """`auth` is an AgentAuthConfiguration (JWT required) or None (anonymous, tests only)."""
         self.conversation = conversation
         self.store = store
         self.metrics = metrics
+        self.tasks = BackgroundTasks()
+        # Proactive messages need the connector's tokens: an anonymous endpoint (local testing) has
+        # none, so there a question whose replica died is given up rather than re-run.
+        rerun = self._rerun if connections is not None else None
+        self.claims = ExactlyOnce(
+            store, self.tasks, platform=PLATFORM, leases=leases or Leases(), rerun=rerun
+        )
+        self.sweeper: asyncio.Task[None] | None = None
+        self._app_id = str(getattr(auth, "client_id", None) or "")
         self._validator = JwtTokenValidator(auth or AgentAuthConfiguration(anonymous_allowed=True))
         self._auth_required = auth is not None
         self.adapter = CloudAdapter(connection_manager=connections)
@@ -141,21 +168,63 @@ class TeamsBot:
         await self._remember(activity)
         incoming = _incoming(activity, TurnContext.remove_recipient_mention(activity) or "")
         value = activity.value if isinstance(activity.value, dict) else {}
-        if value.get(ACTION_KEY):
+        submit = bool(value.get(ACTION_KEY))
+        key = _event_key(self.claims, activity)
+        # A button's activity needs no answer: claimed only to turn its copies away.
+        if key is not None and not await self.claims.claim(key, None if submit else incoming):
+            log.info("Teams activity %s was already handled: ignoring the redelivery", key)
+            return
+        if submit:
             await self._on_submit(context, incoming, value)
             return
-        await context.send_activity(Activity(type="typing"))
+        await self._answer(context, incoming, key)
+
+    async def _answer(self, context: Any, incoming: Incoming, key: str | None) -> None:
+        """Typing, the answer's cards; the claim's lease renewed meanwhile and closed once they are sent."""
+        with self.claims.lease(key):
+            await context.send_activity(Activity(type="typing"))
+            try:
+                reply = await self.conversation.handle(incoming)
+            except Exception:
+                log.exception("answering %s failed", incoming.who)
+                reply = plain(_SORRY, ok=False)
+            if self.metrics is not None and reply.question_id is not None:
+                self.metrics.questions.labels(
+                    channel=PLATFORM, outcome="answered" if reply.ok else "abstained"
+                ).inc()
+            for card in reply_cards(reply):
+                await _send_card(context, card)
+        if key is not None:
+            await self.claims.finish(key)
+
+    async def _rerun(self, claim: Claim) -> None:
+        """A question whose replica died: answered as a proactive message into its conversation."""
+        references = await self.store.run(self.store.references, PLATFORM, claim.incoming.user)
+        found = [r for r in references if r.conversation_id == claim.incoming.channel]
+        if not found:
+            log.warning("no conversation reference for Teams event %s: it cannot be answered", claim.key)
+            return  # its lease runs out again, and after KB_BOT_CLAIM_ATTEMPTS it is given up
+        reference = ConversationReference.model_validate(found[0].reference)
+
+        async def answer(context: Any) -> None:
+            await self._answer(context, claim.incoming, claim.key)
+
+        await self.adapter.continue_conversation(self._app_id, reference.get_continuation_activity(), answer)
+
+    async def start(self, sweep_s: float) -> None:
+        """Re-run what a dead replica left (a failure is the sweep's to retry), then sweep every `sweep_s`."""
         try:
-            reply = await self.conversation.handle(incoming)
+            await self.claims.recover()
         except Exception:
-            log.exception("answering %s failed", incoming.who)
-            reply = plain(_SORRY, ok=False)
-        if self.metrics is not None and reply.question_id is not None:
-            self.metrics.questions.labels(
-                channel=PLATFORM, outcome="answered" if reply.ok else "abstained"
-            ).inc()
-        for card in reply_cards(reply):
-            await _send_card(context, card)
+            log.exception("the first sweep of unanswered Teams events failed")
+        self.sweeper = asyncio.create_task(self.claims.sweep_forever(sweep_s, first_after=sweep_s))
+
+    async def stop(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.sweeper
+        await self.tasks.drain(seconds=SHUTDOWN_DRAIN_SECONDS)
 
     async def _on_submit(self, context: Any, incoming: Incoming, value: dict[str, Any]) -> None:
         try:
@@ -193,6 +262,14 @@ async def _send_card(context: Any, card: Card) -> None:
     await context.send_activity(MessageFactory.attachment(Attachment(content_type=CARD_TYPE, content=card)))
 
 
+def _event_key(claims: ExactlyOnce, activity: Activity) -> str | None:
+    """The activity's claim key; ids are unique within a conversation (a channel's are timestamps)."""
+    if not activity.id:
+        return None
+    conversation = hashlib.sha256(str(activity.conversation.id).encode()).hexdigest()[:16]
+    return claims.key(f"{conversation}:{str(activity.id)[:150]}")
+
+
 def _user(activity: Activity) -> str:
     sender = activity.from_property
     # The Entra object id is the same person in every team and chat; the channel id is not.
@@ -217,19 +294,35 @@ def mount_teams(
     *,
     metrics: Metrics | None = None,
     allow_anonymous: bool = False,
+    connections: Any | None = None,
 ) -> TeamsBot | None:
-    """Add `/api/messages` when KB_TEAMS_APP_ID is set (or, for local testing, `allow_anonymous`)."""
-    auth, connections = None, None
+    """Add `/api/messages` when KB_TEAMS_APP_ID is set (or, for local testing, `allow_anonymous`).
+
+    `connections` replaces the MSAL connection manager that outgoing messages take tokens from.
+    """
+    auth = None
     if settings.teams_app_id:
         secret = settings.teams_app_password.get_secret_value() if settings.teams_app_password else None
         auth = AgentAuthConfiguration(
             client_id=settings.teams_app_id, client_secret=secret, tenant_id=settings.teams_tenant_id
         )
-        connections = _msal_connections(auth)
+        connections = connections or _msal_connections(auth)
     elif not allow_anonymous:
         return None
-    bot = TeamsBot(conversation, conversation.store, auth=auth, connections=connections, metrics=metrics)
+    bot = TeamsBot(
+        conversation, conversation.store, auth=auth, connections=connections, metrics=metrics,
+        leases=Leases.from_settings(settings),
+    )  # fmt: skip
     app.router.add_post(ROUTE, bot.handle)
+
+    async def start(_app: web.Application) -> None:
+        await bot.start(settings.bot_claim_sweep_s)
+
+    async def stop(_app: web.Application) -> None:
+        await bot.stop()
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(stop)
     app[TEAMS_BOT_KEY] = bot
     return bot
 

@@ -44,3 +44,21 @@ class FakeConnector:
         self.activities.append(await request.json())
         self.headers.append(dict(request.headers))
         return web.json_response({"id": f"reply-{len(self.activities)}"})
+
+
+class AnonymousConnections:
+    """The SDK's connection manager for a connector without auth (this fake): a token that checks nothing.
+
+    What a proactive message takes its tokens from; Teams' own turns need none here.
+    """
+
+    def get_token_provider(self, _claims: Any, _service_url: str) -> _AnyToken:
+        return _AnyToken()
+
+    def get_default_connection(self) -> _AnyToken:
+        return _AnyToken()
+
+
+class _AnyToken:
+    async def get_access_token(self, _resource: str, _scopes: Any, _force_refresh: bool = False) -> str:
+        return "anonymous"

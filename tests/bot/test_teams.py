@@ -1,7 +1,11 @@
-"""Teams on loopback: activities posted to `/api/messages`, replies captured by a fake connector."""
+"""Teams on loopback: activities posted to `/api/messages`, replies captured by a fake connector.
+
+Teams delivers an activity again when a turn fails or is slow: a copy is answered once (bot/claims.py).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -12,18 +16,21 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import Engine, select
+from sqlalchemy import text as sql
 from sqlmodel import Session
 
 from app.server.assembly import create_app
-from bot.store import BotStore
-from bot.teams.app import TEAMS_BOT_KEY, mount_teams
+from bot.store import ANSWERED, BotStore
+from bot.teams.app import TEAMS_BOT_KEY, TeamsBot, mount_teams
+from bot.types import Incoming
 from bot.wiring import build_conversation
 from core import db
 from core.models import BehaviourEventRow
 from core.settings import Settings
 from knowledge.embeddings import Embedder
 from knowledge.service import KnowledgeBase
-from tests.bot.fake_connector import FakeConnector
+from tests.bot.fake_connector import AnonymousConnections, FakeConnector
+from tests.bot.test_claims import expire
 from tests.bot.test_slack import PAGES
 
 HR_USER = "aad-hr-1"
@@ -34,6 +41,7 @@ class Harness:
     client: TestClient[web.Request, web.Application]
     connector: FakeConnector
     engine: Engine
+    bot: TeamsBot
 
     def activity(
         self, text: str, *, personal: bool = True, user: str = HR_USER, **extra: Any
@@ -73,7 +81,7 @@ async def _harness(
     if TEAMS_BOT_KEY not in app:
         assert mount_teams(app, settings, conversation, **mount) is not None
     async with FakeConnector() as connector, TestClient(TestServer(app)) as client:
-        yield Harness(client, connector, engine)
+        yield Harness(client, connector, engine, app[TEAMS_BOT_KEY])
     engine.dispose()
 
 
@@ -81,7 +89,10 @@ async def _harness(
 async def harness(
     make_settings: Callable[..., Settings], tmp_path: Path, embedder: Embedder
 ) -> AsyncIterator[Harness]:
-    async for item in _harness(make_settings(), tmp_path, embedder, allow_anonymous=True):
+    connections = AnonymousConnections()  # proactive messages (a dead replica's re-run) need a token
+    async for item in _harness(
+        make_settings(), tmp_path, embedder, allow_anonymous=True, connections=connections
+    ):
         yield item
 
 
@@ -151,3 +162,69 @@ async def test_unknown_activity_types_and_huge_messages_do_not_break_the_endpoin
     assert huge.status == 413
     assert (await harness.post(harness.activity("help"))).status == 202, "still answering"
     assert "subscribe" in json.dumps(harness.connector.cards() or harness.connector.sent()[-1])
+
+
+def questions(engine: Engine) -> list[BehaviourEventRow]:
+    with Session(engine) as session:
+        query = select(BehaviourEventRow).where(BehaviourEventRow.kind == "question")  # type: ignore[arg-type]
+        return list(session.execute(query).scalars())
+
+
+def claims(engine: Engine) -> list[tuple[str, str]]:
+    with engine.connect() as connection:
+        return [(r.event_id, r.state) for r in connection.execute(sql("select * from processed_events"))]
+
+
+async def test_a_redelivered_activity_is_answered_once(harness: Harness) -> None:
+    activity = harness.activity("How do I install the VPN client?", id="act-vpn")
+    assert (await harness.post(activity)).status == 202
+    again = await harness.post(activity)  # Teams' retry of a turn it thought failed
+    assert again.status < 300
+    assert len(harness.connector.cards()) == 1 and len(harness.connector.sent("typing")) == 1
+    assert len(questions(harness.engine)) == 1
+    [(key, state)] = claims(harness.engine)
+    assert key.startswith("teams:") and key.endswith(":act-vpn") and state == ANSWERED
+
+
+async def test_copies_arriving_together_are_answered_once(harness: Harness) -> None:
+    activity = harness.activity("How do I install the VPN client?", id="act-twice")
+    responses = await asyncio.gather(*(harness.post(activity) for _ in range(3)))
+    assert all(r.status < 300 for r in responses)
+    assert len(harness.connector.cards()) == 1 and len(questions(harness.engine)) == 1
+
+
+async def test_the_same_activity_id_in_another_conversation_is_another_question(harness: Harness) -> None:
+    await harness.post(harness.activity("How do I install the VPN client?", id="1700000000000"))
+    await harness.post(
+        harness.activity("How do I install the VPN client?", id="1700000000000", personal=False)
+    )
+    assert len(harness.connector.cards()) == 2
+
+
+async def test_a_redelivered_button_is_recorded_once(harness: Harness) -> None:
+    await harness.post(harness.activity("How do I install the VPN client?"))
+    [card] = harness.connector.cards()
+    click = harness.activity("", value=card["actions"][0]["data"], id="act-click")
+    await harness.post(click)
+    await harness.post(click)
+    with Session(harness.engine) as session:
+        feedback = session.execute(
+            select(BehaviourEventRow).where(BehaviourEventRow.kind == "feedback")  # type: ignore[arg-type]
+        ).scalars().all()  # fmt: skip
+    assert len(feedback) == 1 and len(harness.connector.sent()) == 2, "one card, one thanks"
+
+
+async def test_a_dead_replicas_question_is_answered_proactively_and_once(harness: Harness) -> None:
+    await harness.post(harness.activity("help"))  # the conversation's reference is known from here on
+    question = Incoming("teams", HR_USER, "How much does band H5 pay?", channel="a:personal-1", private=True)
+    dead = BotStore(harness.engine, owner="dead")
+    assert dead.claim_event("teams:c0ffee:act-lost", question)  # died after taking the activity
+    expire(harness.engine, "teams:c0ffee:act-lost")
+    assert await harness.bot.claims.recover() == 1
+    await harness.bot.tasks.drain()
+    assert await harness.bot.claims.recover() == 0, "answered claims are never re-run"
+    answer = harness.connector.cards()[-1]
+    assert "Pay" in card_text(answer), "the asker's own groups still apply in a personal chat"
+    row = dead.claim_state("teams:c0ffee:act-lost")
+    assert row is not None and row.state == ANSWERED
+    dead.close()
