@@ -1,10 +1,14 @@
-"""Benchmark of the LLM path: vLLM on the CPU vs in-process transformers, and the answer pipeline's overhead.
+"""Benchmark of the LLM path: vLLM on the CPU vs in-process transformers, the answer pipeline's
+overhead, and transformers `generate` on a GPU.
 
-    .venv/bin/python bench/llm.py [--out PATH] [--max-tokens 64] [--concurrency 1 8 32]
+    .venv/bin/python bench/llm.py [--max-tokens 64] [--concurrency 1 8 32]     # ~8-10 minutes, 2 cores
+    python3 bench/llm.py --device cuda --out DIR     # on a GPU machine (torch and transformers only)
+    .venv/bin/python bench/llm.py --merge DIR        # DIR/llm_gpu.json into llm.json and its table row
 
-Builds a small random Llama (hidden 256, 4 layers, head_dim 64, a ~2000-token BPE vocabulary
-trained on the sample handbook), then for each concurrency level sends the same RAG-shaped prompts
-(system rules + 5 handbook passages + a question) to a vLLM server and to `TransformersLLM`:
+`--device cpu` (the default) builds a small random Llama (hidden 256, 4 layers, head_dim 64, a
+~2000-token BPE vocabulary trained on the sample handbook), then for each concurrency level sends
+the same RAG-shaped prompts (system rules + 5 handbook passages + a question) to a vLLM server
+and to `TransformersLLM`:
 
 - output tokens/s: non-streaming chat requests, tokens as the backend counted them, over wall time;
 - output tokens per CPU second: the same, over the CPU time the backend used (the vLLM server's
@@ -14,7 +18,13 @@ trained on the sample handbook), then for each concurrency level sends the same 
 Both backends run float32 at temperature 0, taking turns (never at once) on the same cores.
 `answer_overhead_*` is `generate_answer` timed around a FakeLLM that replies instantly: prompt
 building, token budgeting, citation post-processing - what the product adds to a model call.
-Writes bench/results/llm.json. Takes about 8-10 minutes on two cores.
+
+`--device cuda` measures a ~0.5B random Llama (bf16) through transformers `generate`, the way
+`TransformersLLM` serves a local model, with one concurrency level batched into one call: random
+prompts of the RAG prompt length (~1,400 tokens), 64 new tokens each (EOS ignored); tokens/s is
+batch x new tokens over the whole call, time to first token the same batch with one new token;
+each the median of `--repeats` runs after a warm-up. It needs nothing from the product, so it runs
+where only torch and transformers are installed.
 """
 
 from __future__ import annotations
@@ -34,22 +44,14 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import machine  # noqa: E402
-from core.llm import LLM, Message  # noqa: E402
-from core.llm.local import TransformersLLM  # noqa: E402
-from core.llm.server import VLLMServer, default_python  # noqa: E402
-from core.llm.vllm import VLLMClient  # noqa: E402
-from knowledge.embeddings import get_embedder  # noqa: E402
-from knowledge.generation import FALLBACK_MODEL, generate_answer  # noqa: E402
-from knowledge.prompt import build_prompt  # noqa: E402
-from knowledge.types import Hit, Question  # noqa: E402
-from tests.fakes import FakeLLM  # noqa: E402
-from tests.tiny_llm import build_tiny_llama  # noqa: E402
+if TYPE_CHECKING:
+    from core.llm import LLM, Message
+    from knowledge.types import Hit
 
 HANDBOOK = REPO / "examples" / "handbook"
 OUT = REPO / "bench" / "results" / "llm.json"
@@ -90,6 +92,8 @@ def _slug(text: str) -> str:
 
 
 def make_hits(passages: list[tuple[str, str, str]], rng: random.Random, k: int = 5) -> list[Hit]:
+    from knowledge.types import Hit
+
     chosen = rng.sample(passages, k)
     return [
         Hit(
@@ -109,6 +113,9 @@ def make_hits(passages: list[tuple[str, str, str]], rng: random.Random, k: int =
 
 
 async def rag_prompts(count: int, passages: list[tuple[str, str, str]], seed: int) -> list[list[Message]]:
+    from knowledge.prompt import build_prompt
+    from tests.fakes import FakeLLM
+
     rng = random.Random(seed)
     counter = FakeLLM()  # words stand in for tokens: the prompt text is what matters here
     prompts = []
@@ -230,6 +237,11 @@ async def run_levels(
 
 async def answer_overhead(passages: list[tuple[str, str, str]], questions: int) -> dict[str, Any]:
     """generate_answer's own time around a model that answers at once, over `questions` questions."""
+    from knowledge.embeddings import get_embedder
+    from knowledge.generation import FALLBACK_MODEL, generate_answer
+    from knowledge.types import Question
+    from tests.fakes import FakeLLM
+
     embedder = get_embedder(None)
     rng = random.Random(7)
     cases = [(QUESTIONS[i % len(QUESTIONS)], make_hits(passages, rng)) for i in range(questions)]
@@ -266,6 +278,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from bench.common import machine
+    from core.llm.local import TransformersLLM
+    from core.llm.server import VLLMServer, default_python
+    from core.llm.vllm import VLLMClient
+    from tests.tiny_llm import build_tiny_llama
+
     passages = handbook_passages()
     corpus = [p[2] for p in passages] + [REPLY, *QUESTIONS]
     model_dir = build_tiny_llama(
@@ -362,20 +380,133 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     }
 
 
+GPU_MODEL = {
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 16,
+    "vocab_size": 32000,
+    "max_position_embeddings": 4096,
+}
+
+
+def generate_on_gpu(args: argparse.Namespace) -> dict[str, Any]:
+    """Tokens/s and time to first token of transformers `generate` on `args.device` (see the docstring)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    with torch.device(args.device):
+        model = LlamaForCausalLM(LlamaConfig(**GPU_MODEL)).to(torch.bfloat16).eval()
+    params = sum(p.numel() for p in model.parameters())
+    result: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "model": {
+            **GPU_MODEL,
+            "parameters_m": round(params / 1e6, 1),
+            "dtype": "bfloat16",
+            "weights": "random",
+        },
+        "settings": {
+            "prompt_tokens": args.prompt_tokens,
+            "new_tokens": args.max_tokens,
+            "repeats": args.repeats,
+        },
+    }
+
+    def timed(batch: int, tokens: int) -> float:
+        ids = torch.randint(100, GPU_MODEL["vocab_size"], (batch, args.prompt_tokens), device=args.device)
+        torch.cuda.synchronize()
+        begin = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens, min_new_tokens=tokens,
+                do_sample=False, pad_token_id=0,
+            )  # fmt: skip
+        torch.cuda.synchronize()
+        return time.perf_counter() - begin
+
+    for batch in args.concurrency:
+        timed(batch, args.max_tokens)  # warm-up: kernels, allocator
+        wall = statistics.median(timed(batch, args.max_tokens) for _ in range(args.repeats))
+        first = statistics.median(timed(batch, 1) for _ in range(args.repeats))
+        result[f"c{batch}"] = row = {
+            "concurrency": batch,
+            "output_tokens": batch * args.max_tokens,
+            "wall_s": round(wall, 3),
+            "output_tokens_per_s": round(batch * args.max_tokens / wall, 1),
+            "ttft_ms": round(first * 1000, 1),
+            "decode_ms_per_step": round((wall - first) / max(1, args.max_tokens - 1) * 1000, 2),
+        }
+        print(row, flush=True)
+    result["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return result
+
+
+def merge_gpu(directory: Path, out: Path) -> None:
+    """Put DIR/llm_gpu.json under "gpu" in llm.json and write the llm_gpu row of BENCHMARKS.md."""
+    from bench.common import update_table
+
+    command = "python3 bench/llm.py --device cuda --out $OUT (on the GPU machine)"
+    gpu = {
+        "command": command,
+        "date": time.strftime("%Y-%m-%d"),
+        **json.loads((directory / "llm_gpu.json").read_text()),
+    }
+    payload = json.loads(out.read_text())
+    payload["gpu"] = gpu
+    levels = [key for key in gpu if key.startswith("c") and key[1:].isdigit()]
+    for key in levels:
+        payload[f"gpu_transformers_tokens_per_s_{key}"] = gpu[key]["output_tokens_per_s"]
+    out.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    summary = f"{gpu['model']['parameters_m']:.0f}M random Llama, transformers generate, {gpu['device']}: "
+    summary += ", ".join(
+        f"c{gpu[k]['concurrency']} {gpu[k]['output_tokens_per_s']} tok/s (TTFT {gpu[k]['ttft_ms']} ms)"
+        for k in levels
+    )
+    update_table("llm_gpu", command, gpu["date"], summary, f"{gpu['device']} (GPU machine)")
+    print(summary)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--device", default="cpu", help="cpu: vLLM vs transformers; cuda: transformers generate"
+    )
+    parser.add_argument("--out", type=Path, help=f"result file (cpu, default {OUT}) or folder (cuda)")
+    parser.add_argument(
+        "--merge", type=Path, help="folder with the cuda run's llm_gpu.json to merge into llm.json"
+    )
+    parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per request")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--questions", type=int, default=200, help="questions for answer_overhead")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per level; the best one counts")
+    parser.add_argument("--questions", type=int, default=200, help="questions for answer_overhead (cpu)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="runs per level (cpu: best of 2; cuda: median of 3)"
+    )
+    parser.add_argument("--prompt-tokens", type=int, default=1400, help="prompt length (cuda)")
     args = parser.parse_args(argv)
+    if args.merge:
+        merge_gpu(args.merge, args.out or OUT)
+        return 0
+    if args.device != "cpu":
+        if args.out is None:
+            parser.error("--device cuda needs --out DIR")
+        args.repeats = args.repeats or 3
+        result = generate_on_gpu(args)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "llm_gpu.json").write_text(json.dumps(result, indent=2) + "\n")
+        return 0
+    args.repeats, out = args.repeats or 2, args.out or OUT
     result = asyncio.run(main_async(args))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    ratios = {k: v for k, v in result.items() if k.startswith("vllm_vs")}
-    print(json.dumps(ratios, indent=2))
-    print(f"wrote {args.out}")
+    if out.exists():  # the GPU figures were measured elsewhere: a CPU rerun keeps them
+        old = json.loads(out.read_text())
+        result.update({k: v for k, v in old.items() if k == "gpu" or k.startswith("gpu_")})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps({k: v for k, v in result.items() if k.startswith("vllm_vs")}, indent=2))
+    print(f"wrote {out}")
     return 0
 
 

@@ -1,18 +1,25 @@
-"""Scale run: query latency at 100k chunks through the whole retrieval path, and the vector
-index at 1M vectors, exact (flat) against approximate (IVF) with recall@10 against exact.
+"""Scale runs: retrieval latency at 100k chunks, and the vector index at 1M vectors.
 
-    .venv/bin/python bench/scale.py            # about 10 minutes on 2 cores, ~8 GB of memory
-    .venv/bin/python bench/scale.py --quick    # 20k / 100k, for a smoke run
+    .venv/bin/python bench/scale.py                   # synthetic: ~10 minutes on 2 cores, ~8 GB
+    .venv/bin/python bench/scale.py --quick           # 20k chunks / 100k vectors, a smoke run
+    .venv/bin/python bench/scale.py --pipeline-only   # the 100k retrieve path only
+    # 1M real embeddings (the scale_gpu row): prepare here, embed and sweep on a GPU machine, merge here
+    .venv/bin/python bench/scale.py prepare           # bench/data/scale-gpu: text, fp16 model, faiss wheel
+    python3 bench/scale.py unpack-wheels /tmp/whl     # on the GPU machine, carrying bench/data/scale-gpu
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site /tmp/whl/*.whl
+    PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 python3 bench/scale.py device --out $OUT 2>&1 | tee $OUT/log
+    .venv/bin/python bench/scale.py merge DIR         # results JSON, table row, latency replayed here
 
-Part 1 stores 100k synthetic chunks (random unit vectors, Zipf-distributed generated text, 10%
+The synthetic run stores 100k chunks (random unit vectors, Zipf-distributed generated text, 10%
 of documents restricted) in SQLite, opens the real KnowledgeBase and times `retrieve` (embed +
-dense + BM25 + fuse + ACL filter + row fetch) for 200 questions, as a public user and as a
-user with one group; then the question encoder (ONNX, knowledge/onnx_encoder.py) against the
-torch path it replaced, turn by turn; then the retrieve changes of session 3 against the code
-before them (`before_after`: row fetch, cached ACL mask, post-filtered dense search) and where
-the time goes now (`stages`). Part 2 compares IndexFlatIP and IndexIVFFlat at 1M vectors over
-nprobe, on clustered vectors (like real embeddings, which gather by topic) and on uniform random ones
-(no neighbourhood structure at all: the worst case for any approximate index).
+dense + BM25 + fuse + ACL filter + row fetch) for 200 questions as a public user and as a user
+with one group; then, turn by turn on the same questions, the ONNX question encoder against
+torch and the fp16 flat index against fp32, and where the time goes (`stages`). It then compares
+IndexFlatIP and IVF at 1M vectors over nprobe, on clustered vectors and on uniform random ones
+(no neighbourhood structure: the worst case for any approximate index). Synthetic vectors say
+little about IVF recall (clustered ones are too easy, uniform ones have no neighbourhoods), hence
+the real-embedding run (bench/scale_ivf.py). The device step needs a call of its own of ~10
+minutes; never filter its log through a pipe such as grep, which holds the output back.
 """
 
 from __future__ import annotations
@@ -25,50 +32,24 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import faiss
 import numpy as np
 import numpy.typing as npt
-import sqlalchemy as sa
-from sqlmodel import Session, col
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RESULTS, write_results
-from core import db
-from core.models import ChunkRow, DocumentRow, as_utc
-from core.settings import load_settings
-from knowledge.catalog import Allowed, ChunkCatalog
-from knowledge.embeddings import Embedder
-from knowledge.index import VectorIndex, ivf_lists
-from knowledge.retrieval import FusionConfig, Retriever, fuse
-from knowledge.service import KnowledgeBase
-from knowledge.store import Store
-from knowledge.types import Hit, Question
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from knowledge.service import KnowledgeBase
 
 DIM = 384
 CHUNKS_PER_DOC = 100
 
 
 def _vocabulary(rng: np.random.Generator, size: int = 8000) -> list[str]:
-    syllables = [
-        "ka",
-        "lo",
-        "mi",
-        "ten",
-        "var",
-        "sul",
-        "pre",
-        "dor",
-        "ix",
-        "ul",
-        "ben",
-        "tro",
-        "ma",
-        "sik",
-        "zen",
-    ]
+    syllables = "ka lo mi ten var sul pre dor ix ul ben tro ma sik zen".split()
     words = {"".join(rng.choice(syllables, size=rng.integers(2, 4))) for _ in range(size * 2)}
     return sorted(words)[:size]
 
@@ -87,6 +68,10 @@ def _unit(rng: np.random.Generator, rows: int) -> npt.NDArray[np.float32]:
 
 
 def populate(engine: sa.Engine, chunks: int, rng: np.random.Generator) -> list[str]:
+    import sqlalchemy as sa
+
+    from core.models import ChunkRow, DocumentRow
+
     vocabulary = _vocabulary(rng)
     now = datetime.now(UTC)
     documents = chunks // CHUNKS_PER_DOC
@@ -133,6 +118,11 @@ def populate(engine: sa.Engine, chunks: int, rng: np.random.Generator) -> list[s
 
 
 def pipeline_latency(chunks: int, rng: np.random.Generator) -> dict[str, Any]:
+    from core import db
+    from core.settings import load_settings
+    from knowledge.service import KnowledgeBase
+    from knowledge.types import Question
+
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(data_dir=Path(tmp), ann_threshold=10 * chunks)
         engine = db.make_engine(settings)
@@ -160,19 +150,6 @@ def pipeline_latency(chunks: int, rng: np.random.Generator) -> dict[str, Any]:
                 latencies.append((time.perf_counter() - begin) * 1000)
                 assert len(hits) == 10
             result[label] = _percentiles(latencies)
-        # The tuned fusion against the one used before it (RRF k=60, 1:1, 50 candidates per list),
-        # taking turns question by question so that both see the same machine state.
-        tuned, previous = kb.retriever(), kb.retriever()
-        previous.fusion = FusionConfig(
-            method="rrf", rrf_k=60, dense_weight=1.0, lexical_weight=1.0, candidates=50
-        )
-        turns: dict[str, list[float]] = {"tuned": [], "previous": []}
-        for q in questions:
-            for name, retriever in (("tuned", tuned), ("previous", previous)):
-                begin = time.perf_counter()
-                retriever.search(Question(q), 10)
-                turns[name].append((time.perf_counter() - begin) * 1000)
-        result["fusion_side_by_side"] = {name: _percentiles(values) for name, values in turns.items()}
         # The flat index stored in fp16 (the default, KB_INDEX_PRECISION) against fp32, on the same
         # database and questions, taking turns as above.
         exact_settings = load_settings(
@@ -191,94 +168,16 @@ def pipeline_latency(chunks: int, rng: np.random.Generator) -> dict[str, Any]:
                 storage[name].append((time.perf_counter() - begin) * 1000)
         result["index_precision_side_by_side"] = {name: _percentiles(v) for name, v in storage.items()}
         result.update(_query_encoders(kb, questions))
-        result["before_after"] = _before_after(kb, questions)
         result["stages"] = _stages(kb, questions)
         result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         engine.dispose()
         return result
 
 
-class _OrmStore(Store):
-    """`Store.hits` as it was before it selected plain columns: whole ORM rows (kept here only
-    to time the change side by side)."""
-
-    def hits(self, scored: list[tuple[int, float]], *, query: Any = None) -> list[tuple[Hit, list[str]]]:
-        if not scored:
-            return []
-        ids = [chunk_id for chunk_id, _ in scored]
-        with Session(self.engine) as session:
-            statement = (
-                sa.select(ChunkRow, DocumentRow)
-                .join(DocumentRow, col(DocumentRow.id) == col(ChunkRow.document_id))
-                .where(col(ChunkRow.id).in_(ids))
-            )
-            rows = {chunk.id: (chunk, doc) for chunk, doc in session.execute(statement)}
-        result = []
-        for chunk_id, score in scored:
-            if chunk_id not in rows:
-                continue
-            chunk, doc = rows[chunk_id]
-            if query is not None:
-                score = float(np.frombuffer(chunk.embedding, dtype=np.float32) @ query)
-            hit = Hit(
-                chunk_id=chunk_id, score=score, text=chunk.text, section=chunk.section,
-                anchor=chunk.anchor, page=chunk.page, document_id=doc.id, title=doc.title,
-                uri=doc.uri, updated_at=as_utc(doc.updated_at),
-            )  # fmt: skip
-            result.append((hit, list(doc.acl_groups)))
-        return result
-
-
-class _SelectorAlways(Retriever):
-    """Dense search as it was before: always FAISS's per-vector selector when anything is excluded."""
-
-    def _dense(self, query: Any, fetch: int, allowed: Allowed | None) -> list[tuple[int, float]]:
-        return self.index.search(query, fetch, allowed=None if allowed is None else allowed.bitmap)
-
-
-def _before_after(kb: KnowledgeBase, questions: list[str]) -> dict[str, Any]:
-    """This change against the code before it, turn by turn on the same indexes: ORM rows in
-    `hits`, a catalog mask and FAISS bitmap recomputed for every question and the FAISS selector
-    always, against plain column tuples, the cached mask and bitmap, and the bitmap checked after
-    an unfiltered search when most chunks are allowed. Both as a public user (10% of documents
-    restricted, so a 100k-entry mask) and as a finance user (nothing excluded)."""
-    after = kb.retriever()
-    before = _SelectorAlways(
-        _OrmStore(kb.store.engine),
-        kb.embedder,
-        after.index,
-        after.lexical,
-        ChunkCatalog(kb.store.catalog_rows(), cache_size=0),
-        fusion=after.fusion,
-    )
-    out: dict[str, Any] = {}
-    for label, groups in (("public_user", ()), ("finance_user", ("finance",))):
-        times: dict[str, list[float]] = {"before": [], "after": []}
-        for q in questions[:5]:
-            for retriever in (before, after):
-                retriever.search(Question(q, groups=groups), 10)
-        for turn, q in enumerate(questions):
-            order = [("before", before), ("after", after)]
-            for name, retriever in order if turn % 2 == 0 else order[::-1]:
-                begin = time.perf_counter()
-                hits = retriever.search(Question(q, groups=groups), 10)
-                times[name].append((time.perf_counter() - begin) * 1000)
-                assert len(hits) == 10
-        out[label] = {name: _percentiles(values) for name, values in times.items()}
-        out[label]["p50_ratio_before_over_after"] = round(
-            out[label]["before"]["p50_ms"] / out[label]["after"]["p50_ms"], 3
-        )
-    same = all(
-        [h.chunk_id for h in before.search(Question(q), 10)]
-        == [h.chunk_id for h in after.search(Question(q), 10)]
-        for q in questions[:50]
-    )
-    out["same_hits_on_50_questions"] = same
-    return out
-
-
 def _stages(kb: KnowledgeBase, questions: list[str]) -> dict[str, Any]:
-    """Where a public user's retrieve spends its time now, stage by stage (p50/p95 ms)."""
+    """Where a public user's retrieve spends its time, stage by stage (p50/p95 ms)."""
+    from knowledge.retrieval import fuse
+
     retriever = kb.retriever()
     stages: dict[str, list[float]] = {
         name: [] for name in ("catalog", "embed", "faiss", "bm25", "fuse_and_rows")
@@ -304,8 +203,11 @@ def _stages(kb: KnowledgeBase, questions: list[str]) -> dict[str, Any]:
 
 def _query_encoders(kb: KnowledgeBase, questions: list[str]) -> dict[str, Any]:
     """The configured question encoder (ONNX unless onnxruntime is missing) against the torch path
-    used before it (sentence-transformers, one thread), taking turns question by question: the
-    whole retrieve, then the embedding alone."""
+    (sentence-transformers, one thread), taking turns question by question: the whole retrieve,
+    then the embedding alone."""
+    from knowledge.embeddings import Embedder
+    from knowledge.types import Question
+
     settings = kb.settings
     torch_path = Embedder(
         settings.embedding_model,
@@ -354,6 +256,10 @@ def _clustered(rng: np.random.Generator, rows: int, centers: npt.NDArray[np.floa
 
 
 def ann_comparison(rows: int, rng: np.random.Generator, *, queries: int = 200) -> dict[str, Any]:
+    import faiss
+
+    from knowledge.index import VectorIndex, ivf_lists
+
     faiss.omp_set_num_threads(1)  # as served: KB_FAISS_THREADS=1, one search per request thread
     centers = _unit(rng, 4000)
     datasets = {
@@ -397,8 +303,38 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
+def real_embeddings(args: argparse.Namespace) -> None:
+    """The steps of the 1M real-embedding run (imported late: the GPU machine has no product venv)."""
+    if args.step in ("prepare", "unpack-wheels"):
+        from bench import scale_corpus
+
+        if args.step == "prepare":
+            scale_corpus.prepare(args.pdf_seconds)
+        else:
+            scale_corpus.unpack_wheels(args.destination)
+        return
+    from bench import scale_ivf
+
+    if args.step == "device":
+        args.out.mkdir(parents=True, exist_ok=True)
+        scale_ivf.device(args.out, args.passages, limit_files=args.limit_files, on=args.on)
+    else:
+        scale_ivf.merge(args.directory)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="step")
+    sub.add_parser("prepare", help="the real-embedding run's data, here").add_argument(
+        "--pdf-seconds", type=float, default=300
+    )
+    sub.add_parser("unpack-wheels", help="on the GPU machine").add_argument("destination", type=Path)
+    dev = sub.add_parser("device", help="embed and sweep nprobe, on the GPU machine")
+    dev.add_argument("--out", type=Path, required=True)
+    dev.add_argument("--passages", type=int, default=1_000_000)
+    dev.add_argument("--limit-files", type=int, default=20_000, help="installed files read for text")
+    dev.add_argument("--on", default="cuda", help="torch device for embedding (cpu for a smoke run)")
+    sub.add_parser("merge", help="the device's results, here").add_argument("directory", type=Path)
     parser.add_argument("--quick", action="store_true", help="20k chunks and 100k vectors")
     parser.add_argument("--pipeline-chunks", type=int, default=100_000)
     parser.add_argument("--ann-vectors", type=int, default=1_000_000)
@@ -408,11 +344,16 @@ def main() -> None:
         help="time only the 100k-chunk retrieve path; keep the IVF part of the last results file",
     )
     args = parser.parse_args()
+    if args.step:
+        real_embeddings(args)
+        return
     chunks, vectors = (20_000, 100_000) if args.quick else (args.pipeline_chunks, args.ann_vectors)
     rng = np.random.default_rng(7)
     print(f"pipeline at {chunks:,} chunks…", flush=True)
     pipeline = pipeline_latency(chunks, rng)
     print(pipeline, flush=True)
+    from bench.common import RESULTS, write_results
+
     previous = RESULTS / ("scale_quick.json" if args.quick else "scale.json")
     if args.pipeline_only and previous.exists():
         ann = json.loads(previous.read_text())["ann"]
@@ -435,12 +376,11 @@ def main() -> None:
         },
     }
     p95 = pipeline["public_user"]["p95_ms"]
-    side = pipeline["fusion_side_by_side"]
     storage = pipeline["index_precision_side_by_side"]
     uniform = max(s["recall@10"] for s in ann["uniform_random"]["ivf"])
     encoders = pipeline["query_encoder_side_by_side"]
     load = pipeline["load_average_before"][0]
-    change, stages = pipeline["before_after"]["public_user"], pipeline["stages"]
+    stages = pipeline["stages"]
     summary = (
         f"retrieve p95 {p95} ms at {chunks:,} chunks, load {load} (embed alone "
         f"{pipeline['embed_only']['p95_ms']} ms; {encoders['configured']} vs torch question encoder, "
@@ -448,16 +388,13 @@ def main() -> None:
         f"{encoders['retrieve']['torch']['p95_ms']} ms, embed p50 "
         f"{encoders['embed_only']['configured']['p50_ms']} vs "
         f"{encoders['embed_only']['torch']['p50_ms']} ms; "
-        f"tuned vs previous fusion, turn by turn: p95 {side['tuned']['p95_ms']} vs "
-        f"{side['previous']['p95_ms']} ms; fp16 vs fp32 flat index: p95 {storage['fp16']['p95_ms']} vs "
+        f"fp16 vs fp32 flat index: p95 {storage['fp16']['p95_ms']} vs "
         f"{storage['fp32']['p95_ms']} ms); at {ann['vectors']:,} clustered vectors IVF nprobe "
         f"{best['nprobe']}: recall@10 {best['recall@10']}, "
         f"p95 {best['p95_ms']} ms vs flat {clustered['flat']['p95_ms']} ms "
         f"({clustered['flat']['p95_ms'] / max(best['p95_ms'], 1e-9):.0f}x); on uniform random vectors "
         f"(no neighbourhoods) IVF recall@10 is only {uniform} even at nprobe 256 (1M real embeddings: "
-        f"the scale_gpu row); session 3 retrieve changes vs the code before, turn by turn, public "
-        f"user: p50 {change['after']['p50_ms']} vs {change['before']['p50_ms']} ms, p95 "
-        f"{change['after']['p95_ms']} vs {change['before']['p95_ms']} ms; stage p50s: embed "
+        f"the scale_gpu row); stage p50s: embed "
         f"{stages['embed']['p50_ms']}, FAISS {stages['faiss']['p50_ms']}, BM25 {stages['bm25']['p50_ms']}, "
         f"fuse+rows {stages['fuse_and_rows']['p50_ms']}, ACL mask {stages['catalog']['p50_ms']} ms"
     )
