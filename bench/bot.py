@@ -16,41 +16,34 @@ overhead at `--concurrency`. Then `--serial-events` more events at concurrency 1
 deliveries, then wait for its answer before the next), which give the overhead without queueing
 and the bot's CPU per event.
 
-- ack: time for each delivery's HTTP request to be answered (the signature and workspace checks, the
+- ack: time for each delivery's HTTP request to be answered (signature and workspace checks, the
   event claim in the database; bolt's dispatch for what the bot does not answer itself). Before the
-  clock starts, `--concurrency` warm-up requests open the connections the load keeps alive and
-  every request is signed: opening 50 connections at once took this load generator 130-150 ms even
-  against a server that answers 200 at once, which is the load generator's time, not the bot's;
+  clock starts, `--concurrency` warm-up requests open the connections the load keeps alive and every
+  request is signed: opening 50 connections at once costs the load generator 130-150 ms, which is
+  not the bot's time;
 - end to end: from an event's first delivery to the final chat.update of its answer at the fake;
 - overhead: measured in the server, from the first delivery's arrival to the moment the final
-  chat.update leaves for Slack, less the time spent inside the AnswerService (input guard,
-  retrieval, model, output guard; also the wait for a retrieval slot, which since session 3 is
-  where an answer gives way to acks in flight, bot/tasks.py's AckFirstSlots: before, the whole
-  answer waited, up to 200 ms, and that wait counted here): what the bot adds itself (HTTP, bolt,
-  the claim, the channel lookup, recording the question, rendering), without Slack's own response
-  times; `e2e_*` counts everything. Three figures:
-  - `overhead_wall_*`: at `--concurrency` events in flight. It includes waiting for the event loop,
-    the GIL and the database behind the other 49 events' work (and, with retrieval, behind their
-    embedding and search, which hold the GIL part of the time): at 50 events in flight on 2 shared
-    cores it is mostly queueing. THIS is the figure compared with the target (`overhead_p95_ms`
-    is a copy of `overhead_wall_p95_ms`), because the issue sets its targets at 50 concurrent
-    events; the two below explain it, they do not replace it;
-  - `serial.overhead_*`: the same at concurrency 1, nothing to queue behind: the bot's own latency;
-  - `bot_cpu_ms_per_event`: CPU of the whole server process (every thread) per event in the bot
-    alone's concurrency-1 phase: everything the bot spends on one event (4 deliveries, 2 Web API
-    calls, 4 database writes), with no retrieval and no model. `server_cpu_ms_per_event(_by_thread)`
-    give the same for each phase and side; at 50 concurrent it is lower (work batches per loop turn);
-  - `overhead_before_answer_*` and `overhead_after_answer_*`: the wall figure's two parts, up to
-    the AnswerService's start (the request, the access check's channel lookup) and after its answer
-    (recording the question, rendering, the final update leaving);
-- `overhead_with_slack_*`: end to end (at the fake) less the AnswerService time: the wall figure
-  plus the fake Slack API's response times, which on this machine share the CPUs with the server;
-- duplicate answers (both phases): final answers beyond one per event, plus "searching…" messages
-  beyond one; `questions_recorded`: the question events in the database at the end (both phases,
-  so `--events` + `--serial-events` when every answer was recorded, once);
-- server-side figures: the request's time inside the server (ack), how late the server's event
-  loop wakes from a 10 ms sleep (loop lag) and the garbage collector's pauses: on a busy machine,
-  much of the ack time is the server waiting for a CPU, which these separate from the bot's work.
+  chat.update leaves for Slack, less the time inside the AnswerService (guards, retrieval, model,
+  and the wait for a retrieval slot, where an answer gives way to acks in flight: bot/tasks.py):
+  what the bot adds itself (HTTP, bolt, the claim, the channel lookup, recording the question,
+  rendering). `e2e_*` counts everything. The figures:
+  - `overhead_wall_*`: at `--concurrency` events in flight, so it includes waiting for the event
+    loop, the GIL and the database behind the other events' work: on 2 shared cores mostly
+    queueing. This is the figure the targets are stated for (`overhead_p95_ms` copies
+    `overhead_wall_p95_ms`); the others explain it;
+  - `serial.overhead_*`: the same at concurrency 1, nothing to queue behind;
+  - `bot_cpu_ms_per_event`: CPU of the whole server process per event in the bot alone's
+    concurrency-1 phase (4 deliveries, 2 Web API calls, 4 database writes; no retrieval, no model);
+    `server_cpu_ms_per_event(_by_thread)` give the same for each phase and side;
+  - `overhead_before_answer_*` / `overhead_after_answer_*`: the wall figure's parts up to the
+    AnswerService's start and after its answer;
+- `overhead_with_slack_*`: end to end less the AnswerService time, i.e. plus the fake Slack API's
+  response times, which share the CPUs with the server;
+- duplicate answers: final answers beyond one per event, plus "searching…" messages beyond one;
+  `questions_recorded`: question events in the database at the end (`--events` +
+  `--serial-events` when every answer is recorded once);
+- server-side figures: the request's time inside the server, the event loop's lag on a 10 ms
+  sleep and the garbage collector's pauses, which separate waiting for a CPU from the bot's work.
 
 Two servers, side by side: the bot alone (`bot_alone`: a canned answer after 20 ms, no retrieval)
 and then the full product as above (the top-level figures, which the targets are checked against).
@@ -612,7 +605,7 @@ def main() -> None:
         alone = asyncio.run(run(args, Path(tmp) / "alone", "bot-alone"))
     with tempfile.TemporaryDirectory(prefix="kb-bench-bot-") as tmp:
         figures = asyncio.run(run(args, Path(tmp) / "kb", "kb"))
-    # The target's figure: the issue sets its targets at 50 concurrent events, so the overhead it is
+    # The target's figure: the targets are stated at 50 concurrent events, so the overhead it is
     # checked against is the wall-clock one at that load, queueing for the CPUs included.
     figures["overhead_p50_ms"] = figures["overhead_wall_p50_ms"]
     figures["overhead_p95_ms"] = figures["overhead_wall_p95_ms"]

@@ -65,7 +65,7 @@ def write_results(name: str, results: dict[str, Any], *, summary: str) -> Path:
 
 HEADER = (
     "# Benchmarks\n\nEach row is written by its benchmark; the JSON beside it has every figure and\n"
-    "the machine. Machines differ between sessions (the column says which ran each row) and are\n"
+    "the machine. Machines differ between runs (the column says which ran each row) and are\n"
     "shared and noisy: compare ratios measured in one run, not absolute times across rows.\n\n"
     "| benchmark | result | machine | command | date |\n| --- | --- | --- | --- | --- |\n"
 )
