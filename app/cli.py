@@ -18,6 +18,7 @@ from app.commands.budget import budget_app
 from app.commands.db import db_app
 from app.commands.ingest import ingest
 from app.commands.llm import llm_app
+from app.commands.models import models_app
 from app.commands.push import push_app
 from app.commands.redact import redact
 from app.commands.serve import serve
@@ -42,6 +43,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(bench_app, name="bench")
 app.add_typer(llm_app, name="llm")
+app.add_typer(models_app, name="models")  # the local model store
 app.add_typer(sources_app, name="sources")
 app.add_typer(budget_app, name="budget")
 app.add_typer(push_app, name="push")
