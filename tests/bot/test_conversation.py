@@ -234,3 +234,22 @@ async def test_a_channel_answer_uses_only_the_groups_all_members_share(bot_engin
         await conversation.handle(Incoming("slack", "UANN", "pay bands?", channel=channel))
     await conversation.handle(Incoming("slack", "UBEN", "pay bands?", channel="D1", private=True))
     assert [q.groups for q in answers.history] == [("hr",), (), (), ("hr", "it")]
+
+
+async def test_handle_is_the_stream_collected_with_the_answer_asked_for_whole(bot_engine: Engine) -> None:
+    answers = StreamingAnswers()
+    conversation = Conversation(answers, BotStore(bot_engine), AuditLog(bot_engine))
+    whole = await conversation.handle(msg("how do I reset my password?"))
+    assert whole.paragraphs == ("About how do I reset my password? [1].",), "answer(), not stream()"
+    [collected] = [part async for part in conversation.stream(msg("how do I reset my password?"), whole=True)]
+    assert isinstance(collected, RenderedReply) and collected.paragraphs == whole.paragraphs
+    admitted: list[str] = []
+
+    async def admit() -> None:
+        admitted.append("yes")
+
+    streamed = [p async for p in conversation.stream(msg("subscribe vpn"), admitted=admit, ref="slack:Ev1")]
+    assert admitted == ["yes"] and [type(p) for p in streamed] == [RenderedReply]
+    *_, reply = [p async for p in conversation.stream(msg("reset?"), admitted=admit, ref="slack:Ev2")]
+    assert admitted == ["yes", "yes"] and isinstance(reply, RenderedReply)
+    assert reply.question_id is None and reply.unrecorded is not None and reply.unrecorded.ref == "slack:Ev2"

@@ -6,6 +6,7 @@ The knowledge base (real embedder, FAISS, BM25, database, guards) is real; only 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from knowledge.embeddings import Embedder
 from knowledge.generation import FALLBACK_MODEL, HOLD_BACK_CHARS, SafeDrafts
 from knowledge.prompt import NOT_FOUND
 from knowledge.service import KnowledgeBase
-from knowledge.types import Answer, Question
+from knowledge.types import Answer, Question, last_part
 from privacy.output import WITHHELD, OutputGuard
 from tests.fakes import FakeLLM, Reply
 
@@ -167,3 +168,32 @@ async def test_without_a_model_or_with_a_refused_question_the_answer_comes_whole
     parts = [part async for part in kb.ask_stream(PASSWORD)]
     assert len(parts) == 1 and isinstance(parts[0], Answer)
     assert same(parts[0], await kb.ask_async(PASSWORD)) and parts[0].model == "extractive"
+
+
+async def test_whole_answers_are_the_stream_collected(kb: KnowledgeBase) -> None:
+    fake(kb).enqueue(REPLY)
+    parts = [part async for part in kb.ask_stream(PASSWORD, whole=True)]
+    assert len(parts) == 1 and isinstance(parts[0], Answer), "no drafts when the answer is asked for whole"
+    assert [c.method for c in fake(kb).calls] == ["chat"], "the reply asked for in one request"
+    assert same(parts[0], await whole(kb, PASSWORD, REPLY)) and parts[0].text == REPLY
+    extractive = await asyncio.to_thread(kb.ask, PASSWORD)  # the sync ask runs its own event loop
+    assert extractive.model == "extractive" and len(fake(kb).calls) == 2, "the sync ask asks no model"
+
+
+async def test_last_part_collects_a_stream_and_closes_what_it_leaves() -> None:
+    closed: list[bool] = []
+
+    async def parts() -> AsyncGenerator[str | Answer, None]:
+        try:
+            yield "a draft"
+            yield Answer(text="done")
+        finally:
+            closed.append(True)
+
+    assert (await last_part(parts(), Answer)).text == "done" and closed == [True]
+    with pytest.raises(AssertionError, match="ended with str"):
+        await last_part(_drafts_only(), Answer)
+
+
+async def _drafts_only() -> AsyncGenerator[str, None]:
+    yield "only a draft"
