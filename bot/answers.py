@@ -1,8 +1,9 @@
 """The knowledge base as the conversation's AnswerService: whole answers, or streamed ones.
 
 Both go through KnowledgeBase's public API: `stream` is `ask_stream`, `answer` is `ask_async` (that
-stream collected, the model's reply asked for in one request). The deltas are already safe to show (redacted, the unfinished tail held back, none at all when
-a retrieved passage is not readable by the asker), so `preview` has nothing left to do.
+stream collected, the model's reply asked for in one request). The deltas are already safe to
+show (redacted, the unfinished tail held back, none at all when a retrieved passage is not
+readable by the asker), so `preview` has nothing left to do.
 
     answers = KnowledgeBaseAnswers(kb)
     async for part in answers.stream(question):   # str deltas, then one Answer
