@@ -41,6 +41,9 @@ _NUMBER = re.compile(r"\d+")
 _CJK = "\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
 _SPACE_BY_CJK = re.compile(rf"(?<=[{_CJK}]) | (?=[{_CJK}])")
 _MARKUP = re.compile(r"[*`]")  # Markdown emphasis and code: "**30** days" states "30 days"
+# Typographic quotes and dashes as a model or a document may write them: "Python’s" is "Python's",
+# "07:00–19:00" is "07:00-19:00".
+_TYPOGRAPHY = str.maketrans("‘’‚‛“”„‟‐‑‒–—−", "''''\"\"\"\"------")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +117,10 @@ class SetScore:
 
 def normalise(text: str) -> str:
     """The form both sides of a match take: NFKC (full-width digits and punctuation become ASCII),
-    case folded, Markdown `*` and backticks dropped, whitespace runs made one space, and no space
-    next to a CJK character."""
-    text = _MARKUP.sub("", unicodedata.normalize("NFKC", text).casefold())
+    case folded, typographic quotes and dashes made ASCII, Markdown `*` and backticks dropped,
+    whitespace runs made one space, and no space next to a CJK character."""
+    text = unicodedata.normalize("NFKC", text).casefold().translate(_TYPOGRAPHY)
+    text = _MARKUP.sub("", text)
     return _SPACE_BY_CJK.sub("", " ".join(text.split()))
 
 

@@ -46,6 +46,7 @@ def test_normalise_folds_case_markup_width_and_spaces_next_to_cjk() -> None:
     assert normalise("  You get **10  Working**\n days ") == "you get 10 working days"
     assert normalise("最多 **5 天**") == normalise("最多5天") == "最多5天"
     assert normalise("３０ 个工作日") == "30个工作日"  # full-width digits
+    assert normalise("Monty Python’s “Circus”, 07:00–19:00") == 'monty python\'s "circus", 07:00-19:00'
 
 
 def test_holds_answer_any_acceptable_string() -> None:
