@@ -16,11 +16,11 @@ import typer
 from rich.console import Console
 
 from core.errors import KBError
-from core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from core.settings import Settings
     from knowledge.embeddings import Embedder
     from knowledge.service import KnowledgeBase
     from privacy.audit import AuditLog
@@ -60,6 +60,8 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
 
 def cli_settings() -> Settings:
     from rich.logging import RichHandler
+
+    from core.settings import load_settings
 
     settings = load_settings()
     handler = RichHandler(console=err, show_path=False, show_time=False)

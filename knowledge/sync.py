@@ -17,7 +17,6 @@ from knowledge.chunking import chunk_document
 from knowledge.embeddings import Embedder
 from knowledge.errors import KnowledgeError, LoadError
 from knowledge.index import VectorIndex
-from knowledge.loaders import load_file, suffixes, supported
 from knowledge.store import Store
 from knowledge.types import Document
 
@@ -193,6 +192,10 @@ class Ingestor:
                 progress(item.id, done, 0)
 
     def _targets(self, paths: list[Path], report: IngestReport) -> list[_Target]:
+        # The loaders (pypdf, BeautifulSoup, python-docx) load on the first ingest, not with the
+        # knowledge base: answering a question needs none of them.
+        from knowledge.loaders import suffixes, supported
+
         targets = []
         for path in paths:
             if not path.exists():
@@ -219,6 +222,8 @@ class Ingestor:
     def _ingest_file(
         self, path: Path, target: _Target, known: dict[str, str], seen: set[str], report: IngestReport
     ) -> None:
+        from knowledge.loaders import load_file
+
         file_id = f"{target.source}:{path.relative_to(target.root).as_posix()}"
         try:
             documents = load_file(
@@ -289,6 +294,8 @@ class Ingestor:
 def _walk(root: Path, report: IngestReport) -> list[Path]:
     """Supported files under root, in a stable order; hidden files and folders are left out, and
     so is anything a symbolic link leads to outside the folder (it is reported, never read)."""
+    from knowledge.loaders import supported
+
     files = []
     real_root = root.resolve()
     for path in sorted(root.rglob("*")):

@@ -17,7 +17,6 @@ from app.support import (
     print_json,
 )
 from core.errors import KBError
-from core.settings import load_settings
 
 bench_app = typer.Typer(help="Measure retrieval quality and speed.", no_args_is_help=True)
 
@@ -37,6 +36,7 @@ def bench_retrieval(
     import tempfile
 
     from core import db
+    from core.settings import load_settings
     from knowledge.evaluation import evaluate, load_queries
     from knowledge.service import KnowledgeBase
 
@@ -81,6 +81,7 @@ def bench_ingest(
     import tempfile
 
     from core import db
+    from core.settings import load_settings
     from knowledge.evaluation import ingest_throughput
     from knowledge.service import KnowledgeBase
 
