@@ -29,7 +29,8 @@ from app.support import (
 from core.errors import KBError
 
 if TYPE_CHECKING:
-    pass
+    from push.matching import Preview
+    from push.recipients import PushUser
 
 push_app = typer.Typer(help="Proactive push: digests and notices.", no_args_is_help=True)
 
@@ -158,6 +159,10 @@ def preview(
     if as_json:
         print_json(data)
         return
+    _print_preview(person, found, since)
+
+
+def _print_preview(person: PushUser, found: Preview, since: datetime) -> None:
     groups = ", ".join(sorted(person.recipient.groups)) or "(none)"
     out.print(f"[bold]{person.key}[/]  groups {groups}", markup=True, highlight=False)
     out.print(
