@@ -75,7 +75,9 @@ def serve(
         kv_cache_gib=kv_cache_gib,
         loras=_parse_loras(lora or []),
     )
-    server.max_model_len = max_model_len or (CPU_MAX_MODEL_LEN if server.cpu else None)
+    server.max_model_len = max_model_len or (
+        _cpu_context(resolved.path, CPU_MAX_MODEL_LEN) if server.cpu else None
+    )
     if dry_run:
         vllm_env = {k: v for k, v in server.environment().items() if k.startswith("VLLM_")}
         print_json(
@@ -89,6 +91,17 @@ def serve(
         )
         return
     _run(server)
+
+
+def _cpu_context(model_dir: Path, default: int) -> int:
+    """The CPU default context, or less where the model itself was trained on shorter sequences."""
+    import json
+
+    try:
+        trained = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        trained = None
+    return min(default, trained) if isinstance(trained, int) and trained > 0 else default
 
 
 def _run(server: VLLMServer) -> None:

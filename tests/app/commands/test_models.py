@@ -127,3 +127,19 @@ def test_kb_llm_serve_of_a_folder_without_tokenizer_says_so(tmp_path: Path) -> N
     result = CliRunner().invoke(app, ["llm", "serve", "--model", str(folder), "--dry-run"])
     assert result.exit_code == EXIT_ERROR
     assert "has no tokenizer" in result.stderr and "Traceback" not in result.output
+
+
+def test_kb_llm_serve_caps_the_cpu_context_at_what_the_model_was_trained_on(tmp_path: Path) -> None:
+    folder = tmp_path / "short-model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
+    (folder / "tokenizer.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    python = _fake_vllm(tmp_path)
+    result = CliRunner().invoke(
+        app, ["llm", "serve", "--model", str(folder), "--python", str(python), "--dry-run"]
+    )
+    assert result.exit_code == 0, result.output
+    command = json.loads(result.stdout)["command"]
+    assert command[command.index("--max-model-len") + 1] == "512"
+    assert command[command.index("--served-model-name") + 1] == "short-model"
