@@ -161,14 +161,21 @@ class _Reply:
     ) -> None:
         self._llm, self._prompt, self._clock = llm, prompt, clock
         self._asked, self._max_tokens, self._whole = model, max_tokens, whole
-        self.model = model or llm.name
+        self._served: str | None = None  # the model a whole reply names
+
+    @property
+    def model(self) -> str:
+        """Whom the answer is attributed to: read it once the reply is in (see `LLM.name`)."""
+        if self._served is not None:
+            return self._served
+        return self._asked or self._llm.name  # a client may learn the served name from the reply
 
     async def deltas(self) -> AsyncGenerator[str, None]:
         messages, model, max_tokens = self._prompt.messages, self._asked, self._max_tokens
         if self._whole:
             completion = await self._llm.chat(messages, model=model, max_tokens=max_tokens, temperature=0.0)
             self._clock.first_token()  # a whole answer reaches the user all at once
-            self.model = completion.model
+            self._served = completion.model
             yield completion.text
             return
         stream = self._llm.stream_chat(messages, model=model, max_tokens=max_tokens, temperature=0.0)

@@ -294,3 +294,20 @@ async def test_model_or_adapter_is_chosen_per_request(query: Vectors, embedder: 
     # An adapter the backend does not serve is a bad request: the question still gets an answer.
     unknown = await _ask(llm, query, embedder, model="nope")
     assert unknown.model == FALLBACK_MODEL
+
+
+class LearnsItsName(FakeLLM):
+    """A client with no model configured: it learns the served model's name from the reply."""
+
+    @property
+    def name(self) -> str:
+        return "served-model" if self.calls else "unknown"
+
+
+async def test_a_streamed_answer_names_the_model_the_client_learned_while_streaming(
+    query: Vectors, embedder: Embedder
+) -> None:
+    llm = LearnsItsName()
+    llm.enqueue("Open the portal [1].")
+    _, final = await _stream(llm, query, embedder)
+    assert final.model == "served-model"
