@@ -52,6 +52,8 @@ def fetch(
 @friendly_errors
 def list_models(as_json: JsonOption = False) -> None:
     """The known models (fetched or not) and anything else in the store."""
+    from core.llm.store import DEFAULT_MODEL
+
     store = cli_store()
     rows: list[dict[str, Any]] = []
     fetched = {entry.name: entry for entry in store.entries()}
@@ -60,6 +62,7 @@ def list_models(as_json: JsonOption = False) -> None:
         rows.append(
             {
                 "name": name,
+                "default": name == DEFAULT_MODEL,
                 "fetched": entry is not None,
                 "path": str(entry.path) if entry else None,
                 "size_bytes": entry.size_bytes if entry else None,
@@ -74,6 +77,7 @@ def list_models(as_json: JsonOption = False) -> None:
         rows.append(
             {
                 "name": name,
+                "default": False,
                 "fetched": True,
                 "path": str(entry.path),
                 "size_bytes": entry.size_bytes,
@@ -89,8 +93,9 @@ def list_models(as_json: JsonOption = False) -> None:
     out.print(f"store: {store.root}", highlight=False)
     for row in rows:
         size = f"{row['size_bytes'] / 2**20:.0f} MiB" if row["fetched"] else "not fetched"
-        out.print(f"{row['name']:<30} {size:<12} {row['upstream']}", highlight=False)
-        out.print(f"{'':<30} {row['licence']}; {row['provenance']}", highlight=False)
+        label = f"{row['name']} (default)" if row["default"] else row["name"]
+        out.print(f"{label:<38} {size:<12} {row['upstream']}", highlight=False)
+        out.print(f"{'':<38} {row['licence']}; {row['provenance']}", highlight=False)
 
 
 @models_app.command("remove")

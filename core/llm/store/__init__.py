@@ -11,13 +11,14 @@
 PosixPath('/root/.cache/halden-kb/models/smollm2-135m-instruct')
 """
 
-from core.llm.store.catalog import CATALOG, KnownModel, Wheel
+from core.llm.store.catalog import CATALOG, DEFAULT_MODEL, KnownModel, Wheel
 from core.llm.store.fetch import ModelStoreError, check_gguf
 from core.llm.store.resolve import ResolvedModel, check_model_dir, looks_like_path, resolve_model
 from core.llm.store.store import MANIFEST, ModelStore, StoreEntry, default_store_dir
 
 __all__ = [
     "CATALOG",
+    "DEFAULT_MODEL",
     "MANIFEST",
     "KnownModel",
     "ModelStore",

@@ -60,6 +60,7 @@ def test_kb_models_list_json_shows_known_and_fetched_models(
     assert [row["name"] for row in empty["models"]] == list(CATALOG)
     assert not any(row["fetched"] for row in empty["models"])
     assert all(row["licence"] and row["provenance"] for row in empty["models"])
+    assert [row["name"] for row in empty["models"] if row["default"]] == ["qwen2.5-coder-0.5b-instruct"]
 
     store.fetch(NAME)
     listed = json.loads(CliRunner().invoke(app, ["models", "list", "--json"]).stdout)
