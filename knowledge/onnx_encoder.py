@@ -27,11 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from knowledge.embeddings import Vectors
 from knowledge.errors import KnowledgeError
 
 log = logging.getLogger(__name__)
+
+# The same array type as knowledge.embeddings.Vectors; named here so the encoder needs nothing from the
+# module that loads it.
+Vectors = npt.NDArray[np.float32]
 
 # Bump when the exported graph changes (inputs, pooling, fusion): old cache files are then ignored.
 EXPORT_FORMAT = 1
