@@ -167,6 +167,6 @@ CATALOG: dict[str, KnownModel] = {
     model.name: model for model in (SMOLLM2_135M, QWEN_CODER_05B, QWEN_CODER_15B)
 }
 
-# What `make run` serves unless told otherwise: correct, concise answers, Chinese too, ~8 tokens/s on
-# two CPU cores (SmolLM2 is faster but English-only and rambles; the 1.5B is better but ~2 tokens/s).
+# What `make run` serves unless told otherwise: correct answers, Chinese too, ~10 tokens/s on two CPU
+# cores under vLLM (SmolLM2 is English-only and rambles; the 1.5B writes better at ~3 tokens/s).
 DEFAULT_MODEL = QWEN_CODER_05B.name
