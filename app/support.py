@@ -124,7 +124,7 @@ def settings_embedder(settings: Settings) -> Embedder:
     from knowledge.embeddings import get_embedder
 
     return get_embedder(
-        settings.embedding_model, settings.embedding_batch_size, settings.torch_threads,
-        settings.embedding_precision, query_encoder=settings.query_encoder,
-        cache_dir=settings.model_cache_dir,
+        settings.embedding.model, settings.embedding.batch_size, settings.embedding.torch_threads,
+        settings.embedding.precision, query_encoder=settings.embedding.query_encoder,
+        cache_dir=settings.embedding.model_cache_dir,
     )  # fmt: skip

@@ -240,7 +240,7 @@ async def serve(args: argparse.Namespace) -> None:
     engine = db.make_engine(settings)
     db.upgrade(engine)
     kb = KnowledgeBase(settings, engine)
-    gate = AckFirst(max_wait_s=settings.bot_ack_first_wait_s)  # as build_conversation makes it
+    gate = AckFirst(max_wait_s=settings.bot.ack_first_wait_s)  # as build_conversation makes it
     if args.side == "bot-alone":
         answers = TimedAnswers(CannedAnswers())
     else:

@@ -315,7 +315,7 @@ def no_decay(engine: Any, embedder: Any, settings: Any, recipients: list[Any]) -
     with session_scope(engine) as session:
         session.execute(delete(InterestProfileRow))
         session.execute(delete(InterestProfileStateRow))
-    flat = settings.model_copy(update={"push_interest_half_life_days": 1e6})
+    flat = settings.replace(push_interest_half_life_days=1e6)
     picks = Matcher(engine, embedder, flat).match(recipients, since=SINCE, now=NOW, k=K)
     return {k: [c.document_id for c in v] for k, v in picks.items()}
 

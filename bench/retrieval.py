@@ -11,7 +11,7 @@ every configuration of a fixed grid (RRF with k in 5/10/20/60, or convex min-max
 weight 0.30-0.95 in steps of 0.05, lexical weight 1 - dense; 20 or 50 candidates per list) is
 scored on the tuning half only, the best one is then scored once on the other half, and that
 held-out figure is the one to publish. It is done both ways (A->B and B->A) to show the spread.
-The product's default (core/settings.py) is the configuration picked on half A; the run says
+The product's default (core/settings/groups.py) is the configuration picked on half A; the run says
 whether the defaults still equal that pick.
 """
 

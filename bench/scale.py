@@ -158,7 +158,7 @@ def pipeline_latency(chunks: int, rng: np.random.Generator) -> dict[str, Any]:
             ann_threshold=10 * chunks,
             index_precision="fp32",
         )
-        stores = {settings.index_precision: kb, "fp32": KnowledgeBase(exact_settings, engine)}
+        stores = {settings.retrieval.index_precision: kb, "fp32": KnowledgeBase(exact_settings, engine)}
         stores["fp32"].retriever()
         storage: dict[str, list[float]] = {name: [] for name in stores}
         for q in questions:
@@ -210,10 +210,10 @@ def _query_encoders(kb: KnowledgeBase, questions: list[str]) -> dict[str, Any]:
 
     settings = kb.settings
     torch_path = Embedder(
-        settings.embedding_model,
-        batch_size=settings.embedding_batch_size,
-        threads=settings.torch_threads,
-        precision=settings.embedding_precision,
+        settings.embedding.model,
+        batch_size=settings.embedding.batch_size,
+        threads=settings.embedding.torch_threads,
+        precision=settings.embedding.precision,
         query_encoder="torch",
     )
     embedders = {"configured": kb.embedder, "torch": torch_path}

@@ -70,9 +70,9 @@ class Leases:
     @classmethod
     def from_settings(cls, settings: Settings) -> Leases:
         return cls(
-            lease_s=settings.bot_claim_lease_s,
-            attempts=settings.bot_claim_attempts,
-            retention=timedelta(hours=settings.bot_event_retention_hours),
+            lease_s=settings.bot.claim_lease_s,
+            attempts=settings.bot.claim_attempts,
+            retention=timedelta(hours=settings.bot.event_retention_hours),
         )
 
 

@@ -42,17 +42,17 @@ def build_conversation(
     `ack_first` is the gate through which retrievals give way to acks (bot/tasks.py); a given
     `answers` should use the same one.
     """
-    groups = dict(settings.bot_user_groups if user_groups is None else user_groups)
-    groups.setdefault(f"{WEB_PLATFORM}:{WEB_USER}", list(settings.web_user_groups))
-    gate = ack_first or AckFirst(max_wait_s=settings.bot_ack_first_wait_s)
+    groups = dict(settings.bot.user_groups if user_groups is None else user_groups)
+    groups.setdefault(f"{WEB_PLATFORM}:{WEB_USER}", list(settings.server.web_user_groups))
+    gate = ack_first or AckFirst(max_wait_s=settings.bot.ack_first_wait_s)
     return Conversation(
         # As many retrievals in flight as there are cores: more would only queue and hold the GIL.
         answers or KnowledgeBaseAnswers(kb, concurrency=max(2, os.cpu_count() or 2), ack_first=gate),
         store or BotStore(kb.store.engine),
         kb.audit,
-        admins=set(settings.bot_admins if admins is None else admins),
+        admins=set(settings.bot.admins if admins is None else admins),
         user_groups=groups,
-        hooks=hooks or admin_hooks(kb, ingest_roots=settings.admin_ingest_roots),
-        link_base=settings.docs_base_url,
+        hooks=hooks or admin_hooks(kb, ingest_roots=settings.bot.admin_ingest_roots),
+        link_base=settings.bot.docs_base_url,
         ack_first=gate,
     )

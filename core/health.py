@@ -29,38 +29,38 @@ async def _get(url: str, headers: dict[str, str] | None = None, *, method: str =
 
 
 async def check_llm(settings: Settings) -> Backend:
-    if settings.llm_url is None:
+    if settings.llm.url is None:
         return Backend("llm", False, None, "not configured: extractive answers (set KB_LLM_URL for vLLM)")
-    url = str(settings.llm_url).rstrip("/") + "/v1/models"
+    url = str(settings.llm.url).rstrip("/") + "/v1/models"
     headers = (
-        {"Authorization": f"Bearer {settings.llm_api_key.get_secret_value()}"}
-        if settings.llm_api_key
+        {"Authorization": f"Bearer {settings.llm.api_key.get_secret_value()}"}
+        if settings.llm.api_key
         else None
     )
     try:
         status, _ = await _get(url, headers)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return Backend("llm", True, False, f"{settings.llm_url}: {exc.__class__.__name__} {exc}".strip())
-    return Backend("llm", True, status == 200, f"{settings.llm_url}: HTTP {status}")
+        return Backend("llm", True, False, f"{settings.llm.url}: {exc.__class__.__name__} {exc}".strip())
+    return Backend("llm", True, status == 200, f"{settings.llm.url}: HTTP {status}")
 
 
 async def check_slack(settings: Settings) -> Backend:
-    if settings.slack_bot_token is None:
+    if settings.slack.bot_token is None:
         return Backend("slack", False, None, "not configured (set KB_SLACK_BOT_TOKEN)")
-    url = str(settings.slack_api_url).rstrip("/") + "/auth.test"
-    headers = {"Authorization": f"Bearer {settings.slack_bot_token.get_secret_value()}"}
+    url = str(settings.slack.api_url).rstrip("/") + "/auth.test"
+    headers = {"Authorization": f"Bearer {settings.slack.bot_token.get_secret_value()}"}
     try:
         status, body = await _get(url, headers, method="POST")
     except (aiohttp.ClientError, TimeoutError) as exc:
         return Backend(
-            "slack", True, False, f"{settings.slack_api_url}: {exc.__class__.__name__} {exc}".strip()
+            "slack", True, False, f"{settings.slack.api_url}: {exc.__class__.__name__} {exc}".strip()
         )
     ok = status == 200 and '"ok":true' in body.replace(" ", "")
-    return Backend("slack", True, ok, f"{settings.slack_api_url}: HTTP {status}")
+    return Backend("slack", True, ok, f"{settings.slack.api_url}: HTTP {status}")
 
 
 def check_teams(settings: Settings) -> Backend:
-    if not settings.teams_app_id:
+    if not settings.teams.app_id:
         return Backend("teams", False, None, "not configured (set KB_TEAMS_APP_ID)")
     return Backend("teams", True, None, "configured; Teams calls /api/messages, nothing to probe from here")
 

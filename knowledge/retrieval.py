@@ -57,12 +57,12 @@ class FusionConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> FusionConfig:
         return cls(
-            method=settings.fusion_method,
-            rrf_k=settings.rrf_k,
-            dense_weight=settings.dense_weight,
-            lexical_weight=settings.lexical_weight,
-            candidates=settings.fusion_candidates,
-            language_demotion=settings.language_demotion,
+            method=settings.retrieval.fusion_method,
+            rrf_k=settings.retrieval.rrf_k,
+            dense_weight=settings.retrieval.dense_weight,
+            lexical_weight=settings.retrieval.lexical_weight,
+            candidates=settings.retrieval.fusion_candidates,
+            language_demotion=settings.retrieval.language_demotion,
         )
 
 

@@ -58,15 +58,15 @@ class KnowledgeBase:
         self.settings = settings
         self.store = Store(engine)
         self.audit = AuditLog(engine)
-        self.guard = Guard(max_chars=settings.max_question_chars)
-        self.output_guard = OutputGuard(kinds=settings.redact_answer_kinds)
+        self.guard = Guard(max_chars=settings.server.max_question_chars)
+        self.output_guard = OutputGuard(kinds=settings.privacy.answer_kinds)
         self.guard_observer: GuardObserver | None = None  # `kb serve` sets it to count in /metrics
         self.llm: LLM | None = llm_from_settings(settings)  # None: extractive answers
         prompt_redactor = policy_for(
-            Destination.EXTERNAL_PROMPT, prompt_kinds=settings.redact_prompt_kinds
+            Destination.EXTERNAL_PROMPT, prompt_kinds=settings.privacy.prompt_kinds
         ).redactor()
         self._prompt_redactor: Callable[[str], str] = lambda text: prompt_redactor.redact(text).text
-        index_redactor = policy_for(Destination.INDEX, index_kinds=settings.redact_index_kinds).redactor()
+        index_redactor = policy_for(Destination.INDEX, index_kinds=settings.privacy.index_kinds).redactor()
         self._index_redactor: Callable[[str], str] = lambda text: index_redactor.redact(text).text
         self._embedder = embedder
         self._index: VectorIndex | None = None
@@ -75,18 +75,18 @@ class KnowledgeBase:
         self._open_lock = threading.Lock()
         self._seen_run: int | None = None
         self._checked_at = 0.0
-        set_threads(settings.faiss_threads)
+        set_threads(settings.retrieval.faiss_threads)
 
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
             self._embedder = get_embedder(
-                self.settings.embedding_model,
-                self.settings.embedding_batch_size,
-                self.settings.torch_threads,
-                self.settings.embedding_precision,
-                query_encoder=self.settings.query_encoder,
-                cache_dir=self.settings.model_cache_dir,
+                self.settings.embedding.model,
+                self.settings.embedding.batch_size,
+                self.settings.embedding.torch_threads,
+                self.settings.embedding.precision,
+                query_encoder=self.settings.embedding.query_encoder,
+                cache_dir=self.settings.embedding.model_cache_dir,
             )
         return self._embedder
 
@@ -164,16 +164,16 @@ class KnowledgeBase:
             self.store,
             self.embedder,
             index,
-            chunk_tokens=self.settings.chunk_tokens,
-            overlap=self.settings.chunk_overlap,
-            max_bytes=self.settings.max_file_bytes,
+            chunk_tokens=self.settings.ingest.chunk_tokens,
+            overlap=self.settings.ingest.chunk_overlap,
+            max_bytes=self.settings.ingest.max_file_bytes,
             prepare=prepare,
             redact=self._index_redactor,
         )
 
     def _after_ingest(self, index: VectorIndex) -> None:
         """Save the vector index and refresh what derives from the chunks, after any ingest."""
-        if index.kind == "flat" and index.size > self.settings.ann_threshold:
+        if index.kind == "flat" and index.size > self.settings.retrieval.ann_threshold:
             log.info("%d chunks: switching to the approximate (IVF) index", index.size)
             index = self._rebuild(reembed=False)
         else:
@@ -193,7 +193,9 @@ class KnowledgeBase:
         filters: Filters | None = None,
         mode: Mode = "hybrid",
     ) -> list[Hit]:
-        return self.retriever().search(question, k or self.settings.top_k, filters=filters, mode=mode)
+        return self.retriever().search(
+            question, k or self.settings.retrieval.top_k, filters=filters, mode=mode
+        )
 
     def ask(self, question: Question, *, filters: Filters | None = None) -> Answer:
         """The guarded extractive answer, for callers without an event loop (the model is not asked)."""
@@ -279,14 +281,14 @@ class KnowledgeBase:
         started = time.perf_counter()
         async with slots or nullcontext():
             asked, query, hits = await asyncio.to_thread(self._retrieve, question, filters)
-        if self.settings.llm_external:  # the prompt leaves the company: redact it first
+        if self.settings.llm.external:  # the prompt leaves the company: redact it first
             hits = [replace(hit, text=self._prompt_redactor(hit.text)) for hit in hits]
         retrieve_ms = (time.perf_counter() - started) * 1000
         readable = not whole and await asyncio.to_thread(self._all_readable, hits, question.groups)
         drafts = SafeDrafts(self.output_guard) if readable else None
         parts = stream_answer(
             asked, hits, llm=llm, query_vector=query, embedder=self.embedder,
-            min_score=self.settings.min_score, model=model, retrieve_ms=retrieve_ms, whole=whole,
+            min_score=self.settings.retrieval.min_score, model=model, retrieve_ms=retrieve_ms, whole=whole,
         )  # fmt: skip
         async with aclosing(parts) as stream:
             async for part in stream:
@@ -308,13 +310,19 @@ class KnowledgeBase:
             filters = merge(filters, parsed)
             question = replace(question, text=text or question.text)
         query = retriever.embed(question.text)
-        return question, query, retriever.search(question, self.settings.top_k, vector=query, filters=filters)
+        return (
+            question,
+            query,
+            retriever.search(question, self.settings.retrieval.top_k, vector=query, filters=filters),
+        )
 
     def _answer(self, question: Question, filters: Filters | None) -> Answer:
         started = time.perf_counter()
         _, query, hits = self._retrieve(question, filters)
         retrieved = time.perf_counter()
-        answer = extractive_answer(query, hits, embedder=self.embedder, min_score=self.settings.min_score)
+        answer = extractive_answer(
+            query, hits, embedder=self.embedder, min_score=self.settings.retrieval.min_score
+        )
         done = time.perf_counter()
         answer.latency_ms = {
             "retrieve": round((retrieved - started) * 1000, 2),
@@ -332,7 +340,7 @@ class KnowledgeBase:
         reason = "no index on disk"
         if (directory / "manifest.json").exists():
             try:
-                index, manifest = VectorIndex.load(directory, nprobe=self.settings.ivf_nprobe)
+                index, manifest = VectorIndex.load(directory, nprobe=self.settings.retrieval.ivf_nprobe)
             except VectorIndexError as exc:
                 reason = str(exc)
             else:
@@ -341,7 +349,7 @@ class KnowledgeBase:
                         "index built with %s, configured %s: re-embedding", manifest.model, embedder.name
                     )
                     return self._rebuild(reembed=True)
-                if (stored := index.precision) != (configured := self.settings.index_precision):
+                if (stored := index.precision) != (configured := self.settings.retrieval.index_precision):
                     log.warning("index stored in %s, configured %s: rebuilding", stored, configured)
                     return self._rebuild(reembed=False)
                 if (
@@ -390,9 +398,9 @@ class KnowledgeBase:
             model=self.embedder.name,
             ids=all_ids,
             vectors=vectors,
-            ann_threshold=self.settings.ann_threshold,
-            nprobe=self.settings.ivf_nprobe,
-            precision=self.settings.index_precision,
+            ann_threshold=self.settings.retrieval.ann_threshold,
+            nprobe=self.settings.retrieval.ivf_nprobe,
+            precision=self.settings.retrieval.index_precision,
         )
         index.save(self.settings.index_dir, last_change=last_change)
         return index

@@ -124,7 +124,7 @@ class BudgetLedger:
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: Engine) -> BudgetLedger:
-        return cls(engine, epsilon=settings.privacy_budget_epsilon, delta=settings.privacy_budget_delta)
+        return cls(engine, epsilon=settings.privacy.budget_epsilon, delta=settings.privacy.budget_delta)
 
     # --- reading ---
 

@@ -155,7 +155,7 @@ class Dispatcher:
         self.engine, self.settings, self.senders = engine, settings, senders
         self.limiter = limiter or RateLimiter()
         self.clock = clock
-        self._slots = asyncio.Semaphore(settings.push_concurrency)
+        self._slots = asyncio.Semaphore(settings.push.concurrency)
 
     async def submit_all(self, drafts: Sequence[Draft]) -> list[str]:
         """Submit concurrently; a failure in one never stops the others (it is logged and recorded)."""
@@ -251,7 +251,7 @@ class Dispatcher:
                 log.exception("push: the %s sender failed unexpectedly", row.platform)
                 wait, retryable, reason = self._backoff(row.attempts + attempt), True, type(exc).__name__
                 check_first = True
-            if not retryable or row.attempts + attempt >= self.settings.push_max_attempts:
+            if not retryable or row.attempts + attempt >= self.settings.push.max_attempts:
                 return self._set(row.id, "failed", self.clock(), reason=reason)
             if wait > INLINE_WAIT_S or attempt == INLINE_TRIES - 1:
                 break
@@ -261,7 +261,7 @@ class Dispatcher:
         return self._set(row.id, "retry", self.clock(), reason=reason, next_attempt_at=retry_at)
 
     def _backoff(self, attempts: int) -> float:
-        return float(self.settings.push_retry_base_s * 2 ** max(0, attempts - 1))
+        return float(self.settings.push.retry_base_s * 2 ** max(0, attempts - 1))
 
     def _hold(self, user: PushUser, now: datetime) -> tuple[datetime | None, str]:
         """When the message must wait (quiet hours, frequency cap), until when and why."""
@@ -276,9 +276,9 @@ class Dispatcher:
         )
         with Session(self.engine) as session:
             count, oldest = session.execute(query).one()
-        if count < self.settings.push_max_per_day or oldest is None:
+        if count < self.settings.push.max_per_day or oldest is None:
             return None, ""
-        return as_utc(oldest) + timedelta(days=1), f"frequency cap ({self.settings.push_max_per_day} a day)"
+        return as_utc(oldest) + timedelta(days=1), f"frequency cap ({self.settings.push.max_per_day} a day)"
 
     async def _guarded(self, step: Callable[[Any], Awaitable[str]], arg: Any) -> str:
         async with self._slots:

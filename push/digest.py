@@ -168,9 +168,9 @@ class DigestRunner:
         """
         platform, user_id = user.recipient.platform, user.recipient.user_id
         backoff = 0
-        if self.settings.push_public_url:
+        if self.settings.push.public_url:
             streak = ignored_streak(self.engine, platform, user_id, before=now - timedelta(hours=12))
-            backoff = min(MAX_BACKOFF, streak // self.settings.push_ignore_limit)
+            backoff = min(MAX_BACKOFF, streak // self.settings.push.ignore_limit)
         if backoff != user.backoff:
             store_backoff(self.engine, platform, user_id, backoff)
         last_end = last_sent_digest_end(self.engine, platform, user_id)
@@ -205,7 +205,7 @@ class DigestRunner:
                     [p.user.recipient for p in group],
                     since={p.user.key: p.since for p in group},
                     now=until,
-                    k=self.settings.push_digest_items,
+                    k=self.settings.push.digest_items,
                     already_pushed=pushed,
                 )
             )
@@ -220,7 +220,7 @@ class DigestRunner:
                 _note(c),
                 dismiss_url=self._link(plan.key, c, action="dismiss"),
             )
-            for c in found[: self.settings.push_digest_items]
+            for c in found[: self.settings.push.digest_items]
         )
         count = len(items)
         title = f"Your knowledge digest: {count} new or updated document{'s' if count != 1 else ''} for you"
@@ -232,7 +232,7 @@ class DigestRunner:
     def _link(self, key: str, candidate: Candidate, *, action: str = "open") -> str:
         """The tracking link through this service (`/push/open`, `/push/dismiss`) when it has a
         public URL; otherwise the document's own link, and no dismiss link."""
-        base = self.settings.push_public_url
+        base = self.settings.push.public_url
         if not base:
             return candidate.uri if action == "open" else ""
         query = f"key={quote(key, safe='')}&doc={quote(candidate.document_id, safe='')}"

@@ -152,8 +152,8 @@ class Matcher:
         docs = self._documents(readers, documents, vectors, now)
         size = len(documents) * len(people)
         matches = score_blocks(
-            users, docs, k=k, min_relevance=self.settings.push_min_relevance,
-            mmr_lambda=self.settings.push_mmr_lambda, block_mb=self.settings.push_match_block_mb,
+            users, docs, k=k, min_relevance=self.settings.push.min_relevance,
+            mmr_lambda=self.settings.push.mmr_lambda, block_mb=self.settings.push.match_block_mb,
             coarse_dim=COARSE_DIM if size > _PROJECT_ABOVE else None,
         )  # fmt: skip
         for u, person in enumerate(people):
@@ -198,10 +198,10 @@ class Matcher:
         position = {d.id: i for i, d in enumerate(documents)}
         readers: dict[frozenset[str], int] = {}
         half_life, w_half = (
-            self.settings.push_interest_half_life_days,
-            self.settings.push_interest_weight_half,
+            self.settings.push.interest_half_life_days,
+            self.settings.push.interest_weight_half,
         )
-        sub_gain = self.settings.push_subscription_weight / (self.settings.push_subscription_weight + w_half)
+        sub_gain = self.settings.push.subscription_weight / (self.settings.push.subscription_weight + w_half)
         vectors: list[np.ndarray] = []
         gains: list[float] = []
         offsets, reader, labels = [0], [], []
@@ -215,7 +215,7 @@ class Matcher:
                 gain = weights / (weights + w_half)
                 # gain x cosine can never reach the threshold below it: such faint interests cost
                 # a row of the product and can change nothing.
-                keep = np.flatnonzero(gain >= self.settings.push_min_relevance)
+                keep = np.flatnonzero(gain >= self.settings.push.min_relevance)
                 vectors.append(profile.vectors[keep])
                 gains.extend(gain[keep])
                 mine += [profile.labels[i] for i in keep]
@@ -250,7 +250,7 @@ class Matcher:
         now: datetime,
     ) -> Documents:
         """The documents' arrays; row g of `readable` says what readers with group set g may read."""
-        half_life = self.settings.push_freshness_half_life_days
+        half_life = self.settings.push.freshness_half_life_days
         ages = np.array([max(0.0, (now - d.changed_at).total_seconds()) / _DAY_S for d in documents])
         acls = [d.acl_groups for d in documents]
         readable = np.array([[can_read(groups, acl) for acl in acls] for groups in readers], dtype=bool)

@@ -109,7 +109,7 @@ class NoticeRunner:
 
     def _answers(self, earliest_change: datetime) -> dict[str, list[_Answer]]:
         """Answers of the last N days, by the cited document's URI (anchors stripped)."""
-        since = earliest_change - timedelta(days=self.settings.push_notice_days)
+        since = earliest_change - timedelta(days=self.settings.push.notice_days)
         query = select(BehaviourEventRow).where(
             col(BehaviourEventRow.kind) == "question", col(BehaviourEventRow.at) >= since
         )
@@ -129,7 +129,7 @@ class NoticeRunner:
         if what is None:
             return []
         changed_at = as_utc(change.changed_at)
-        window = timedelta(days=self.settings.push_notice_days)
+        window = timedelta(days=self.settings.push.notice_days)
         latest: dict[str, _Answer] = {}
         for answer in answers.get(change.uri.split("#", 1)[0], []):
             fresh = changed_at - window <= answer.at <= changed_at and answer.user in users
@@ -183,11 +183,11 @@ class NoticeRunner:
         return None if metadata_only else f"its text changed on {when}"
 
     def _is_urgent(self, change: DocumentChangeRow) -> bool:
-        urgent = {t.casefold() for t in self.settings.push_urgent_tags}
+        urgent = {t.casefold() for t in self.settings.push.urgent_tags}
         return any(tag.casefold() in urgent for tag in change.tags)
 
     def _urgent(self, change: DocumentChangeRow, users: dict[str, PushUser]) -> list[Draft]:
-        urgent = {t.casefold() for t in self.settings.push_urgent_tags}
+        urgent = {t.casefold() for t in self.settings.push.urgent_tags}
         topics = {t.casefold() for t in change.tags} - urgent
         words = set(change.title.casefold().replace("-", " ").split())
         with Session(self.engine) as session:

@@ -91,7 +91,7 @@ class Profile:
         self, vector: np.ndarray, weight: float, label: str, at: datetime, *, settings: Settings
     ) -> None:
         """Fold one signal in: decay to its time, then merge, open, or push down an interest."""
-        half_life = settings.push_interest_half_life_days
+        half_life = settings.push.interest_half_life_days
         at = as_utc(at)
         if self.as_of is None or at >= self.as_of:
             factor = _decay(self.as_of, at, half_life)
@@ -101,13 +101,13 @@ class Profile:
         sims = self.vectors @ vector if len(self.labels) else np.zeros(0, np.float32)
         nearest = int(np.argmax(sims)) if sims.size else -1
         if weight < 0:
-            if nearest >= 0 and sims[nearest] >= settings.push_interest_merge_similarity:
+            if nearest >= 0 and sims[nearest] >= settings.push.interest_merge_similarity:
                 self.weights[nearest] = max(0.0, self.weights[nearest] + weight * float(sims[nearest]))
-        elif weight > 0 and nearest >= 0 and sims[nearest] >= settings.push_interest_merge_similarity:
+        elif weight > 0 and nearest >= 0 and sims[nearest] >= settings.push.interest_merge_similarity:
             self._merge_into(nearest, vector, weight, label, weight)
         elif weight > 0:
-            if len(self.labels) >= settings.push_interest_max:
-                self._make_room(settings.push_interest_merge_similarity)
+            if len(self.labels) >= settings.push.interest_max:
+                self._make_room(settings.push.interest_merge_similarity)
             self.vectors = np.vstack([self.vectors, vector[None, :].astype(np.float32)])
             self.weights = np.append(self.weights, weight)
             self.strengths = np.append(self.strengths, weight)
@@ -217,7 +217,7 @@ class Profiles:
             else:
                 row = session.get(InterestProfileRow, user, with_for_update=True)
                 after = row.last_event_id if row is not None else 0
-            settle = self.settings.push_event_settle_s
+            settle = self.settings.push.event_settle_s
             settled = utcnow() - timedelta(seconds=settle) if settle > 0 else None  # 0: fold everything
             events = self.reader.events(after_id=after, limit=batch, user=user, settled_before=settled)
             if not events:
@@ -303,12 +303,12 @@ class Profiles:
         """What we believe this person cares about, strongest first, subscriptions included."""
         profile = self.load([(platform, user_id)]).get(f"{platform}:{user_id}")
         out = [
-            Interest(label=f'you subscribed to "{topic}"', weight=self.settings.push_subscription_weight,
+            Interest(label=f'you subscribed to "{topic}"', weight=self.settings.push.subscription_weight,
                      subscription=True)
             for topic in self.subscriptions([(platform, user_id)]).get(f"{platform}:{user_id}", [])
         ]  # fmt: skip
         if profile is not None:
-            weights = profile.decayed(now, half_life_days=self.settings.push_interest_half_life_days)
+            weights = profile.decayed(now, half_life_days=self.settings.push.interest_half_life_days)
             out += [
                 Interest(label=lab, weight=round(float(w), 4))
                 for lab, w in zip(profile.labels, weights, strict=True)

@@ -48,8 +48,8 @@ class PushUser:
 
 def user_groups(settings: Settings, platform: str, user_id: str) -> frozenset[str]:
     if platform == "web":
-        return frozenset(settings.web_user_groups)
-    return frozenset(settings.bot_user_groups.get(f"{platform}:{user_id}", ()))
+        return frozenset(settings.server.web_user_groups)
+    return frozenset(settings.bot.user_groups.get(f"{platform}:{user_id}", ()))
 
 
 def split_key(user_key: str) -> tuple[str, str]:
@@ -102,7 +102,7 @@ def _user(
 ) -> PushUser:
     cadence, cadence_problem = resolve_cadence(pref.cadence if pref else None)
     zone, zone_problem = resolve_zone(state.timezone if state else None)
-    hour = _hour(state.digest_hour if state else None, settings.push_digest_hour)
+    hour = _hour(state.digest_hour if state else None, settings.push.digest_hour)
     requested = as_utc(pref.requested_at) if pref and pref.requested_at else None
     recipient = Recipient(
         platform=platform, user_id=user_id, groups=user_groups(settings, platform, user_id),
@@ -113,9 +113,9 @@ def _user(
         cadence=cadence,
         zone=zone,
         hour=hour,
-        weekday=settings.push_digest_weekday,
-        quiet_start=_hour(state.quiet_start if state else None, settings.push_quiet_start),
-        quiet_end=_hour(state.quiet_end if state else None, settings.push_quiet_end),
+        weekday=settings.push.digest_weekday,
+        quiet_start=_hour(state.quiet_start if state else None, settings.push.quiet_start),
+        quiet_end=_hour(state.quiet_end if state else None, settings.push.quiet_end),
         backoff=state.backoff if state else 0,
         requested_at=requested,
         first_seen=min(

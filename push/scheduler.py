@@ -313,7 +313,7 @@ class PushScheduler:
             timezone=UTC,
         )
         scheduler.add_job(
-            _sweep_job, IntervalTrigger(seconds=self.service.settings.push_sweep_s), id=SWEEP_JOB,
+            _sweep_job, IntervalTrigger(seconds=self.service.settings.push.sweep_s), id=SWEEP_JOB,
             replace_existing=True, next_run_time=datetime.now(UTC),
         )  # fmt: skip
         scheduler.start()

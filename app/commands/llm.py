@@ -58,19 +58,19 @@ def serve(
     from core.llm.store import ModelStore, resolve_model
 
     settings = cli_settings()
-    spec = model or settings.llm_model
+    spec = model or settings.llm.model
     if not spec:
         raise KBError(
             "no model to serve", hint="pass --model NAME|DIR or set KB_LLM_MODEL (see `kb models list`)"
         )
-    resolved = resolve_model(spec, ModelStore(settings.model_store))
+    resolved = resolve_model(spec, ModelStore(settings.llm.store))
     server = VLLMServer(
         resolved.path,
-        python=default_python(python or settings.vllm_python),
+        python=default_python(python or settings.llm.vllm_python),
         host=host,
         port=port,
         # The client asks for KB_LLM_MODEL by name, so a server of that model answers to that name.
-        served_name=name or (spec if spec == settings.llm_model else resolved.name),
+        served_name=name or (spec if spec == settings.llm.model else resolved.name),
         max_lora_rank=max_lora_rank,
         kv_cache_gib=kv_cache_gib,
         loras=_parse_loras(lora or []),
@@ -146,7 +146,7 @@ def models(as_json: JsonOption = False) -> None:
 
     names = asyncio.run(fetch())
     if as_json:
-        print_json({"url": str(settings.llm_url), "models": names})
+        print_json({"url": str(settings.llm.url), "models": names})
     else:
         for served in names:
             out.print(served, highlight=False)

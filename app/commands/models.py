@@ -19,7 +19,7 @@ NameArgument = Annotated[str, typer.Argument(help="A known model name (see `kb m
 def cli_store() -> ModelStore:
     from core.llm.store import ModelStore
 
-    return ModelStore(cli_settings().model_store)
+    return ModelStore(cli_settings().llm.store)
 
 
 @models_app.command("fetch")

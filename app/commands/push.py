@@ -138,7 +138,7 @@ def preview(
     pushed = {person.key: already_pushed(engine, platform, user_id)}
     with err.status("loading the embedding model and profiles…"):
         found = Matcher(engine, settings_embedder(settings), settings).preview(
-            person.recipient, since=since, now=now, k=settings.push_digest_items, already_pushed=pushed
+            person.recipient, since=since, now=now, k=settings.push.digest_items, already_pushed=pushed
         )
     slot = latest_slot(
         now, cadence=person.cadence, zone=person.zone, hour=person.hour, weekday=person.weekday

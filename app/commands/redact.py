@@ -23,7 +23,7 @@ def redact(
 
     settings = cli_settings()
     policy = policy_for(
-        destination, index_kinds=settings.redact_index_kinds, prompt_kinds=settings.redact_prompt_kinds
+        destination, index_kinds=settings.privacy.index_kinds, prompt_kinds=settings.privacy.prompt_kinds
     )
     if pseudonyms:
         policy = RedactionPolicy(policy.destination, policy.kinds, pseudonyms=True)

@@ -22,7 +22,7 @@ def serve(
     with err.status("loading the embedding model and the index…"):
         stats = kb.stats()
         _ = kb.index
-    bind_host, bind_port = host or settings.host, port or settings.port
+    bind_host, bind_port = host or settings.server.host, port or settings.server.port
     err.print(
         f"Serving {stats.documents} documents ({stats.chunks} chunks) on http://{bind_host}:{bind_port}/"
     )

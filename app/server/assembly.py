@@ -53,7 +53,7 @@ def create_app(
     conversation: Conversation | None = None,
 ) -> web.Application:
     """The request surfaces of `kb serve`; `conversation` replaces the one from settings (benchmarks)."""
-    app = web.Application(client_max_size=settings.max_request_bytes, middlewares=[_count_requests])
+    app = web.Application(client_max_size=settings.server.max_request_bytes, middlewares=[_count_requests])
     app[KB_KEY], app[SETTINGS_KEY] = kb, settings
     metrics = metrics or Metrics()
     conversation = conversation or build_conversation(settings, kb)
@@ -103,11 +103,11 @@ async def _count_requests(request: web.Request, handler: Handler) -> web.StreamR
 async def _prioritize_the_loop(app: web.Application) -> None:
     """Nicer worker threads, and the GIL back to the event loop sooner when set (module docstring)."""
     settings = app[SETTINGS_KEY]
-    workers = worker_executor(nice=settings.bot_worker_nice, faiss_threads=settings.faiss_threads)
+    workers = worker_executor(nice=settings.bot.worker_nice, faiss_threads=settings.retrieval.faiss_threads)
     asyncio.get_running_loop().set_default_executor(workers)
     app[SWITCH_INTERVAL_KEY] = sys.getswitchinterval()
-    if settings.bot_switch_interval_ms:
-        sys.setswitchinterval(settings.bot_switch_interval_ms / 1000)
+    if settings.bot.switch_interval_ms:
+        sys.setswitchinterval(settings.bot.switch_interval_ms / 1000)
 
 
 async def _restore_switch_interval(app: web.Application) -> None:

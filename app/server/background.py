@@ -39,7 +39,7 @@ def background_services(
 ) -> list[BackgroundService]:
     """What runs beside the request handlers in this process, each under its own setting."""
     services: list[BackgroundService] = []
-    if settings.push_enabled:
+    if settings.push.enabled:
         services.append(PushSchedulerService(settings, engine, embedder=embedder))
     return services
 

@@ -32,30 +32,30 @@ def senders(settings: Settings, engine: Engine) -> dict[str, Sender]:
     out: dict[str, Sender] = {
         "web": WebInboxSender(engine), "teams": TeamsPushSender(engine, token=_teams_token(settings)),
     }  # fmt: skip
-    if settings.slack_bot_token is not None:
+    if settings.slack.bot_token is not None:
         from slack_sdk.web.async_client import AsyncWebClient
 
         from bot.slack.push_sender import SlackPushSender
 
         client = AsyncWebClient(
-            token=settings.slack_bot_token.get_secret_value(), base_url=str(settings.slack_api_url)
+            token=settings.slack.bot_token.get_secret_value(), base_url=str(settings.slack.api_url)
         )
         out["slack"] = SlackPushSender(client)
     return out
 
 
 def _teams_token(settings: Settings) -> Any:
-    if not settings.teams_app_id:
+    if not settings.teams.app_id:
         return None
     from microsoft_agents.authentication.msal import MsalAuth  # type: ignore[import-untyped, unused-ignore]
     from microsoft_agents.hosting.core.authorization import (  # type: ignore[import-untyped, unused-ignore]
         AgentAuthConfiguration,
     )
 
-    secret = settings.teams_app_password.get_secret_value() if settings.teams_app_password else None
+    secret = settings.teams.app_password.get_secret_value() if settings.teams.app_password else None
     auth = MsalAuth(
         AgentAuthConfiguration(
-            client_id=settings.teams_app_id, client_secret=secret, tenant_id=settings.teams_tenant_id
+            client_id=settings.teams.app_id, client_secret=secret, tenant_id=settings.teams.tenant_id
         )
     )
 
@@ -144,8 +144,8 @@ def _opener(engine: Engine, settings: Settings) -> Any:
         uri = await asyncio.to_thread(target)
         if uri is None:
             return web.json_response({"error": "that document has been removed"}, status=410)
-        if settings.docs_base_url and "://" not in uri:
-            uri = f"{settings.docs_base_url.rstrip('/')}/{uri.lstrip('/')}"
+        if settings.bot.docs_base_url and "://" not in uri:
+            uri = f"{settings.bot.docs_base_url.rstrip('/')}/{uri.lstrip('/')}"
         raise web.HTTPFound(uri)
 
     return handler

@@ -113,11 +113,11 @@ def build_slack_bot(
     Registers a SlackDirectory with the conversation, so Slack user groups and private channels'
     members count in access control.
     """
-    if settings.slack_bot_token is None:
+    if settings.slack.bot_token is None:
         raise ValueError("KB_SLACK_BOT_TOKEN is not set")
-    token = settings.slack_bot_token.get_secret_value()
-    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
-    client = make_client(token, base_url=str(settings.slack_api_url))
+    token = settings.slack.bot_token.get_secret_value()
+    secret = settings.slack.signing_secret.get_secret_value() if settings.slack.signing_secret else ""
+    client = make_client(token, base_url=str(settings.slack.api_url))
     bolt = AsyncApp(
         client=client,
         signing_secret=secret,
@@ -128,7 +128,7 @@ def build_slack_bot(
         process_before_response=True,
         logger=logging.getLogger("bot.slack.bolt"),
     )
-    conversation.directories[PLATFORM] = SlackDirectory(client, ttl_s=settings.slack_directory_ttl_s)
+    conversation.directories[PLATFORM] = SlackDirectory(client, ttl_s=settings.slack.directory_ttl_s)
     tasks, ack_first = BackgroundTasks(), conversation.ack_first
     handlers = SlackHandlers(
         conversation, SlackSender(client), conversation.store, tasks,
@@ -153,19 +153,19 @@ def mount_slack(
 
     The HTTP routes need KB_SLACK_SIGNING_SECRET; KB_SLACK_APP_TOKEN adds a Socket Mode connection.
     """
-    if settings.slack_bot_token is None:
+    if settings.slack.bot_token is None:
         return None
-    if settings.slack_signing_secret is None and settings.slack_app_token is None:
+    if settings.slack.signing_secret is None and settings.slack.app_token is None:
         log.warning(
             "Slack is off: set KB_SLACK_SIGNING_SECRET (HTTP events) or KB_SLACK_APP_TOKEN (Socket Mode)"
         )
         return None
     bot = build_slack_bot(settings, conversation, metrics=metrics)
-    if settings.slack_signing_secret is not None:
+    if settings.slack.signing_secret is not None:
         for route in ROUTES:
             app.router.add_post(route, bot.handle)
-    if settings.slack_app_token is not None:
-        bot.socket_mode = AsyncSocketModeHandler(bot.bolt, settings.slack_app_token.get_secret_value())
+    if settings.slack.app_token is not None:
+        bot.socket_mode = AsyncSocketModeHandler(bot.bolt, settings.slack.app_token.get_secret_value())
 
     async def start(_app: web.Application) -> None:
         # One pooled session for every Web API call: slack_sdk opens a new one per call otherwise.
@@ -178,7 +178,7 @@ def mount_slack(
             await bot.handlers.recover()
         except Exception:
             log.exception("the first sweep of unanswered Slack events failed")
-        every = settings.bot_claim_sweep_s
+        every = settings.bot.claim_sweep_s
         bot.sweeper = asyncio.create_task(bot.handlers.sweep_forever(every, first_after=every))
         if bot.socket_mode is not None:
             await bot.socket_mode.connect_async()  # type: ignore[no-untyped-call]  # bolt leaves it untyped

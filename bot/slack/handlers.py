@@ -106,7 +106,7 @@ class SlackHandlers:
         self.store = store
         self.tasks = tasks
         self.metrics = metrics
-        self.interval = settings.bot_stream_interval_s
+        self.interval = settings.bot.stream_interval_s
         self.claims = ExactlyOnce(
             store, tasks, platform=PLATFORM, leases=Leases.from_settings(settings), rerun=self._rerun
         )

@@ -301,10 +301,10 @@ def mount_teams(
     `connections` replaces the MSAL connection manager that outgoing messages take tokens from.
     """
     auth = None
-    if settings.teams_app_id:
-        secret = settings.teams_app_password.get_secret_value() if settings.teams_app_password else None
+    if settings.teams.app_id:
+        secret = settings.teams.app_password.get_secret_value() if settings.teams.app_password else None
         auth = AgentAuthConfiguration(
-            client_id=settings.teams_app_id, client_secret=secret, tenant_id=settings.teams_tenant_id
+            client_id=settings.teams.app_id, client_secret=secret, tenant_id=settings.teams.tenant_id
         )
         connections = connections or _msal_connections(auth)
     elif not allow_anonymous:
@@ -316,7 +316,7 @@ def mount_teams(
     app.router.add_post(ROUTE, bot.handle)
 
     async def start(_app: web.Application) -> None:
-        await bot.start(settings.bot_claim_sweep_s)
+        await bot.start(settings.bot.claim_sweep_s)
 
     async def stop(_app: web.Application) -> None:
         await bot.stop()

@@ -101,7 +101,7 @@ class SourceRunner:
         self.kb, self.sources, self.environ = kb, sources, environ
         self.audit, self.actor = audit, actor
         self.states = SourceStates(kb.store.engine)
-        self.policy = UrlPolicy(kb.settings.url_allowlist)
+        self.policy = UrlPolicy(kb.settings.sources.url_allowlist)
 
     def select(self, names: Sequence[str] = ()) -> list[AnySource]:
         """The named sources (all of them when none are named); an unknown name raises first."""
@@ -176,8 +176,8 @@ class SourceRunner:
             source,
             environ=self.environ,
             policy=self.policy,
-            timeout_s=self.kb.settings.source_timeout_s,
-            max_bytes=self.kb.settings.max_file_bytes,
+            timeout_s=self.kb.settings.sources.timeout_s,
+            max_bytes=self.kb.settings.ingest.max_file_bytes,
             now=started,
         )
         report = self._ingest(source, api.documents(), sweep=True, progress=progress)
@@ -201,7 +201,7 @@ class SourceRunner:
         sql = SqlReader(
             source,
             environ=self.environ,
-            timeout_s=self.kb.settings.source_timeout_s,
+            timeout_s=self.kb.settings.sources.timeout_s,
             since=previous if usable else None,
             now=started,
         )

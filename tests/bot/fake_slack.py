@@ -40,7 +40,7 @@ class FakeSlack:
         # Fixed answers per method (usergroups.list, conversations.info…), set by a test; an answer
         # with "ok": False is sent as Slack sends errors (HTTP 200).
         self.canned: dict[str, dict[str, Any] | list[dict[str, Any]]] = {}
-        # Push (issue 6): direct-message channels and their history (with message metadata), people
+        # Push: direct-message channels and their history (with message metadata), people
         # who left the workspace, and a hook run on each chat.postMessage before it is answered.
         self.history: dict[str, list[dict[str, Any]]] = {}
         self.gone_users: set[str] = set()
@@ -124,7 +124,7 @@ class FakeSlack:
             return {"ok": True, "user": {"id": body.get("user"), "is_bot": False}}
         return {"ok": False, "error": "unknown_method"}
 
-    # -- push (issue 6): DMs with history, so a sender can look for a message by its metadata --
+    # -- push: DMs with history, so a sender can look for a message by its metadata --
 
     def posts_to(self, user: str) -> list[dict[str, Any]]:
         """Messages posted to `user`'s direct-message channel, oldest first."""

@@ -21,10 +21,10 @@ from tests.push.push_fakes import FixedCandidates, candidate
 
 async def main() -> None:
     settings = load_settings()
-    assert settings.slack_bot_token is not None
+    assert settings.slack.bot_token is not None
     engine = make_engine(settings)
     client = AsyncWebClient(
-        token=settings.slack_bot_token.get_secret_value(), base_url=str(settings.slack_api_url)
+        token=settings.slack.bot_token.get_secret_value(), base_url=str(settings.slack.api_url)
     )
     service = PushService(
         engine,
