@@ -332,6 +332,36 @@ class TrainingSettings(Group):
 
     model_config = ConfigDict(alias_generator=_prefixed("train_"))
 
+    enabled: bool = Field(default=False, description="Run the training worker inside `kb serve`.")
+    student: Path | None = Field(
+        default=None, description="The student's base model folder (HF); the adapter is trained over it."
+    )
+    teacher: Path | None = Field(
+        default=None, description="The teacher's model folder (HF); same tokenizer as the student."
+    )
+    served_base: str = Field(
+        default="", description="The name vLLM serves the student base under; default: KB_LLM_MODEL."
+    )
+    dir: Path = Field(default=Path("var/training"), description="Runs, checkpoints and the model registry.")
+    epsilon: float = Field(default=4.0, gt=0, le=64, description="Target ε of a retrain that names none.")
+    epochs: int = Field(default=2, ge=1, le=50, description="Epochs of a retrain that names none.")
+    max_epochs: int = Field(default=50, ge=1, description="The most epochs a retrain may ask for.")
+    lora_rank: int = Field(default=8, ge=1, le=256)
+    batch_size: int = Field(default=16, ge=1)
+    max_examples: int = Field(default=2000, ge=10, description="Distillation examples per run at most.")
+    gate_tolerance: float = Field(
+        default=0.02, ge=0, le=1, description="A candidate may trail the active version's correctness by this."
+    )
+    canary_limit_bits: float = Field(
+        default=3.0, ge=0, description="The most canary exposure (bits) a candidate may show to activate."
+    )
+    auto_activate: bool = Field(default=True, description="Activate a run's version when it passes the gate.")
+    poll_s: float = Field(default=2.0, gt=0, description="How often an idle worker looks for queued runs.")
+    refresh_enabled: bool = Field(default=False, description="Schedule retrains when new data accumulates.")
+    refresh_hours: float = Field(default=24.0, gt=0, description="How often the refresh job looks.")
+    refresh_min_documents: int = Field(default=20, ge=1, description="New or changed documents to retrain.")
+    refresh_min_rated: int = Field(default=20, ge=0, description="New 👍-rated questions to retrain.")
+
 
 GROUPS: dict[str, type[Group]] = {
     "embedding": EmbeddingSettings,
