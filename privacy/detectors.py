@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 
-from privacy.secrets import find_all, keyword_secrets, pem_blocks, tokens, url_passwords
+from privacy.secrets import aws_secret_keys, find_all, keyword_secrets, pem_blocks, tokens, url_passwords
 from privacy.spans import ALL_KINDS, Kind, Span
 
 __all__ = [
@@ -38,7 +38,7 @@ _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 # and separators (`_RUN`): a pass of `re` over all the text costs about the same whatever the
 # pattern, so one cheap pass picks the places worth the expensive one. The order decides which
 # alternative claims a position first. Group names inside must be unique.
-_RUN = re.compile(r"[0-9+(（][0-9 +\-.()（）]{6,}")
+_RUN = re.compile(r"[0-9+(（][0-9 +\-.()（）/]{6,}")
 _PATTERNS: dict[str, str] = {
     "ipv4": rf"(?<![0-9A-Za-z_.\-]){_OCTET}(?:\.{_OCTET}){{3}}(?![0-9A-Za-z_+]|\.\d|-[0-9A-Za-z])",
     "cn_id": (
@@ -62,6 +62,10 @@ _PATTERNS: dict[str, str] = {
         r"[2-9]\d{2,3}[ \-]?\d{4}" + _NUM_R + _GROUPED_R
     ),
     "intl_phone": r"(?<![0-9A-Za-z_+])\+\d{1,3}(?:[ \-.]?\(\d{1,4}\)|[ \-.]?\d{1,4}){1,6}+" + _NUM_R,
+    # The international prefix dialled as "00" instead of "+": 0049 30 12345678.
+    "intl_00": _NUM_L + r"00[1-9]\d{0,2}(?:[ \-.]?\(\d{1,4}\)|[ \-.]?\d{1,4}){1,6}+" + _NUM_R + _GROUPED_R,
+    # A national number with its area code before a slash, as Germany writes them: 030/12345678.
+    "slashed": _NUM_L + r"0[1-9]\d{1,4}/ ?\d{3,}(?:[ \-]\d{2,}){0,3}" + _NUM_R + r"(?!/\d)" + _GROUPED_R,
 }  # fmt: skip
 _STANDALONE = {name: re.compile(f"(?P<{name}>{source})") for name, source in _PATTERNS.items()}
 _COMBINED = re.compile(
@@ -74,6 +78,13 @@ _COMBINED = re.compile(
 _SEPARATED_GROUP = re.compile(r"\d+")
 
 _IBAN = re.compile(r"[A-Z](?<![0-9A-Za-z_][A-Z])[A-Z]\d{2}(?: ?[0-9A-Z]){11,30}(?![0-9A-Za-z_])")
+# Written in lower case ("de89 3704 0044 0532 0130 00"): found by the fast `_IBAN_LOWER_HINT`, then
+# accepted only with at least `_LOWER_IBAN_DIGITS` digits after the check digits, so that words
+# ("ps45 is a great console") cannot pass the mod-97 check by chance (1 in 97).
+_IBAN_LOWER = re.compile(r"[a-z]{2}\d{2}(?: ?[0-9a-z]){11,30}(?![0-9A-Za-z_])")
+_IBAN_LOWER_HINT = re.compile(r"(?<=[a-z][a-z])\d\d(?: ?[0-9a-z]){11}")  # digits are rarer than letters
+_LOWER_IBAN_DIGITS = 10
+_WORD = re.compile(r"[0-9A-Za-z_]")
 
 _EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9](?:[A-Za-z0-9._%+\-]{0,63}[A-Za-z0-9_%+\-])?"
@@ -203,6 +214,11 @@ def _check_ssn(text: str, m: re.Match[str]) -> Span | None:
     return _span(Kind.SSN, m, name) if ssn_ok(digits[:3], digits[3:5], digits[5:]) else None
 
 
+# How many digits a number of each of these forms has: E.164 allows at most 15 after the prefix ("00"
+# counts two more), and a slashed number is shorter than 9 digits only as a date (06/2025).
+_DIGITS = {"intl_phone": (8, 15), "intl_00": (10, 17), "slashed": (9, 12)}
+
+
 def _check_phone(text: str, m: re.Match[str]) -> Span | None:
     name = m.lastgroup or ""
     digits = "".join(c for c in m.group(name) if c.isdigit())
@@ -211,7 +227,7 @@ def _check_phone(text: str, m: re.Match[str]) -> Span | None:
         local = digits[3:] if digits[1] in "12" else digits[4:]
         if not (7 <= len(local) <= 8 and local[0] not in "01"):
             return None
-    elif name == "intl_phone" and not 8 <= len(digits) <= 15:  # E.164 allows at most 15
+    elif name in _DIGITS and not _DIGITS[name][0] <= len(digits) <= _DIGITS[name][1]:
         return None
     return _span(Kind.PHONE, m, name)
 
@@ -219,7 +235,7 @@ def _check_phone(text: str, m: re.Match[str]) -> Span | None:
 _CHECKS: dict[str, Callable[[str, re.Match[str]], Span | None]] = {
     "ipv4": _check_ipv4, "cn_id": _check_cn_id, "card": _check_card, "ssn": _check_ssn,
     "ssn_compact": _check_ssn, "nanp": _check_phone, "cn_mobile": _check_phone, "cn_landline": _check_phone,
-    "intl_phone": _check_phone,
+    "intl_phone": _check_phone, "intl_00": _check_phone, "slashed": _check_phone,
 }  # fmt: skip
 _ORDER = list(_PATTERNS)
 
@@ -257,17 +273,34 @@ def _numbers(text: str) -> Iterator[Span]:
 
 def _ibans(text: str) -> Iterator[Span]:
     for m in _IBAN.finditer(text):
-        length = _IBAN_LENGTHS.get(m.group()[:2])
-        if length is None:
+        span = _iban_span(m)
+        if span is not None:
+            yield span
+    for hint in _IBAN_LOWER_HINT.finditer(text):
+        start = hint.start() - 2
+        if start and _WORD.match(text, start - 1):
             continue
-        # The pattern runs on into following capitals ("… 00 EUR"); cut at the country's length.
-        seen = 0
-        for offset, char in enumerate(m.group()):
-            seen += char != " "
-            if seen == length:
-                if iban_ok(m.group()[: offset + 1].replace(" ", "")):
-                    yield Span(Kind.IBAN, m.start(), m.start() + offset + 1)
-                break
+        m = _IBAN_LOWER.match(text, start)
+        span = _iban_span(m, upper=True) if m else None
+        compact = text[span.start : span.end].replace(" ", "") if span else ""
+        if span is not None and sum(c.isdigit() for c in compact[4:]) >= _LOWER_IBAN_DIGITS:
+            yield span
+
+
+def _iban_span(m: re.Match[str], *, upper: bool = False) -> Span | None:
+    value = m.group().upper() if upper else m.group()
+    length = _IBAN_LENGTHS.get(value[:2])
+    if length is None:
+        return None
+    # The pattern runs on into following capitals ("… 00 EUR"); cut at the country's length.
+    seen = 0
+    for offset, char in enumerate(value):
+        seen += char != " "
+        if seen == length:
+            if iban_ok(value[: offset + 1].replace(" ", "")):
+                return Span(Kind.IBAN, m.start(), m.start() + offset + 1)
+            break
+    return None
 
 
 def _emails(text: str) -> Iterator[Span]:
@@ -305,7 +338,7 @@ def _ipv6_ok(candidate: str) -> bool:
 
 
 DETECTORS: tuple[Callable[[str], Iterator[Span]], ...] = (
-    _numbers, tokens, _ibans, keyword_secrets, pem_blocks, url_passwords, _emails, _ipv6s
+    _numbers, tokens, _ibans, keyword_secrets, pem_blocks, url_passwords, aws_secret_keys, _emails, _ipv6s
 )  # fmt: skip
 
 

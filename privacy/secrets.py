@@ -1,5 +1,6 @@
-"""Detectors of secrets: service tokens by their prefixes, values next to a key word, PEM private keys
-and passwords in URLs. Part of `privacy.detectors`, which runs them with the personal-data detectors."""
+"""Detectors of secrets: service tokens by their prefixes, values next to a key word, PEM private keys,
+passwords in URLs and bare AWS secret access keys near "aws" or an access key id. Part of
+`privacy.detectors`, which runs them with the personal-data detectors."""
 
 from __future__ import annotations
 
@@ -26,14 +27,23 @@ _TOKEN_HINTS = (
 )  # fmt: skip
 _PEM_BEGIN = re.compile(r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----")
 _BASE64_LINES = re.compile(r"(?:\s*[A-Za-z0-9+/=]{16,})*+")  # the body of a block cut off before its END
-# Secrets that only their context gives away: a key word, a separator, then a high-entropy value.
+# Secrets that only their context gives away: a key word, a separator, then the value. A long value
+# must be random enough (`looks_like_secret`); a short one only counts after a password word in
+# key-value form ("password=hunter2", "Password: Hunter2!x"), where it must mix letters with digits
+# or symbols (`looks_like_password`), so "Reset your password: Settings > Security" stays prose.
 _KEYWORD_SECRET = re.compile(
-    r"(?:(?i:(?<![A-Za-z])(?:password|passwd|passphrase|pwd|secret|token|credential|api[ _\-]?key|apikey"
+    r"(?P<key>(?i:(?<![A-Za-z])(?:password|passwd|passphrase|pwd|secret|token|credential|api[ _\-]?key|apikey"
     r"|access[ _\-]?key|private[ _\-]?key)s?(?:[_\-][A-Za-z0-9]+)*)|密码|口令|令牌|密钥|秘钥)"
-    r"[\"']?\s*(?:[:=：]|是|为|(?i:\s+is\s+)|(?i:\s+was\s+))\s*[:：]?\s*[\"'“‘]?"
-    r"(?P<value>[A-Za-z0-9+/=_\-.~!@#$%^&*?]{16,512})"
+    r"[\"']?\s*(?P<sep>[:=：]|是|为|(?i:\s+is\s+)|(?i:\s+was\s+))\s*[:：]?\s*[\"'“‘]?"
+    r"(?P<value>[A-Za-z0-9+/=_\-.~!@#$%^&*?]{6,512})"
     r"|(?<![A-Za-z])(?i:bearer|basic) +(?P<bearer>[A-Za-z0-9+/=_\-.~]{16,2048})"
 )
+_PASSWORD_KEY = re.compile(r"(?i:(?:password|passwd|passphrase|pwd|secret)s?)|密码|口令")
+SHORT_PASSWORD_MIN = 6  # "hunter2" and "s3cr3t" are real passwords; "abc1" is as likely a code
+# A 40-character AWS secret access key has no prefix: it counts only near "aws" or an access key id.
+_AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+_AWS_CONTEXT = re.compile(r"(?i:aws|amazon|secret[ _\-]?access[ _\-]?key)|(?:AKIA|ASIA)[0-9A-Z]{16}")
+_AWS_REACH = 200  # characters before the key in which the hint must lie
 # A password in a URL's user information: scheme://user:password@host.
 _URL_PASSWORD = re.compile(r"://[^\s:/?#@]+:(?P<value>[^\s/?#@]+)@")  # starts with a literal: fast
 _PLACEHOLDER = re.compile(r"(?i:\*+|x+|\.+|<[^>]*>|\[[A-Z_]+[0-9]*\]|\$\{?\w+\}?|password|pass|pwd|secret)")
@@ -80,6 +90,16 @@ def tokens(text: str) -> Iterator[Span]:
             yield Span(Kind.SECRET, m.start(), m.end())
 
 
+def looks_like_password(value: str) -> bool:
+    """A short value after a password word that reads as a password: letters mixed with digits or
+    symbols, and neither a placeholder, a reference ($VAR, a path) nor a dotted name."""
+    if len(value) < SHORT_PASSWORD_MIN or _PLACEHOLDER.fullmatch(value) or _REFERENCE.fullmatch(value):
+        return False
+    if _PLAIN_IDENTIFIER.fullmatch(value) or not any(c.isalpha() for c in value):
+        return False
+    return any(c.isdigit() or not c.isalnum() for c in value)
+
+
 def keyword_secrets(text: str) -> Iterator[Span]:
     lowered = text.lower()
     if len(lowered) == len(text):
@@ -95,8 +115,37 @@ def keyword_secrets(text: str) -> Iterator[Span]:
         name = "value" if m.group("value") is not None else "bearer"
         value = m.group(name).rstrip(".,;:")
         reach = m.end()  # a value is never also the start of the next one ("password=password=…")
-        if looks_like_secret(value):
+        if _is_secret(m, name, value):
             yield Span(Kind.SECRET, m.start(name), m.start(name) + len(value))
+
+
+def _is_secret(m: re.Match[str], name: str, value: str) -> bool:
+    if len(value) >= 16 and looks_like_secret(value):
+        return True
+    # "secret is" is prose ("the secret is out"); "secret:" and "password is" are not.
+    key, sep = m.group("key") or "", (m.group("sep") or "").strip().lower()
+    password_word = _PASSWORD_KEY.fullmatch(key) is not None and not (
+        sep in ("is", "was") and key.lower().endswith("secret")
+    )
+    return name == "value" and password_word and looks_like_password(value)
+
+
+def aws_secret_keys(text: str) -> Iterator[Span]:
+    """Bare 40-character AWS secret access keys within reach after "aws" or an access key id."""
+    hints = [m.end() for m in _AWS_CONTEXT.finditer(text)] if _aws_hinted(text) else []
+    if not hints:
+        return
+    for m in _AWS_SECRET.finditer(text, hints[0]):
+        value = m.group()
+        near = any(0 <= m.start() - end <= _AWS_REACH for end in hints)
+        # Both cases and high entropy: not a hex digest (a git SHA is 40 hex characters too).
+        if near and not value.islower() and not value.isupper() and looks_like_secret(value):
+            yield Span(Kind.SECRET, m.start(), m.end())
+
+
+def _aws_hinted(text: str) -> bool:
+    lowered = text.lower()
+    return "aws" in lowered or "amazon" in lowered or "access" in lowered or "AKIA" in text or "ASIA" in text
 
 
 def url_passwords(text: str) -> Iterator[Span]:

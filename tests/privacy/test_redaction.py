@@ -70,6 +70,18 @@ POSITIVES = [
     ("PHONE", "座机(021) 6123 4567", "(021) 6123 4567"),
     ("PHONE", "座机（0755）8888 6666，", "（0755）8888 6666"),
     ("PHONE", "杭州 0571-8765432 转", "0571-8765432"),
+    ("PHONE", "Berlin office 0049 30 12345678.", "0049 30 12345678"),
+    ("PHONE", "Zentrale 030/12345678, Fax", "030/12345678"),
+    ("IBAN", "iban de89 3704 0044 0532 0130 00 please", "de89 3704 0044 0532 0130 00"),
+    ("IBAN", "de89370400440532013000", "de89370400440532013000"),
+    ("SECRET", "password=hunter2", "hunter2"),
+    ("SECRET", "password: Sup3rSecret!", "Sup3rSecret!"),
+    ("SECRET", "Password: Hunter2!x", "Hunter2!x"),
+    ("SECRET", "passwd: hunter2", "hunter2"),
+    ("SECRET", "secret: s3cr3t", "s3cr3t"),
+    ("SECRET", "Server=db;Password=hunter2;", "hunter2"),
+    ("SECRET", "dsn postgresql://u:pw@h/db", "pw"),
+    ("SECRET", "aws wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
     ("CARD", "Visa 4111 1111 1111 1111 exp", "4111 1111 1111 1111"),
     ("CARD", "card=4111-1111-1111-1111&x", "4111-1111-1111-1111"),
     ("CARD", "MC 5555555555554444.", "5555555555554444"),
@@ -133,7 +145,7 @@ NEGATIVES = [
     "9400111111111111",  # Luhn passes, but no card network starts with 94
     "GB82WEST12345698765433",  # mod-97 fails
     "CN12345678901234567890",  # China has no IBANs
-    "de89370400440532013000",  # IBANs are written in capitals
+    "ps45 is a great console for games",  # lower case: too few digits to be a bank account
     "000-12-3456 666-12-3456 900-12-3456 123-00-4567 123-45-0000 078-05-1120",
     "110105194912310021",  # PRC ID: wrong check digit
     "110101199902301234",  # 30 February
@@ -149,6 +161,9 @@ NEGATIVES = [
     "INC-20261104-0042, ORD-13812345678, 订单号：202411041530228817",
     "uuid f47ac10b-58cc-4372-a567-0e02b2c3d479, commit 9fceb02d0ae598e95dc970b74767f19372d61af8",
     "password: ********, token=${SLACK_BOT_TOKEN}, secret_key = settings.DJANGO_SECRET_KEY",
+    "Reset your password: Settings > Security; the password is correct; password=changeme",
+    "Deadline 2022/06/05, paid 4500.00 on 06/2025, page 012/345",
+    "AKIA glossary: commit 9fceb02d0ae598e95dc970b74767f19372d61af8 of the aws-cli repository",
     "api_key = os.environ['OPENAI_API_KEY'], DB_PASSWORD=$DB_PASSWORD_FROM_VAULT",
     "secret: /run/secrets/postgres_password, tokenizer: bert-base-multilingual-cased",
     "Set the API key to REPLACE_WITH_YOUR_KEY; sk-learn-contrib-imbalanced-learn is a project",
