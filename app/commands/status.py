@@ -43,11 +43,35 @@ def status(as_json: JsonOption = False) -> None:
         out.print(
             f"last ingest  {last.finished_at or 'still running'} ({last.status}, {last.skipped} skipped)"
         )
+    out.print(f"answers      {_answers_line(data['answers'])}", highlight=False)
     for b in backends:
         state = {True: "reachable", False: "UNREACHABLE", None: "configured" if b.configured else "off"}[
             b.reachable
         ]
         out.print(f"{b.name:<12} {state}: {b.detail}", highlight=False)
+
+
+def _answers(backends: list[Backend]) -> dict[str, Any]:
+    """Who writes the answers now: the model (name, URL, reachable) or extractive (and why)."""
+    llm = next((b for b in backends if b.name == "llm"), None)
+    if llm is None or not llm.configured:
+        return {"mode": "extractive", "model": None, "url": None, "reachable": None, "detail": "no model"}
+    mode = "model" if llm.reachable else "extractive"
+    return {
+        "mode": mode,
+        "model": llm.model,
+        "url": llm.url,
+        "reachable": llm.reachable,
+        "detail": llm.detail,
+    }
+
+
+def _answers_line(answers: dict[str, Any]) -> str:
+    if answers["mode"] == "model":
+        return f"written by {answers['model']} at {answers['url']} (reachable)"
+    if answers["model"] is None:
+        return "extractive (no model: set KB_LLM_URL, or run kb serve --with-model NAME)"
+    return f"extractive for now: {answers['model']} at {answers['url']} is not reachable"
 
 
 def _report(settings: Settings, stats: Stats, backends: list[Backend]) -> dict[str, Any]:
@@ -71,6 +95,7 @@ def _report(settings: Settings, stats: Stats, backends: list[Backend]) -> dict[s
             "added": last.added,
             "skipped": last.skipped,
         },
+        "answers": _answers(backends),
         "backends": {
             b.name: {"configured": b.configured, "reachable": b.reachable, "detail": b.detail}
             for b in backends

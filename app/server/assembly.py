@@ -18,6 +18,7 @@ the server for up to 330 ms in the middle of the load, more than three times the
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import sys
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.server.background import background_services, start_with_app
+from app.server.background import BackgroundService, background_services, start_with_app
+from app.server.ports import port_error
 from app.server.push import mount_push
 from bot.conversation import Conversation
 from bot.slack.app import mount_slack
@@ -72,17 +74,40 @@ def create_app(
     return app
 
 
-def serve_app(settings: Settings, kb: KnowledgeBase) -> web.Application:
-    """Everything `kb serve` runs: `create_app`, push's routes, and the background services."""
+def serve_app(
+    settings: Settings, kb: KnowledgeBase, *, model: BackgroundService | None = None
+) -> web.Application:
+    """Everything `kb serve` runs: `create_app`, push's routes, and the background services.
+
+    `model` is the answer model's server when `kb serve --with-model` runs one (app/server/model.py).
+    """
     app = create_app(settings, kb)
     mount_push(app, settings, kb.store.engine)
-    start_with_app(app, background_services(settings, kb.store.engine, embedder=kb.embedder))
+    services = background_services(settings, kb.store.engine, embedder=kb.embedder, model=model)
+    start_with_app(app, services)
     return app
 
 
-def run(settings: Settings, kb: KnowledgeBase, *, host: str, port: int) -> None:
-    """Serve until interrupted (the caller has loaded the index and said where)."""
-    web.run_app(serve_app(settings, kb), host=host, port=port, print=None)
+def run(
+    settings: Settings,
+    kb: KnowledgeBase,
+    *,
+    host: str,
+    port: int,
+    model: BackgroundService | None = None,
+    fix_port: str = "set KB_PORT or pass --port",
+) -> None:
+    """Serve until interrupted (the caller has loaded the index and said where).
+
+    SIGINT and SIGTERM stop it cleanly, background services (the model server too) included.
+    A port taken since the caller checked it is one line naming `fix_port`, not a traceback.
+    """
+    try:
+        web.run_app(serve_app(settings, kb, model=model), host=host, port=port, print=None)
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        raise port_error(host, port, exc, fix=fix_port) from None
 
 
 @web.middleware
@@ -141,7 +166,10 @@ async def healthz(request: web.Request) -> web.Response:
     metrics = request.app[METRICS_KEY]
     metrics.documents.set(stats.documents)
     metrics.chunks.set(stats.chunks)
-    return web.json_response({"status": "ok", "documents": stats.documents, "chunks": stats.chunks})
+    answers = kb.llm.name if kb.llm is not None else "extractive"  # the model, once one answers
+    return web.json_response(
+        {"status": "ok", "documents": stats.documents, "chunks": stats.chunks, "answers": answers}
+    )
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

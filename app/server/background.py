@@ -7,6 +7,8 @@ assembly.py are in place), in list order, and stop in the reverse order.
 
 `background_services` is the one list `kb serve` runs:
 
+- the answer model's vLLM server, when `kb serve --with-model` runs one (app/server/model.py):
+  first, so that it stops last, after everything that may still ask it;
 - the push scheduler (KB_PUSH_ENABLED), on every replica; leader election lets one of them send;
 - the training worker belongs here too when it exists: a service built from the training settings,
   appended to the list under its own switch, so that `kb serve` starts and stops it like push.
@@ -35,10 +37,10 @@ class BackgroundService(Protocol):
 
 
 def background_services(
-    settings: Settings, engine: Engine, *, embedder: Any = None
+    settings: Settings, engine: Engine, *, embedder: Any = None, model: BackgroundService | None = None
 ) -> list[BackgroundService]:
     """What runs beside the request handlers in this process, each under its own setting."""
-    services: list[BackgroundService] = []
+    services: list[BackgroundService] = [model] if model is not None else []
     if settings.push.enabled:
         services.append(PushSchedulerService(settings, engine, embedder=embedder))
     return services
