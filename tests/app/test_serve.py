@@ -133,3 +133,11 @@ def test_with_model_answers_with_it_and_ctrl_c_stops_both(
     with pytest.raises(ProcessLookupError):  # the model server's whole process group is gone
         os.killpg(int(state["server_pid"]), 0)
     assert "Traceback" not in log.read_text()
+
+
+def test_make_run_serves_the_store_default_model() -> None:
+    from core.llm.store import DEFAULT_MODEL
+
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    assert f"MODEL ?= {DEFAULT_MODEL}\n" in makefile
+    assert "kb serve --with-model $(MODEL)" in makefile
