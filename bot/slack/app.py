@@ -35,6 +35,7 @@ from bot.slack.directory import SlackDirectory
 from bot.slack.handlers import PLATFORM, SlackHandlers
 from bot.slack.sender import SlackSender, make_client
 from bot.tasks import AckFirst, BackgroundTasks
+from core.errors import ConfigError
 from core.metrics import Metrics
 from core.settings import Settings
 
@@ -116,13 +117,20 @@ def build_slack_bot(
     if settings.slack.bot_token is None:
         raise ValueError("KB_SLACK_BOT_TOKEN is not set")
     token = settings.slack.bot_token.get_secret_value()
-    secret = settings.slack.signing_secret.get_secret_value() if settings.slack.signing_secret else ""
+    secret = settings.slack.signing_secret.get_secret_value().strip() if settings.slack.signing_secret else ""
+    if not secret and settings.slack.app_token is None:
+        # Settings refuse this already; a SlackSettings built around them must not open HTTP unsigned.
+        raise ConfigError(
+            "KB_SLACK_SIGNING_SECRET is empty: Slack's HTTP events cannot be verified",
+            hint="set the signing secret, or KB_SLACK_APP_TOKEN for Socket Mode",
+        )
     client = make_client(token, base_url=str(settings.slack.api_url))
     bolt = AsyncApp(
         client=client,
         signing_secret=secret,
-        # Socket Mode connections are authenticated by the app token; HTTP needs the signing secret.
-        request_verification_enabled=bool(secret),
+        # Always on: bolt skips the check for Socket Mode requests (the app token authenticates
+        # those), and with no secret the HTTP routes are not mounted at all (mount_slack).
+        request_verification_enabled=True,
         # Our listeners only ack and hand the work to BackgroundTasks, so running them before the
         # response costs microseconds, and the work is registered (drainable) once Slack has its ack.
         process_before_response=True,
@@ -151,17 +159,21 @@ def mount_slack(
 ) -> SlackBot | None:
     """Add Slack to `kb serve`'s app when a bot token is configured; returns None when it is not.
 
-    The HTTP routes need KB_SLACK_SIGNING_SECRET; KB_SLACK_APP_TOKEN adds a Socket Mode connection.
+    The HTTP routes need KB_SLACK_SIGNING_SECRET (a ConfigError without it, unless Socket Mode is
+    on); KB_SLACK_APP_TOKEN adds a Socket Mode connection.
     """
     if settings.slack.bot_token is None:
         return None
     if settings.slack.signing_secret is None and settings.slack.app_token is None:
-        log.warning(
-            "Slack is off: set KB_SLACK_SIGNING_SECRET (HTTP events) or KB_SLACK_APP_TOKEN (Socket Mode)"
+        # Unsigned HTTP events would let anyone speak as any user, admins included: refuse to start.
+        raise ConfigError(
+            "KB_SLACK_BOT_TOKEN is set but KB_SLACK_SIGNING_SECRET is empty or unset: Slack's HTTP "
+            "events cannot be verified without it",
+            hint="set KB_SLACK_SIGNING_SECRET (Slack app > Basic Information), or KB_SLACK_APP_TOKEN "
+            "for Socket Mode, or unset KB_SLACK_BOT_TOKEN",
         )
-        return None
     bot = build_slack_bot(settings, conversation, metrics=metrics)
-    if settings.slack.signing_secret is not None:
+    if bot.verifier is not None:  # HTTP only with a signing secret to verify every request by
         for route in ROUTES:
             app.router.add_post(route, bot.handle)
     if settings.slack.app_token is not None:

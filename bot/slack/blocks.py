@@ -99,7 +99,8 @@ def reply_blocks(reply: RenderedReply) -> list[Block]:
 def to_messages(reply: RenderedReply) -> list[SlackMessage]:
     """The reply as one or more messages of at most 50 blocks; the buttons stay on the last one."""
     blocks = reply_blocks(reply)
-    text = reply.text[:FALLBACK_CHARS] or "…"
+    # The notification text is mrkdwn too: unescaped, `<!channel>` in an answer would ping everyone.
+    text = escape(reply.text[:FALLBACK_CHARS]) or "…"
     batches = [blocks[i : i + MAX_BLOCKS] for i in range(0, len(blocks), MAX_BLOCKS)] or [[]]
     return [SlackMessage(text if n == 0 else "(continued)", batch) for n, batch in enumerate(batches)]
 
@@ -111,14 +112,14 @@ def draft_message(text: str) -> SlackMessage:
     """A streamed answer so far: its text in sections, with a note that more is coming."""
     sections = [section(escape(piece)) for piece in split_text(text)][: MAX_BLOCKS - 1]
     notes = {"type": "context", "elements": [{"type": "mrkdwn", "text": WRITING}]}
-    return SlackMessage(text[:FALLBACK_CHARS] or "…", [*sections, notes])
+    return SlackMessage(escape(text[:FALLBACK_CHARS]) or "…", [*sections, notes])
 
 
 def sources_message(sources: tuple[SourceLink, ...], *, question: str) -> SlackMessage:
     """Every source of an answer, for "show more sources"."""
     blocks = [section("*All sources of this answer*")]
     blocks += [source_block(s, question=question) for s in sources[: MAX_BLOCKS - 1]]
-    text = "\n".join(f"[{s.number}] {s.title}" for s in sources)[:FALLBACK_CHARS]
+    text = escape("\n".join(f"[{s.number}] {s.title}" for s in sources)[:FALLBACK_CHARS])
     return SlackMessage(text or "No sources.", blocks)
 
 

@@ -72,8 +72,8 @@ class SlackPushSender:
         channel = await self._dm(message.user_id)
         metadata = {"event_type": EVENT_TYPE, "event_payload": {"key": message.key, "kind": message.kind}}
         body = {
-            "channel": channel, "text": message.text[:3000], "blocks": blocks(message), "unfurl_links": False,
-            "metadata": metadata,
+            "channel": channel, "text": _escape(message.text[:3000]), "blocks": blocks(message),
+            "unfurl_links": False, "metadata": metadata,
         }  # fmt: skip
         response = await self._call("chat.postMessage", json=body)
         return Receipt(self.platform, channel, str(response.get("ts", "")))

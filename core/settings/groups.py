@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 def _prefixed(prefix: str) -> Callable[[str], str]:
@@ -76,7 +76,15 @@ class RetrievalSettings(Group):
     """The vector index, the lexical index and how their lists are fused (docs/decisions)."""
 
     top_k: int = Field(default=5, ge=1, le=50)
-    min_score: float = Field(default=0.25, ge=-1.0, le=1.0, description="Below this, the bot abstains.")
+    min_score: float = Field(
+        default=0.40, ge=-1.0, le=1.0, description="Below this best-passage similarity, the bot abstains."
+    )
+    min_coverage: float = Field(
+        default=0.55,
+        ge=0.0,
+        le=1.0,
+        description="Below this share of the question's key terms in the top passages, the bot abstains.",
+    )
     fusion_method: Literal["rrf", "convex"] = Field(
         default="rrf", description="rrf: weighted reciprocal rank fusion; convex: min-max scores, weighted."
     )
@@ -112,6 +120,29 @@ class ServerSettings(Group):
     web_user_groups: list[str] = Field(
         default_factory=list, description="Groups of whoever uses the local web chat (JSON list)."
     )
+    # The web surface's own guards (app/server/security.py): the Host names and page origins that are
+    # this service, how long a client may take to send a request, and who may read /metrics.
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
+        description="Host names this service answers to (JSON list); `.example.com` covers subdomains.",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Other origins (https://host[:port]) whose pages may post to the API (JSON list).",
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds to send a request's headers; also the idle keep-alive."
+    )
+    body_timeout_s: float = Field(default=10.0, gt=0, description="Seconds to send a request's body.")
+    metrics_token: SecretStr | None = Field(
+        default=None, description="Bearer token /metrics requires; unset, only loopback may read it."
+    )
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _blank_token_is_unset(cls, value: Any) -> Any:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if isinstance(text, str) and not text.strip() else value
 
 
 class LLMSettings(Group):
@@ -168,6 +199,26 @@ class PrivacySettings(Group):
         alias="privacy_budget_delta",
         description="Total delta all DP training runs may spend (summed per run).",
     )
+    # The audit log's key and checkpoints live outside the database (privacy/audit.py): whoever can
+    # write the database cannot recompute the chain, nor delete its tail unseen.
+    audit_key: SecretStr | None = Field(
+        default=None,
+        alias="audit_key",
+        description="Key of the audit log's HMAC chain; default: the file KB_AUDIT_KEY_FILE names.",
+    )
+    audit_key_file: Path | None = Field(
+        default=None,
+        alias="audit_key_file",
+        description="File holding the audit key; default data_dir/audit.key, created on the first entry.",
+    )
+    audit_checkpoint_path: Path | None = Field(
+        default=None,
+        alias="audit_checkpoint_path",
+        description="Signed audit checkpoints are appended here; default data_dir/audit-checkpoints.jsonl.",
+    )
+    audit_checkpoint_every: int = Field(
+        default=10, ge=1, alias="audit_checkpoint_every", description="Entries between two checkpoints."
+    )
 
 
 class SlackSettings(Group):
@@ -182,6 +233,24 @@ class SlackSettings(Group):
     directory_ttl_s: float = Field(
         default=300.0, ge=0.0, description="Cache time of Slack user groups and channel members."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset(cls, values: Any) -> Any:
+        """A blank token or secret counts as unset: a secret of spaces verifies nothing.
+
+        `kb serve` refuses a bot token without a signing secret unless Socket Mode is on (its app
+        token authenticates the connection); push alone needs only the bot token.
+        """
+        if isinstance(values, dict):
+            for name in ("bot_token", "app_token", "signing_secret"):
+                for key in (name, f"slack_{name}"):
+                    value = values.get(key)
+                    if isinstance(value, SecretStr):
+                        value = value.get_secret_value()
+                    if isinstance(value, str) and not value.strip():
+                        values = {**values, key: None}
+        return values
 
 
 class TeamsSettings(Group):
@@ -291,6 +360,13 @@ class PushSettings(Group):
     concurrency: int = Field(default=8, ge=1, le=256, description="Messages in flight at once.")
     public_url: str | None = Field(
         default=None, description="This service's public URL; digest links then count clicks through it."
+    )
+    link_secret: SecretStr | None = Field(
+        default=None,
+        description="Key signing digest open/dismiss links per person; default: derived from the audit key.",
+    )
+    link_ttl_days: float = Field(
+        default=30.0, gt=0, description="Days a digest's open/dismiss links stay valid."
     )
     interest_half_life_days: float = Field(
         default=30.0, gt=0, description="Half-life of what a person asked, opened or rated, in days."
