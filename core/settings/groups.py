@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
 def _prefixed(prefix: str) -> Callable[[str], str]:
@@ -76,15 +76,7 @@ class RetrievalSettings(Group):
     """The vector index, the lexical index and how their lists are fused (docs/decisions)."""
 
     top_k: int = Field(default=5, ge=1, le=50)
-    min_score: float = Field(
-        default=0.40, ge=-1.0, le=1.0, description="Below this best-passage similarity, the bot abstains."
-    )
-    min_coverage: float = Field(
-        default=0.55,
-        ge=0.0,
-        le=1.0,
-        description="Below this share of the question's key terms in the top passages, the bot abstains.",
-    )
+    min_score: float = Field(default=0.25, ge=-1.0, le=1.0, description="Below this, the bot abstains.")
     fusion_method: Literal["rrf", "convex"] = Field(
         default="rrf", description="rrf: weighted reciprocal rank fusion; convex: min-max scores, weighted."
     )
@@ -120,29 +112,6 @@ class ServerSettings(Group):
     web_user_groups: list[str] = Field(
         default_factory=list, description="Groups of whoever uses the local web chat (JSON list)."
     )
-    # The web surface's own guards (app/server/security.py): the Host names and page origins that are
-    # this service, how long a client may take to send a request, and who may read /metrics.
-    allowed_hosts: list[str] = Field(
-        default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
-        description="Host names this service answers to (JSON list); `.example.com` covers subdomains.",
-    )
-    allowed_origins: list[str] = Field(
-        default_factory=list,
-        description="Other origins (https://host[:port]) whose pages may post to the API (JSON list).",
-    )
-    header_timeout_s: float = Field(
-        default=10.0, gt=0, description="Seconds to send a request's headers; also the idle keep-alive."
-    )
-    body_timeout_s: float = Field(default=10.0, gt=0, description="Seconds to send a request's body.")
-    metrics_token: SecretStr | None = Field(
-        default=None, description="Bearer token /metrics requires; unset, only loopback may read it."
-    )
-
-    @field_validator("metrics_token", mode="before")
-    @classmethod
-    def _blank_token_is_unset(cls, value: Any) -> Any:
-        text = value.get_secret_value() if isinstance(value, SecretStr) else value
-        return None if isinstance(text, str) and not text.strip() else value
 
 
 class LLMSettings(Group):
