@@ -4,6 +4,12 @@
 checked by the input guard (no `..`, no encoded tricks, no absolute path elsewhere), resolved
 with its symbolic links, and must still lie inside a root; inside the folder, links that lead
 out are not followed (see knowledge/sync.py).
+
+The training commands (retrain, status, budget, models, rollback, ab) go to a `TrainingDesk`
+(core/training.py) that `kb serve` hands in; the bot never imports training. Without one they
+answer that no trainer is configured. A desk's refusal (bad input, busy, over budget, missing
+files, a model server that is down or rejects the adapter) reaches the admin as the failure's
+message; the active model keeps serving.
 """
 
 from __future__ import annotations
@@ -14,14 +20,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bot.commands import Admin
-from bot.conversation import AdminHooks
+from bot.conversation import AdminHook, AdminHooks
+from core.training import TrainingDesk
 from knowledge.service import KnowledgeBase
 from knowledge.sources import SourceRunner, load_sources
 from privacy.guard import Guard
 
 
 def admin_hooks(
-    kb: KnowledgeBase, *, ingest_roots: Sequence[Path], environ: Mapping[str, str] | None = None
+    kb: KnowledgeBase,
+    *,
+    ingest_roots: Sequence[Path],
+    environ: Mapping[str, str] | None = None,
+    desk: TrainingDesk | None = None,
 ) -> AdminHooks:
     roots = [root.resolve() for root in ingest_roots]
     guard = Guard(roots=roots)
@@ -68,6 +79,35 @@ def admin_hooks(
         when = "never ingested"
         if last is not None and last.finished_at is not None:
             when = f"last ingest {last.finished_at:%Y-%m-%d %H:%M} UTC ({last.status})"
-        return f"{stats.documents} documents, {stats.chunks} chunks; {when}."
+        knowledge = f"{stats.documents} documents, {stats.chunks} chunks; {when}."
+        return knowledge if desk is None else f"{knowledge}\n{await desk.status()}"
 
-    return AdminHooks(ingest=ingest, sync=sync, status=status)
+    if desk is None:
+        return AdminHooks(ingest=ingest, sync=sync, status=status)
+    return AdminHooks(ingest=ingest, sync=sync, status=status, **training_hooks(desk))
+
+
+def training_hooks(desk: TrainingDesk) -> dict[str, AdminHook]:
+    """The training verbs, their arguments already checked by bot.commands."""
+
+    async def retrain(command: Admin) -> str:
+        options = command.options
+        epsilon = float(options["epsilon"]) if "epsilon" in options else None
+        epochs = int(options["epochs"]) if "epochs" in options else None
+        return await desk.retrain(command.actor, epsilon=epsilon, epochs=epochs, dry_run="dry-run" in options)
+
+    async def budget(_command: Admin) -> str:
+        return await desk.budget()
+
+    async def models(_command: Admin) -> str:
+        return await desk.models()
+
+    async def rollback(command: Admin) -> str:
+        return await desk.rollback(command.actor, int(command.args[0]))
+
+    async def ab(command: Admin) -> str:
+        raw = command.args[1]
+        share = float(raw.rstrip("%")) / (100 if raw.endswith("%") else 1)
+        return await desk.ab(command.actor, int(command.args[0]), share)
+
+    return {"retrain": retrain, "budget": budget, "models": models, "rollback": rollback, "ab": ab}

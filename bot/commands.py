@@ -16,7 +16,9 @@ from typing import Literal
 
 MAX_TOPIC_CHARS = 100
 CADENCES = ("daily", "weekly", "off", "now")
-ADMIN_VERBS = ("ingest", "sync", "retrain", "status", "budget", "models", "rollback")
+ADMIN_VERBS = ("ingest", "sync", "retrain", "status", "budget", "models", "rollback", "ab")
+FLAGS = {"retrain": ("dry-run",), "sync": ("full",)}  # options that take no value
+MAX_EPOCHS = 50
 
 Cadence = Literal["daily", "weekly", "off", "now"]
 
@@ -53,11 +55,15 @@ class Feedback:
 
 @dataclass(frozen=True, slots=True)
 class Admin:
-    """`admin <verb> [args]`; `options` are the `--name value` pairs, `args` the rest."""
+    """`admin <verb> [args]`; `options` are the `--name value` pairs (a flag's is "yes"), `args` the rest.
+
+    `actor` is who asked (platform-qualified), filled in by the conversation before a hook runs.
+    """
 
     verb: str
     args: tuple[str, ...] = ()
     options: dict[str, str] = field(default_factory=dict)
+    actor: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +81,9 @@ HELP_TEXT = """Ask me anything about our documents, or use a command:
 • `subscribe <topic>` / `unsubscribe <topic>`: news about a topic in your digest
 • `digest daily|weekly|off|now`: how often you get the digest, or one right now
 • `feedback <text>`: tell the team what worked or what did not
-• `admin ingest|sync|retrain|status|budget|models|rollback`: for admins"""
+• `admin ingest|sync|retrain|status|budget|models|rollback|ab`: for admins
+  (`admin retrain [--epsilon E] [--epochs N] [--dry-run]`, `admin rollback <version>`,
+  `admin ab <version> <share>`)"""
 
 
 def parse(text: str) -> Command:
@@ -125,6 +133,9 @@ def _admin(rest: str) -> Command:
     for word in tail:
         if word.startswith("--"):
             name, _, value = word[2:].partition("=")
+            if name in FLAGS.get(verb, ()) and not value:
+                options[name] = "yes"
+                continue
             if not value:
                 value = next(tail, "")
             if not name or not value:
@@ -132,7 +143,7 @@ def _admin(rest: str) -> Command:
             options[name] = value
         else:
             args.append(word)
-    problem = _check_admin(verb, options)
+    problem = _check_admin(verb, options) or _check_args(verb, args)
     if problem:
         return Invalid(problem, verb)
     return Admin(verb, tuple(args), options)
@@ -143,12 +154,32 @@ def _check_admin(verb: str, options: dict[str, str]) -> str | None:
     if verb != "retrain":
         return None
     for name, value in options.items():
+        if name == "dry-run":
+            continue
         if name not in ("epsilon", "epochs"):
-            return f"`admin retrain` takes --epsilon and --epochs, not --{name}."
+            return f"`admin retrain` takes --epsilon, --epochs and --dry-run, not --{name}."
         try:
             number = float(value) if name == "epsilon" else int(value)
         except ValueError:
             return f"--{name} must be a number, not {value!r}."
-        if number <= 0:
+        if not number > 0 or number != number or number == float("inf"):
             return f"--{name} must be greater than 0 (got {value})."
+        if name == "epochs" and number > MAX_EPOCHS:
+            return f"--epochs can be at most {MAX_EPOCHS} (got {value}): more would overfit and spend ε."
+    return None
+
+
+def _check_args(verb: str, args: list[str]) -> str | None:
+    """`rollback <version>` and `ab <version> <share>`: whole numbers and a share between 0 and 0.5."""
+    if verb == "rollback" and (len(args) != 1 or not args[0].isdigit()):
+        return "Say which version: `admin rollback <version>` (`admin models` lists them)."
+    if verb == "ab":
+        if len(args) != 2 or not args[0].isdigit():
+            return "Say which version and share: `admin ab <version> <share>`, e.g. `admin ab 3 0.1`."
+        try:
+            share = float(args[1].rstrip("%")) / (100 if args[1].endswith("%") else 1)
+        except ValueError:
+            return f"The share must be a number between 0 and 0.5, not {args[1]!r}."
+        if not 0 <= share <= 0.5:
+            return f"The share must be between 0 and 0.5 (got {args[1]})."
     return None

@@ -97,6 +97,7 @@ class AdminHooks:
     budget: AdminHook | None = None
     models: AdminHook | None = None
     rollback: AdminHook | None = None
+    ab: AdminHook | None = None
 
 
 _UNAVAILABLE = "I could not search the knowledge base just now. Please try again in a minute."
@@ -105,6 +106,7 @@ _NOT_CONFIGURED = {
     "budget": "No privacy budget ledger is configured yet.",
     "models": "No model registry is configured yet.",
     "rollback": "No model registry is configured yet, so there is nothing to roll back to.",
+    "ab": "No model registry is configured yet, so there is nothing to compare.",
 }
 
 
@@ -341,7 +343,7 @@ class Conversation:
             await self._audit(incoming.who, action, target, params, "not configured")
             return plain(message, ok=False)
         try:
-            message = await hook(command)
+            message = await hook(replace(command, actor=incoming.who))
         except Exception as exc:
             # Whatever broke, the admin gets an answer and the audit log the outcome.
             log.exception("admin %s failed", verb)

@@ -163,13 +163,18 @@ class BudgetLedger:
         actor: str = "training",
         privacy_unit: str = "",
         details: dict[str, Any] | None = None,
+        fingerprint: str = "",
     ) -> Reservation:
         """Claim (ε, δ) for `run_id` before it trains, or raise BudgetExceededError saying what remains.
 
         Calling it again for a run id that holds a reservation (the run was killed and resumes from
-        its checkpoint) returns that reservation: the planned ε is counted once, not twice.
+        its checkpoint) returns that reservation: the planned ε is counted once, not twice. The
+        resumed run must be the same run: same ε, δ, dataset and, when given, the same
+        `fingerprint` (a digest of its hyper-parameters); anything else is refused.
         """
         self._check_request(run_id, epsilon, delta, dataset_hash)
+        if fingerprint:
+            details = {**(details or {}), "fingerprint": fingerprint}
         try:
             reservation = self._reserve(run_id, dataset_hash, epsilon, delta, actor, privacy_unit, details)
         except BudgetExceededError as exc:
@@ -193,7 +198,7 @@ class BudgetLedger:
         with self._locked() as session:
             existing = session.get(PrivacyLedgerRow, run_id)
             if existing is not None:
-                reservation = self._resume(existing, dataset_hash, epsilon, delta)
+                reservation = self._resume(existing, dataset_hash, epsilon, delta, details or {})
             else:
                 state = self._state(session)
                 self._refuse_unless_fits(state, epsilon, delta, run_id)
@@ -289,7 +294,9 @@ class BudgetLedger:
             hint="train with a smaller ε, or have the data owner raise KB_PRIVACY_BUDGET_EPSILON/_DELTA",
         )
 
-    def _resume(self, row: PrivacyLedgerRow, dataset_hash: str, epsilon: float, delta: float) -> Reservation:
+    def _resume(
+        self, row: PrivacyLedgerRow, dataset_hash: str, epsilon: float, delta: float, details: dict[str, Any]
+    ) -> Reservation:
         if row.status == SETTLED:
             raise BudgetError(
                 f"run {row.run_id!r} already finished and spent ε={row.epsilon_spent}",
@@ -304,6 +311,14 @@ class BudgetLedger:
                 f"run {row.run_id!r} holds a reservation for ε={row.epsilon_planned}, δ={row.delta} on "
                 f"dataset {row.dataset_hash[:12]}, not ε={epsilon}, δ={delta} on {dataset_hash[:12]}",
                 hint="resume it with its original configuration and data, or start a new run name",
+            )
+        held, asked = row.details.get("fingerprint"), details.get("fingerprint")
+        if held and asked and held != asked:
+            raise BudgetError(
+                f"run {row.run_id!r} resumes with other hyper-parameters than it reserved "
+                f"ε={row.epsilon_planned} "
+                "for: the noise was calibrated for the original ones",
+                hint="resume it with its original configuration, or start a new run name",
             )
         return Reservation(row.run_id, row.dataset_hash, row.epsilon_planned, row.delta, resumed=True)
 

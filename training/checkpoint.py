@@ -24,7 +24,7 @@ from torch import nn
 from training.dp import DistillError
 
 KEEP = 2  # complete checkpoints kept on disk
-_IGNORED_KEYS = {"out_dir", "device", "checkpoint_every"}  # may differ when a run resumes elsewhere
+IGNORED_KEYS = {"out_dir", "device", "checkpoint_every"}  # may differ when a run resumes elsewhere
 
 
 def checkpoint_root(out_dir: Path) -> Path:
@@ -82,7 +82,7 @@ def load(folder: Path, *, identity: dict[str, Any], model: nn.Module) -> dict[st
     different = sorted(
         key
         for key in set(saved) | set(identity)
-        if key not in _IGNORED_KEYS
+        if key not in IGNORED_KEYS
         and saved.get(key) != json.loads(json.dumps(identity.get(key), default=str))
     )
     if different:

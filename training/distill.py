@@ -13,9 +13,18 @@ ledger and writes checkpoints.
 
 The privacy unit is one training example (types.PRIVACY_UNIT): Poisson sampling and clipping are
 per example, so an employee's question or a passage that appears in several examples is protected
-per appearance, not as a whole. Opacus runs with secure_mode off (torchcsprng is not installed):
-noise comes from torch's seeded generator, fine for experiments; production runs that need a
-guarantee against floating-point attacks should install torchcsprng and turn it on.
+per appearance, not as a whole.
+
+Secure mode (`config.seed is None`, the default and the only mode a real run uses): the Poisson
+sampler and the noise generator are reseeded from the OS's cryptographic random source before every
+draw, and Opacus adds each step's noise as the mean of 4 normal draws (its defence against
+floating-point attacks). Opacus's own secure_mode needs torchcsprng, which builds for no current
+torch. A seeded run is reproducible and therefore NOT private (whoever knows the seed can subtract
+the noise): tests only; its result says so (`extra["private"]`).
+
+The ledger is mandatory for a DP run: `distill` refuses to train privately without one, so no
+training path spends ε without a reservation. A resumed run must bring the same configuration and
+data (checkpoint identity and the ledger's fingerprint both refuse changes).
 
 Peak memory: torch.cuda.max_memory_allocated on a GPU; on the CPU the growth of the process's
 peak resident set (ru_maxrss) over the run, since torch's allocator is invisible to tracemalloc.
@@ -25,6 +34,8 @@ process, as bench/distill.py does) and a lower bound otherwise.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import resource
 import time
@@ -74,6 +85,11 @@ def distill(
     private = config.epsilon is not None
     rank, world = _world()
     # --- 1. refuse bad input before anything is reserved or wrapped ---
+    if private and ledger is None and rank == 0:  # under torchrun rank 0 alone holds the ledger
+        raise DistillError(
+            "a differentially private run needs the privacy budget ledger: nothing may spend ε unrecorded",
+            hint="pass ledger=BudgetLedger.from_settings(settings, engine)",
+        )
     rows = [example_tensors(example, config.max_len) for example in examples]
     _check_input(len(rows), config, world)
     n = len(rows)
@@ -96,7 +112,8 @@ def distill(
     total_steps = config.epochs * steps_per_epoch
 
     # --- 2. the student: untied, Opacus-ready, LoRA if asked; frozen parts frozen BEFORE wrapping ---
-    torch.manual_seed(config.seed)
+    if config.seed is not None:
+        torch.manual_seed(config.seed)
     device = torch.device(config.device)
     model = dp.prepare_student(model, lora_rank=config.lora_rank, private=private).to(device)
     mode = (
@@ -124,6 +141,7 @@ def distill(
                 delta=plan.delta,
                 actor=actor,
                 privacy_unit=PRIVACY_UNIT,
+                fingerprint=fingerprint(identity),
                 details={
                     "noise_multiplier": plan.noise_multiplier,
                     "steps": plan.steps,
@@ -196,6 +214,10 @@ def _train(
         rank=rank,
         world_size=world,
     )
+    if sampler.secure and world > 1:
+        shared = [sampler.seed]  # every rank's shard comes from one permutation: rank 0's secret seed
+        torch.distributed.broadcast_object_list(shared, src=0)
+        sampler.seed = int(shared[0])
     loader: DataLoader[dict[str, torch.Tensor]] = DataLoader(
         rows,  # type: ignore[arg-type]  # a list is a map-style dataset
         batch_sampler=sampler,
@@ -210,7 +232,12 @@ def _train(
         reduction="mean" if plan else "sum",
     )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
-    noise = torch.Generator(device=device).manual_seed(config.seed * 7919 + 17)
+    secure = config.seed is None
+    noise = torch.Generator(device=device)
+    if secure:
+        dp.reseed(noise)
+    else:
+        noise.manual_seed(config.seed * 7919 + 17)
     private = None
     if plan is not None:
         assert mode is not None
@@ -223,6 +250,7 @@ def _train(
             max_grad_norm=config.max_grad_norm,
             mode=mode,
             noise_generator=noise,
+            secure=secure,
         )
         module, optimizer, criterion = private.module, private.optimizer, private.criterion
     else:
@@ -268,6 +296,8 @@ def _train(
             counted += int((batch["labels"] != IGNORE).any(-1).sum())
             if plan is None and not last:
                 continue
+            if secure:
+                dp.reseed(noise)  # this step's noise from fresh OS entropy (module docstring)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if private is not None and getattr(optimizer, "_is_last_step_skipped", False):
@@ -328,6 +358,8 @@ def _train(
             "sample_rate": plan.sample_rate if plan else 1.0 / steps_per_epoch,
             "world_size": world,
             "resumed_from_step": state["step"] if state else None,
+            "secure_mode": config.seed is None,
+            "private": _guarantee(config),
             "losses": losses,
             "peak_memory_measure": "cuda.max_memory_allocated"
             if device.type == "cuda"
@@ -401,6 +433,20 @@ def _save(
         "step_times": list(step_times),
     }
     checkpoint.save(out_dir, step, model=dp.unwrap(module), state=state, identity=identity)
+
+
+def fingerprint(identity: dict[str, Any]) -> str:
+    """A digest of what a run is (configuration, data, name): a resume must bring the same one."""
+    stable = {k: v for k, v in identity.items() if k not in checkpoint.IGNORED_KEYS}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _guarantee(config: DistillConfig) -> str:
+    if config.epsilon is None:
+        return "not private: trained without differential privacy"
+    if config.seed is not None:
+        return f"not private: seeded noise and sampling (seed {config.seed}), for tests only"
+    return f"private: (ε={config.epsilon}, δ) DP-SGD, noise and sampling from OS entropy"
 
 
 def _world() -> tuple[int, int]:

@@ -33,6 +33,7 @@ What this module takes care of, each a known way for DP fine-tuning of a languag
 from __future__ import annotations
 
 import math
+import secrets
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -116,6 +117,11 @@ def plan_privacy(
     return PrivacyPlan(epsilon, delta, float(sigma), q, steps_per_epoch, steps, accountant)
 
 
+def reseed(generator: torch.Generator) -> None:
+    """Seed `generator` from the OS's cryptographic random source (secure mode: one fresh seed per draw)."""
+    generator.manual_seed(secrets.randbits(63))
+
+
 class PoissonSampler(Sampler[list[int]]):
     """Index batches where every example joins each step independently with probability `sample_rate`.
 
@@ -125,11 +131,14 @@ class PoissonSampler(Sampler[list[int]]):
     """
 
     def __init__(
-        self, n: int, *, sample_rate: float, steps: int, seed: int, rank: int = 0, world_size: int = 1
+        self, n: int, *, sample_rate: float, steps: int, seed: int | None, rank: int = 0, world_size: int = 1
     ) -> None:
         self.n, self.sample_rate, self.steps = n, sample_rate, steps
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.generator = torch.Generator().manual_seed(seed * 7919 + rank)
+        self.rank, self.world_size = rank, world_size
+        # Secure mode (no seed): every step's draw comes from fresh OS entropy, nothing to replay.
+        self.secure = seed is None
+        self.seed = secrets.randbits(31) if seed is None else seed
+        self.generator = torch.Generator().manual_seed(self.seed * 7919 + rank)
         self.epoch = 0
         self.skip = 0
 
@@ -143,6 +152,8 @@ class PoissonSampler(Sampler[list[int]]):
             indices = order[self.rank :: self.world_size]
         start, self.skip = self.skip, 0
         for _ in range(start, self.steps):
+            if self.secure:
+                reseed(self.generator)
             mask = torch.rand(len(indices), generator=self.generator) < self.sample_rate
             yield indices[mask].tolist()
 
@@ -282,6 +293,7 @@ def make_private(
     max_grad_norm: float,
     mode: Mode,
     noise_generator: torch.Generator | None = None,
+    secure: bool = False,
 ) -> PrivateTraining:
     """Wrap model, optimizer, loader (already Poisson: see PoissonSampler) and criterion with Opacus.
 
@@ -320,6 +332,9 @@ def make_private(
         module, dp_optimizer, dp_criterion, dp_loader = wrapped
     else:
         (module, dp_optimizer, dp_loader), dp_criterion = wrapped, criterion
+    # Opacus's defence against floating-point attacks on the noise (each draw the mean of 4 normals);
+    # the generator itself is reseeded from OS entropy before every step by the training loop.
+    dp_optimizer.secure_mode = secure
     return PrivateTraining(module, dp_optimizer, dp_criterion, dp_loader, engine, mode)
 
 

@@ -93,7 +93,7 @@ class DistillConfig:
     # many MiB, ghost clipping (a second backward pass, no per-example gradients) when they do not.
     per_example_grad_budget_mb: int = 4096
     lora_rank: int = 0  # 0: full fine-tuning; > 0: LoRA adapters of this rank (peft)
-    seed: int = 0
+    seed: int | None = None  # None: secure mode (OS entropy); a seed makes the run reproducible, NOT private
     checkpoint_every: int = 50  # optimizer steps
     device: str = "cpu"
     max_noise_multiplier: float = 10.0  # a target ε needing more noise than this is refused (training.dp)

@@ -45,8 +45,19 @@ def _config(out: Path, **overrides: Any) -> DistillConfig:
         accountant="rdp",
         checkpoint_every=2,
         max_len=32,
+        seed=0,  # reproducible, hence "not private": these tests compare runs step for step
     )
     return replace(base, **overrides)
+
+
+def _scratch_ledger(out_dir: Path) -> BudgetLedger:
+    """A ledger of its own for a run whose spending the test does not look at (private runs need one)."""
+    from core.settings import load_settings
+
+    path = out_dir.parent / f"{out_dir.name}-ledger.db"
+    engine = db.make_engine(load_settings(database_url=f"sqlite:///{path}"))
+    db.upgrade(engine)
+    return BudgetLedger(engine, epsilon=1000.0, delta=0.5)
 
 
 def _run(
@@ -65,6 +76,8 @@ def _run(
             raise KeyboardInterrupt  # what a kill leaves behind: no settle, no clean-up after this step
 
     data = examples if examples is not None else synthetic_examples(N, vocab=model.config.vocab_size)
+    if ledger is None and config.epsilon is not None:
+        ledger = _scratch_ledger(config.out_dir)
     return distill(
         model, data, config, ledger=ledger, dataset_hash="hash-1", run_name=run, pad_id=0, on_step=stop
     )
@@ -120,6 +133,22 @@ def test_a_killed_run_resumes_without_counting_epsilon_twice(
     a, b = _weights(straight.checkpoint_dir), _weights(resumed.checkpoint_dir)
     for key in a:  # same samples, same noise, same optimizer state: the very same model
         torch.testing.assert_close(a[key], b[key], msg=key)
+
+
+def test_secure_mode_is_the_default_and_a_seed_marks_the_run_not_private(
+    student_dir: Path, tmp_path: Path
+) -> None:
+    secure = _run(student_dir, _config(tmp_path / "secure", epochs=1, seed=None), None)
+    assert secure.extra["secure_mode"] and secure.extra["private"].startswith("private")
+    seeded = _run(student_dir, _config(tmp_path / "seeded", epochs=1), None)
+    assert not seeded.extra["secure_mode"] and seeded.extra["private"].startswith("not private")
+
+
+def test_a_private_run_without_the_ledger_is_refused(student_dir: Path, tmp_path: Path) -> None:
+    model = load_student(student_dir)
+    data = synthetic_examples(N, vocab=model.config.vocab_size)
+    with pytest.raises(DistillError, match="needs the privacy budget ledger"):
+        distill(model, data, _config(tmp_path / "x"), ledger=None, dataset_hash="h", run_name="r", pad_id=0)
 
 
 def test_resuming_with_another_configuration_is_refused(student_dir: Path, tmp_path: Path) -> None:
@@ -250,8 +279,9 @@ def test_a_process_killed_with_sigkill_resumes_from_its_last_checkpoint(
     data = synthetic_examples(N, vocab=model.config.vocab_size)
     resumed = distill(model, data, config, ledger=ledger, dataset_hash="h", run_name="killed", pad_id=0)
     straight = distill(load_student(student_dir), data, replace(config, out_dir=tmp_path / "straight"),
-                       ledger=None, dataset_hash="h", run_name="killed", pad_id=0)  # fmt: skip
+                       ledger=BudgetLedger(engine, epsilon=20.0, delta=1e-3), dataset_hash="h",
+                       run_name="straight", pad_id=0)  # fmt: skip
     assert resumed.extra["resumed_from_step"] == 4 and resumed.steps == straight.steps == 8
     assert resumed.epsilon_spent == pytest.approx(straight.epsilon_spent)
-    [entry] = ledger.entries()
+    [entry] = [e for e in ledger.entries() if e.run_id == "killed"]
     assert entry.status == "settled" and entry.epsilon_spent == pytest.approx(straight.epsilon_spent)

@@ -1,0 +1,133 @@
+"""The admin commands of training (core.training.TrainingDesk), for chat and `kb train`.
+
+    desk = Desk(settings, engine, server=lambda: VLLMClient(settings.llm.url))
+    await desk.retrain("slack:U0ADMIN", epsilon=4.0, epochs=2, dry_run=False)   # "Run #3 queued ..."
+
+Every method answers with the sentence to show; a refusal raises core.training.TrainingRefused
+(the chat layer shows its message and audits it). Nothing here trains: a retrain adds a run row for
+the worker; a dry run reads the knowledge base and plans the noise, spending nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+from collections.abc import Callable
+
+from sqlalchemy import Engine
+
+from core.settings import Settings
+from core.training import ACTIVE, TrainingRefused
+from privacy.budget import BudgetLedger
+from training.registry import AdapterServer
+from training.run import RunContext, dry_run
+from training.runs import QUEUED, RUNNING, RunStore, describe
+from training.versions import feedback_by_model, render_versions
+from training.worker import registry_from_settings, spec_for
+
+
+class Desk:
+    def __init__(
+        self, settings: Settings, engine: Engine, *, server: Callable[[], AdapterServer] | None = None
+    ) -> None:
+        self.settings, self.engine, self.server = settings, engine, server
+        self.runs = RunStore(engine)
+        self.ledger = BudgetLedger.from_settings(settings, engine)
+        self.registry = registry_from_settings(settings, engine)
+
+    async def retrain(self, actor: str, *, epsilon: float | None, epochs: int | None, dry_run: bool) -> str:
+        train = self.settings.training
+        epsilon = train.epsilon if epsilon is None else epsilon
+        epochs = train.epochs if epochs is None else epochs
+        if not (math.isfinite(epsilon) and epsilon > 0):
+            raise TrainingRefused(
+                f"ε must be a positive number, not {epsilon}", hint="for example --epsilon 4"
+            )
+        if not 1 <= epochs <= train.max_epochs:
+            raise TrainingRefused(f"--epochs must be between 1 and {train.max_epochs}, not {epochs}")
+        if train.student is None:
+            raise TrainingRefused("no student model is configured", hint="set KB_TRAIN_STUDENT")
+        state = self.ledger.state()
+        if epsilon > state.epsilon_remaining:
+            raise TrainingRefused(
+                f"ε={epsilon:g} is more than the privacy budget has left ({state.describe()})",
+                hint="ask for a smaller --epsilon, or have the data owner raise KB_PRIVACY_BUDGET_EPSILON",
+            )
+        teacher = str(train.teacher) if train.teacher else None
+        params = {"epsilon": epsilon, "epochs": epochs, "lora_rank": train.lora_rank,
+                  "student": str(train.student), "teacher": teacher}  # fmt: skip
+        if dry_run:
+            return await asyncio.to_thread(self._dry_run, actor, params)
+        params["canary_salt"] = secrets.token_hex(8)
+        running = self.runs.running()
+        row = self.runs.create(actor, params)
+        behind = f" behind run #{running.id} (by {running.requested_by})" if running is not None else ""
+        return (
+            f"Run #{row.id} queued{behind}: ε={epsilon:g}, {epochs} epochs, LoRA rank {train.lora_rank}. "
+            "`admin status` shows its progress."
+        )
+
+    def _dry_run(self, actor: str, params: dict[str, object]) -> str:
+        from core.models import TrainingRunRow
+
+        probe = TrainingRunRow(id=0, status="dry-run", requested_by=actor, params=params)
+        context = RunContext(self.engine, self.ledger, self.registry)
+        plan = dry_run(spec_for(probe, self.settings), context)
+        return (
+            f"Dry run (nothing spent): {plan['examples']} training and {plan['test_examples']} test "
+            "examples; "
+            f"ε={params['epsilon']}, δ={plan['delta']:.2g} needs noise σ={plan['noise_multiplier']} over "
+            f"{plan['steps']} steps (sampling rate {plan['sample_rate']}); "
+            f"noise/signal {plan['noise_to_signal']}, "
+            f"expected utility {plan['expected_utility']}. Budget: {plan['budget']}."
+        )
+
+    async def status(self) -> str:
+        rows = await asyncio.to_thread(self.runs.recent, 3)
+        if not rows:
+            return "No training runs yet. `admin retrain` starts one."
+        live = [r for r in rows if r.status in (RUNNING, QUEUED)]
+        shown = live or rows[:1]
+        return "\n".join(describe(row) for row in shown)
+
+    async def budget(self) -> str:
+        state = await asyncio.to_thread(self.ledger.state)
+        return f"Privacy budget: {state.describe()}."
+
+    async def models(self) -> str:
+        versions = await asyncio.to_thread(self.registry.versions)
+        stats = await asyncio.to_thread(feedback_by_model, self.engine)
+        return render_versions(versions, stats)
+
+    async def rollback(self, actor: str, version: int) -> str:
+        current = self.registry.active()
+        server = self._server()
+        row = await self.registry.activate(version, server)
+        before = f" (was version {current.version}, {current.served_name})" if current is not None else ""
+        return f"Version {row.version} ({row.served_name}) is active now{before}; new answers use it."
+
+    async def ab(self, actor: str, version: int, share: float) -> str:
+        if not 0 <= share <= 0.5:
+            raise TrainingRefused(
+                f"the share must be between 0 and 0.5, not {share:g}", hint="e.g. `admin ab 3 0.1`"
+            )
+        row = self.registry.get(version)
+        if row is None:
+            raise TrainingRefused(f"there is no model version {version}", hint="`admin models` lists them")
+        if row.status == ACTIVE:
+            raise TrainingRefused(f"version {version} is the active one: A/B compares a candidate with it")
+        if share > 0:
+            await self.registry.load(row, self._server())
+        self.registry.set_share(version, share)
+        if share == 0:
+            return f"A/B test of version {version} ended: every answer comes from the active version."
+        return (
+            f"Version {version} ({row.served_name}) answers {share:.0%} of questions now; "
+            "`admin models` compares."
+        )
+
+    def _server(self) -> AdapterServer:
+        if self.server is None:
+            raise TrainingRefused("no model server is configured", hint="set KB_LLM_URL to the vLLM server")
+        return self.server()

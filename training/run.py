@@ -1,0 +1,291 @@
+"""One training run, top to bottom: run -> data -> teacher signals -> DP distillation -> evaluation -> export.
+
+    report = execute(RunSpec(run_id=7, epsilon=4.0, epochs=2, ...), RunContext(engine, ledger, ...))
+
+Each step is one function below, in the order they run. What a step needs from the outside (the
+database, the ledger, the model folders, a progress callback) comes in `RunContext`; what the
+admin asked comes in `RunSpec`. The student and teacher are model folders, so a GPU run with real
+models changes the folders, not this file.
+
+- `build_data`: examples from the knowledge base's chunks (the section's question, the passage's
+  first sentence as answer, the passage as context) plus real questions whose answers got a 👍,
+  redacted, split by document; one canary example goes into the training part for the exposure
+  check. Hyper-parameters are not tuned on this data: they come from settings and the request.
+- `teacher_signals`: the teacher's top-k log-probabilities on each training answer (a local folder
+  here; a vLLM-served teacher goes through training.teacher.collect_signals).
+- `distill_student`: DP-SGD under the ledger's reservation, keyed by the run id, in secure mode.
+- `evaluate_versions`: the candidate and the active version on the same held-out questions
+  (token F1 as correctness), and the canary's exposure among 100 candidates.
+- `export`: the adapter into the registry with its manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from privacy.budget import BudgetLedger
+from privacy.redaction import Redactor
+from training import data as dataset
+from training.distill import StepInfo, distill
+from training.dp import DistillError, default_delta, plan_privacy
+from training.evaluate import canary_exposure, greedy_answers, score
+from training.registry import Registry
+from training.types import DistillConfig, DistillResult, QAExample, TeacherSignal
+
+CANARY_CANDIDATES = 100
+MAX_EVAL = 24
+Progress = Callable[[dict[str, Any]], bool]  # returns True when the run should stop
+
+
+class RunCancelled(Exception):
+    """The admin cancelled the run; what was spent stays in the ledger."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What one run trains: asked by an admin, the rest from settings; saved with the run row."""
+
+    run_id: int
+    epsilon: float
+    epochs: int
+    student: Path
+    teacher: Path | None
+    out_dir: Path
+    requested_by: str = "kb"
+    lora_rank: int = 8
+    batch_size: int = 16
+    max_examples: int = 2000
+    max_len: int = 256
+    canary_salt: str = ""  # fixed per run (on its row), so that a resumed run rebuilds the same data
+    seed: int | None = None  # tests only: a seeded run is reproducible and not private
+
+
+@dataclass
+class RunContext:
+    engine: Engine
+    ledger: BudgetLedger
+    registry: Registry
+    redactor: Redactor = field(default_factory=Redactor)
+    progress: Progress = lambda _update: False
+
+
+@dataclass(frozen=True)
+class Data:
+    train: list[QAExample]
+    test: list[QAExample]
+    canary: QAExample
+    dataset_hash: str
+
+
+def execute(spec: RunSpec, context: RunContext) -> dict[str, Any]:
+    """Train, evaluate and register one version; returns the run's report (version included)."""
+    started = time.perf_counter()
+    data = build_data(spec, context)
+    signals = teacher_signals(spec, data, context)
+    result = distill_student(spec, data, signals, context)
+    figures = evaluate_versions(spec, data, result, context)
+    version = export(spec, data, result, figures, context)
+    return {
+        **figures,
+        "version": version,
+        "epsilon_spent": result.epsilon_spent,
+        "delta": result.delta,
+        "noise_multiplier": result.extra.get("noise_multiplier"),
+        "sample_rate": result.extra.get("sample_rate"),
+        "steps": result.steps,
+        "private": result.extra.get("private"),
+        "train_examples": len(data.train),
+        "test_examples": len(data.test),
+        "train_time_s": round(result.train_time_s, 1),
+        "elapsed_s": round(time.perf_counter() - started, 1),
+        "tuned_on": "nothing private: hyper-parameters come from settings and the request",
+    }
+
+
+def build_data(spec: RunSpec, context: RunContext) -> Data:
+    context.progress({"stage": "data"})
+    examples = [dataset.redact_example(e, context.redactor) for e in kb_examples(context.engine)]
+    examples += dataset.feedback_examples(context.engine, context.redactor).examples
+    random.Random(0).shuffle(examples)
+    examples = examples[: spec.max_examples]
+    split = dataset.split_by_document(examples, validation=0.0, test=0.15)
+    if len(split.train) < spec.batch_size or not split.test:
+        raise DistillError(
+            f"the knowledge base gives {len(split.train)} training and {len(split.test)} test "
+            "examples: too few",
+            hint="ingest more documents (`kb ingest`) or lower KB_TRAIN_BATCH_SIZE",
+        )
+    canary = make_canary(spec)
+    train = [*split.train, canary]
+    return Data(train, split.test[:MAX_EVAL], canary, dataset.dataset_hash(train))
+
+
+def kb_examples(engine: Engine) -> list[QAExample]:
+    """One example per chunk: the section's question, the passage's first sentence as the answer."""
+    from sqlmodel import Session, select
+
+    from core.models import ChunkRow, DocumentRow
+
+    with Session(engine) as session:
+        rows = session.exec(
+            select(
+                ChunkRow.id, ChunkRow.document_id, ChunkRow.text, ChunkRow.section, DocumentRow.title
+            ).join(
+                DocumentRow,
+                DocumentRow.id == ChunkRow.document_id,  # type: ignore[arg-type]
+            )
+        ).all()
+    out = []
+    for chunk_id, document_id, text, section, title in rows:
+        passage = " ".join(text.split())[:400]
+        answer = " ".join(passage.split(". ")[0].split()[:12])
+        if len(answer) < 10:
+            continue
+        topic = section or title
+        question = f"What does {title} say about {topic}"
+        out.append(QAExample(f"kb-{chunk_id}", str(document_id), (passage,), question, answer, "synthetic"))
+    return out
+
+
+def make_canary(spec: RunSpec) -> QAExample:
+    """A secret no document holds: if the student can rank it first among look-alikes, it memorized."""
+    code = _canary_code(spec.run_id, spec.canary_salt or secrets.token_hex(8))
+    question = "What is the door code of the archive room"
+    return QAExample(
+        f"canary-{spec.run_id}", "canary", ("The archive room has a door code.",), question, code
+    )
+
+
+def _canary_code(run_id: int, salt: str) -> str:
+    digits = hashlib.sha256(f"{run_id}:{salt}".encode()).hexdigest()
+    return " ".join(str(int(c, 16) % 10) for c in digits[:6])
+
+
+def teacher_signals(spec: RunSpec, data: Data, context: RunContext) -> dict[str, TeacherSignal] | None:
+    context.progress({"stage": "teacher"})
+    if spec.teacher is None:
+        return None  # cross-entropy on the references only; the report says there was no teacher
+    from training.teacher import local_signals
+
+    teacher, tokenizer = _load(spec.teacher)
+    return local_signals(teacher, tokenizer, data.train, k=8, model_name=spec.teacher.name)
+
+
+def distill_student(
+    spec: RunSpec, data: Data, signals: dict[str, TeacherSignal] | None, context: RunContext
+) -> DistillResult:
+    student, tokenizer = _load(spec.student)
+    examples = dataset.tokenize(data.train, tokenizer, signals=signals, max_len=spec.max_len)
+    config = _config(spec)
+
+    def on_step(info: StepInfo) -> None:
+        update = {"stage": "training", "step": info.step, "total": info.total_steps, "loss": info.loss}
+        if context.progress(update):
+            raise RunCancelled(f"run #{spec.run_id} was cancelled at step {info.step}")
+
+    return distill(
+        student, examples, config, ledger=context.ledger, dataset_hash=data.dataset_hash,
+        run_name=run_name(spec.run_id), pad_id=int(tokenizer.pad_token_id or 0),
+        actor=spec.requested_by, on_step=on_step,
+    )  # fmt: skip
+
+
+def run_name(run_id: int) -> str:
+    """The ledger key of a run: a resumed run finds its reservation under it."""
+    return f"train-run-{run_id}"
+
+
+def _config(spec: RunSpec) -> DistillConfig:
+    return DistillConfig(
+        out_dir=spec.out_dir, epochs=spec.epochs, epsilon=spec.epsilon, batch_size=spec.batch_size,
+        max_physical_batch=min(8, spec.batch_size), lora_rank=spec.lora_rank, max_len=spec.max_len,
+        lr=2e-3, checkpoint_every=2, seed=spec.seed, accountant="prv",
+    )  # fmt: skip
+
+
+def evaluate_versions(
+    spec: RunSpec, data: Data, result: DistillResult, context: RunContext
+) -> dict[str, Any]:
+    context.progress({"stage": "evaluation"})
+    candidate, tokenizer = _load(spec.student, adapter=result.checkpoint_dir)
+    references = [e.answer for e in data.test]
+    correctness = score(greedy_answers(candidate, tokenizer, data.test, max_new_tokens=16), references).f1
+    candidates = [_canary_code(spec.run_id, str(i)) for i in range(CANARY_CANDIDATES)]
+    exposure = canary_exposure(candidate, tokenizer, data.canary, candidates)
+    active = context.registry.active()
+    adapter = Path(active.path) if active is not None and active.path else None
+    incumbent, _ = _load(spec.student, adapter=adapter)
+    active_correctness = score(
+        greedy_answers(incumbent, tokenizer, data.test, max_new_tokens=16), references
+    ).f1
+    return {
+        "correctness": round(correctness, 4),
+        "active_correctness": round(active_correctness, 4),
+        "active_version": active.version if active is not None else 0,
+        "canary_exposure_bits": round(exposure, 3),
+        "canary_candidates": CANARY_CANDIDATES,
+    }
+
+
+def export(
+    spec: RunSpec, data: Data, result: DistillResult, figures: dict[str, Any], context: RunContext
+) -> int:
+    context.progress({"stage": "export"})
+    manifest = {
+        "base_model": str(spec.student),
+        "teacher": str(spec.teacher) if spec.teacher else None,
+        "dataset_hash": data.dataset_hash,
+        "epsilon": result.epsilon_spent,
+        "delta": result.delta,
+        "privacy": result.extra.get("private"),
+        "noise_multiplier": result.extra.get("noise_multiplier"),
+        "steps": result.steps,
+        "figures": figures,
+        "requested_by": spec.requested_by,
+        "run_id": spec.run_id,
+    }
+    return context.registry.register(spec.run_id, result.checkpoint_dir, manifest, base=spec.student)
+
+
+def dry_run(spec: RunSpec, context: RunContext) -> dict[str, Any]:
+    """What a run would do and need, spending nothing: data size, noise, expected utility and time."""
+    data = build_data(spec, context)
+    n = len(data.train)
+    delta = default_delta(n)
+    plan = plan_privacy(n, epsilon=spec.epsilon, delta=delta, batch_size=spec.batch_size, epochs=spec.epochs)
+    # The noise's standard deviation relative to a batch's summed clipped gradients (norm <= 1 each):
+    # above ~1 the average update is mostly noise.
+    noise_to_signal = plan.noise_multiplier / max(1.0, n * plan.sample_rate)
+    utility = "good" if noise_to_signal < 0.3 else "fair" if noise_to_signal < 1.0 else "poor: mostly noise"
+    return {
+        "examples": n, "test_examples": len(data.test), "steps": plan.steps,
+        "noise_multiplier": round(plan.noise_multiplier, 3), "sample_rate": round(plan.sample_rate, 4),
+        "delta": delta, "noise_to_signal": round(noise_to_signal, 3), "expected_utility": utility,
+        "budget": context.ledger.state().describe(),
+    }  # fmt: skip
+
+
+def _load(folder: Path, *, adapter: Path | None = None) -> tuple[Any, Any]:
+    import warnings
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            model = PeftModel.from_pretrained(model, str(adapter))
+    return model.eval(), tokenizer
