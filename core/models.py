@@ -58,6 +58,9 @@ class ChunkRow(SQLModel, table=True):
     page: int | None = None
     token_count: int
     embedding: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    flag: str = Field(
+        default="", max_length=500, description="why the ingest scan distrusts it (empty: clean)"
+    )
 
 
 class IngestRunRow(SQLModel, table=True):
@@ -77,6 +80,10 @@ class IngestRunRow(SQLModel, table=True):
     skipped: int = 0
     chunks: int = 0
     problems: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    flagged: int = 0
+    pid: int | None = Field(default=None, description="the ingesting process, to see that it died")
+    host: str = Field(default="", max_length=255)
+    heartbeat_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
 class DocumentChangeRow(SQLModel, table=True):
@@ -135,6 +142,60 @@ class SourceStateRow(SQLModel, table=True):
     documents: int = 0
     problems: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     ingest_run_id: int | None = None
+
+
+# --- knowledge: who owns which documents, and what a sync removed (see knowledge/owners.py) ---
+
+
+class DocumentSourceRow(SQLModel, table=True):
+    """A source of documents: `key` is what its documents' ids and links start with.
+
+    A folder source has its resolved absolute `root`; a declared SQL or API source has none (its
+    key is its declared name). A `legacy` source was keyed by its folder's base name before roots
+    were recorded: the first ingest of a folder whose files match its documents adopts it.
+    """
+
+    __tablename__ = "document_sources"
+
+    key: str = Field(primary_key=True, max_length=200)
+    kind: str = Field(max_length=20, description="folder, named or legacy")
+    root: str | None = Field(default=None, sa_column=Column(String(1024), nullable=True, unique=True))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    seen_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class RemovedDocumentRow(SQLModel, table=True):
+    """A document a sync removed, kept with its chunks until `kb sources restore` or the purge."""
+
+    __tablename__ = "removed_documents"
+
+    id: int | None = Field(default=None, primary_key=True)
+    document_id: str = Field(index=True, max_length=512)
+    source: str = Field(index=True, max_length=200)
+    removed_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+    ingest_run_id: int | None = None
+    document: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class RemovedChunkRow(SQLModel, table=True):
+    """A chunk of a removed document, with its embedding, so a restore needs no model."""
+
+    __tablename__ = "removed_chunks"
+
+    id: int | None = Field(default=None, primary_key=True)
+    removed_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("removed_documents.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    ordinal: int
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    section: str = Field(default="", max_length=1000)
+    anchor: str = Field(default="", max_length=300)
+    page: int | None = None
+    token_count: int
+    embedding: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    flag: str = Field(default="", max_length=500)
 
 
 # --- bot: behaviour events for push, subscriptions, Slack dedup, Teams references ---

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -11,10 +12,21 @@ from sqlalchemy import Engine, Select, bindparam, delete, func, select
 from sqlmodel import Session, col
 
 from core.db import session_scope
-from core.models import ChunkRow, DocumentChangeRow, DocumentRow, IngestRunRow, as_utc, utcnow
+from core.models import (
+    ChunkRow,
+    DocumentChangeRow,
+    DocumentRow,
+    IngestRunRow,
+    RemovedDocumentRow,
+    as_utc,
+    utcnow,
+)
 from knowledge.catalog import ChunkMeta
 from knowledge.embeddings import Vectors
 from knowledge.index import ID_CHECKSUM_MOD, Fingerprint
+from knowledge.owners import SourceRegistry
+from knowledge.runs import IngestRuns
+from knowledge.trash import RemovalPolicy, Removed, as_removed, drop, move_to_trash, restore_from_trash
 from knowledge.types import Chunk, Document, Hit
 
 
@@ -25,9 +37,26 @@ class Stats:
     last_ingest: IngestRunRow | None
 
 
+@dataclass(frozen=True, slots=True)
+class Flagged:
+    """A passage the ingest scan distrusts, for `kb sources flagged`."""
+
+    chunk_id: int
+    document_id: str
+    title: str
+    uri: str
+    section: str
+    reasons: str
+    ingested_at: datetime
+
+
 class Store:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, policy: RemovalPolicy | None = None) -> None:
         self.engine = engine
+        # What a sync may remove unasked; the commands set it from the settings (KB_INGEST_*).
+        self.policy = policy or RemovalPolicy()
+        self.runs = IngestRuns(engine)
+        self.owners = SourceRegistry(engine)
 
     def document_hashes(self, source: str | None = None) -> dict[str, str]:
         with Session(self.engine) as session:
@@ -37,12 +66,20 @@ class Store:
             return {row[0]: row[1] for row in session.execute(query)}
 
     def replace_document(
-        self, document: Document, chunks: list[Chunk], vectors: Vectors, *, run_id: int | None = None
+        self,
+        document: Document,
+        chunks: list[Chunk],
+        vectors: Vectors,
+        *,
+        run_id: int | None = None,
+        flags: list[str] | None = None,
     ) -> tuple[list[int], list[int]]:
         """Insert or update a document with its new chunks, and log the change, in one transaction.
 
+        `flags` (one per chunk, "" for a clean one) are the ingest scan's reasons to distrust it.
         Returns (removed chunk ids, added chunk ids) for the index to mirror.
         """
+        flags = flags or [""] * len(chunks)
         with session_scope(self.engine) as session:
             removed = self._chunk_ids(session, document.id)
             session.execute(delete(ChunkRow).where(col(ChunkRow.document_id) == document.id))
@@ -77,26 +114,75 @@ class Store:
                     page=chunk.page,
                     token_count=chunk.token_count,
                     embedding=vector.astype(np.float32).tobytes(),
+                    flag=flag[:500],
                 )
-                for chunk, vector in zip(chunks, vectors, strict=True)
+                for chunk, vector, flag in zip(chunks, vectors, flags, strict=True)
             ]
             session.add_all(rows)
             session.flush()
             return removed, [int(r.id) for r in rows if r.id is not None]
 
     def delete_documents(self, document_ids: list[str], *, run_id: int | None = None) -> list[int]:
-        """Delete documents and their chunks, logging each; returns the removed chunk ids."""
+        """Remove documents softly (restorable until purged), logging each; returns the removed
+        chunk ids for the index to drop."""
         removed: list[int] = []
+        now = utcnow()
         with session_scope(self.engine) as session:
             for document_id in document_ids:
                 row = session.get(DocumentRow, document_id)
                 if row is None:
                     continue
                 session.add(_change(row, "deleted", run_id))
-                removed += self._chunk_ids(session, document_id)
-                session.execute(delete(ChunkRow).where(col(ChunkRow.document_id) == document_id))
-                session.execute(delete(DocumentRow).where(col(DocumentRow.id) == document_id))
+                removed += move_to_trash(session, row, at=now, run_id=run_id)
         return removed
+
+    def removed(self, *, source: str | None = None) -> list[Removed]:
+        """Removed documents that can still be restored, newest first."""
+        with Session(self.engine) as session:
+            query = select(RemovedDocumentRow).order_by(col(RemovedDocumentRow.id).desc())
+            if source is not None:
+                query = query.where(col(RemovedDocumentRow.source) == source)
+            return [as_removed(row) for row in session.execute(query).scalars()]
+
+    def restore(self, ids: list[int], *, run_id: int | None = None) -> tuple[list[str], list[str]]:
+        """Put removed documents (by trash id) back: (restored ids, ids skipped as live again)."""
+        restored: list[str] = []
+        skipped: list[str] = []
+        with session_scope(self.engine) as session:
+            for trash_id in ids:
+                removed = session.get(RemovedDocumentRow, trash_id)
+                if removed is None:
+                    continue
+                row = restore_from_trash(session, removed)
+                if row is None:
+                    skipped.append(removed.document_id)
+                    continue
+                session.add(_change(row, "added", run_id))
+                restored.append(row.id)
+        return restored, skipped
+
+    def purge(self, *, before: datetime | None = None) -> int:
+        """Delete for good what was removed before `before` (default: the retention period ago)."""
+        cutoff = before or utcnow() - timedelta(days=self.policy.retention_days)
+        with session_scope(self.engine) as session:
+            query = select(col(RemovedDocumentRow.id)).where(col(RemovedDocumentRow.removed_at) < cutoff)
+            ids = [int(i) for i in session.execute(query).scalars()]
+            drop(session, ids)
+        return len(ids)
+
+    def flagged(self) -> list[Flagged]:
+        """Passages the ingest scan flagged, by document."""
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(
+                    col(ChunkRow.id), col(DocumentRow.id), col(DocumentRow.title), col(DocumentRow.uri),
+                    col(ChunkRow.section), col(ChunkRow.flag), col(DocumentRow.ingested_at),
+                )
+                .join(DocumentRow, col(DocumentRow.id) == col(ChunkRow.document_id))
+                .where(col(ChunkRow.flag) != "")
+                .order_by(col(DocumentRow.id), col(ChunkRow.ordinal))
+            ).all()  # fmt: skip
+        return [Flagged(int(r[0]), r[1], r[2], r[3], r[4], r[5], as_utc(r[6])) for r in rows]
 
     def hits(
         self, scored: list[tuple[int, float]], *, query: Vectors | None = None
@@ -118,8 +204,9 @@ class Store:
             if row is None:
                 continue  # deleted since the index was searched
             if query is not None:
-                score = float(np.frombuffer(row[10], dtype=np.float32) @ query)
+                score = float(np.frombuffer(row[11], dtype=np.float32) @ query)
             hit = Hit(
+                flag=row[10],
                 chunk_id=chunk_id,
                 score=score,
                 text=row[1],
@@ -231,6 +318,7 @@ class Store:
                     session.add(row)
 
     def stats(self) -> Stats:
+        self.runs.reap()  # a run whose process died shows as interrupted, not running
         with Session(self.engine) as session:
             documents = session.execute(select(func.count()).select_from(DocumentRow)).scalar_one()
             chunks = session.execute(select(func.count()).select_from(ChunkRow)).scalar_one()
@@ -246,23 +334,21 @@ class Store:
         return int(value) if value is not None else None
 
     def start_run(self, paths: list[str]) -> int:
-        with session_scope(self.engine) as session:
-            run = IngestRunRow(started_at=utcnow(), paths=paths)
-            session.add(run)
-            session.flush()
-            assert run.id is not None
-            return run.id
+        """Record a run by this process (marking runs whose process died first)."""
+        return self.runs.start(paths)
+
+    def heartbeat(self, run_id: int) -> None:
+        self.runs.heartbeat(run_id)
 
     def finish_run(
         self, run_id: int, *, status: str, counts: dict[str, int], problems: list[dict[str, str]]
     ) -> None:
-        with session_scope(self.engine) as session:
-            run = session.get(IngestRunRow, run_id)
-            assert run is not None
-            run.status, run.finished_at, run.problems = status, utcnow(), problems
-            for name, value in counts.items():
-                setattr(run, name, value)
-            session.add(run)
+        self.runs.finish(run_id, status=status, counts=counts, problems=problems)
+
+    def with_policy(self, **changes: Any) -> RemovalPolicy:
+        """Set a changed removal policy (e.g. allow=True for an explicit purge); returns the old one."""
+        old, self.policy = self.policy, replace(self.policy, **changes)
+        return old
 
     @staticmethod
     def _chunk_ids(session: Session, document_id: str) -> list[int]:
@@ -280,6 +366,7 @@ def _hits_statement(*, embedding: bool) -> Select[Any]:
     columns = [
         chunks.id, chunks.text, chunks.section, chunks.anchor, chunks.page,
         documents.id, documents.title, documents.uri, documents.updated_at, documents.acl_groups,
+        chunks.flag,
     ]  # fmt: skip
     if embedding:
         columns.append(chunks.embedding)

@@ -3,6 +3,12 @@
 Each document is written in its own transaction, so an interrupted run keeps what it finished
 and the next run skips it (same content hash). A file that cannot be loaded is reported with
 its reason and skipped; its previously ingested version, if any, is kept.
+
+A folder's documents belong to its source (knowledge/owners.py): an ingest sweeps only what that
+source owns under the folder, never another source's documents, and a sweep that would remove
+more than the removal policy's share stops and asks. Removed documents are kept restorable
+(knowledge/trash.py). Every written passage goes through the injection scan; flagged ones are
+marked on their chunk row and carried on retrieved hits.
 """
 
 from __future__ import annotations
@@ -17,8 +23,11 @@ from knowledge.chunking import chunk_document
 from knowledge.embeddings import Embedder
 from knowledge.errors import KnowledgeError, LoadError
 from knowledge.index import VectorIndex
+from knowledge.owners import Refused, Scope, file_part
+from knowledge.runs import HEARTBEAT_EVERY_S
 from knowledge.store import Store
 from knowledge.types import Document
+from privacy.guard import scan_document
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,8 @@ class IngestReport:
     ignored: int = 0
     skipped: list[Problem] = field(default_factory=list)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what the user should know; not problems
+    flagged: list[dict[str, str]] = field(default_factory=list)  # document, section, reasons
 
     @property
     def ok(self) -> bool:
@@ -56,15 +67,19 @@ class IngestReport:
             "removed": self.removed,
             "skipped": len(self.skipped),
             "chunks": self.chunks,
+            "flagged": len(self.flagged),
         }
 
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    root: Path
-    source: str
-    files: tuple[Path, ...]
+    given: Path  # as the user named it
+    scope: Scope
     sweep: bool  # a whole folder: documents no longer in it are removed
+
+    @property
+    def source(self) -> str:
+        return self.scope.key
 
 
 def embedding_text(title: str, section: str, text: str) -> str:
@@ -91,33 +106,78 @@ class Ingestor:
         self.prepare = prepare
         self.redact = redact
         self._run_id: int | None = None
+        self._beat = 0.0
 
     def run(self, paths: list[Path], *, progress: Progress | None = None) -> IngestReport:
         started = time.perf_counter()
         report = IngestReport(run_id=self.store.start_run([str(p) for p in paths]))
-        self._run_id = report.run_id
-        targets = self._targets(paths, report)
-        total, done = sum(len(t.files) for t in targets), 0
+        self._run_id, self._beat = report.run_id, time.monotonic()
         status = "failed"
         try:
+            targets = self._targets(paths, report)
+            total, done = sum(len(t.scope.files) for t in targets), 0
             for target in targets:
-                known = self.store.document_hashes(target.source)
-                seen: set[str] = set()
-                for path in target.files:
-                    self._ingest_file(path, target, known, seen, report)
-                    done += 1
-                    if progress:
-                        progress(str(path), done, total)
-                if target.sweep:
-                    gone = sorted(set(known) - seen)
-                    self.index.remove(self.store.delete_documents(gone, run_id=report.run_id))
-                    report.removed += len(gone)
+                done = self._ingest_target(target, report, done, total, progress)
             status = "ok" if report.ok else "partial"
         finally:
-            report.seconds = time.perf_counter() - started
-            problems = [{"path": p.path, "reason": p.reason} for p in report.skipped]
-            self.store.finish_run(report.run_id, status=status, counts=report.counts(), problems=problems)
+            self._finish(report, status, started)
         return report
+
+    def _ingest_target(
+        self, target: _Target, report: IngestReport, done: int, total: int, progress: Progress | None
+    ) -> int:
+        scope = target.scope
+        report.notes += scope.notes
+        known = self.store.document_hashes(scope.key)
+        owned = {doc_id for doc_id in known if scope.owns(doc_id)}
+        if target.sweep:
+            present = {f"{scope.key}:{f.relative_to(scope.root).as_posix()}" for f in scope.files}
+            if self._refused(target, sorted(d for d in owned if file_part(d) not in present), owned, report):
+                return done + len(scope.files)
+        seen: set[str] = set()
+        added_before = report.added
+        for path in scope.files:
+            self._ingest_file(path, target, known, seen, report)
+            done += 1
+            self._heartbeat()
+            if progress:
+                progress(str(path), done, total)
+        if target.sweep:
+            gone = sorted(owned - seen)
+            if not self._refused(target, gone, owned, report):
+                self.index.remove(self.store.delete_documents(gone, run_id=report.run_id))
+                report.removed += len(gone)
+        if report.added > added_before:
+            report.notes += self.store.owners.copies_elsewhere(scope.key, sorted(seen - set(known)))
+        self.store.owners.touch(scope.key)
+        return done
+
+    def _refused(self, target: _Target, gone: list[str], owned: set[str], report: IngestReport) -> bool:
+        """Whether removing `gone` of the `owned` documents needs --allow-removals (then reported)."""
+        policy = self.store.policy
+        if not policy.refuses(len(gone), len(owned)):
+            return False
+        report.skipped.append(
+            Problem(
+                str(target.given),
+                f"{len(gone)} of the {len(owned)} documents of source {target.source!r} "
+                f"({target.scope.root}) are no longer there, more than the {policy.max_share:.0%} a "
+                "sync removes unasked; nothing was removed. Check that this is the right folder; if "
+                "the removals are intended, run again with --allow-removals (removed documents can be "
+                f"restored with `kb sources restore` for {policy.retention_days} days)",
+            )
+        )
+        return True
+
+    def _heartbeat(self) -> None:
+        if self._run_id is not None and time.monotonic() - self._beat >= HEARTBEAT_EVERY_S:
+            self._beat = time.monotonic()
+            self.store.heartbeat(self._run_id)
+
+    def _finish(self, report: IngestReport, status: str, started: float) -> None:
+        report.seconds = time.perf_counter() - started
+        problems = [{"path": p.path, "reason": p.reason} for p in report.skipped]
+        self.store.finish_run(report.run_id, status=status, counts=report.counts(), problems=problems)
 
     def ingest_documents(
         self,
@@ -131,28 +191,36 @@ class Ingestor:
         """Write already-built documents of one source (a table, an API), skipping unchanged ones.
 
         `documents` may also yield Problems (a record without an id, say): they go to the report.
-        With `sweep`, the source's documents that did not come are deleted, but only when
+        With `sweep`, the source's documents that did not come are removed, but only when
         `documents` was read to the end: an error while reading it is reported under `label`
-        (default: the source), and a partial listing is not taken for a deletion.
+        (default: the source), and a partial listing is not taken for a removal. A name that a
+        folder source has takes no documents (they would overwrite the folder's); sweeping it with
+        no documents removes the folder source's documents (a purge).
         """
         started = time.perf_counter()
         name = label or source
         report = IngestReport(run_id=self.store.start_run([name]))
-        self._run_id = report.run_id
+        self._run_id, self._beat = report.run_id, time.monotonic()
         status = "failed"
         try:
+            owner = self.store.owners.claim_name(source)
+            foreign = None
+            if owner.kind == "folder":
+                foreign = (
+                    f"{source!r} is the name of the folder source {owner.root}; rename the declared source"
+                )
             known = self.store.document_hashes(source)
             seen: set[str] = set()
-            complete = self._ingest_stream(source, name, documents, known, seen, report, progress)
+            complete = self._ingest_stream(source, name, documents, known, seen, report, progress, foreign)
             if sweep and complete:
                 gone = sorted(set(known) - seen)
-                self.index.remove(self.store.delete_documents(gone, run_id=report.run_id))
-                report.removed += len(gone)
+                target = _Target(Path(name), Scope(source, Path(name), "", ()), sweep=True)
+                if not self._refused(target, gone, set(known), report):
+                    self.index.remove(self.store.delete_documents(gone, run_id=report.run_id))
+                    report.removed += len(gone)
             status = "ok" if report.ok else "partial"
         finally:
-            report.seconds = time.perf_counter() - started
-            problems = [{"path": p.path, "reason": p.reason} for p in report.skipped]
-            self.store.finish_run(report.run_id, status=status, counts=report.counts(), problems=problems)
+            self._finish(report, status, started)
         return report
 
     def _ingest_stream(
@@ -164,6 +232,7 @@ class Ingestor:
         seen: set[str],
         report: IngestReport,
         progress: Progress | None,
+        foreign: str | None = None,
     ) -> bool:
         """Write each document as it comes; False when reading `documents` failed half-way."""
         iterator, done = iter(documents), 0
@@ -181,6 +250,9 @@ class Ingestor:
             if isinstance(item, Problem):
                 report.skipped.append(item)
                 continue
+            if foreign is not None:
+                report.skipped.append(Problem(name, foreign))
+                return False
             if item.source != source or item.id in seen:
                 why = f"belongs to source {item.source!r}" if item.source != source else "repeats an id"
                 report.skipped.append(Problem(name, f"document {item.id!r} {why}; skipped"))
@@ -188,6 +260,7 @@ class Ingestor:
             seen.add(item.id)
             self._apply(self._redacted(item), known, report)
             done += 1
+            self._heartbeat()
             if progress:
                 progress(item.id, done, 0)
 
@@ -199,36 +272,54 @@ class Ingestor:
         targets = []
         for path in paths:
             if not path.exists():
-                report.skipped.append(Problem(str(path), "no such file or directory"))
-            elif path.is_dir():
-                files = _walk(path, report)
+                report.skipped.append(Problem(str(path), self._missing(path)))
+                continue
+            if path.is_dir():
+                folder, files = path.resolve(), _walk(path, report)
                 if not files:
                     kinds = ", ".join(suffixes())
                     report.skipped.append(
                         Problem(str(path), f"no supported documents ({kinds}) in this folder")
                     )
                     continue
-                targets.append(_Target(root=path, source=path.resolve().name, files=tuple(files), sweep=True))
+                rebased = [folder / f.relative_to(path) for f in files]
+                sweep = True
             elif supported(path):
-                targets.append(
-                    _Target(root=path.parent, source=path.resolve().parent.name, files=(path,), sweep=False)
-                )
+                folder, rebased, sweep = path.resolve().parent, [path.resolve().parent / path.name], False
             else:
                 report.skipped.append(
                     Problem(str(path), f"unsupported file type {path.suffix or '(none)'!r}")
                 )
+                continue
+            try:
+                scope = self.store.owners.resolve(folder, rebased)
+            except Refused as exc:
+                report.skipped.append(Problem(str(path), str(exc)))
+                continue
+            targets.append(_Target(given=path, scope=scope, sweep=sweep))
         return targets
+
+    def _missing(self, path: Path) -> str:
+        """Why a path is not there, naming the source that was read from it if there was one."""
+        real = str(path.resolve())
+        for row in self.store.owners.all():
+            if row.root == real:
+                return (
+                    f"no such file or directory; source {row.key!r} was read from there: if it moved, "
+                    f"re-point it with `kb sources move {row.key} NEW_FOLDER`"
+                )
+        return "no such file or directory"
 
     def _ingest_file(
         self, path: Path, target: _Target, known: dict[str, str], seen: set[str], report: IngestReport
     ) -> None:
         from knowledge.loaders import load_file
 
-        file_id = f"{target.source}:{path.relative_to(target.root).as_posix()}"
+        file_id = f"{target.source}:{path.relative_to(target.scope.root).as_posix()}"
         try:
             documents = load_file(
                 path,
-                root=target.root,
+                root=target.scope.root,
                 source=target.source,
                 max_bytes=self.max_bytes,
                 on_note=lambda note: report.skipped.append(Problem(str(path), note)),
@@ -254,7 +345,7 @@ class Ingestor:
         if known.get(document.id) == document.content_hash:
             report.unchanged += 1
             return
-        report.chunks += self._write(document)
+        report.chunks += self._write(document, report)
         if document.id in known:
             report.updated += 1
         else:
@@ -269,7 +360,7 @@ class Ingestor:
         sections = tuple(replace(s, text=redact(s.text)) for s in document.sections)
         return replace(document, title=redact(document.title), sections=sections)
 
-    def _write(self, document: Document) -> int:
+    def _write(self, document: Document, report: IngestReport) -> int:
         prefix = max(
             (
                 self.embedder.count_tokens(embedding_text(document.title, s.path, ""))
@@ -284,8 +375,17 @@ class Ingestor:
             max_tokens=budget,
             overlap=min(self.overlap, budget // 2),
         )
-        vectors = self.embedder.encode([embedding_text(document.title, c.section, c.text) for c in chunks])
-        removed, added = self.store.replace_document(document, chunks, vectors, run_id=self._run_id)
+        texts = [embedding_text(document.title, c.section, c.text) for c in chunks]
+        vectors = self.embedder.encode(texts)
+        flags = ["; ".join(scan_document(text)) for text in texts]
+        report.flagged += [
+            {"document": document.id, "section": c.section, "reasons": flag}
+            for c, flag in zip(chunks, flags, strict=True)
+            if flag
+        ]
+        removed, added = self.store.replace_document(
+            document, chunks, vectors, run_id=self._run_id, flags=flags
+        )
         self.index.remove(removed)
         self.index.add(added, vectors)
         return len(chunks)

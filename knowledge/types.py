@@ -103,6 +103,9 @@ class Hit:
     title: str
     uri: str
     updated_at: datetime
+    # Why the ingest scan distrusts this passage ("" when clean): text that addresses a model or
+    # hides instructions. It is quoted data, never something to follow.
+    flag: str = ""
 
     @property
     def link(self) -> str:

@@ -186,7 +186,7 @@ def sources_remove(
     runner = SourceRunner(
         kb, sources, environ=os.environ, audit=audit_log(settings, kb.store.engine), actor=cli_actor()
     )
-    kept = 0 if purge else runner.states.count_documents(sources.document_source(source))
+    kept = 0 if purge else runner.states.count_documents(runner.document_source(source))
     with err.status("deleting its documents…") if purge else nullcontext():
         removed = runner.remove(source, purge=purge)
     sources.without(name).save()

@@ -174,7 +174,8 @@ class SourcesFile:
         return path if path.is_absolute() else self.path.parent / path
 
     def document_source(self, source: AnySource) -> str:
-        """The `source` its documents carry: a files source's folder name (as `kb ingest` gives it)."""
+        """The `source` its documents carry before its first sync: a files source's folder name
+        (the registry may give it another, see SourceRunner.document_source), else its name."""
         if isinstance(source, FilesSource):
             return self.folder(source).resolve().name
         return source.name
@@ -194,19 +195,25 @@ class SourcesFile:
         return SourcesFile(self.path, tuple(s for s in self.sources if s.name != name))
 
     def check_unique(self) -> None:
-        """Two sources must not own the same documents: a sync of one would sweep the other's."""
-        owners: dict[str, str] = {}
+        """Two sources must not own the same documents: names are unique, and no files source's
+        folder is, or lies inside, another's (a sync of one would sweep the other's files)."""
+        names: set[str] = set()
+        folders: dict[Path, str] = {}
         for source in self.sources:
-            if source.name in owners.values():
+            if source.name in names:
                 raise SourceConfigError(f"{self.path}: source {source.name!r}: name is declared twice")
-            key = self.document_source(source)
-            if key in owners:
-                raise SourceConfigError(
-                    f"{self.path}: source {source.name!r}: its documents would be named {key!r}, like "
-                    f"those of source {owners[key]!r}",
-                    hint="rename one of them (a files source's documents take its folder's name)",
-                )
-            owners[key] = source.name
+            names.add(source.name)
+            if not isinstance(source, FilesSource):
+                continue
+            folder = self.folder(source).resolve()
+            for other, owner in folders.items():
+                if folder == other or folder.is_relative_to(other) or other.is_relative_to(folder):
+                    raise SourceConfigError(
+                        f"{self.path}: source {source.name!r}: its folder {folder} overlaps the folder "
+                        f"{other} of source {owner!r}",
+                        hint="declare the outer folder once (its subfolders are part of it)",
+                    )
+            folders[folder] = source.name
 
     def save(self) -> None:
         """Write the file atomically; comments in a hand-written file are not kept."""

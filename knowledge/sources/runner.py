@@ -123,7 +123,7 @@ class SourceRunner:
             outcome = _failed(source.name, f"unexpected error: {exc!r}", state)
         report = outcome.report
         status = "failed" if not outcome.complete else "ok" if report.ok else "partial"
-        documents = self.states.count_documents(self.sources.document_source(source))
+        documents = self.states.count_documents(self.document_source(source))
         self.states.save(
             source.name,
             kind=source.kind,
@@ -140,14 +140,30 @@ class SourceRunner:
         self._record(
             "source.sync", source, outcome_text, {"kind": source.kind, "full": full, **report.counts()}
         )
+        for flagged in report.flagged:
+            params = {"section": flagged["section"], "reasons": flagged["reasons"]}
+            self._record("source.flagged", source, f"flagged: {flagged['document']}", params)
         return result
+
+    def document_source(self, source: AnySource) -> str:
+        """The key its documents carry: a files source's as the registry knows its folder (the
+        folder's name until its first sync), a declared source's name."""
+        if isinstance(source, FilesSource):
+            folder = self.sources.folder(source)
+            return self.kb.store.owners.key_for_root(folder) or self.sources.document_source(source)
+        return source.name
 
     def remove(self, source: AnySource, *, purge: bool) -> int:
         """Forget the source's state; with `purge`, delete its documents too. Returns how many were."""
         removed = 0
-        if purge:
-            document_source = self.sources.document_source(source)
-            report = self.kb.ingest_documents(document_source, (), sweep=True, label=f"purge {source.name}")
+        if purge:  # asked for by name: every document goes, restorable until the retention ends
+            previous = self.kb.store.with_policy(allow=True)
+            try:
+                report = self.kb.ingest_documents(
+                    self.document_source(source), (), sweep=True, label=f"purge {source.name}"
+                )
+            finally:
+                self.kb.store.policy = previous
             removed = report.removed
         self.states.delete(source.name)
         params = {**audit_params(source), "purge": purge, "removed": removed}

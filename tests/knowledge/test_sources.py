@@ -99,8 +99,8 @@ sources:
             "source 'a': name is declared twice",
         ),
         (
-            "sources:\n  - {name: a, kind: files, path: x/docs}\n  - {name: b, kind: files, path: y/docs}\n",
-            "its documents would be named 'docs', like those of source 'a'",
+            "sources:\n  - {name: a, kind: files, path: x/docs}\n  - {name: b, kind: files, path: x/docs/it}\n",
+            "docs/it overlaps the folder",
         ),
         ("sources:\n  - name: [unclosed\n", "not valid YAML at line 3, column 1"),
         ("- just a list\n", "expected a mapping with a `sources:` list"),
