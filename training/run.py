@@ -102,6 +102,7 @@ def execute(spec: RunSpec, context: RunContext) -> dict[str, Any]:
         "noise_multiplier": result.extra.get("noise_multiplier"),
         "sample_rate": result.extra.get("sample_rate"),
         "steps": result.steps,
+        "resumed_from_step": result.extra.get("resumed_from_step"),
         "private": result.extra.get("private"),
         "train_examples": len(data.train),
         "test_examples": len(data.test),

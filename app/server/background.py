@@ -10,8 +10,8 @@ assembly.py are in place), in list order, and stop in the reverse order.
 - the answer model's vLLM server, when `kb serve --with-model` runs one (app/server/model.py):
   first, so that it stops last, after everything that may still ask it;
 - the push scheduler (KB_PUSH_ENABLED), on every replica; leader election lets one of them send;
-- the training worker belongs here too when it exists: a service built from the training settings,
-  appended to the list under its own switch, so that `kb serve` starts and stops it like push.
+- the training worker (KB_TRAIN_ENABLED): trains queued runs in a thread and keeps the active
+  model version loaded in the model server (app/server/training.py).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from aiohttp import web
 from sqlalchemy import Engine
 
 from app.server.push import PushSchedulerService
+from app.server.training import TrainingWorkerService
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ def background_services(
     services: list[BackgroundService] = [model] if model is not None else []
     if settings.push.enabled:
         services.append(PushSchedulerService(settings, engine, embedder=embedder))
+    if settings.training.enabled:
+        services.append(TrainingWorkerService(settings, engine))
     return services
 
 
