@@ -16,6 +16,7 @@ from app.commands.audit import audit_app
 from app.commands.bench import bench_app
 from app.commands.budget import budget_app
 from app.commands.db import db_app
+from app.commands.doctor import doctor
 from app.commands.ingest import ingest
 from app.commands.llm import llm_app
 from app.commands.models import models_app
@@ -24,7 +25,7 @@ from app.commands.redact import redact
 from app.commands.serve import serve
 from app.commands.sources import sources_app
 from app.commands.status import status
-from app.commands.train import train_app
+from app.commands.teams import teams_app
 from app.support import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "app", "main"]
@@ -40,6 +41,7 @@ app.command()(ask)
 app.command()(redact)
 app.command()(serve)
 app.command()(status)
+app.command()(doctor)  # are Slack and Teams connected?
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(bench_app, name="bench")
@@ -48,7 +50,7 @@ app.add_typer(models_app, name="models")  # the local model store
 app.add_typer(sources_app, name="sources")
 app.add_typer(budget_app, name="budget")
 app.add_typer(push_app, name="push")
-app.add_typer(train_app, name="train")
+app.add_typer(teams_app, name="teams")
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.server.background import BackgroundService, background_services, start_with_app
 from app.server.ports import port_error
 from app.server.push import mount_push
+from app.server.security import mount_web_surface, run_options
 from bot.conversation import Conversation
 from bot.slack.app import mount_slack
 from bot.tasks import worker_executor
@@ -71,6 +72,7 @@ def create_app(
     # Each mounts its routes only when its platform is configured.
     mount_slack(app, settings, conversation, metrics=metrics)
     mount_teams(app, settings, conversation, metrics=metrics)
+    mount_web_surface(app, settings)  # Host, Origin, content type, timeouts, headers (security.py)
     return app
 
 
@@ -103,7 +105,9 @@ def run(
     A port taken since the caller checked it is one line naming `fix_port`, not a traceback.
     """
     try:
-        web.run_app(serve_app(settings, kb, model=model), host=host, port=port, print=None)
+        web.run_app(
+            serve_app(settings, kb, model=model), host=host, port=port, print=None, **run_options(settings)
+        )
     except OSError as exc:
         if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
             raise

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 def _prefixed(prefix: str) -> Callable[[str], str]:
@@ -112,6 +112,29 @@ class ServerSettings(Group):
     web_user_groups: list[str] = Field(
         default_factory=list, description="Groups of whoever uses the local web chat (JSON list)."
     )
+    # The web surface's own guards (app/server/security.py): the Host names and page origins that are
+    # this service, how long a client may take to send a request, and who may read /metrics.
+    allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
+        description="Host names this service answers to (JSON list); `.example.com` covers subdomains.",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Other origins (https://host[:port]) whose pages may post to the API (JSON list).",
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds to send a request's headers; also the idle keep-alive."
+    )
+    body_timeout_s: float = Field(default=10.0, gt=0, description="Seconds to send a request's body.")
+    metrics_token: SecretStr | None = Field(
+        default=None, description="Bearer token /metrics requires; unset, only loopback may read it."
+    )
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _blank_token_is_unset(cls, value: Any) -> Any:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if isinstance(text, str) and not text.strip() else value
 
 
 class LLMSettings(Group):

@@ -45,6 +45,8 @@ class FakeSlack:
         self.history: dict[str, list[dict[str, Any]]] = {}
         self.gone_users: set[str] = set()
         self.on_post: Callable[[dict[str, Any]], None] | None = None
+        # The scopes auth.test reports in its x-oauth-scopes header, as Slack does (None: no header).
+        self.scopes: str | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -104,6 +106,8 @@ class FakeSlack:
             return web.json_response(canned)
         answer = self._answer(method, body)
         self.calls[-1].response = answer
+        if method == "auth.test" and self.scopes is not None:
+            return web.json_response(answer, headers={"x-oauth-scopes": self.scopes})
         return web.json_response(answer)
 
     def _answer(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
