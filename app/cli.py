@@ -26,6 +26,7 @@ from app.commands.serve import serve
 from app.commands.sources import sources_app
 from app.commands.status import status
 from app.commands.teams import teams_app
+from app.commands.train import train_app
 from app.support import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 
 __all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE", "app", "main"]
@@ -51,6 +52,7 @@ app.add_typer(sources_app, name="sources")
 app.add_typer(budget_app, name="budget")
 app.add_typer(push_app, name="push")
 app.add_typer(teams_app, name="teams")
+app.add_typer(train_app, name="train")
 
 
 def main() -> None:
