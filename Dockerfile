@@ -1,4 +1,6 @@
 # The service image: `kb serve` on port 8080, answering from the database named by KB_DATABASE_URL.
+# It listens on 0.0.0.0, so it starts only with KB_WEB_IDENTITY_HEADER set (a sign-in proxy in front
+# names each user); set KB_ALLOWED_HOSTS and KB_METRICS_TOKEN too (docs/operations.md, "Web surface").
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

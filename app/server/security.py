@@ -3,8 +3,8 @@
 `mount_web_surface(app, settings)` adds one middleware, the security headers and the API's own
 description (`/api/openapi.json`, app/server/openapi.py). In order, a request is refused when:
 
-- its Host is not one of KB_ALLOWED_HOSTS (400): a DNS-rebinding page cannot talk to a service on
-  127.0.0.1 under its own name;
+- its Host is neither a loopback name nor one of KB_ALLOWED_HOSTS (400): a DNS-rebinding page
+  cannot talk to a service on 127.0.0.1 under its own name;
 - it asks for `/metrics` without KB_METRICS_TOKEN as a bearer token (401), or, with no token
   configured, from anywhere but loopback or through a proxy (403);
 - it changes state (POST, PUT, PATCH, DELETE) from a browser page of another origin: its Origin is
@@ -45,6 +45,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 WEBHOOKS = ("/slack/", "/api/messages")  # authenticated per request by the platform
 JSON_TYPES = frozenset({"application/json"})
 FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+# Always this service: a rebinding page's requests carry its own name, never these.
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 # 'self' only: the chat page loads its script and style from this service, never inline code.
 CONTENT_SECURITY_POLICY = (
@@ -74,7 +76,7 @@ class Policy:
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
         server = settings.server
-        names = {_hostname(h) for h in server.allowed_hosts if h.strip()}
+        names = {_hostname(h) for h in server.allowed_hosts if h.strip()} | LOOPBACK_NAMES
         if not is_wildcard(server.host):  # the address it listens on names it too
             names.add(_hostname(server.host))
         token = server.metrics_token.get_secret_value().strip() if server.metrics_token else None

@@ -115,8 +115,8 @@ class ServerSettings(Group):
     # The web surface's own guards (app/server/security.py): the Host names and page origins that are
     # this service, how long a client may take to send a request, and who may read /metrics.
     allowed_hosts: list[str] = Field(
-        default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
-        description="Host names this service answers to (JSON list); `.example.com` covers subdomains.",
+        default_factory=list,
+        description="Host names it answers to besides loopback ones (JSON list); `.example.com`: subdomains.",
     )
     allowed_origins: list[str] = Field(
         default_factory=list,

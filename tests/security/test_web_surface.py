@@ -115,7 +115,13 @@ async def test_unknown_host_is_refused(build: Callable[..., web.Application]) ->
         build(allowed_hosts=["localhost", "127.0.0.1", "kb.example.com", ".corp.example"])
     ) as c:
         await _error(await c.get("/healthz", headers={"Host": "rebound.evil.example"}), 400)
-        for host in ("kb.example.com", "KB.example.com:443", "localhost:8080", "chat.corp.example"):
+        for host in (
+            "kb.example.com",
+            "KB.example.com:443",
+            "localhost:8080",
+            "[::1]:80",
+            "chat.corp.example",
+        ):
             assert (await c.get("/healthz", headers={"Host": host})).status == 200, host
 
 
