@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 import typer
 
@@ -18,6 +19,15 @@ from app.support import (
 )
 from core.errors import KBError
 
+if TYPE_CHECKING:
+    from knowledge.service import KnowledgeBase
+
+
+class HasRelevant(Protocol):
+    @property
+    def relevant(self) -> tuple[str, ...]: ...
+
+
 bench_app = typer.Typer(help="Measure retrieval quality and speed.", no_args_is_help=True)
 
 
@@ -25,7 +35,14 @@ bench_app = typer.Typer(help="Measure retrieval quality and speed.", no_args_is_
 @friendly_errors
 def bench_retrieval(
     docs: Annotated[Path, typer.Option(help="Folder of documents to index.", show_default=False)],
-    queries: Annotated[Path, typer.Option(help="JSONL of {query, relevant}.", show_default=False)],
+    queries: Annotated[
+        Path,
+        typer.Option(
+            help='JSONL, one {"query": "...", "relevant": ["it/page.md#anchor" or "it/page.md"]} a line: '
+            "links less their source folder (README, Benchmarks).",
+            show_default=False,
+        ),
+    ],
     mode: Annotated[str, typer.Option(help="hybrid, dense, bm25, or all.")] = "hybrid",
     data_dir: Annotated[
         Path | None, typer.Option(help="Keep the index here (default: a temporary folder).")
@@ -54,9 +71,18 @@ def bench_retrieval(
             report = kb.ingest([docs])
         if report.added + report.unchanged == 0:
             raise KBError(f"nothing could be indexed from {docs}")
+        links = corpus_links(kb)
+        unmatched = unknown_labels(labelled, links)
         results = [evaluate(kb, labelled, mode=m) for m in modes]  # type: ignore[arg-type]
         stats = kb.stats()
-    summary = {"documents": stats.documents, "chunks": stats.chunks, "skipped": len(report.skipped)}
+    summary = {
+        "documents": stats.documents,
+        "chunks": stats.chunks,
+        "skipped": len(report.skipped),
+        "unknown_labels": len(unmatched),
+    }
+    if unmatched:
+        _warn_unmatched(unmatched, sum(len(q.relevant) for q in labelled), links)
     if as_json:
         print_json(results[0] | summary if len(results) == 1 else {"results": results, **summary})
         return
@@ -66,6 +92,46 @@ def bench_retrieval(
             f"recall@10 {r['recall@10']:.3f}  mrr@10 {r['mrr@10']:.3f}  ndcg@10 {r['ndcg@10']:.3f}  "
             f"p50 {r['p50_ms']} ms  p95 {r['p95_ms']} ms"
         )
+
+
+def corpus_links(kb: KnowledgeBase) -> set[str]:
+    """Every link a hit can have in `kb`: page uri, and page#anchor for each section."""
+    import sqlalchemy as sa
+
+    query = sa.text("SELECT d.uri, c.anchor FROM chunks c JOIN documents d ON d.id = c.document_id")
+    with kb.store.engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return {f"{uri}#{anchor}" if anchor else str(uri) for uri, anchor in rows} | {str(u) for u, _ in rows}
+
+
+def unknown_labels(queries: Sequence[HasRelevant], links: set[str]) -> list[str]:
+    """Label entries that no link matches by the scoring rule (knowledge/evaluation.py: the link's
+    source folder dropped; an entry without '#' matches any section of its page)."""
+    exact = {link.split("/", 1)[1] if "/" in link else link for link in links}
+    pages = {uri.split("#", 1)[0] for uri in exact}
+    return [e for q in queries for e in q.relevant if e not in (exact if "#" in e else pages)]
+
+
+def _warn_unmatched(unmatched: list[str], total: int, links: set[str]) -> None:
+    """One warning: how many label links match nothing, examples, and the fix when it is the form."""
+    examples = ", ".join(unmatched[:3])
+    hint = "a label is a link less its source folder, e.g. it/password-reset.md#anchor"
+    as_cited = [e for e in unmatched if "/" in e and not unknown_labels([_Label(e.split("/", 1)[1])], links)]
+    if as_cited:  # written as `kb ask` prints citations, source folder first
+        hint = f"drop the source folder: {as_cited[0].split('/', 1)[1]} rather than {as_cited[0]}"
+    err.print(
+        f"[yellow]warning:[/] {len(unmatched)} of {total} label links match nothing in the corpus "
+        f"(e.g. {examples}); they score 0: {hint}",
+        markup=True,
+        highlight=False,
+    )
+
+
+class _Label:
+    """One label entry alone, to test it with `unknown_labels`."""
+
+    def __init__(self, entry: str) -> None:
+        self.relevant = (entry,)
 
 
 @bench_app.command("ingest")
