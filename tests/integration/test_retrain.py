@@ -1,0 +1,206 @@
+"""Retraining from chat against a real vLLM server on the CPU, with tiny models built here.
+
+One server per module (a tiny Llama, LoRA enabled). The loop: a signed Slack `admin retrain` queues
+a run, the worker trains it (DP, secure mode, ledger) and activates its adapter in vLLM, the next
+answer names the new version, a rollback under 8 questions/s brings the base back without one
+failed answer, a killed run resumes without counting ε twice, an over-budget retrain is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.server.training import adapter_server, route_answers
+from core.llm.server import VLLMServer, default_python
+from core.llm.vllm import VLLMClient
+from core.settings import Settings
+from knowledge.embeddings import Embedder
+from knowledge.generation import FALLBACK_MODEL
+from knowledge.service import KnowledgeBase
+from knowledge.types import Question
+from privacy.budget import BudgetLedger
+from tests.bot.test_slack import slack_harness
+from tests.tiny_llm import build_tiny_llama
+from training.runs import RUNNING, SUCCEEDED, RunStore
+from training.worker import Worker
+
+pytestmark = pytest.mark.slow
+
+BASE = "tiny-base"
+HANDBOOK = Path(__file__).parents[2] / "examples" / "handbook"
+RATE = 8.0  # questions per second during activation and rollback
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return build_tiny_llama(root / "student"), build_tiny_llama(root / "teacher", seed=1)
+
+
+@pytest.fixture(scope="module")
+def server(models: tuple[Path, Path]) -> Iterator[VLLMServer]:
+    try:
+        python = default_python()
+    except Exception as exc:
+        pytest.skip(f"no vLLM environment: {exc}")
+    vllm = VLLMServer(models[0], python=python, port=_free_port(), served_name=BASE, max_model_len=2048,
+                      max_lora_rank=16, max_loras=4, die_with_parent=True)  # fmt: skip
+    vllm.start()
+    try:
+        vllm.wait_ready(timeout=600)
+        yield vllm
+    finally:
+        vllm.stop()
+
+
+def _settings(server: VLLMServer, models: tuple[Path, Path], tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "llm_url": server.url, "llm_model": BASE, "train_student": str(models[0]),
+        "train_teacher": str(models[1]), "train_dir": str(tmp_path / "train"), "train_batch_size": 8,
+        "train_epochs": 1, "train_gate_tolerance": 1.0, "train_canary_limit_bits": 50.0,
+        "privacy_budget_epsilon": 10.0, "bot_admins": ["slack:U0ADMIN"], **extra,
+    }  # fmt: skip
+
+
+def _worker(settings: Settings, engine: Any) -> Worker:
+    worker = Worker(settings, engine, server=adapter_server(settings))
+    worker.runs = RunStore(engine, stale_after_s=0.0)  # a killed run is taken over at once here
+    return worker
+
+
+async def _ask_steadily(
+    kb: KnowledgeBase, seconds: float, models_seen: list[str], failures: list[str]
+) -> int:
+    """Ask RATE questions per second for `seconds`; every answer is counted, every failure named."""
+
+    async def one(i: int) -> None:
+        try:
+            answer = await kb.ask_async(Question(text=f"How do I install the VPN client? ({i})", user="load"))
+        except Exception as exc:
+            failures.append(f"{i}: {exc!r}")
+            return
+        if answer.model == FALLBACK_MODEL:
+            failures.append(f"{i}: fell back to extractive ({answer.text[:80]})")
+        models_seen.append(answer.model)
+
+    tasks, started = [], time.monotonic()
+    for i in range(int(seconds * RATE)):
+        await asyncio.sleep(max(0.0, started + i / RATE - time.monotonic()))
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    return len(tasks)
+
+
+async def test_retrain_from_slack_activates_then_rolls_back_under_load(
+    server: VLLMServer,
+    models: tuple[Path, Path],
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    embedder: Embedder,
+) -> None:
+    overrides = _settings(server, models, tmp_path)
+    client = VLLMClient(server.url, total_timeout=120.0, first_token_timeout=60.0)
+    async with slack_harness(make_settings, tmp_path, embedder, llm=client, **overrides) as harness:
+        settings = make_settings(**{**overrides, "database_url": str(harness.engine.url)})
+        await asyncio.to_thread(KnowledgeBase(settings, harness.engine, embedder=embedder).ingest, [HANDBOOK])
+
+        # Bad input first: each a clear reply, nothing queued.
+        for text, expected in [("admin retrain --epsilon 0", "greater than 0"),
+                               ("admin retrain --epsilon -1", "greater than 0"),
+                               ("admin retrain --epochs 100000", "at most"),
+                               ("admin retrain --fast", "not --fast"),
+                               ("admin retrain --epsilon 50", "more than the privacy budget has left"),
+                               ("admin rollback 9", "no model version 9")]:  # fmt: skip
+            await harness.command(text, user="U0ADMIN")
+            assert expected in harness.slack.calls_to("response_url")[-1]["text"], text
+        await harness.command("admin retrain --epsilon 4", user="U0ALICE")
+        assert "admins only" in harness.slack.calls_to("response_url")[-1]["text"]
+
+        started = time.monotonic()
+        await harness.command("admin retrain --epsilon 4 --epochs 1", user="U0ADMIN")
+        assert "Run #1 queued" in harness.slack.calls_to("response_url")[-1]["text"]
+        await harness.command("admin retrain --epsilon 4", user="U0ADMIN")  # a second admin at once
+        assert "already waiting" in harness.slack.calls_to("response_url")[-1]["text"]
+
+        row = await asyncio.to_thread(_worker(settings, harness.engine).run_once)
+        elapsed = time.monotonic() - started
+        assert row is not None and row.status == SUCCEEDED, row and row.error
+        assert row.report["activation"] == "active as kb-v1", row.report
+        print(f"\nretrain -> active: {elapsed:.0f} s ({row.report})")
+        assert "kb-v1" in await client.models()
+
+        await harness.command("How do I install the VPN client?", user="U0ALICE")
+        assert harness.events("question")[-1].data["model"] == "kb-v1"
+        await harness.command("admin status", user="U0ADMIN")
+        assert "Run #1 succeeded" in harness.slack.calls_to("response_url")[-1]["text"]
+        await harness.command("admin models", user="U0ADMIN")
+        assert "v1 kb-v1 active" in harness.slack.calls_to("response_url")[-1]["text"]
+
+        # Rollback and re-activation while questions keep coming: none may fail or be dropped.
+        load_kb = KnowledgeBase(settings, harness.engine, embedder=embedder)
+        load_kb.llm = VLLMClient(server.url, total_timeout=120.0, first_token_timeout=60.0)
+        route_answers(load_kb)
+        seen: list[str] = []
+        failures: list[str] = []
+        load = asyncio.create_task(_ask_steadily(load_kb, 6.0, seen, failures))
+        await asyncio.sleep(1.5)
+        await harness.command("admin rollback 0", user="U0ADMIN")
+        assert "Version 0 (tiny-base) is active" in harness.slack.calls_to("response_url")[-1]["text"]
+        await asyncio.sleep(1.5)
+        await harness.command("admin rollback 1", user="U0ADMIN")
+        asked = await load
+        await load_kb.llm.aclose()
+        assert failures == [] and len(seen) == asked, failures[:5]
+        assert {"kb-v1", BASE} <= set(seen), set(seen)
+        await harness.command("admin rollback 0", user="U0ADMIN")
+        await harness.command("How do I install the VPN client?", user="U0ALICE")
+        assert harness.events("question")[-1].data["model"] == BASE
+    await client.aclose()
+
+
+async def test_a_killed_run_resumes_without_spending_twice(
+    server: VLLMServer, models: tuple[Path, Path], make_settings: Callable[..., Settings], tmp_path: Path,
+    embedder: Embedder,
+) -> None:  # fmt: skip
+    from core import db
+
+    settings = make_settings(**_settings(server, models, tmp_path, train_epochs=2))
+    engine = db.make_engine(settings)
+    db.upgrade(engine)
+    await asyncio.to_thread(KnowledgeBase(settings, engine, embedder=embedder).ingest, [HANDBOOK])
+    from training.desk import Desk
+
+    await Desk(settings, engine).retrain("cli:test", epsilon=4.0, epochs=2, dry_run=False)
+    worker = _worker(settings, engine)
+    progress = worker.runs.progress
+
+    def killed_at_step_3(run_id: int, **update: Any) -> bool:
+        if update.get("step") == 3:
+            raise KeyboardInterrupt  # like a kill: nothing below catches it, nothing is settled
+        return progress(run_id, **update)
+
+    worker.runs.progress = killed_at_step_3  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        await asyncio.to_thread(worker.run_once)
+    assert worker.runs.get(1).status == RUNNING  # type: ignore[union-attr]
+    [held] = BudgetLedger.from_settings(settings, engine).entries()
+    assert held.status == "reserved"
+
+    row = await asyncio.to_thread(_worker(settings, engine).run_once)
+    assert row is not None and row.status == SUCCEEDED, row and row.error
+    [entry] = BudgetLedger.from_settings(settings, engine).entries()
+    assert entry.status == "settled" and entry.epsilon_spent <= entry.epsilon_planned + 1e-9
+    assert row.attempts == 2
