@@ -41,6 +41,7 @@ from knowledge.store import Stats, Store
 from knowledge.sync import Ingestor, IngestReport, Problem, Progress, embedding_text
 from knowledge.timefilter import extract_time_filter, merge
 from knowledge.types import Answer, AnswerParts, Document, Hit, Question, last_part
+from knowledge.whatsnew import whats_new
 from privacy.access import can_read
 from privacy.audit import AuditLog
 from privacy.guard import Guard
@@ -199,7 +200,8 @@ class KnowledgeBase:
 
     def ask(self, question: Question, *, filters: Filters | None = None) -> Answer:
         """The guarded extractive answer, for callers without an event loop (the model is not asked)."""
-        return asyncio.run(last_part(self._guarded(question, self._extractive(question, filters)), Answer))
+        answer = self._listing_or(question, filters, self._extractive(question, filters))
+        return asyncio.run(last_part(self._guarded(question, answer), Answer))
 
     async def ask_async(
         self,
@@ -236,9 +238,28 @@ class KnowledgeBase:
                 ...
         """
         if self.llm is None:
-            return self._guarded(question, self._extractive(question, filters, retrieval_slots))
-        answer = self._written(question, filters, self.llm, model, retrieval_slots, whole)
-        return self._guarded(question, answer)
+            answer = self._extractive(question, filters, retrieval_slots)
+        else:
+            answer = self._written(question, filters, self.llm, model, retrieval_slots, whole)
+        return self._guarded(question, self._listing_or(question, filters, answer, retrieval_slots))
+
+    async def _listing_or(
+        self, question: Question, filters: Filters | None, answer: AnswerParts, slots: Slots = None
+    ) -> AnswerParts:
+        """A time-scoped question about change ("what's new this week") gets the dated list of the
+        documents that changed (knowledge.whatsnew) in place of `answer`, which is then never started."""
+        async with slots or nullcontext():
+            listing = await asyncio.to_thread(
+                whats_new, self.retriever, question, now=datetime.now(UTC), filters=filters,
+                min_score=self.settings.retrieval.min_score,
+            )  # fmt: skip
+        if listing is not None:
+            await answer.aclose()
+            yield listing
+            return
+        async with aclosing(answer) as parts:
+            async for part in parts:
+                yield part
 
     async def _guarded(self, question: Question, answer: AnswerParts) -> AnswerParts:
         """The guards of every answer, run here once: input guard first, output guard on the Answer."""

@@ -64,7 +64,7 @@ def test_catalog_masks_by_groups_source_tags_and_time() -> None:
 @pytest.mark.parametrize(
     ("text", "remaining", "after", "before"),
     [
-        ("regulatory news of the last three days", "regulatory news of", NOW - timedelta(days=3), None),
+        ("regulatory news of the last three days", "regulatory news", NOW - timedelta(days=3), None),
         ("What changed in the past 2 weeks?", "What changed", NOW - timedelta(days=14), None),
         ("policy updates this week", "policy updates", datetime(2026, 11, 23, tzinfo=UTC), None),
         ("new documents since Monday", "new documents", datetime(2026, 11, 23, tzinfo=UTC), None),
