@@ -107,7 +107,7 @@ def print_json(data: Any) -> None:
 def audit_log(settings: Settings, engine: Engine | None = None) -> AuditLog:
     from privacy.audit import AuditLog
 
-    return AuditLog(engine or cli_engine(settings))
+    return AuditLog.from_settings(settings, engine or cli_engine(settings))
 
 
 def cli_actor() -> str:

@@ -123,6 +123,8 @@ class AuditRow(SQLModel, table=True):
     outcome: str = Field(max_length=500)
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+    # The audit key that MACs this entry (privacy/audit_keys.py); empty: a legacy SHA-256 link.
+    key_id: str = Field(default="", max_length=16)
 
 
 class SourceStateRow(SQLModel, table=True):

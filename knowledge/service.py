@@ -58,7 +58,7 @@ class KnowledgeBase:
     def __init__(self, settings: Settings, engine: Engine, *, embedder: Embedder | None = None) -> None:
         self.settings = settings
         self.store = Store(engine)
-        self.audit = AuditLog(engine)
+        self.audit = AuditLog.from_settings(settings, engine)
         self.guard = Guard(max_chars=settings.server.max_question_chars)
         self.output_guard = OutputGuard(kinds=settings.privacy.answer_kinds)
         self.guard_observer: GuardObserver | None = None  # `kb serve` sets it to count in /metrics

@@ -124,7 +124,10 @@ class BudgetLedger:
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: Engine) -> BudgetLedger:
-        return cls(engine, epsilon=settings.privacy.budget_epsilon, delta=settings.privacy.budget_delta)
+        return cls(
+            engine, epsilon=settings.privacy.budget_epsilon, delta=settings.privacy.budget_delta,
+            audit=AuditLog.from_settings(settings, engine),
+        )  # fmt: skip
 
     # --- reading ---
 

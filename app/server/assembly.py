@@ -64,6 +64,7 @@ def create_app(
     app.on_startup.append(_prioritize_the_loop)  # first: before anything uses the default executor
     app.on_startup.append(_freeze_long_lived)
     app.on_cleanup.append(_close_llm)
+    app.on_cleanup.append(_checkpoint_audit)
     app.on_cleanup.append(_restore_switch_interval)
     app.on_cleanup.append(_unfreeze)
     mount_web_chat(app, conversation, metrics)
@@ -153,6 +154,11 @@ async def _freeze_long_lived(_app: web.Application) -> None:
 async def _unfreeze(_app: web.Application) -> None:
     """Give the frozen objects back to the collector (tests start and stop many apps in one process)."""
     gc.unfreeze()
+
+
+async def _checkpoint_audit(app: web.Application) -> None:
+    """Sign the audit entries written since the last checkpoint, so a clean stop leaves no window."""
+    await asyncio.to_thread(app[KB_KEY].audit.close)
 
 
 async def _close_llm(app: web.Application) -> None:
