@@ -487,3 +487,34 @@ class ModelVersionRow(SQLModel, table=True):
     ab_share: float = 0.0
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     activated_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+# --- web chat: conversations with their turns, per web user (bot/web/history.py) ---
+
+
+class WebConversationRow(SQLModel, table=True):
+    """One conversation of a web chat user, listed in the page's sidebar (newest first)."""
+
+    __tablename__ = "web_conversations"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(max_length=200, index=True, description="the name after `web:`")
+    title: str = Field(default="", max_length=200, description="the first question, redacted")
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+
+
+class WebTurnRow(SQLModel, table=True):
+    """A question (redacted) and the reply the page showed for it, as the page's JSON."""
+
+    __tablename__ = "web_turns"
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("web_conversations.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    question: str = Field(sa_column=Column(Text, nullable=False))
+    reply: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
