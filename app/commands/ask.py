@@ -12,6 +12,7 @@ from app.support import JsonOption, cli_settings, err, friendly_errors, open_kb,
 from core.errors import KBError
 
 if TYPE_CHECKING:
+    from core.settings import Settings
     from knowledge.service import KnowledgeBase
     from knowledge.types import Answer, Question
 
@@ -31,7 +32,7 @@ def ask(
         raise KBError(
             "the question is empty", hint='ask something, e.g. kb ask "How do I reset my password?"'
         )
-    settings = cli_settings()
+    settings = _with_running_model(cli_settings())
     kb = open_kb(settings)
     with err.status("searching…"):
         asked = Question(text=question.strip(), user="cli", groups=tuple(group or ()), channel="cli")
@@ -47,6 +48,18 @@ def ask(
         out.print(f"[{c.number}] [bold]{c.title}[/]{section}", highlight=False, markup=True)
         out.print(f"    {c.uri}  (score {c.score:.2f})", style="dim", highlight=False, markup=False)
         out.print(f"    {c.snippet}", highlight=False, markup=False)
+
+
+def _with_running_model(settings: Settings) -> Settings:
+    """Without KB_LLM_URL, the model a running `kb serve --with-model` (`make run`) serves, once ready."""
+    from core.health import read_model_state
+
+    if settings.llm.url is not None:
+        return settings
+    state = read_model_state(settings.data_dir)
+    if state is None or state.get("state") != "ready" or not state.get("url"):
+        return settings
+    return settings.replace(llm_url=state["url"], llm_model=state.get("model"))
 
 
 async def _ask(kb: KnowledgeBase, question: Question) -> Answer:

@@ -53,3 +53,18 @@ def test_a_record_left_by_a_dead_kb_serve_is_ignored(tmp_path: Path) -> None:
         json.dumps({"pid": 2**22 + 1, "model": "x", "state": "ready"})
     )
     assert "answers      extractive (no model" in _status({"KB_DATA_DIR": str(tmp_path)})
+
+
+def test_kb_ask_uses_the_model_a_running_kb_serve_started(tmp_path: Path) -> None:
+    from app.commands.ask import _with_running_model
+    from core.settings import load_settings
+
+    settings = load_settings(data_dir=tmp_path)
+    assert _with_running_model(settings).llm.url is None
+    write_model_state(tmp_path, model="tiny", url="http://127.0.0.1:8000", state="starting")
+    assert _with_running_model(settings).llm.url is None  # not ready: extractive, no wait
+    write_model_state(tmp_path, model="tiny", url="http://127.0.0.1:8000", state="ready")
+    ready = _with_running_model(settings)
+    assert str(ready.llm.url).rstrip("/") == "http://127.0.0.1:8000" and ready.llm.model == "tiny"
+    configured = load_settings(data_dir=tmp_path, llm_url="http://10.0.0.1:9000")
+    assert _with_running_model(configured) is configured
