@@ -112,6 +112,16 @@ class ServerSettings(Group):
     web_user_groups: list[str] = Field(
         default_factory=list, description="Groups of whoever uses the local web chat (JSON list)."
     )
+    # Who uses the web chat: without a header, only 127.0.0.1 as the one local user `web:web`; with
+    # one, the user a trusted reverse proxy names in it (the proxy authenticates; we trust its address).
+    web_identity_header: str | None = Field(
+        default=None,
+        description="Header in which a trusted reverse proxy names the web user, e.g. X-Forwarded-User.",
+    )
+    web_trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "::1"],
+        description="Addresses or networks (CIDR) whose identity header is believed (JSON list).",
+    )
     # The web surface's own guards (app/server/security.py): the Host names and page origins that are
     # this service, how long a client may take to send a request, and who may read /metrics.
     allowed_hosts: list[str] = Field(
