@@ -5,12 +5,16 @@ always knows the section path, anchor and page its citation points to. Paragraph
 into chunks of at most `max_tokens` tokens (counted with the embedding model's tokenizer); a
 paragraph that is too long is split at sentences, and a sentence that is too long at words.
 Consecutive chunks of a section share about `overlap` tokens of trailing sentences.
+
+`redact_document` applies the index's redaction policy to everything of a document that a citation
+shows: title, text, the heading path (a citation's `section`) and the anchor (its link).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 from knowledge.types import Chunk, Document, Section
 
@@ -18,6 +22,38 @@ TokenCounter = Callable[[str], int]
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n+")
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
+
+
+def redact_document(document: Document, redact: Callable[[str], str]) -> Document:
+    """`document` with its title, headings, anchors and text passed through `redact`.
+
+    An anchor is made from its heading ("iban-de89-3704-…"), so when redaction changes a heading, or
+    finds something in the anchor itself, the anchor is made again from the redacted heading
+    ("payment-details-iban"): a citation's link must not carry what its section name lost.
+    Redacting a redacted document changes nothing, so stored rows can be redacted again safely.
+    """
+    taken = {section.anchor for section in document.sections}
+    sections = []
+    for section in document.sections:
+        headings = tuple(redact(heading) for heading in section.headings)
+        anchor = section.anchor
+        if headings != section.headings or redact(anchor) != anchor:
+            anchor = fresh_anchor(headings[-1] if headings else redact(anchor), taken)
+        sections.append(replace(section, text=redact(section.text), headings=headings, anchor=anchor))
+    return replace(document, title=redact(document.title), sections=tuple(sections))
+
+
+def fresh_anchor(heading: str, taken: set[str]) -> str:
+    """An anchor for `heading` that is not in `taken` (and is then added to it)."""
+    from knowledge.loaders.base import slugify  # here: the loaders load on the first ingest
+
+    base = slugify(heading).strip("-") or "section"
+    anchor, number = base, 0
+    while anchor in taken:
+        number += 1
+        anchor = f"{base}-{number}"
+    taken.add(anchor)
+    return anchor
 
 
 def chunk_document(

@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from knowledge.chunking import chunk_document
+from knowledge.chunking import chunk_document, redact_document
 from knowledge.embeddings import Embedder
 from knowledge.errors import KnowledgeError, LoadError
 from knowledge.index import VectorIndex
@@ -356,9 +356,7 @@ class Ingestor:
         the hash check means a policy change re-ingests what it changes."""
         if self.redact is None:
             return document
-        redact = self.redact
-        sections = tuple(replace(s, text=redact(s.text)) for s in document.sections)
-        return replace(document, title=redact(document.title), sections=sections)
+        return redact_document(document, self.redact)
 
     def _write(self, document: Document, report: IngestReport) -> int:
         prefix = max(
