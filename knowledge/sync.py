@@ -16,13 +16,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from knowledge.chunking import chunk_document, redact_document
 from knowledge.embeddings import Embedder
 from knowledge.errors import KnowledgeError, LoadError
 from knowledge.index import VectorIndex
+from knowledge.ingest_report import IngestReport, Problem
 from knowledge.owners import Refused, Scope, file_part
 from knowledge.runs import HEARTBEAT_EVERY_S
 from knowledge.store import Store
@@ -33,42 +34,6 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 """Called as progress(path, done, total) after each file (total 0: not known in advance)."""
-
-
-@dataclass(slots=True)
-class Problem:
-    path: str
-    reason: str
-
-
-@dataclass(slots=True)
-class IngestReport:
-    run_id: int = 0
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    removed: int = 0
-    chunks: int = 0
-    ignored: int = 0
-    skipped: list[Problem] = field(default_factory=list)
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)  # what the user should know; not problems
-    flagged: list[dict[str, str]] = field(default_factory=list)  # document, section, reasons
-
-    @property
-    def ok(self) -> bool:
-        return not self.skipped
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "added": self.added,
-            "updated": self.updated,
-            "unchanged": self.unchanged,
-            "removed": self.removed,
-            "skipped": len(self.skipped),
-            "chunks": self.chunks,
-            "flagged": len(self.flagged),
-        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 from sqlmodel import Session, col
 
 from core.models import ChunkRow, DocumentRow, RemovedChunkRow, RemovedDocumentRow, as_utc
+
+if TYPE_CHECKING:
+    from core.settings.groups import IngestSettings
 
 _DATES = ("updated_at", "ingested_at")
 
@@ -110,6 +113,10 @@ class RemovalPolicy:
     max_share: float = 0.5
     allow: bool = False
     retention_days: int = 30
+
+    @classmethod
+    def from_settings(cls, ingest: IngestSettings, *, allow: bool = False) -> RemovalPolicy:
+        return cls(ingest.max_removal_share, allow, ingest.removal_retention_days)
 
     def refuses(self, removing: int, covered: int) -> bool:
         return not self.allow and removing > 0 and removing > self.max_share * covered

@@ -25,13 +25,25 @@ from app.support import (
 @friendly_errors
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders of documents.", show_default=False)],
+    allow_removals: Annotated[
+        bool,
+        typer.Option(
+            "--allow-removals",
+            help="Remove documents gone from a folder even past KB_INGEST_MAX_REMOVAL_SHARE.",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Read documents into the knowledge base; unchanged ones are skipped, removed ones deleted."""
+    """Read documents into the knowledge base; unchanged ones are skipped, removed ones kept
+    restorable (`kb sources restore`) for KB_INGEST_REMOVAL_RETENTION_DAYS."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from knowledge.trash import RemovalPolicy
 
     settings = cli_settings()
     kb = open_kb(settings)
+    kb.store.policy = RemovalPolicy.from_settings(settings.ingest, allow=allow_removals)
+    purged = kb.store.purge()
     columns = (
         TextColumn("ingest"),
         BarColumn(),
@@ -47,13 +59,16 @@ def ingest(
             progress.update(task, completed=done, total=total, name=Path(path).name)
 
         report = kb.ingest(paths, progress=advance)
-    audit_log(settings).record(
+    audit = audit_log(settings, kb.store.engine)
+    audit.record(
         cli_actor(),
         "source.ingest",
         target=", ".join(str(p) for p in paths)[:500],
-        params=report.counts(),
+        params={**report.counts(), "allow_removals": allow_removals, "purged": purged},
         outcome="ok" if report.ok else f"partial: {len(report.skipped)} skipped",
     )
+    for document, flagged in report.flagged_documents().items():
+        audit.record(cli_actor(), "source.flagged", target=document, params=flagged, outcome="flagged")
     if as_json:
         print_json({**asdict(report), "ok": report.ok})
     else:
@@ -62,6 +77,16 @@ def ingest(
             f"{report.unchanged} unchanged, {report.removed} removed, {len(report.skipped)} skipped; "
             f"{report.chunks} chunks written."
         )
+        for note in report.notes:
+            err.print(f"[cyan]note[/] {note}", markup=True, highlight=False)
+        if report.flagged:
+            documents = len({f["document"] for f in report.flagged})
+            err.print(
+                f"[yellow]flagged[/] {len(report.flagged)} passages of {documents} documents look like "
+                "instructions to an assistant; see `kb sources flagged`",
+                markup=True,
+                highlight=False,
+            )
         for problem in report.skipped:
             err.print(f"[yellow]skipped[/] {problem.path}: {problem.reason}", markup=True, highlight=False)
     if not report.ok:

@@ -279,3 +279,12 @@ def _literal_password(url: str | None) -> bool:
     except ValueError:
         return False
     return bool(password) and not (password or "").startswith("${")
+
+
+def _register_owner_commands() -> None:
+    from app.commands.source_owners import register
+
+    register(sources_app)
+
+
+_register_owner_commands()

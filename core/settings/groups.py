@@ -61,6 +61,20 @@ class IngestSettings(Group):
     chunk_tokens: int = Field(default=256, ge=32, le=512)
     chunk_overlap: int = Field(default=32, ge=0, le=256)
     max_file_bytes: int = Field(default=20_000_000, ge=1)
+    max_removal_share: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        alias="ingest_max_removal_share",
+        description="A sync removing more of a source's documents stops and asks for --allow-removals.",
+    )
+    removal_retention_days: int = Field(
+        default=30,
+        ge=0,
+        le=3650,
+        alias="ingest_removal_retention_days",
+        description="Removed documents stay restorable (kb sources restore) this long, then are purged.",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_chunk(self) -> IngestSettings:

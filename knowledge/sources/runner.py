@@ -140,9 +140,8 @@ class SourceRunner:
         self._record(
             "source.sync", source, outcome_text, {"kind": source.kind, "full": full, **report.counts()}
         )
-        for flagged in report.flagged:
-            params = {"section": flagged["section"], "reasons": flagged["reasons"]}
-            self._record("source.flagged", source, f"flagged: {flagged['document']}", params)
+        for document, flagged in report.flagged_documents().items():
+            self._record("source.flagged", source, f"flagged: {document}", flagged)
         return result
 
     def document_source(self, source: AnySource) -> str:
