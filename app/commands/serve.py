@@ -39,8 +39,8 @@ def serve(
 ) -> None:
     """Run the service: web chat, Slack (/slack/events), Teams (/api/messages), /healthz and /metrics."""
     from app.server import run
-    from app.server.security import check_exposure
     from app.server.ports import require_free_port
+    from app.server.security import check_exposure
 
     settings = cli_settings()
     bind_host, bind_port = host or settings.server.host, port or settings.server.port
