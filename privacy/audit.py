@@ -89,7 +89,7 @@ class AuditLog:
         *,
         key: AuditKey | None = None,
         sink: CheckpointSink | None = None,
-        checkpoint_every: int = 10,
+        checkpoint_every: int = 1,
         key_problem: str | None = None,
     ) -> None:
         self.engine = engine

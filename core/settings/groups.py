@@ -233,7 +233,10 @@ class PrivacySettings(Group):
         description="Signed audit checkpoints are appended here; default data_dir/audit-checkpoints.jsonl.",
     )
     audit_checkpoint_every: int = Field(
-        default=10, ge=1, alias="audit_checkpoint_every", description="Entries between two checkpoints."
+        default=1,
+        ge=1,
+        alias="audit_checkpoint_every",
+        description="Entries between two checkpoints; entries since the last one could be deleted unseen.",
     )
 
 
