@@ -22,6 +22,15 @@ from knowledge.types import Answer, Citation
 _BEHAVIOUR: Table = SQLModel.metadata.tables[BehaviourEventRow.__tablename__]
 # Built once: SQLAlchemy then finds each one's compiled form in its cache by identity, cheaply.
 _ADD_EVENT = insert(_BEHAVIOUR)
+# Ids are 64-bit in both databases; a larger one (a forged button value) would overflow the driver.
+MAX_ID = 2**63 - 1
+
+
+def stored_id(value: int | None) -> int | None:
+    """`value` when it can be an event id, else None (an id no event has)."""
+    return value if value is not None and 0 < value <= MAX_ID else None
+
+
 _BY_REF = (
     select(_BEHAVIOUR.c.id)
     .where(_BEHAVIOUR.c.ref == bindparam("ref"), _BEHAVIOUR.c.kind == "question")
@@ -75,6 +84,8 @@ class BehaviourRows(StoreBase):
         return self._add_job("source_click", incoming, question_id=question_id, contents=lambda: ("", data))
 
     def question(self, question_id: int) -> BehaviourEventRow | None:
+        if stored_id(question_id) is None:
+            return None
         with Session(self.engine) as session:
             row = session.get(BehaviourEventRow, question_id)
             return row if row is not None and row.kind == "question" else None
@@ -108,7 +119,7 @@ class BehaviourRows(StoreBase):
         ref: str | None = None,
     ) -> Write[int]:
         """A behaviour event's insert; `contents` gives its (text, data) on the writer's thread."""
-        at = utcnow()
+        at, question_id = utcnow(), stored_id(question_id)
 
         def add(connection: Connection) -> int:
             text, data = contents()
