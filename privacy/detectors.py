@@ -280,8 +280,8 @@ def _ibans(text: str) -> Iterator[Span]:
         start = hint.start() - 2
         if start and _WORD.match(text, start - 1):
             continue
-        m = _IBAN_LOWER.match(text, start)
-        span = _iban_span(m, upper=True) if m else None
+        lower = _IBAN_LOWER.match(text, start)
+        span = _iban_span(lower, upper=True) if lower else None
         compact = text[span.start : span.end].replace(" ", "") if span else ""
         if span is not None and sum(c.isdigit() for c in compact[4:]) >= _LOWER_IBAN_DIGITS:
             yield span

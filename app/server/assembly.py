@@ -67,7 +67,7 @@ def create_app(
     app.on_cleanup.append(_checkpoint_audit)
     app.on_cleanup.append(_restore_switch_interval)
     app.on_cleanup.append(_unfreeze)
-    mount_web_chat(app, conversation, metrics)
+    mount_web_chat(app, conversation, metrics, settings=settings, engine=kb.store.engine)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     # Each mounts its routes only when its platform is configured.

@@ -20,7 +20,9 @@ from tests.fakes import FakeLLM
 
 @pytest.fixture
 async def client(make_settings, tmp_path: Path, embedder: Embedder) -> AsyncIterator[TestClient]:  # type: ignore[no-untyped-def]
-    settings: Settings = make_settings(web_user_groups=["hr"], max_request_bytes=4096)
+    settings: Settings = make_settings(
+        web_user_groups=["hr"], max_request_bytes=4096, max_question_chars=2000
+    )
     engine: Engine = db.make_engine(settings)
     db.upgrade(engine)
     docs = tmp_path / "docs"
@@ -40,7 +42,10 @@ async def test_chat_page_is_served(client: TestClient) -> None:
     response = await client.get("/")
     assert response.status == 200
     page = await response.text()
-    assert "<form" in page and "api/ask" in page
+    assert "<form" in page and '<script src="/static/chat.js">' in page
+    assert "<style" not in page and " style=" not in page and "<script>" not in page, "nothing inline (CSP)"
+    script = await client.get("/static/chat.js")
+    assert script.status == 200 and "/api/ask/stream" in await script.text()
 
 
 async def test_ask_returns_a_cited_answer(client: TestClient) -> None:
@@ -62,7 +67,8 @@ async def test_web_chat_uses_the_configured_groups(client: TestClient) -> None:
         (b"not json", 400, "must be JSON"),
         (b'{"question": "   "}', 400, "missing or empty"),
         (b'["a list"]', 400, "missing or empty"),
-        (b'{"question": "' + b"x" * 4500 + b'"}', 413, ""),
+        (b'{"question": "' + b"x" * 4500 + b'"}', 413, "4096"),
+        (b'{"question": "' + b"x" * 3000 + b'"}', 413, "the limit is"),
     ],
 )
 async def test_bad_requests_get_clear_errors(
@@ -70,13 +76,13 @@ async def test_bad_requests_get_clear_errors(
 ) -> None:
     response = await client.post("/api/ask", data=body, headers={"Content-Type": "application/json"})
     assert response.status == status
-    if message:
-        assert message in (await response.json())["error"]
+    if message:  # the body limit's message may come from aiohttp or the chat: either names it
+        assert message in (await response.json())["error"].replace(",", "")
 
 
 async def test_healthz_and_metrics(client: TestClient) -> None:
     health = await (await client.get("/healthz")).json()
-    assert health == {"status": "ok", "documents": 2, "chunks": 2}
+    assert {"status": "ok", "documents": 2, "chunks": 2}.items() <= health.items()
     await client.post("/api/ask", json={"question": "VPN?"})
     metrics = await (await client.get("/metrics")).text()
     assert 'kb_http_requests_total{route="/api/ask",status="200"} 1.0' in metrics
@@ -128,7 +134,11 @@ async def test_the_streaming_endpoint_sends_drafts_then_the_reply(
     db.upgrade(engine)
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "vpn.md").write_text("# VPN\n\n## Installing\n\nInstall HaldenConnect from the Software Center.")
+    (docs / "vpn.md").write_text(
+        "# VPN\n\n## Installing\n\nOpen the Software Center on your laptop, search for HaldenConnect, press "
+        "install, wait for the installer to finish, then start HaldenConnect and sign in with your company "
+        "account."
+    )
     kb = KnowledgeBase(settings, engine, embedder=embedder)
     kb.ingest([docs])
     kb.llm = FakeLLM(piece_chars=4, delay_s=0.03)  # about 1.3 s of writing
@@ -143,7 +153,8 @@ async def test_the_streaming_endpoint_sends_drafts_then_the_reply(
         bad = await test_client.post("/api/ask/stream", json={"question": ""})
         assert bad.status == 400
     engine.dispose()
-    *drafts, last = lines
+    first, *drafts, last = lines
+    assert first["conversation"]["title"] == "How do I install the VPN?"
     assert drafts and all("draft" in line for line in drafts), "drafts while the model writes"
     assert "HaldenConnect" in last["reply"]["text"] and last["reply"]["citations"][0]["title"] == "VPN"
-    assert all(last["reply"]["text"].startswith(line["draft"]) for line in drafts)
+    assert all(last["reply"]["text"].startswith(line["draft"]) for line in drafts), (last, drafts)
