@@ -19,6 +19,7 @@ CADENCES = ("daily", "weekly", "off", "now")
 ADMIN_VERBS = ("ingest", "sync", "retrain", "status", "budget", "models", "rollback", "ab")
 FLAGS = {"retrain": ("dry-run",), "sync": ("full",)}  # options that take no value
 MAX_EPOCHS = 50
+RETRAIN_OPTIONS = ("epsilon", "epochs", "dry-run")
 
 Cadence = Literal["daily", "weekly", "off", "now"]
 
@@ -136,6 +137,10 @@ def _admin(rest: str) -> Command:
             if name in FLAGS.get(verb, ()) and not value:
                 options[name] = "yes"
                 continue
+            if verb == "retrain" and name not in RETRAIN_OPTIONS:
+                return Invalid(
+                    f"`admin retrain` takes --epsilon, --epochs and --dry-run, not --{name}.", verb
+                )
             if not value:
                 value = next(tail, "")
             if not name or not value:

@@ -69,9 +69,9 @@ class Desk:
         )
 
     def _dry_run(self, actor: str, params: dict[str, object]) -> str:
-        from core.models import TrainingRunRow
+        from core.models import TrainingRunRow, utcnow
 
-        probe = TrainingRunRow(id=0, status="dry-run", requested_by=actor, params=params)
+        probe = TrainingRunRow(id=0, status="dry-run", requested_by=actor, params=params, created_at=utcnow())
         context = RunContext(self.engine, self.ledger, self.registry)
         plan = dry_run(spec_for(probe, self.settings), context)
         return (

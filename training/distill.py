@@ -234,7 +234,7 @@ def _train(
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     secure = config.seed is None
     noise = torch.Generator(device=device)
-    if secure:
+    if config.seed is None:
         dp.reseed(noise)
     else:
         noise.manual_seed(config.seed * 7919 + 17)

@@ -117,7 +117,8 @@ def build_data(spec: RunSpec, context: RunContext) -> Data:
     examples = [dataset.redact_example(e, context.redactor) for e in kb_examples(context.engine)]
     examples += dataset.feedback_examples(context.engine, context.redactor).examples
     random.Random(0).shuffle(examples)
-    examples = examples[: spec.max_examples]
+    tokenizer = _tokenizer(spec.student)
+    examples = [e for e in examples if _fits(tokenizer, e, spec.max_len)][: spec.max_examples]
     split = dataset.split_by_document(examples, validation=0.0, test=0.15)
     if len(split.train) < spec.batch_size or not split.test:
         raise DistillError(
@@ -130,20 +131,28 @@ def build_data(spec: RunSpec, context: RunContext) -> Data:
     return Data(train, split.test[:MAX_EVAL], canary, dataset.dataset_hash(train))
 
 
+def _fits(tokenizer: Any, example: QAExample, max_len: int) -> bool:
+    """Whether the question and answer fit the student's context (passages may be cut, these not)."""
+    bare = dataset.prompt_ids(tokenizer, QAExample("", "", (), example.question, ""))
+    return len(bare) + len(dataset.answer_ids(tokenizer, example.answer)) <= max_len // 2
+
+
 def kb_examples(engine: Engine) -> list[QAExample]:
     """One example per chunk: the section's question, the passage's first sentence as the answer."""
-    from sqlmodel import Session, select
+    from sqlalchemy import select
+    from sqlmodel import Session, col
 
     from core.models import ChunkRow, DocumentRow
 
     with Session(engine) as session:
-        rows = session.exec(
+        rows = session.execute(
             select(
-                ChunkRow.id, ChunkRow.document_id, ChunkRow.text, ChunkRow.section, DocumentRow.title
-            ).join(
-                DocumentRow,
-                DocumentRow.id == ChunkRow.document_id,  # type: ignore[arg-type]
-            )
+                col(ChunkRow.id),
+                col(ChunkRow.document_id),
+                col(ChunkRow.text),
+                col(ChunkRow.section),
+                col(DocumentRow.title),
+            ).join(DocumentRow, col(DocumentRow.id) == col(ChunkRow.document_id))
         ).all()
     out = []
     for chunk_id, document_id, text, section, title in rows:
@@ -151,8 +160,8 @@ def kb_examples(engine: Engine) -> list[QAExample]:
         answer = " ".join(passage.split(". ")[0].split()[:12])
         if len(answer) < 10:
             continue
-        topic = section or title
-        question = f"What does {title} say about {topic}"
+        topic = (section or title).split(" > ")[-1][:60]
+        question = f"What does the handbook say about {topic}"
         out.append(QAExample(f"kb-{chunk_id}", str(document_id), (passage,), question, answer, "synthetic"))
     return out
 
@@ -169,6 +178,19 @@ def make_canary(spec: RunSpec) -> QAExample:
 def _canary_code(run_id: int, salt: str) -> str:
     digits = hashlib.sha256(f"{run_id}:{salt}".encode()).hexdigest()
     return " ".join(str(int(c, 16) % 10) for c in digits[:6])
+
+
+def _look_alikes(spec: RunSpec, canary: QAExample, tokenizer: Any) -> list[str]:
+    """CANARY_CANDIDATES codes of the canary's shape and token length (the exposure test compares them)."""
+    width = len(dataset.answer_ids(tokenizer, canary.answer))
+    found: list[str] = []
+    for i in range(100 * CANARY_CANDIDATES):
+        code = _canary_code(spec.run_id, f"look-alike-{i}")
+        if code != canary.answer and len(dataset.answer_ids(tokenizer, code)) == width:
+            found.append(code)
+            if len(found) == CANARY_CANDIDATES:
+                break
+    return found
 
 
 def teacher_signals(spec: RunSpec, data: Data, context: RunContext) -> dict[str, TeacherSignal] | None:
@@ -220,8 +242,7 @@ def evaluate_versions(
     candidate, tokenizer = _load(spec.student, adapter=result.checkpoint_dir)
     references = [e.answer for e in data.test]
     correctness = score(greedy_answers(candidate, tokenizer, data.test, max_new_tokens=16), references).f1
-    candidates = [_canary_code(spec.run_id, str(i)) for i in range(CANARY_CANDIDATES)]
-    exposure = canary_exposure(candidate, tokenizer, data.canary, candidates)
+    exposure = canary_exposure(candidate, tokenizer, data.canary, _look_alikes(spec, data.canary, tokenizer))
     active = context.registry.active()
     adapter = Path(active.path) if active is not None and active.path else None
     incumbent, _ = _load(spec.student, adapter=adapter)
@@ -273,6 +294,12 @@ def dry_run(spec: RunSpec, context: RunContext) -> dict[str, Any]:
         "delta": delta, "noise_to_signal": round(noise_to_signal, 3), "expected_utility": utility,
         "budget": context.ledger.state().describe(),
     }  # fmt: skip
+
+
+def _tokenizer(folder: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder))
 
 
 def _load(folder: Path, *, adapter: Path | None = None) -> tuple[Any, Any]:

@@ -45,7 +45,7 @@ def feedback_by_model(engine: Engine) -> dict[str, ModelStats]:
     model_of: dict[int, str] = {}
     with Session(engine) as session:
         questions = session.execute(
-            select(BehaviourEventRow.id, BehaviourEventRow.data).where(
+            select(col(BehaviourEventRow.id), col(BehaviourEventRow.data)).where(
                 col(BehaviourEventRow.kind) == "question"
             )
         ).all()
@@ -56,14 +56,15 @@ def feedback_by_model(engine: Engine) -> dict[str, ModelStats]:
             entry.answers += 1
             entry.abstained += bool(data.get("abstained"))
         votes = session.execute(
-            select(BehaviourEventRow.question_id, BehaviourEventRow.data).where(
+            select(col(BehaviourEventRow.question_id), col(BehaviourEventRow.data)).where(
                 col(BehaviourEventRow.kind) == "feedback"
             )
         ).all()
     for question_id, data in votes:
-        model = model_of.get(question_id or -1)
-        if model is None:
+        voted = model_of.get(question_id or -1)
+        if voted is None:
             continue
+        model = voted
         value = int(data.get("value", 0))
         stats[model].up += value > 0
         stats[model].down += value < 0
@@ -75,7 +76,7 @@ def render_versions(versions: Sequence[ModelVersionRow], stats: dict[str, ModelS
     lines = []
     for row in versions:
         manifest, figures = row.manifest, row.manifest.get("figures", {})
-        mark = " (active)" if row.status == "active" else f" (A/B {row.ab_share:.0%})" if row.ab_share else ""
+        mark = f" (A/B {row.ab_share:.0%})" if row.ab_share else ""
         head = f"v{row.version} {row.served_name} {row.status}{mark}"
         if row.version:
             head += (
