@@ -42,11 +42,12 @@ class IngestReport:
         }
 
     def flagged_documents(self) -> dict[str, dict[str, Any]]:
-        """The flagged passages by document: how many, their sections and reasons (for the audit)."""
+        """The flagged passages by document, for the audit: how many chunks, their sections and
+        reasons (the audit masks keys that look like "pass...", hence "chunks")."""
         result: dict[str, dict[str, Any]] = {}
         for item in self.flagged:
-            entry = result.setdefault(item["document"], {"passages": 0, "sections": [], "reasons": []})
-            entry["passages"] += 1
+            entry = result.setdefault(item["document"], {"chunks": 0, "sections": [], "reasons": []})
+            entry["chunks"] += 1
             for key, value in (("sections", item["section"]), ("reasons", item["reasons"])):
                 if value and value not in entry[key]:
                     entry[key].append(value)
