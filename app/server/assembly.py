@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.server.background import BackgroundService, background_services, start_with_app
 from app.server.ports import port_error
 from app.server.push import mount_push
+from app.server.training import chat_hooks, route_answers
 from app.server.security import mount_web_surface, run_options
 from bot.conversation import Conversation
 from bot.slack.app import mount_slack
@@ -59,7 +60,8 @@ def create_app(
     app = web.Application(client_max_size=settings.server.max_request_bytes, middlewares=[_count_requests])
     app[KB_KEY], app[SETTINGS_KEY] = kb, settings
     metrics = metrics or Metrics()
-    conversation = conversation or build_conversation(settings, kb)
+    route_answers(kb)  # answers ask the active model version (app/server/training.py)
+    conversation = conversation or build_conversation(settings, kb, hooks=chat_hooks(settings, kb))
     kb.guard_observer = metrics.count_guard
     app.on_startup.append(_prioritize_the_loop)  # first: before anything uses the default executor
     app.on_startup.append(_freeze_long_lived)
