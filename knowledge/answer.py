@@ -1,19 +1,26 @@
 """Question -> cited answer.
 
-Without a language model the answer is extractive: the sentences of the best passages that are
-closest to the question, each followed by the [n] of the source it came from; where a passage
-holds a question that restates the asker's (an FAQ entry), the sentences that follow it. When even the
-best passage is below `min_score`, the bot abstains and lists the closest documents instead.
+Without a language model the answer is extractive: whole sentences of the best passages, closest
+to the question and holding its key terms, each followed by the [n] of the source it came from, with
+Markdown emphasis, links and table pipes rendered as plain text; where a passage holds a question that
+restates the asker's (an FAQ entry), the sentences that follow it, never the question line itself.
+
+Every answer path abstains on weak evidence (`weak_evidence`): the best passage's similarity below
+`min_score`, or the top passages missing too many of the question's key terms (`min_coverage`). Both
+thresholds were calibrated on labelled unanswerable questions
+(docs/decisions/answer-prompt-and-abstention.md).
+The bot then says so and lists the closest documents instead.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from knowledge.embeddings import Embedder, Vectors
+from knowledge.lexical import is_chinese, tokenize
 from knowledge.types import Answer, Citation, Hit
 
 ABSTAIN_TEXT = "I could not find this in the knowledge base."
@@ -23,10 +30,31 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+(?!\**[a-z0-9])|(?<=[。！？])")
 _LIST_MARK = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-{2,}")
 _SNIPPET_CHARS = 240
+_TERM_WEIGHT = 0.2  # similarity added by a sentence holding all key terms
 _QUESTION_MARKS = ("?", "？")
 # A question in a passage this close to the asker's restates it (an FAQ entry's own question): its
 # answer is what follows it. MiniLM puts paraphrased questions at 0.8-0.95, related ones at 0.5-0.7.
 ECHO_MIN = 0.8
+# Evidence gate defaults, chosen on the handbook set's unanswerable questions and checked on the
+# Python FAQ set (docs/decisions/answer-prompt-and-abstention.md).
+MIN_COVERAGE = 0.5
+# Chinese key terms are character bigrams, about half of which straddle two words ("工每"), so the
+# same evidence covers fewer of them: the bar for a Chinese question is this share of MIN_COVERAGE.
+CHINESE_COVERAGE_SCALE = 0.6
+EVIDENCE_PASSAGES = 3
+# Words of how a question is asked, not what it is about (stemmed as `tokenize` stems them).
+_QUESTION_WORDS = frozenset(
+    (
+        *"much mani get use need long often name kind tell want like make take doe did done".split(),
+        *"should must shall may might way us one someth anyth also".split(),
+        *"什么 多少 哪个 哪些 怎么 如何 可以 是什 是多 需要 多长 几天".split(),
+    )
+)
+_MD_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_MD_EMPHASIS = re.compile(r"(\*\*|__|`+|~~)")
+_MD_STAR = re.compile(r"(?<![\w*])\*(?=\S)([^*]+?)(?<=\S)\*(?![\w*])")
+_MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+")
+_MD_QUOTE = re.compile(r"^\s*>\s?")
 
 
 def cite(hits: list[Hit]) -> list[Citation]:
@@ -49,18 +77,91 @@ def cite(hits: list[Hit]) -> list[Citation]:
     return list(citations.values())
 
 
-def extractive_answer(
-    query: Vectors, hits: list[Hit], *, embedder: Embedder, min_score: float, max_sentences: int = 3
-) -> Answer:
-    """Pick the sentences closest to the question from the top passages, citing each."""
-    citations = cite(hits)
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """How well the top passages back a question: best similarity, and key-term coverage."""
+
+    score: float
+    coverage: float
+    missing: tuple[str, ...]
+    chinese: bool
+
+
+def key_terms(question: str) -> list[str]:
+    """What the question is about: its index terms less question words; Chinese as bigrams."""
+    terms = (t for t in tokenize(question) if t not in _QUESTION_WORDS)
+    return list(dict.fromkeys(t for t in terms if not (_is_cjk(t) and len(t) < 2)))
+
+
+def _is_cjk(term: str) -> bool:
+    return "\u3400" <= term[0] <= "\u9fff" or "\uf900" <= term[0] <= "\ufaff"
+
+
+def evidence(question: str, hits: list[Hit], passages: int = EVIDENCE_PASSAGES) -> Evidence:
+    """The evidence the best `passages` hits (title, section and text) give for `question`."""
+    terms = key_terms(question)
+    held: set[str] = set()
+    for hit in hits[:passages]:
+        held.update(tokenize(f"{hit.title} {hit.section} {hit.text}"))
+    missing = tuple(t for t in terms if t not in held)
+    coverage = 1.0 - len(missing) / len(terms) if terms else 1.0
+    score = hits[0].score if hits else -1.0
+    return Evidence(score, coverage, missing, is_chinese(question))
+
+
+def weak_evidence(question: str, hits: list[Hit], *, min_score: float, min_coverage: float = 0.0) -> bool:
+    """Whether to abstain before answering: no hits, the best too far from the question, or the top
+    passages missing too many of its key terms (a Chinese question's bar scaled, see above)."""
     if not hits or hits[0].score < min_score:
-        return Answer(
-            text=ABSTAIN_TEXT + (" The closest documents are listed below." if hits else ""),
-            citations=citations,
-            confidence=round(max((h.score for h in hits), default=0.0), 4),
-            abstained=True,
-        )
+        return True
+    if min_coverage <= 0 or not question:
+        return False
+    found = evidence(question, hits)
+    bar = min_coverage * (CHINESE_COVERAGE_SCALE if found.chinese else 1.0)
+    return found.coverage < bar
+
+
+def plain_text(text: str) -> str:
+    """Markdown as a surface without Markdown shows it: emphasis, code ticks, links, heading and
+    quote marks and table pipes dropped, the words kept."""
+    lines = []
+    for line in text.splitlines():
+        line = _MD_QUOTE.sub("", _MD_HEADING.sub("", line))
+        line = _MD_LINK.sub(r"\1", line)
+        line = _MD_STAR.sub(r"\1", _MD_EMPHASIS.sub("", line))
+        if line.lstrip().startswith("|"):
+            line = "; ".join(cell.strip() for cell in line.strip().strip("|").split("|") if cell.strip())
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def abstention(hits: list[Hit]) -> Answer:
+    """The honest answer when the documents do not answer: say so, list the closest documents."""
+    return Answer(
+        text=ABSTAIN_TEXT + (" The closest documents are listed below." if hits else ""),
+        citations=cite(hits),
+        confidence=round(max((h.score for h in hits), default=0.0), 4),
+        abstained=True,
+    )
+
+
+def extractive_answer(
+    query: Vectors,
+    hits: list[Hit],
+    *,
+    embedder: Embedder,
+    min_score: float,
+    max_sentences: int = 3,
+    question: str = "",
+    min_coverage: float = 0.0,
+) -> Answer:
+    """Pick whole sentences closest to the question, holding its key terms, from the top passages.
+
+    Abstains (`abstention`) on weak evidence; `question` (the text) enables the key-term checks.
+    """
+    if weak_evidence(question, hits, min_score=min_score, min_coverage=min_coverage):
+        return abstention(hits)
+    citations = cite(hits)
     number = {c.uri: c.number for c in citations}
     candidates: list[tuple[int, int, str]] = []  # (citation number, position in its passage, sentence)
     passage: list[int] = []  # which of the top hits each candidate came from
@@ -72,10 +173,14 @@ def extractive_answer(
         chosen: list[tuple[int, int, str]] = []
     else:
         similarity = embedder.encode([s for _, _, s in candidates]) @ query
+        terms = set(key_terms(question))
         chosen = _faq_answer(candidates, passage, similarity, max_sentences) or _closest(
-            candidates, similarity, max_sentences
+            candidates, similarity, max_sentences, terms
         )
-    text = " ".join(f"{sentence} [{n}]" for n, _, sentence in chosen) or f"{_snippet(hits[0].text)} [1]"
+    text = (
+        " ".join(f"{sentence} [{n}]" for n, _, sentence in chosen)
+        or f"{_snippet(plain_text(hits[0].text))} [1]"
+    )
     return Answer(text=text, citations=citations, confidence=round(hits[0].score, 4))
 
 
@@ -102,13 +207,20 @@ def _faq_answer(
 
 
 def _closest(
-    candidates: list[tuple[int, int, str]], similarity: Vectors, max_sentences: int
+    candidates: list[tuple[int, int, str]], similarity: Vectors, max_sentences: int, terms: set[str]
 ) -> list[tuple[int, int, str]]:
-    """The sentences closest to the question, in reading order; questions only if nothing else is there."""
+    """The sentences closest to the question, in reading order; questions only if nothing else is there.
+
+    A sentence holding none of the question's key terms is left out while others hold some, and each
+    key term held adds to a sentence's similarity: the answer is the sentences about what was asked.
+    """
     # A question in a passage (an FAQ entry's heading) is the closest sentence to the question and
     # answers nothing: leave questions out while anything else is there.
     keep = [i for i, c in enumerate(candidates) if not _is_question(c[2])] or list(range(len(candidates)))
-    scores = similarity[keep]
+    held = [len(terms & set(tokenize(candidates[i][2]))) / len(terms) if terms else 0.0 for i in keep]
+    if any(held):
+        keep, held = [i for i, h in zip(keep, held, strict=True) if h], [h for h in held if h]
+    scores = similarity[keep] + _TERM_WEIGHT * np.array(held, dtype=np.float32)
     # A small preference for the better-ranked passage breaks near-ties sensibly.
     scores = scores - 0.02 * np.array([candidates[i][0] for i in keep], dtype=np.float32)
     best = np.argsort(-scores)[:max_sentences].tolist()
@@ -127,7 +239,7 @@ def _sentences(text: str) -> list[str]:
         stripped = line.strip()
         if not stripped.startswith("|"):
             header = None
-            parts = _SENTENCE.split(_LIST_MARK.sub("", stripped))
+            parts = _SENTENCE.split(_LIST_MARK.sub("", _MD_HEADING.sub("", stripped)))
         elif _TABLE_RULE.match(stripped):
             continue
         else:
@@ -137,7 +249,7 @@ def _sentences(text: str) -> list[str]:
                 continue
             pairs = zip(header, cells, strict=False)
             parts = ["; ".join(f"{name}: {value}" if name else value for name, value in pairs if value)]
-        out.extend(part.strip() for part in parts if len(part.strip()) >= 12)
+        out.extend(plain for part in parts if len(plain := plain_text(part).strip()) >= 12)
     return out
 
 

@@ -1,7 +1,8 @@
 """Answer quality on a labelled set: correctness, citation precision, abstention, invented citations.
 
-Pure scoring: no model, no database, no retrieval. `kb bench answers` and bench/answers.py run the
-product and hand each answer here. The set format (bench/sets/README.md) is JSON Lines:
+Pure scoring: no model, no database, no retrieval. knowledge/answer_runs.py runs the product over
+a set for `kb bench answers` and bench/answers.py and hands each answer here. The set format
+(bench/sets/README.md) is JSON Lines:
 
     {"query": "How long is partner leave?", "answers": ["10 working days"],
      "relevant": ["hr/parental-leave.md#halden-partner-leave"], "unanswerable": false}

@@ -1,4 +1,5 @@
-"""Post-processing of a model's [n] citation markers, token by token, so streaming and batch agree.
+"""Post-processing of a model's answer: [n] markers token by token (so streaming and batch agree),
+the check that each cited passage holds the words it is cited for, and the stop on runaway repetition.
 
 The model saw passages numbered 1..k. In its answer, a marker that points at one of them is kept
 and renumbered by order of first use (the first source cited becomes [1]); a marker that points
@@ -15,7 +16,11 @@ dropped, and the whitespace around it tidied. Other bracketed text ("[see below]
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+import unicodedata
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from knowledge.lexical import tokenize
 
 _NUMBERS = re.compile(r"\s*(?:(?:source|passage|doc(?:ument)?)\s*)?(\d+(?:\s*[,;]\s*\d+)*)\s*", re.IGNORECASE)
 _NUMERIC_PREFIX = re.compile(r"\s*(?:(?:source|passage|doc(?:ument)?)\s*)?[\d\s,;]*", re.IGNORECASE)
@@ -158,3 +163,122 @@ def looks_like_garbage(text: str) -> bool:
         return True
     words = body.split()
     return len(words) >= 12 and len(set(words)) <= 0.2 * len(words)
+
+
+# A claim is held by a passage when this share of its own terms (those not already in the question)
+# are in the passage, and every number it states is there too.
+SUPPORT_MIN = 0.5
+_MARKER_RUN = re.compile(
+    r"(?:\s*\[\s*(?:(?:source|passage|doc(?:ument)?)\s*)?\d+(?:\s*[,;]\s*\d+)*\s*\])+", re.IGNORECASE
+)
+_DIGITS = re.compile(r"\d+(?:[.,:]\d+)*")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedCitations:
+    """An answer's markers checked against the passages: the text with repairs, and what was done."""
+
+    text: str
+    kept: int  # markers whose passage holds the words they follow
+    repaired: int  # markers re-numbered to the passage that holds the words
+    unsupported: int  # markers after words that no passage holds (their text is not grounded)
+
+
+def check_citations(text: str, passages: Mapping[int, str], question: str = "") -> CheckedCitations:
+    """Check the claims of a model's answer (markers numbered as in the prompt) against the passages.
+
+    A claim is the text a marker run follows, since the previous one; text after the last marker
+    (or a whole answer without any) is a claim too. Its passage must hold its words (`support`);
+    if not, the marker is re-numbered to the passage that holds them best, and an uncited claim
+    gets that passage's number. A claim that no passage holds is counted as unsupported and left
+    uncited; markers of numbers that no passage has are removed as invented.
+    """
+    asked = set(tokenize(question))
+    out: list[str] = []
+    kept = repaired = unsupported = 0
+    position = 0
+    for match in [*_MARKER_RUN.finditer(text), None]:
+        claim = text[position : match.start() if match else len(text)]
+        cited = [int(n) for n in re.findall(r"\d+", match.group())] if match else []
+        scores = {n: support(claim, body, asked) for n, body in passages.items()}
+        claims = _claims(claim, asked)  # a marker after no claim of its own ("[1] It is...") goes
+        good = [n for n in dict.fromkeys(cited) if claims and scores.get(n, 0.0) >= SUPPORT_MIN]
+        kept += len(good)
+        if not good and claims:
+            best = max(scores, key=lambda n: scores[n], default=None)
+            if best is not None and scores[best] >= SUPPORT_MIN:
+                good, repaired = [best], repaired + 1
+            else:
+                unsupported += 1
+        markers = "".join(f"[{n}]" for n in good)
+        if match is None and markers:  # an uncited last claim: its number before the full stop
+            body = claim.rstrip()
+            stop = len(body.rstrip(".。!！?？")) if body else 0
+            out.append(f"{body[:stop]} {markers}{body[stop:]}" if stop else claim)
+        else:
+            lead = match.group()[: len(match.group()) - len(match.group().lstrip())] if match else ""
+            out.append(claim + (lead + markers if markers else ""))
+        position = match.end() if match else len(text)
+    return CheckedCitations("".join(out), kept, repaired, unsupported)
+
+
+def _claims(text: str, asked: set[str]) -> bool:
+    """Whether text says anything of its own: a number, or a term the question did not bring."""
+    plain = strip_markers(text)
+    return bool(_DIGITS.search(plain)) or any(t not in asked for t in tokenize(plain))
+
+
+def support(claim: str, passage: str, asked: set[str] | frozenset[str] = frozenset()) -> float:
+    """Share of the claim's terms (less the question's own) that `passage` holds; 0 when the claim
+    states a number the passage does not."""
+    plain = unicodedata.normalize("NFKC", strip_markers(claim))
+    body = unicodedata.normalize("NFKC", passage)
+    if any(number not in body for number in _DIGITS.findall(plain)):
+        return 0.0
+    terms = list(dict.fromkeys(tokenize(plain)))
+    if not terms:
+        return 1.0
+    held = set(tokenize(body))
+    return sum(t in held for t in terms) / len(terms)
+
+
+class RepetitionStop:
+    """Notices runaway repetition in an answer being written, so the caller can stop the model.
+
+    Runaway is a sentence said a second time, or the text's tail one short unit over and over
+    ("1, 1, 1, 1, ..."). `check` returns how much of the text to keep (up to the first copy's end),
+    or None while the text is fine.
+    """
+
+    def __init__(self, *, max_unit: int = 64, copies: int = 4, min_run: int = 24) -> None:
+        self.max_unit, self.copies, self.min_run = max_unit, copies, min_run
+
+    def check(self, text: str) -> int | None:
+        return self._repeated_sentence(text) or self._repeated_unit(text)
+
+    def _repeated_sentence(self, text: str) -> int | None:
+        seen: set[str] = set()
+        for match in _SENTENCE_END.finditer(text):
+            sentence = " ".join(strip_markers(match.group()).split()).casefold().rstrip(".!?。！？")
+            if len(sentence) < 8:
+                continue
+            if sentence in seen:
+                return len(text[: match.start()].rstrip())
+            seen.add(sentence)
+        return None
+
+    def _repeated_unit(self, text: str) -> int | None:
+        for unit in range(1, self.max_unit + 1):
+            span = max(unit * self.copies, self.min_run)
+            if len(text) < span + unit:
+                break
+            tail = text[-span:]
+            if tail == (tail[-unit:] * (span // unit + 1))[-span:]:
+                start = len(text) - span
+                while start >= unit and text[start - unit : start] == text[start : start + unit]:
+                    start -= unit
+                return start + unit
+        return None
+
+
+_SENTENCE_END = re.compile(r"[^.!?。！？\n]+(?:[.!?。！？]+|\n|$)")

@@ -1,9 +1,13 @@
 """Grounded answers: retrieved passages -> LLM -> answer with verified, renumbered [n] citations.
 
 The extractive answerer (knowledge/answer.py) is the floor, never an error: when evidence is weak
-the bot abstains without calling the model; when the model is down, slow, behind an open circuit
-breaker, or says nothing usable (empty, garbage, or - with `require_citation` - nothing cited),
-the question gets the extractive answer, marked `model="extractive (fallback)"`.
+(`weak_evidence`: retrieval score and key-term coverage) the bot abstains without calling the model;
+when the model answers with the abstention sentence (prompt.NOT_FOUND) it abstains too. When the
+model is down, slow, behind an open circuit breaker, or says nothing usable (empty, garbage, - with
+`require_citation` - nothing cited, or a cited claim that no passage holds), the question gets the
+extractive answer, marked `model="extractive (fallback)"`. A cited passage that does not hold the
+words it is cited for is re-numbered to the passage that does (citations.check_citations), and a
+reply that starts repeating itself is stopped and cut (citations.RepetitionStop).
 
 `stream_answer` is the one answer path; `generate_answer` is that stream collected, with the
 model's reply asked for in one request.
@@ -18,17 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import replace
 
 from core.llm import LLM
-from knowledge.answer import extractive_answer
-from knowledge.citations import CitationRewriter, looks_like_garbage
+from knowledge.answer import abstention, extractive_answer, weak_evidence
+from knowledge.citations import CitationRewriter, RepetitionStop, check_citations, looks_like_garbage
 from knowledge.embeddings import Embedder, Vectors
-from knowledge.prompt import NOT_FOUND, Prompt, build_prompt
+from knowledge.prompt import NOT_FOUND, Prompt, build_prompt, could_be_not_found, is_not_found
 from knowledge.types import Answer, Hit, Question, last_part
 from privacy.output import OutputGuard
 
@@ -104,24 +107,21 @@ class _Clock:
         return answer
 
 
-def _weak_evidence(hits: list[Hit], min_score: float) -> bool:
-    return not hits or hits[0].score < min_score
-
-
-def _abstain(query_vector: Vectors, hits: list[Hit], embedder: Embedder, model: str) -> Answer:
-    # The extractive abstention (text, closest documents as citations) with an impossible bar.
-    answer = extractive_answer(query_vector, hits, embedder=embedder, min_score=math.inf)
+def _abstain(hits: list[Hit], model: str) -> Answer:
+    """The model said the passages do not answer: the product's abstention, attributed to it."""
+    answer = abstention(hits)
     answer.model = model
     return answer
 
 
 async def _fallback(
-    query_vector: Vectors, hits: list[Hit], embedder: Embedder, min_score: float, reason: str
+    question: Question, query_vector: Vectors, hits: list[Hit], embedder: Embedder, reason: str
 ) -> Answer:
     log.warning("LLM answer unusable (%s): answering extractively", reason)
-    # Embedding the candidate sentences is CPU work: keep it off the event loop.
+    # Embedding the candidate sentences is CPU work: keep it off the event loop. The evidence gate
+    # was passed before the model was asked: the extractive answer need not pass it again.
     answer = await asyncio.to_thread(
-        extractive_answer, query_vector, hits, embedder=embedder, min_score=min_score
+        extractive_answer, query_vector, hits, embedder=embedder, min_score=-1.0, question=question.text
     )
     answer.model = FALLBACK_MODEL
     return answer
@@ -137,15 +137,26 @@ def _model_answer(
     return Answer(text=text, citations=citations, confidence=round(hits[0].score, 4), model=model)
 
 
-def _unusable(text: str, rewriter: CitationRewriter, require_citation: bool) -> str | None:
-    """Why the model's (rewritten) answer cannot be shown, or None if it can."""
+def _unusable(text: str, rewriter: CitationRewriter, require_citation: bool, unsupported: int) -> str | None:
+    """Why the model's (checked, rewritten) answer cannot be shown, or None if it can."""
     if not text.strip():
         return "empty output"
     if looks_like_garbage(text):
         return f"garbage output {text[:80]!r}"
+    if unsupported:
+        return f"{unsupported} cited claim(s) that no passage holds in {text[:80]!r}"
     if require_citation and not rewriter.order:
         return f"no valid citation in {text[:80]!r}"
     return None
+
+
+def _final_text(raw: str, prompt: Prompt, question: str) -> tuple[str, CitationRewriter, int]:
+    """The reply's citations checked against the passages, then renumbered by first use."""
+    checked = check_citations(raw, {p.number: p.text for p in prompt.passages}, question)
+    if checked.repaired:
+        log.info("re-numbered %d citation(s) to the passage that holds the words", checked.repaired)
+    rewriter = CitationRewriter(range(1, len(prompt.passages) + 1))
+    return rewriter.feed(checked.text) + rewriter.finish(), rewriter, checked.unsupported
 
 
 class _Reply:
@@ -192,6 +203,7 @@ async def generate_answer(
     query_vector: Vectors,
     embedder: Embedder,
     min_score: float,
+    min_coverage: float = 0.0,
     max_context_tokens: int = 1536,
     max_answer_tokens: int = 256,
     model: str | None = None,
@@ -204,8 +216,9 @@ async def generate_answer(
     """
     parts = stream_answer(
         question, hits, llm=llm, query_vector=query_vector, embedder=embedder, min_score=min_score,
-        max_context_tokens=max_context_tokens, max_answer_tokens=max_answer_tokens, model=model,
-        retrieve_ms=retrieve_ms, require_citation=require_citation, whole=True,
+        min_coverage=min_coverage, max_context_tokens=max_context_tokens,
+        max_answer_tokens=max_answer_tokens, model=model, retrieve_ms=retrieve_ms,
+        require_citation=require_citation, whole=True,
     )  # fmt: skip
     return await last_part(parts, Answer)
 
@@ -218,6 +231,7 @@ async def stream_answer(
     query_vector: Vectors,
     embedder: Embedder,
     min_score: float,
+    min_coverage: float = 0.0,
     max_context_tokens: int = 1536,
     max_answer_tokens: int = 256,
     model: str | None = None,
@@ -228,53 +242,57 @@ async def stream_answer(
     """Text deltas as the model writes them (citations already renumbered), then the final Answer.
 
     The final Answer is authoritative: when it is a fallback or an abstention, its text replaces
-    whatever deltas were shown. Otherwise its text equals the deltas joined. With `whole` the
+    whatever deltas were shown, and so does it where the citation check re-numbered a marker or a
+    runaway repetition was cut. Otherwise its text equals the deltas joined. With `whole` the
     model's reply is asked for in one request (see `_Reply`) and passes through as one delta.
     Model trouble of any kind ends in the extractive answer (module docstring), never an error.
     """
     clock = _Clock(retrieve_ms)
-    if _weak_evidence(hits, min_score):
-        yield clock.stamp(extractive_answer(query_vector, hits, embedder=embedder, min_score=min_score))
+    if weak_evidence(question.text, hits, min_score=min_score, min_coverage=min_coverage):
+        yield clock.stamp(abstention(hits))
         return
-    shown: list[str] = []
-    held = ""  # output held back while it may still be the NOT_IN_CONTEXT reply
-    deciding, abstained = True, False
+    raw = ""  # the model's reply as written (cut where it started repeating itself)
+    deciding, abstained, runaway = True, False, False  # deciding: may still be the NOT_FOUND reply
+    stop = RepetitionStop()
     try:
         prompt = await build_prompt(question.text, hits, llm=llm, max_context_tokens=max_context_tokens)
         rewriter = CitationRewriter(range(1, len(prompt.passages) + 1))
         reply = _Reply(llm, prompt, clock, model=model, max_tokens=max_answer_tokens, whole=whole)
         async with aclosing(reply.deltas()) as deltas:
             async for delta in deltas:
+                raw += delta
+                if (keep := stop.check(raw)) is not None:
+                    # What came before the loop is the answer, unless the loop was all there was.
+                    loop_only = looks_like_garbage(raw) or len(raw[:keep].split()) < 3
+                    raw, runaway = ("" if loop_only else raw[:keep]), True
+                    log.info("stopped a runaway repetition after %d characters", keep)
+                    break
                 if deciding:
-                    held += delta
-                    head = held.lstrip()
-                    if head.startswith(NOT_FOUND):
+                    if is_not_found(raw):
                         abstained = True
                         break
-                    if NOT_FOUND.startswith(head):
+                    if could_be_not_found(raw):
                         continue
-                    deciding, delta = False, held
-                piece = rewriter.feed(delta)
-                if piece:
+                    deciding, delta = False, raw
+                if piece := rewriter.feed(delta):
                     clock.first_token()
-                    shown.append(piece)
                     yield piece
-        tail = "" if abstained else rewriter.feed(held if deciding else "") + rewriter.finish()
+        if not (abstained or runaway) and (
+            tail := rewriter.feed(raw if deciding else "") + rewriter.finish()
+        ):
+            clock.first_token()
+            yield tail
     except Exception as exc:  # any model failure must end in an answer, not an error
         failure = f"{type(exc).__name__}: {exc}"
-        yield clock.stamp(await _fallback(query_vector, hits, embedder, min_score, failure))
+        yield clock.stamp(await _fallback(question, query_vector, hits, embedder, failure))
         return
-    if abstained:
-        clock.first_token()
-        yield clock.stamp(_abstain(query_vector, hits, embedder, reply.model))
+    clock.first_token()
+    text, final, unsupported = _final_text(raw, prompt, question.text)
+    if abstained or (NOT_FOUND.casefold() in text.casefold() and not final.order):
+        yield clock.stamp(_abstain(hits, reply.model))
         return
-    if tail:
-        clock.first_token()
-        shown.append(tail)
-        yield tail
-    text = "".join(shown)
-    reason = _unusable(text, rewriter, require_citation)
+    reason = _unusable(text, final, require_citation, unsupported)
     if reason is not None:
-        yield clock.stamp(await _fallback(query_vector, hits, embedder, min_score, reason))
+        yield clock.stamp(await _fallback(question, query_vector, hits, embedder, reason))
         return
-    yield clock.stamp(_model_answer(text, rewriter, prompt, hits, reply.model))
+    yield clock.stamp(_model_answer(text, final, prompt, hits, reply.model))

@@ -309,7 +309,8 @@ class KnowledgeBase:
         drafts = SafeDrafts(self.output_guard) if readable else None
         parts = stream_answer(
             asked, hits, llm=llm, query_vector=query, embedder=self.embedder,
-            min_score=self.settings.retrieval.min_score, model=model, retrieve_ms=retrieve_ms, whole=whole,
+            min_score=self.settings.retrieval.min_score, min_coverage=self.settings.retrieval.min_coverage,
+            model=model, retrieve_ms=retrieve_ms, whole=whole,
         )  # fmt: skip
         async with aclosing(parts) as stream:
             async for part in stream:
@@ -339,11 +340,12 @@ class KnowledgeBase:
 
     def _answer(self, question: Question, filters: Filters | None) -> Answer:
         started = time.perf_counter()
-        _, query, hits = self._retrieve(question, filters)
+        asked, query, hits = self._retrieve(question, filters)
         retrieved = time.perf_counter()
         answer = extractive_answer(
-            query, hits, embedder=self.embedder, min_score=self.settings.retrieval.min_score
-        )
+            query, hits, embedder=self.embedder, min_score=self.settings.retrieval.min_score,
+            question=asked.text, min_coverage=self.settings.retrieval.min_coverage,
+        )  # fmt: skip
         done = time.perf_counter()
         answer.latency_ms = {
             "retrieve": round((retrieved - started) * 1000, 2),

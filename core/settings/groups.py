@@ -90,7 +90,15 @@ class RetrievalSettings(Group):
     """The vector index, the lexical index and how their lists are fused (docs/decisions)."""
 
     top_k: int = Field(default=5, ge=1, le=50)
-    min_score: float = Field(default=0.25, ge=-1.0, le=1.0, description="Below this, the bot abstains.")
+    min_score: float = Field(
+        default=0.40, ge=-1.0, le=1.0, description="Below this best-passage similarity, the bot abstains."
+    )
+    min_coverage: float = Field(
+        default=0.55,
+        ge=0.0,
+        le=1.0,
+        description="Below this share of the question's key terms in the top passages, the bot abstains.",
+    )
     fusion_method: Literal["rrf", "convex"] = Field(
         default="rrf", description="rrf: weighted reciprocal rank fusion; convex: min-max scores, weighted."
     )

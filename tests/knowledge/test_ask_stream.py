@@ -34,9 +34,10 @@ PAGES = {
     "opens at 6:00. Charging points for electric cars are in rows A and B.\n",
 }
 PASSWORD = Question("How do I reset my password?")
+# Every claim held by the passage it cites, or the citation check would fall back.
 REPLY = (
-    "Open the HaldenID portal and choose Forgot password [1]. You need your MFA app on your phone for "
-    "the second step, so keep it close while you follow the steps on the screen [1]."
+    "Open the HaldenID portal and choose Forgot password [1]. For the self-service reset you need "
+    "your MFA app, so keep the MFA app close while you reset your password [1]."
 )
 
 
@@ -148,8 +149,10 @@ async def test_deltas_are_redacted_and_never_show_half_a_secret(kb: KnowledgeBas
     reply = f"Open the HaldenID portal with the token {token} and choose Forgot password [1]. {REPLY}"
     fake(kb).piece_chars = 2
     deltas, final = await streamed(kb, PASSWORD, reply)
-    assert "[SECRET]" in "".join(deltas) and "[SECRET]" in final.text
+    assert "[SECRET]" in "".join(deltas)
     assert all("xox" not in delta for delta in deltas) and token not in final.text
+    # No passage holds the token: the final answer is the extractive one, which never had it.
+    assert final.model == FALLBACK_MODEL
 
 
 def test_safe_drafts_hold_back_a_number_still_being_written() -> None:

@@ -82,7 +82,7 @@ def test_sentences_go_on_after_abbreviations_before_a_number_or_lower_case() -> 
         "Reports are paid on the 20th. Approval takes approx. 5 days."
     )
     assert _sentences(text) == [
-        "Call the IT on-call on **ext. 4499** at night.",
+        "Call the IT on-call on ext. 4499 at night.",  # Markdown emphasis rendered plain
         "For travel, e.g. to a customer, use the VPN.",
         "Reports are paid on the 20th.",
         "Approval takes approx. 5 days.",
