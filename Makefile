@@ -40,7 +40,7 @@ vllm-env: $(VLLM_STAMP)
 # (root, as on these machines). Playwright's own browser download is never used.
 chromium:
 	test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
-		--no-install-recommends chromium fonts-dejavu-core) || \
+		--no-install-recommends chromium fonts-dejavu-core fonts-noto-color-emoji) || \
 		echo "chromium could not be installed: tests/browser will be skipped, each saying so"
 
 # Real documents for the benchmarks, from Debian's packages (root, as on these machines).

@@ -137,7 +137,7 @@ async def site(
     make_settings: Callable[..., Settings], tmp_path: Path, embedder: Embedder
 ) -> AsyncIterator[Site]:
     _skip_without_browser()
-    admins = ["web:web"] if os.environ.get("KB_TEST_WEB_ADMIN") else []
+    admins = ["web:web"] if os.environ.get("WEB_CHAT_ADMIN") else []
     settings: Settings = make_settings(bot_admins=admins)
     engine = db.make_engine(settings)
     db.upgrade(engine)

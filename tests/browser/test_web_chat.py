@@ -2,7 +2,8 @@
 citation, come back to a conversation, use the inbox, and find the admin page closed to non-admins.
 
 Every wait is for something on the page (a selector, a state attribute), never for a duration.
-`KB_WEB_SCREENSHOT=path` also saves the chat with its streamed, cited answer (docs/web-chat.png).
+`WEB_CHAT_SHOTS=folder` also saves what the tests see there: chat.png (the chat with its streamed,
+cited answer, committed as docs/web-chat.png), phone.png, source.png and inbox.png.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Page
 
 DONE = ".turn .a[data-state=done]"
+
+
+async def shot(page: Page, name: str) -> None:
+    if folder := os.environ.get("WEB_CHAT_SHOTS"):
+        await page.screenshot(path=os.path.join(folder, name))
 
 
 async def ask(page: Page, question: str) -> None:
@@ -58,8 +64,7 @@ async def test_a_question_gets_a_streamed_cited_answer_rendered_as_markdown(
     await expect(page.locator("#conversations a.conversation")).to_have_text(
         "How do I install the VPN client?"
     )
-    if target := os.environ.get("KB_WEB_SCREENSHOT"):
-        await page.screenshot(path=target)
+    await shot(page, "chat.png")
 
 
 async def test_a_citation_opens_the_cited_section_of_the_source(site: Site, browser: BrowserContext) -> None:
@@ -73,6 +78,7 @@ async def test_a_citation_opens_the_cited_section_of_the_source(site: Site, brow
     await expect(section).to_have_class("src-section cited")
     await expect(section.locator("h2")).to_have_text("Installing")
     await expect(section.locator("table td").first).to_have_text("Windows")
+    await shot(page, "source.png")
     assert await section.evaluate(
         "s => { const r = s.getBoundingClientRect(); return r.top >= 0 && r.top < innerHeight; }"
     )
@@ -113,6 +119,11 @@ async def test_html_in_documents_questions_and_answers_stays_text(
     assert await page.locator("#log img, #log script").count() == 0
     shown = await page.locator(".turn").text_content() or ""
     assert "<script>" in shown and "onerror=" in shown, "the markup is shown as text"
+    hrefs = await page.evaluate(
+        """() => [...KBMarkdown.render("[a](javascript:alert(1)) [b](data:text/html,x) [c](https://ok.example/)")
+                    .querySelectorAll("a")].map(a => a.href)"""
+    )
+    assert hrefs == ["https://ok.example/"], "only http(s) and mailto links are made"
     doc = site.document_id("printing.md")
     await page.goto(site.at(f"/sources/{quote(doc, safe='')}#printing"))
     await page.wait_for_selector("body.source-page[data-ready=true]")
@@ -133,8 +144,10 @@ async def test_the_chat_fits_a_phone_screen(site: Site, browser: BrowserContext)
     assert width <= 390, f"the page scrolls sideways: {width} px wide"
     box = await page.locator("#send").bounding_box()
     assert box is not None and box["x"] + box["width"] <= 390
+    await shot(page, "phone.png")
     await page.click("#menu")
     await expect(page.locator("#conversations a.conversation")).to_be_in_viewport()
+    await shot(page, "phone-menu.png")
 
 
 async def test_inbox_items_open_and_dismiss(site: Site, browser: BrowserContext) -> None:
@@ -160,6 +173,7 @@ async def test_inbox_items_open_and_dismiss(site: Site, browser: BrowserContext)
     await page.click("#inbox-toggle")
     items = page.locator(".inbox-item")
     await expect(items).to_have_count(2)
+    await shot(page, "inbox.png")
     await items.filter(has_text="Printer setup").locator(".inbox-dismiss").click()
     await expect(items).to_have_count(1)
     await items.filter(has_text="VPN").locator(".inbox-open").click()

@@ -107,7 +107,7 @@
         if (name.tagName === "A") name.href = c.href;
         item.append(name);
         if (c.section) item.append(el("span", "meta", " · " + c.section));
-        if (c.snippet) item.append(el("div", "snippet", c.snippet));
+        if (c.snippet) item.append(el("div", "snippet", window.KBMarkdown.plain(c.snippet)));
         sources.append(item);
       }
       parts.push(sources);

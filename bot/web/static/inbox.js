@@ -82,7 +82,11 @@
       const ul = el("ul");
       ul.append(...items.map((doc) => item(m, doc)));
       box.append(ul);
-      if (m.footer) box.append(el("p", "meta", m.footer));
+      if (m.footer) {
+        const footer = el("div", "meta md");
+        footer.append(window.KBMarkdown.render(m.footer));
+        box.append(footer);
+      }
       return box;
     }));
   }

@@ -213,5 +213,18 @@
     return fragment;
   }
 
-  window.KBMarkdown = { render, safeHref };
+  /** Markdown flattened to one line of plain text, for snippets: marks and table rules dropped. */
+  function plain(text) {
+    return String(text || "")
+      .replace(/\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)+\|?/g, " ")
+      .replace(/^\s*#{1,6}\s+/gm, "")
+      .replace(/(\*\*|__|`)/g, "")
+      .replace(/\s*\|\s*/g, " · ")
+      .replace(/(\s*·\s*)+/g, " · ")
+      .replace(/^\s*·\s*|\s*·\s*$/g, "")
+      .replace(/\s+/g, " ")
+      .trim();
+  }
+
+  window.KBMarkdown = { render, safeHref, plain };
 })();
