@@ -41,6 +41,7 @@ from core.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+LINGER_S = 1.0
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 WEBHOOKS = ("/slack/", "/api/messages")  # authenticated per request by the platform
 JSON_TYPES = frozenset({"application/json"})
@@ -108,8 +109,10 @@ def mount_web_surface(app: web.Application, settings: Settings) -> None:
 
 def run_options(settings: Settings) -> dict[str, Any]:
     """aiohttp's runner options: a connection that has not sent its headers (or sits idle between
-    requests) is closed after KB_HEADER_TIMEOUT_S; aiohttp starts that timer with the connection."""
-    return {"keepalive_timeout": settings.server.header_timeout_s}
+    requests) is closed after KB_HEADER_TIMEOUT_S; aiohttp starts that timer with the connection.
+    After a refusal that left the body unread (408, 413) the rest is drained for one second, not
+    aiohttp's ten, so a trickling client loses its connection at once."""
+    return {"keepalive_timeout": settings.server.header_timeout_s, "lingering_time": LINGER_S}
 
 
 def check_exposure(settings: Settings, host: str) -> None:

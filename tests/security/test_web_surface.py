@@ -33,6 +33,7 @@ from tests.conftest import REPO
 
 EVIL = "https://evil.example"
 JSON = {"Content-Type": "application/json"}
+Client = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
@@ -55,13 +56,13 @@ def build(
 
 
 @asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[TestClient]:
+async def serving(app: web.Application) -> AsyncIterator[Client]:
     async with TestClient(TestServer(app)) as client:
         yield client
 
 
 @pytest.fixture
-async def client(build: Callable[..., web.Application]) -> AsyncIterator[TestClient]:
+async def client(build: Callable[..., web.Application]) -> AsyncIterator[Client]:
     async with serving(build(max_request_bytes=400_000)) as test_client:
         yield test_client
 
@@ -74,7 +75,7 @@ async def _error(response: Any, status: int) -> str:
     return message
 
 
-async def test_text_plain_post_from_another_site_cannot_turn_a_digest_off(client: TestClient) -> None:
+async def test_text_plain_post_from_another_site_cannot_turn_a_digest_off(client: Client) -> None:
     body = '{"question": "digest off"}'
     cross_site = {"Content-Type": "text/plain", "Origin": EVIL}
     await _error(await client.post("/api/ask", data=body, headers=cross_site), 403)
@@ -84,7 +85,7 @@ async def test_text_plain_post_from_another_site_cannot_turn_a_digest_off(client
     await _error(await client.post("/api/ask", data=body, headers=fetch_metadata), 403)
 
 
-async def test_cross_origin_json_post_is_refused_and_same_origin_is_not(client: TestClient) -> None:
+async def test_cross_origin_json_post_is_refused_and_same_origin_is_not(client: Client) -> None:
     question = {"question": "help"}
     await _error(await client.post("/api/ask", json=question, headers={"Origin": EVIL}), 403)
     await _error(await client.post("/api/ask", json=question, headers={"Origin": "null"}), 403)
@@ -100,7 +101,7 @@ async def test_other_origins_may_post_when_allowed(build: Callable[..., web.Appl
         await _error(await client.post("/api/ask", json={"question": "help"}, headers={"Origin": EVIL}), 403)
 
 
-async def test_security_headers_are_on_every_response(client: TestClient) -> None:
+async def test_security_headers_are_on_every_response(client: Client) -> None:
     for response in (await client.get("/"), await client.get("/healthz"), await client.get("/no/such/page")):
         csp = response.headers["Content-Security-Policy"]
         assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
@@ -192,19 +193,19 @@ async def test_metrics_need_the_token_beyond_loopback(build: Callable[..., web.A
 
 
 @pytest.mark.parametrize("path", ["/api/ask", "/api/ask/stream", "/api/feedback"])
-async def test_deeply_nested_json_is_a_400_not_a_recursion_error(client: TestClient, path: str) -> None:
+async def test_deeply_nested_json_is_a_400_not_a_recursion_error(client: Client, path: str) -> None:
     await _error(await client.post(path, data=b"[" * 30_000, headers=JSON), 400)
     await _error(await client.post(path, data=b'{"question_id": ' + b"9" * 5000 + b"}", headers=JSON), 400)
 
 
-async def test_http_errors_are_json(client: TestClient) -> None:
+async def test_http_errors_are_json(client: Client) -> None:
     await _error(await client.get("/no/such/page"), 404)
     response = await client.put("/api/ask", json={"question": "help"})
     await _error(response, 405)
     assert "POST" in response.headers["Allow"]
 
 
-async def test_openapi_is_served_describes_every_route_and_is_committed(client: TestClient) -> None:
+async def test_openapi_is_served_describes_every_route_and_is_committed(client: Client) -> None:
     served = await (await client.get("/api/openapi.json")).json()
     assert served == openapi()
     committed = yaml.safe_load((REPO / "docs" / "openapi.yaml").read_text(encoding="utf-8"))
