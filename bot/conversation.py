@@ -275,7 +275,7 @@ class Conversation:
             answer, question_id=question_id, unrecorded=unrecorded, link_base=self.link_base,
             shown_sources=self.shown_sources,
         )  # fmt: skip
-        return replace(reply, answer=answer)
+        return reply  # render_answer keeps the guarded answer on it (bot/render.py)
 
     async def question_id(self, question: str, *, patience_s: float = 2.0) -> int | None:
         """The id of the question a button names (`RenderedReply.question`): an id, or a reference.

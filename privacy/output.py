@@ -1,5 +1,9 @@
 """The output guard: the last check on an answer before anyone sees it.
 
+It covers every field a reply shows, not only the answer's text: citation titles, sections,
+snippets and links (`clean`), and the finished Block Kit or Adaptive Card (`clean_payload`), since a
+heading or a document path can carry what the body's redaction removed.
+
 Three things are checked, whatever produced the answer (a model can repeat what it saw anywhere):
 secrets are always redacted; personal data of the kinds the policy names is redacted; and every
 cited source must be readable by the asker. A citation outside the asker's access means something
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from privacy.access import can_read
 from privacy.redaction import Redactor
@@ -52,3 +57,33 @@ class OutputGuard:
             return Checked(WITHHELD, withheld=True, forbidden_citations=forbidden)
         redacted = self._redactor.redact(text)
         return Checked(redacted.text, redactions=dict(redacted.counts))
+
+    def clean(self, text: str) -> str:
+        """One shown field (a title, a section, a snippet, a link), secrets and the policy's kinds removed."""
+        return self._redactor.redact(text).text if text else text
+
+    def clean_link(self, uri: str, *, heading: str = "") -> str:
+        """A document link with its anchor: an anchor is the heading slugged (`refunds-to-de89…`),
+        where word boundaries the detectors need are hyphens, so it is dropped whenever the heading,
+        or the anchor read as words, had anything to remove; the rest of the link is cleaned."""
+        path, hashmark, anchor = uri.partition("#")
+        path = self.clean(path)
+        if not hashmark:
+            return path
+        words = anchor.replace("-", " ").replace("_", " ")
+        unsafe = self.clean(heading) != heading or self.clean(anchor) != anchor or self.clean(words) != words
+        return path if unsafe else f"{path}#{anchor}"
+
+    def clean_payload(self, payload: Any, *, keep: frozenset[str] = frozenset()) -> Any:
+        """A copy of a JSON-like message with every string cleaned, except under the keys in `keep`
+        (identifiers and addresses the platform acts on: action ids, button values, link targets)."""
+        if isinstance(payload, str):
+            return self.clean(payload)
+        if isinstance(payload, list):
+            return [self.clean_payload(item, keep=keep) for item in payload]
+        if isinstance(payload, dict):
+            return {
+                key: value if key in keep else self.clean_payload(value, keep=keep)
+                for key, value in payload.items()
+            }
+        return payload

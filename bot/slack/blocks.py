@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bot.render import DEFAULT_GUARD
 from bot.types import Action, Button, RenderedReply, SourceLink
 
 SECTION_CHARS = 3000
@@ -24,10 +25,20 @@ ACTION_IDS = {
 Block = dict[str, Any]
 
 
+# What Slack acts on rather than shows: left as built (a link target was cleaned as a citation).
+_NOT_SHOWN = frozenset({"type", "action_id", "block_id", "value", "url", "style", "emoji", "verbatim"})
+
+
 @dataclass(frozen=True, slots=True)
 class SlackMessage:
     text: str
     blocks: list[Block]
+
+
+def guarded(message: SlackMessage) -> SlackMessage:
+    """The message with every shown string through the output guard: the last pass before Slack."""
+    blocks: list[Block] = DEFAULT_GUARD.clean_payload(message.blocks, keep=_NOT_SHOWN)
+    return SlackMessage(DEFAULT_GUARD.clean(message.text), blocks)
 
 
 def split_text(text: str, limit: int = SECTION_CHARS) -> list[str]:
@@ -102,7 +113,9 @@ def to_messages(reply: RenderedReply) -> list[SlackMessage]:
     # The notification text is mrkdwn too: unescaped, `<!channel>` in an answer would ping everyone.
     text = escape(reply.text[:FALLBACK_CHARS]) or "…"
     batches = [blocks[i : i + MAX_BLOCKS] for i in range(0, len(blocks), MAX_BLOCKS)] or [[]]
-    return [SlackMessage(text if n == 0 else "(continued)", batch) for n, batch in enumerate(batches)]
+    return [
+        guarded(SlackMessage(text if n == 0 else "(continued)", batch)) for n, batch in enumerate(batches)
+    ]
 
 
 WRITING = "_Writing the answer…_"
@@ -112,7 +125,7 @@ def draft_message(text: str) -> SlackMessage:
     """A streamed answer so far: its text in sections, with a note that more is coming."""
     sections = [section(escape(piece)) for piece in split_text(text)][: MAX_BLOCKS - 1]
     notes = {"type": "context", "elements": [{"type": "mrkdwn", "text": WRITING}]}
-    return SlackMessage(escape(text[:FALLBACK_CHARS]) or "…", [*sections, notes])
+    return guarded(SlackMessage(escape(text[:FALLBACK_CHARS]) or "…", [*sections, notes]))
 
 
 def sources_message(sources: tuple[SourceLink, ...], *, question: str) -> SlackMessage:
@@ -120,7 +133,7 @@ def sources_message(sources: tuple[SourceLink, ...], *, question: str) -> SlackM
     blocks = [section("*All sources of this answer*")]
     blocks += [source_block(s, question=question) for s in sources[: MAX_BLOCKS - 1]]
     text = escape("\n".join(f"[{s.number}] {s.title}" for s in sources)[:FALLBACK_CHARS])
-    return SlackMessage(text or "No sources.", blocks)
+    return guarded(SlackMessage(text or "No sources.", blocks))
 
 
 def home_view(*, subscriptions: list[str], cadence: str, recent: list[tuple[str, int]]) -> Block:

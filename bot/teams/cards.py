@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bot.render import DEFAULT_GUARD
 from bot.types import RenderedReply, SourceLink
 
 CARD_TYPE = "application/vnd.microsoft.card.adaptive"
@@ -16,9 +17,12 @@ CARD_TEXT_CHARS = 20_000  # leaves room under Teams' ~28 KB card limit for JSON 
 ACTION_KEY = "kb_action"
 
 Card = dict[str, Any]
+# What Teams acts on rather than shows: left as built (a link target was cleaned as a citation).
+_NOT_SHOWN = frozenset({"type", "$schema", "version", "data", "url", "style", "weight", "size", "spacing"})
 
 
 def _card(body: list[dict[str, Any]], actions: list[dict[str, Any]] | None = None) -> Card:
+    """A card whose every shown string went through the output guard: the last pass before Teams."""
     card: Card = {
         "type": "AdaptiveCard",
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
@@ -27,7 +31,8 @@ def _card(body: list[dict[str, Any]], actions: list[dict[str, Any]] | None = Non
     }
     if actions:
         card["actions"] = actions
-    return card
+    guarded: Card = DEFAULT_GUARD.clean_payload(card, keep=_NOT_SHOWN)
+    return guarded
 
 
 def _text(text: str, **style: Any) -> dict[str, Any]:
