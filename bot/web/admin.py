@@ -2,8 +2,10 @@
 
 `/admin` and `/api/admin` answer only admins (`web:<user>` in KB_BOT_ADMINS); anyone else gets
 403. The `models` and `training_runs` parts are slots with `available: false` until the model
-registry and the training runs record exist; the page shows them as such, and a later feature
-fills them through `admin_slots` without touching the page.
+registry and the training runs record exist; the page shows them as such. A later feature fills
+one by putting a filler into the application's `ADMIN_SLOTS_KEY` dict (`app[ADMIN_SLOTS_KEY]
+["models"] = rows_of_the_registry`), returning `{"available": True, "columns": [...], "rows": [...]}`,
+which the page renders as a table without changes of its own.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from aiohttp import web
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session, col
 
@@ -20,6 +23,7 @@ from privacy.budget import BudgetError, BudgetLedger
 
 # A slot's filler returns its rows; the admin page renders `rows` as a table with `columns`.
 SlotFiller = Callable[[], dict[str, Any]]
+ADMIN_SLOTS_KEY = web.AppKey("web_admin_slots", dict[str, SlotFiller])
 
 
 def empty_slot(what: str) -> dict[str, Any]:

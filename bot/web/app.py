@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 from urllib.parse import quote
 
@@ -27,8 +27,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.commands import Ask, parse
 from bot.conversation import Conversation
 from bot.types import Incoming, RenderedReply
+from bot.web.admin import ADMIN_SLOTS_KEY
 from bot.web.history import History
 from bot.web.identity import IDENTITY_KEY, WebIdentity, json_error, web_user
+from bot.web.pages import add_pages
+from bot.web.shared import MAX_ID, WEB_KEY, WebChat, valid_id
 from bot.wiring import WEB_PLATFORM
 from core.errors import KBError
 from core.metrics import Metrics
@@ -39,21 +42,8 @@ log = logging.getLogger(__name__)
 WEB_DRAFT_INTERVAL_S = 0.25  # a browser can repaint often, but each draft is redacted afresh
 NDJSON = "application/x-ndjson"
 FAILED = "the knowledge base could not answer; please ask again"
-MAX_ID = 2**62  # ids beyond any row: refused before they reach the database
 
 
-@dataclass(frozen=True, slots=True)
-class WebChat:
-    """What the web chat's handlers share."""
-
-    conversation: Conversation
-    metrics: Metrics
-    settings: Settings
-    engine: Engine
-    history: History
-
-
-WEB_KEY = web.AppKey("web_chat", WebChat)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 CONVERSATION_KEY = web.AppKey("conversation", Conversation)
 
@@ -62,11 +52,10 @@ def mount_web_chat(
     app: web.Application, conversation: Conversation, metrics: Metrics, *, settings: Settings, engine: Engine
 ) -> None:
     """The chat page and its API, the sources view and the admin page (bot/web/pages.py)."""
-    from bot.web.pages import add_pages
-
     chat = WebChat(conversation, metrics, settings, engine, History(engine))
     app[WEB_KEY], app[CONVERSATION_KEY], app[METRICS_KEY] = chat, conversation, metrics
     app[IDENTITY_KEY] = WebIdentity.from_settings(settings)
+    app[ADMIN_SLOTS_KEY] = {}  # models and training runs: filled by the features that own them
     app.middlewares.append(json_errors)
     app.router.add_post("/api/ask", ask)
     app.router.add_post("/api/ask/stream", ask_stream)
@@ -111,12 +100,6 @@ def question_of(body: Any, settings: Settings) -> str:
             content_type="application/json",
         )
     return text.strip()
-
-
-def valid_id(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < MAX_ID:
-        raise json_error(400, f"'{name}' must be a positive whole number")
-    return value
 
 
 async def ask_stream(request: web.Request) -> web.StreamResponse:

@@ -19,9 +19,9 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from bot.types import Incoming
-from bot.web.admin import admin_status
-from bot.web.app import WEB_KEY, valid_id
+from bot.web.admin import ADMIN_SLOTS_KEY, admin_status
 from bot.web.identity import IDENTITY_KEY, IdentityError, json_error, web_user
+from bot.web.shared import WEB_KEY, valid_id
 from bot.web.sources import error_page, show_source
 from bot.wiring import WEB_PLATFORM
 
@@ -90,7 +90,8 @@ async def admin_api(request: web.Request) -> web.Response:
     if not _is_admin(request, user):
         raise json_error(403, f"admins only: web:{user} is not in KB_BOT_ADMINS")
     chat = request.app[WEB_KEY]
-    return web.json_response(await asyncio.to_thread(admin_status, chat.settings, chat.engine))
+    slots = request.app.get(ADMIN_SLOTS_KEY, {})
+    return web.json_response(await asyncio.to_thread(admin_status, chat.settings, chat.engine, slots=slots))
 
 
 async def conversations(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 
 from app.server.assembly import create_app
 from app.server.push import mount_push
+from bot.web.admin import ADMIN_SLOTS_KEY
 from bot.web.identity import IdentityError, WebIdentity, parse_networks
 from bot.web.push_sender import WebInboxSender
 from bot.web.sources import without_overlap
@@ -165,6 +166,9 @@ async def test_the_admin_page_is_for_admins_only(served: Callable[..., Any]) -> 
     assert data["sources"][0]["documents"] == 3
     assert data["budget"]["epsilon_used"] == 0 and data["budget"]["epsilon_total"] > 0
     assert data["models"]["available"] is False and data["training_runs"]["available"] is False
+    model = {"available": True, "columns": ["name"], "rows": [{"name": "qwen"}]}
+    admin.app[ADMIN_SLOTS_KEY]["models"] = lambda: model  # type: ignore[index]
+    assert (await (await admin.get("/api/admin")).json())["models"] == model, "a later feature fills it"
 
 
 async def test_the_inbox_is_per_user_with_open_and_dismiss(served: Callable[..., Any]) -> None:

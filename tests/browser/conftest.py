@@ -134,11 +134,11 @@ async def _csp(_request: web.Request, response: web.StreamResponse) -> None:
 
 @pytest.fixture
 async def site(
-    make_settings: Callable[..., Settings], tmp_path: Path, embedder: Embedder
+    request: pytest.FixtureRequest, make_settings: Callable[..., Settings], tmp_path: Path, embedder: Embedder
 ) -> AsyncIterator[Site]:
+    """Settings may be changed per test: `@pytest.mark.parametrize("site", [{...}], indirect=True)`."""
     _skip_without_browser()
-    admins = ["web:web"] if os.environ.get("WEB_CHAT_ADMIN") else []
-    settings: Settings = make_settings(bot_admins=admins)
+    settings: Settings = make_settings(**getattr(request, "param", {}))
     engine = db.make_engine(settings)
     db.upgrade(engine)
     docs = tmp_path / "docs"

@@ -200,3 +200,16 @@ async def test_a_restricted_source_is_refused(site: Site, browser: BrowserContex
     assert response is not None and response.status == 403
     await expect(page.locator("p.error")).to_contain_text("may not read")
     assert "78,000" not in (await page.content())
+
+
+@pytest.mark.parametrize("site", [{"bot_admins": ["web:web"]}], indirect=True)
+async def test_an_admin_sees_status_sources_budget_and_the_slots(site: Site, browser: BrowserContext) -> None:
+    chat = await open_chat(site, browser)
+    await chat.click("#admin-link")
+    await chat.wait_for_selector("body.admin-page[data-ready=true]")
+    await expect(chat.locator("#status-list dd").first).to_have_text("3")
+    await expect(chat.locator("#sources-table tbody td").nth(1)).to_have_text("3")
+    await expect(chat.locator("#budget-summary")).to_contain_text("ε 0 of")
+    await expect(chat.locator("[data-slot=models] .slot-body")).to_contain_text("will appear here")
+    await expect(chat.locator("[data-slot=training_runs] .slot-body")).to_contain_text("will appear here")
+    await shot(chat, "admin.png")
