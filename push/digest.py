@@ -17,7 +17,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
-from urllib.parse import quote
 
 from sqlalchemy import Engine, select
 from sqlmodel import Session, col
@@ -28,6 +27,7 @@ from core.settings import Settings
 from push.cadence import due_after_backoff, latest_slot, period, slot_label
 from push.delivery import Dispatcher, Draft
 from push.ledger import already_pushed, ignored_streak, last_digest, last_sent_digest_end
+from push.links import link_secret, signed_query
 from push.recipients import PushUser, load_users, store_backoff
 from push.types import Candidate, Recipient
 
@@ -97,6 +97,8 @@ class DigestRunner:
     ) -> None:
         self.engine, self.settings, self.source, self.dispatcher = engine, settings, source, dispatcher
         self.clock = clock
+        self._secret: bytes | None = None  # the push-link key, read on the first link (push/links.py)
+        self._secret_read = False
 
     async def run(
         self,
@@ -231,12 +233,20 @@ class DigestRunner:
 
     def _link(self, key: str, candidate: Candidate, *, action: str = "open") -> str:
         """The tracking link through this service (`/push/open`, `/push/dismiss`) when it has a
-        public URL; otherwise the document's own link, and no dismiss link."""
+        public URL, signed for this person and expiring (push/links.py); otherwise the document's
+        own link, and no dismiss link."""
         base = self.settings.push.public_url
-        if not base:
+        secret = self._link_secret()
+        if not base or secret is None:
             return candidate.uri if action == "open" else ""
-        query = f"key={quote(key, safe='')}&doc={quote(candidate.document_id, safe='')}"
+        expires = int(self.clock().timestamp() + self.settings.push.link_ttl_days * 86400)
+        query = signed_query(secret, action, key, candidate.document_id, expires=expires)
         return f"{base.rstrip('/')}/push/{action}?{query}"
+
+    def _link_secret(self) -> bytes | None:
+        if not self._secret_read:
+            self._secret, self._secret_read = link_secret(self.settings), True
+        return self._secret
 
 
 def _note(candidate: Candidate) -> str:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -105,17 +106,35 @@ class PushSchedulerService:
 def mount_push(app: web.Application, settings: Settings, engine: Engine) -> None:
     """The web inbox (`/api/push/inbox`), click tracking (`/push/open`) and "not for me" (`/push/dismiss`)."""
     from bot.web.push_sender import mount_inbox
+    from push.links import link_secret
 
     mount_inbox(app, engine)
-    app.router.add_get("/push/open", _opener(engine, settings))
-    app.router.add_get("/push/dismiss", _dismisser(engine))
+    secret = link_secret(settings)
+    app.router.add_get("/push/open", _opener(engine, settings, secret))
+    app.router.add_get("/push/dismiss", _dismisser(engine, secret))
 
 
-def _dismisser(engine: Engine) -> Any:
-    """`GET /push/dismiss?key=…&doc=…` ("not for me"): a negative signal for that interest."""
+def _refused(request: web.Request, action: str, secret: bytes | None) -> web.Response | None:
+    """A response refusing a link that is not signed for its key and document, or has expired."""
+    from push.links import EXPIRED, check
+
+    query = request.query
+    problem = check(
+        secret, action, query.get("key", ""), query.get("doc", ""), expires=query.get("exp", ""),
+        sig=query.get("sig", ""), now=time.time(),
+    )  # fmt: skip
+    if problem is None:
+        return None
+    return web.json_response({"error": problem}, status=410 if problem == EXPIRED else 404)
+
+
+def _dismisser(engine: Engine, secret: bytes | None) -> Any:
+    """`GET /push/dismiss?key=…&doc=…&exp=…&sig=…` ("not for me"): a negative signal for that interest."""
     from push.ledger import record_response
 
     async def handler(request: web.Request) -> web.StreamResponse:
+        if (refused := _refused(request, "dismiss", secret)) is not None:
+            return refused
         key, doc = request.query.get("key", ""), request.query.get("doc", "")
         if not await asyncio.to_thread(record_response, engine, key, doc, action="dismissed"):
             return web.json_response({"error": "unknown link; it may be from an old message"}, status=404)
@@ -124,12 +143,15 @@ def _dismisser(engine: Engine) -> Any:
     return handler
 
 
-def _opener(engine: Engine, settings: Settings) -> Any:
-    """`GET /push/open?key=…&doc=…`: count the click, then go to the document (never to a query URL)."""
+def _opener(engine: Engine, settings: Settings, secret: bytes | None) -> Any:
+    """`GET /push/open?key=…&doc=…&exp=…&sig=…`: count the click, then go to the document (never to a
+    query URL)."""
     from core.models import DocumentRow
     from push.ledger import record_response
 
     async def handler(request: web.Request) -> web.StreamResponse:
+        if (refused := _refused(request, "open", secret)) is not None:
+            return refused
         key, doc = request.query.get("key", ""), request.query.get("doc", "")
         if not await asyncio.to_thread(record_response, engine, key, doc):
             return web.json_response({"error": "unknown link; it may be from an old message"}, status=404)
