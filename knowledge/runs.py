@@ -13,13 +13,16 @@ import logging
 import os
 import socket
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, select
 from sqlmodel import Session, col
 
 from core.db import session_scope
 from core.models import IngestRunRow, as_utc, utcnow
+
+if TYPE_CHECKING:
+    from privacy.audit import AuditLog
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +41,12 @@ def process_alive(pid: int) -> bool:
 
 
 class IngestRuns:
-    def __init__(self, engine: Engine) -> None:
+    """`audit` is the log an interrupted run is recorded in; without one, the log as the process's
+    settings (its KB_* environment, as every `kb` command reads them) key it."""
+
+    def __init__(self, engine: Engine, *, audit: AuditLog | None = None) -> None:
         self.engine = engine
+        self.audit = audit
         self.host = socket.gethostname()[:255]
 
     def start(self, paths: list[str]) -> int:
@@ -106,9 +113,15 @@ class IngestRuns:
             return f"no heartbeat from {where} since {last:%Y-%m-%d %H:%M:%S} UTC"
         return ""
 
-    def _audit(self, run: IngestRunRow, reason: str) -> None:
-        from privacy.audit import AuditLog
+    def _audit_log(self) -> AuditLog:
+        if self.audit is None:
+            from core.settings import load_settings
+            from privacy.audit import AuditLog
 
+            self.audit = AuditLog.from_settings(load_settings(), self.engine)
+        return self.audit
+
+    def _audit(self, run: IngestRunRow, reason: str) -> None:
         params: dict[str, Any] = {
             "pid": run.pid,
             "host": run.host,
@@ -116,7 +129,7 @@ class IngestRuns:
             "paths": list(run.paths)[:20],
         }
         try:
-            AuditLog(self.engine).record(
+            self._audit_log().record(
                 "system", "ingest.interrupted", target=f"ingest run {run.id}", params=params, outcome=reason
             )
         except Exception:  # the run is marked either way; a failing audit write must not stop an ingest

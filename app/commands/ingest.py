@@ -43,6 +43,7 @@ def ingest(
     settings = cli_settings()
     kb = open_kb(settings)
     kb.store.policy = RemovalPolicy.from_settings(settings.ingest, allow=allow_removals)
+    audit = kb.store.runs.audit = audit_log(settings, kb.store.engine)  # also for runs found interrupted
     purged = kb.store.purge()
     columns = (
         TextColumn("ingest"),
@@ -59,7 +60,6 @@ def ingest(
             progress.update(task, completed=done, total=total, name=Path(path).name)
 
         report = kb.ingest(paths, progress=advance)
-    audit = audit_log(settings, kb.store.engine)
     audit.record(
         cli_actor(),
         "source.ingest",

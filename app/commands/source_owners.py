@@ -137,6 +137,7 @@ def sources_restore(
     settings = cli_settings()
     kb = open_kb(settings)
     store = kb.store
+    audit = store.runs.audit = audit_log(settings, store.engine)
     chosen = [
         r.id
         for r in store.removed(source=source)
@@ -153,7 +154,7 @@ def sources_restore(
     store.finish_run(run_id, status="ok" if not live else "partial", counts=counts, problems=problems)
     _ = kb.index  # the index and the lexical index are rebuilt from the stored embeddings
     params = {"restored": len(restored), "kept_live": len(live), "source": source, "run": run}
-    audit_log(settings, store.engine).record(
+    audit.record(
         cli_actor(),
         "source.restore",
         target=source or ",".join(map(str, chosen))[:500],

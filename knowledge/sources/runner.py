@@ -100,6 +100,8 @@ class SourceRunner:
     ) -> None:
         self.kb, self.sources, self.environ = kb, sources, environ
         self.audit, self.actor = audit, actor
+        if audit is not None:  # runs found interrupted are recorded in the same log
+            kb.store.runs.audit = audit
         self.states = SourceStates(kb.store.engine)
         self.policy = UrlPolicy(kb.settings.sources.url_allowlist)
 

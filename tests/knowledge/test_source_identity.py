@@ -4,14 +4,19 @@ and an old database (documents keyed by folder base name) carries over without d
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
 from sqlalchemy import Engine
+from typer.testing import CliRunner
 
+from app.cli import app
+from app.support import EXIT_PARTIAL
 from core import db
 from core.settings import Settings
 from knowledge.answer_quality import load_answer_set, unknown_links
@@ -188,3 +193,31 @@ def test_citation_links_still_match_the_bench_labels(kb: KnowledgeBase) -> None:
     assert all(link.startswith("handbook/") for link in known)
     items = load_answer_set(REPO / "bench" / "sets" / "handbook_answers.jsonl")
     assert unknown_links(items, known) == []
+
+
+def test_the_commands_stop_a_large_removal_and_restore_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, small: Path
+) -> None:
+    monkeypatch.setenv("KB_DATA_DIR", str(tmp_path / "var"))
+    runner = CliRunner()
+
+    def kb(*args: str) -> Any:
+        return runner.invoke(app, list(args), catch_exceptions=False)
+
+    assert kb("db", "upgrade").exit_code == 0
+    assert kb("ingest", str(small)).exit_code == 0
+    for name in ("a", "b", "c"):
+        (small / f"{name}.md").unlink()
+    stopped = kb("ingest", str(small))
+    assert stopped.exit_code == EXIT_PARTIAL and "--allow-removals" in stopped.stderr
+    assert kb("ingest", str(small), "--allow-removals").exit_code == 0
+    removed = json.loads(kb("sources", "removed", "--json").stdout)["removed"]
+    assert sorted(r["uri"] for r in removed) == ["small/a.md", "small/b.md", "small/c.md"]
+    restored = kb("sources", "restore", "--source", "small", "--json")
+    assert restored.exit_code == 0, restored.output
+    assert len(json.loads(restored.stdout)["restored"]) == 3
+    assert json.loads(kb("status", "--json").stdout)["documents"] == 4
+    [folder] = json.loads(kb("sources", "folders", "--json").stdout)["sources"]
+    assert (folder["key"], folder["root"], folder["documents"]) == ("small", str(small.resolve()), 4)
+    actions = [e["action"] for e in json.loads(kb("audit", "tail", "--json").stdout)]
+    assert actions[-1] == "source.restore"
