@@ -23,7 +23,8 @@ from knowledge.chunking import chunk_document, redact_document
 from knowledge.embeddings import Embedder
 from knowledge.errors import KnowledgeError, LoadError
 from knowledge.index import VectorIndex
-from knowledge.ingest_report import IngestReport, Problem
+from knowledge.ingest_report import IngestReport as IngestReport  # re-exported: the ingest API
+from knowledge.ingest_report import Problem as Problem
 from knowledge.owners import Refused, Scope, file_part
 from knowledge.runs import HEARTBEAT_EVERY_S
 from knowledge.store import Store
