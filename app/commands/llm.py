@@ -54,7 +54,7 @@ def serve(
     dry_run: Annotated[bool, typer.Option(help="Print the vLLM command as JSON and exit.")] = False,
 ) -> None:
     """Serve a store model or a model folder with vLLM (LoRA adapters loadable at run time) and wait."""
-    from core.llm.server import CPU_MAX_MODEL_LEN, VLLMServer, default_python
+    from core.llm.server import VLLMServer, cpu_context_length, default_python
     from core.llm.store import ModelStore, resolve_model
 
     settings = cli_settings()
@@ -75,9 +75,7 @@ def serve(
         kv_cache_gib=kv_cache_gib,
         loras=_parse_loras(lora or []),
     )
-    server.max_model_len = max_model_len or (
-        _cpu_context(resolved.path, CPU_MAX_MODEL_LEN) if server.cpu else None
-    )
+    server.max_model_len = max_model_len or (cpu_context_length(resolved.path) if server.cpu else None)
     if dry_run:
         vllm_env = {k: v for k, v in server.environment().items() if k.startswith("VLLM_")}
         print_json(
@@ -91,17 +89,6 @@ def serve(
         )
         return
     _run(server)
-
-
-def _cpu_context(model_dir: Path, default: int) -> int:
-    """The CPU default context, or less where the model itself was trained on shorter sequences."""
-    import json
-
-    try:
-        trained = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings")
-    except (OSError, ValueError, AttributeError):
-        trained = None
-    return min(default, trained) if isinstance(trained, int) and trained > 0 else default
 
 
 def _run(server: VLLMServer) -> None:

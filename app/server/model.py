@@ -79,8 +79,7 @@ def prepare_model(
     memory: Callable[[], int | None] = available_memory_bytes,
 ) -> ModelPlan:
     """Check that `spec` can be served on `host:port` here; never raises for a model that cannot."""
-    from app.commands.llm import _cpu_context
-    from core.llm.server import CPU_KV_CACHE_GIB, CPU_MAX_MODEL_LEN, default_python
+    from core.llm.server import CPU_KV_CACHE_GIB, cpu_context_length, default_python
     from core.llm.store import ModelStore, resolve_model
 
     try:
@@ -107,7 +106,7 @@ def prepare_model(
         die_with_parent=True,  # started from the main thread, which lives as long as kb serve
     )
     if server.cpu:
-        server.max_model_len = _cpu_context(resolved.path, CPU_MAX_MODEL_LEN)
+        server.max_model_len = cpu_context_length(resolved.path)
     return ModelPlan(spec, server)
 
 

@@ -102,7 +102,7 @@ async def conversations(request: web.Request) -> web.Response:
 
 def _conversation_id(request: web.Request) -> int:
     text = request.match_info["id"]
-    return valid_id(int(text) if text.isdigit() and len(text) < 19 else -1, "conversation id")
+    return valid_id(int(text) if text.isascii() and text.isdigit() and len(text) < 19 else -1, "conversation id")
 
 
 async def conversation(request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import subprocess
@@ -42,6 +43,15 @@ _PR_SET_PDEATHSIG = 1
 
 class VLLMServerError(LLMError):
     """The vLLM server could not be found, started, or did not come up."""
+
+
+def cpu_context_length(model_dir: Path, default: int = CPU_MAX_MODEL_LEN) -> int:
+    """The CPU default context, or less where the model itself was trained on shorter sequences."""
+    try:
+        trained = json.loads((model_dir / "config.json").read_text()).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        trained = None
+    return min(default, trained) if isinstance(trained, int) and trained > 0 else default
 
 
 def default_venv() -> Path:
