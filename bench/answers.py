@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import machine, machine_label, scratch_kb, write_results  # noqa: E402
+from bench.common import RESULTS, machine, machine_label, scratch_kb, write_results  # noqa: E402
 
 if TYPE_CHECKING:
     from core.llm import Message
@@ -202,6 +203,21 @@ def _ratio(c8: dict[str, Any], tokens: int) -> dict[str, Any]:
     return {"ratio": round(vllm / local, 2) if local else None, "concurrency": 8, "new_tokens": tokens}
 
 
+def _merge(
+    name: str, rows: list[dict[str, Any]], c8: dict[str, Any] | None
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """A run of some models and sets replaces their rows in the existing results, keeping the rest."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return rows, c8
+    old = json.loads(path.read_text())
+    done = {(r["model"], r["set"]) for r in rows}
+    kept = [r for r in old.get("rows", []) if (r["model"], r["set"]) not in done]
+    order = {m: i for i, m in enumerate(MODELS)}
+    merged = sorted(kept + rows, key=lambda r: (order.get(r["model"], len(order)), r["set"]))
+    return merged, c8 if c8 is not None else old.get("vllm_vs_transformers_tokens_per_s_c8")
+
+
 def _load() -> str:
     one, five, _ = os.getloadavg()
     return f"load average {one:.1f} (1 min) / {five:.1f} (5 min) on {os.cpu_count()} CPUs"
@@ -227,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     retrieved = {name: retrieve_set(kbs[name], load_answer_set(SETS[name])) for name in args.sets}
     load_before = _load()
     rows, c8 = run_models(kbs, retrieved, args.models, args)
+    rows, c8 = _merge(args.out, rows, c8)
     results: dict[str, Any] = {
         "rows": rows,
         "vllm_vs_transformers_tokens_per_s_c8": c8,
