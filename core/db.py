@@ -7,7 +7,7 @@ applies the migrations, and commands that need the schema call :func:`require_mi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
@@ -81,13 +81,24 @@ def current_revision(engine: Engine) -> str | None:
         raise _unreachable(engine, exc) from exc
 
 
-def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
-    """Apply migrations up to `revision`; returns (before, after)."""
+DataStep = Callable[[Connection], None]
+
+
+def upgrade(
+    engine: Engine, revision: str = "head", *, data_steps: Mapping[str, DataStep] | None = None
+) -> tuple[str | None, str | None]:
+    """Apply migrations up to `revision`; returns (before, after).
+
+    `data_steps` are the named data migrations that need a layer above `core` (the redaction
+    policy, say): a migration looks its step up by name and runs it in the same transaction.
+    `kb db upgrade` provides them (app/commands/db.py).
+    """
     before = current_revision(engine)
     config = _alembic_config()
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
+            config.attributes["data_steps"] = dict(data_steps or {})
             command.upgrade(config, revision)
     except OperationalError as exc:
         raise _unreachable(engine, exc) from exc
