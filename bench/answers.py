@@ -180,7 +180,8 @@ def _transformers_c8(model_dir: Path, prompts: list[list[Message]], tokens: int)
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.bfloat16)
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    chats = [[{"role": m["role"], "content": m["content"]} for m in p] for p in prompts]
+    texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
     batch = tokenizer(texts, return_tensors="pt", padding=True)
     kwargs = {"max_new_tokens": tokens, "min_new_tokens": tokens, "do_sample": False}
     with torch.inference_mode():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from knowledge.answer_quality import AnswerItem, AnswerScore, CitedPassage, aggregate, score_answer
-from knowledge.types import Answer, Hit, Question
+from knowledge.types import Answer, Hit, Question, last_part
 
 if TYPE_CHECKING:
     from core.llm import LLM, Completion, Message
@@ -89,8 +89,7 @@ async def answer_set(
                 min_score=gate.min_score, min_coverage=gate.min_coverage, model=model,
                 retrieve_ms=one.retrieve_ms, max_answer_tokens=max_answer_tokens,
             )  # fmt: skip
-            answer = [part async for part in parts][-1]
-            assert isinstance(answer, Answer)
+            answer = await last_part(parts, Answer)
         texts: dict[str, str] = {}
         for hit in one.hits:
             texts[hit.link] = f"{texts.get(hit.link, f'{hit.title} {hit.section}')}\n{hit.text}"

@@ -1,10 +1,11 @@
-"""`kb bench`: measure retrieval quality and speed on a labelled query set."""
+"""`kb bench`: measure retrieval and answer quality and speed on labelled sets."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import typer
 
@@ -14,12 +15,16 @@ from app.support import (
     cli_settings,
     err,
     friendly_errors,
+    open_kb,
     out,
     print_json,
 )
 from core.errors import KBError
 
 if TYPE_CHECKING:
+    from core.settings import Settings
+    from knowledge.answer_quality import AnswerItem
+    from knowledge.answer_runs import Answered, Retrieved
     from knowledge.service import KnowledgeBase
 
 
@@ -28,7 +33,7 @@ class HasRelevant(Protocol):
     def relevant(self) -> tuple[str, ...]: ...
 
 
-bench_app = typer.Typer(help="Measure retrieval quality and speed.", no_args_is_help=True)
+bench_app = typer.Typer(help="Measure retrieval and answer quality and speed.", no_args_is_help=True)
 
 
 @bench_app.command("retrieval")
@@ -166,3 +171,120 @@ def bench_ingest(
         print_json(result)
         return
     out.print(" ".join(f"{key} {value}" for key, value in result.items()))
+
+
+@bench_app.command("answers")
+@friendly_errors
+def bench_answers(
+    queries: Annotated[
+        Path, typer.Option(help="JSONL of {query, answers, relevant, unanswerable}.", show_default=False)
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(help="extractive, or a store model / folder (default: KB_LLM_MODEL, else extractive)."),
+    ] = None,
+    docs: Annotated[
+        Path | None,
+        typer.Option(help="Index this folder in a scratch knowledge base (default: the configured one)."),
+    ] = None,
+    max_tokens: Annotated[int, typer.Option(help="Answer cap in tokens.")] = 256,
+    as_json: JsonOption = False,
+) -> None:
+    """Answer a labelled set and score it: correctness, citation precision, abstention, invented
+    citations, time to first token and tokens/s. A model is asked at KB_LLM_URL, or served here by
+    vLLM for the run when no URL is set."""
+    import tempfile
+
+    from knowledge.answer_quality import load_answer_set
+
+    items = load_answer_set(queries)
+    settings = cli_settings()
+    chosen = model or (settings.llm.model if settings.llm.url else None) or "extractive"
+    with tempfile.TemporaryDirectory(prefix="kb-bench-") as scratch:
+        kb = _bench_kb(settings, docs, Path(scratch))
+        _warn_unknown_links(kb, items)
+        result = _score_answers(kb, items, chosen, max_tokens)
+    if as_json:
+        print_json(result)
+        return
+    keys = ("correct", "abstain", "citation_precision", "invented_citations", "ttft_p95_s", "tokens_per_s")
+    out.print(f"{chosen}: " + "  ".join(f"{key} {result[key]}" for key in keys), highlight=False)
+
+
+def _bench_kb(settings: Settings, docs: Path | None, scratch: Path) -> KnowledgeBase:
+    from core import db
+    from core.settings import load_settings
+    from knowledge.service import KnowledgeBase
+
+    if docs is None:
+        return open_kb(settings)
+    if not docs.is_dir():
+        raise KBError(f"{docs} is not a folder", hint="pass --docs with a folder of documents")
+    scratch_settings = load_settings(data_dir=scratch, database_url="")
+    engine = cli_engine(scratch_settings)
+    db.upgrade(engine)
+    kb = KnowledgeBase(scratch_settings, engine)
+    with err.status(f"indexing {docs}…"):
+        report = kb.ingest([docs])
+    if report.added + report.unchanged == 0:
+        raise KBError(f"nothing could be indexed from {docs}")
+    return kb
+
+
+def _warn_unknown_links(kb: KnowledgeBase, items: list[AnswerItem]) -> None:
+    """The retrieval benchmark's warning for label links that match nothing in the corpus."""
+    links = corpus_links(kb)
+    unmatched = unknown_labels(items, links)
+    if unmatched:
+        _warn_unmatched(unmatched, sum(len(item.relevant) for item in items), links)
+
+
+def _score_answers(kb: KnowledgeBase, items: list[AnswerItem], model: str, max_tokens: int) -> dict[str, Any]:
+    import asyncio
+
+    from knowledge.answer_runs import answer_set, retrieve_set, summarise
+
+    with err.status("retrieving…"):
+        retrieved = retrieve_set(kb, items)
+    if model == "extractive":
+        return {"model": model} | summarise(asyncio.run(answer_set(kb, retrieved)))
+    with _model_url(kb.settings, model) as url, err.status(f"asking {model}…"):
+        answered = asyncio.run(_ask_model(kb, retrieved, url, model, max_tokens))
+    return {"model": model} | summarise(answered)
+
+
+async def _ask_model(
+    kb: KnowledgeBase, retrieved: list[Retrieved], url: str, model: str, max_tokens: int
+) -> list[Answered]:
+    from core.llm.vllm import VLLMClient
+    from knowledge.answer_runs import answer_set
+
+    async with VLLMClient(url, model=model, first_token_timeout=300, total_timeout=900) as llm:
+        return await answer_set(kb, retrieved, llm=llm, model=model, max_answer_tokens=max_tokens)
+
+
+@contextmanager
+def _model_url(settings: Settings, model: str) -> Iterator[str]:
+    """KB_LLM_URL when set; otherwise the model served by vLLM here for the run, stopped after."""
+    if settings.llm.url is not None:
+        yield str(settings.llm.url).rstrip("/")
+        return
+    import socket
+
+    from core.llm.server import CPU_MAX_MODEL_LEN, VLLMServer, default_python
+    from core.llm.store import ModelStore, resolve_model
+
+    resolved = resolve_model(model, ModelStore(settings.llm.store))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = VLLMServer(
+        resolved.path, python=default_python(settings.llm.vllm_python), port=port, served_name=model,
+        max_model_len=CPU_MAX_MODEL_LEN,
+    )  # fmt: skip
+    with server, err.status(f"starting vLLM for {model} (log: {server.log_path})…"):
+        server.wait_ready(timeout=900)
+    try:
+        yield server.url
+    finally:
+        server.stop()
