@@ -70,9 +70,11 @@ def routing_from_db(engine: Engine) -> Callable[[], Routing]:
     def read() -> Routing:
         with Session(engine) as session:
             rows = session.execute(
-                select(ModelVersionRow.served_name, ModelVersionRow.status, ModelVersionRow.ab_share).where(
-                    (col(ModelVersionRow.status) == ACTIVE) | (col(ModelVersionRow.ab_share) > 0)
-                )
+                select(
+                    col(ModelVersionRow.served_name),
+                    col(ModelVersionRow.status),
+                    col(ModelVersionRow.ab_share),
+                ).where((col(ModelVersionRow.status) == ACTIVE) | (col(ModelVersionRow.ab_share) > 0))
             ).all()
         active = next((name for name, status, _ in rows if status == ACTIVE), None)
         trial = [(name, share) for name, status, share in rows if status != ACTIVE and share > 0]
