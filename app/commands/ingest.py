@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,6 +21,10 @@ from app.support import (
     print_json,
 )
 
+if TYPE_CHECKING:
+    from knowledge.ingest_report import IngestReport
+    from knowledge.service import KnowledgeBase
+
 
 @friendly_errors
 def ingest(
@@ -36,8 +40,6 @@ def ingest(
 ) -> None:
     """Read documents into the knowledge base; unchanged ones are skipped, removed ones kept
     restorable (`kb sources restore`) for KB_INGEST_REMOVAL_RETENTION_DAYS."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from knowledge.trash import RemovalPolicy
 
     settings = cli_settings()
@@ -45,21 +47,7 @@ def ingest(
     kb.store.policy = RemovalPolicy.from_settings(settings.ingest, allow=allow_removals)
     audit = kb.store.runs.audit = audit_log(settings, kb.store.engine)  # also for runs found interrupted
     purged = kb.store.purge()
-    columns = (
-        TextColumn("ingest"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[name]}"),
-    )
-    with Progress(*columns, console=err, transient=True, disable=as_json) as progress:
-        task = progress.add_task("ingest", total=None, name="loading the embedding model")
-        _ = kb.index  # loads the model and checks the index first, inside the spinner
-
-        def advance(path: str, done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total, name=Path(path).name)
-
-        report = kb.ingest(paths, progress=advance)
+    report = _ingest_with_progress(kb, paths, quiet=as_json)
     audit.record(
         cli_actor(),
         "source.ingest",
@@ -72,22 +60,46 @@ def ingest(
     if as_json:
         print_json({**asdict(report), "ok": report.ok})
     else:
-        out.print(
-            f"Ingested in {report.seconds:.1f}s: {report.added} added, {report.updated} updated, "
-            f"{report.unchanged} unchanged, {report.removed} removed, {len(report.skipped)} skipped; "
-            f"{report.chunks} chunks written."
-        )
-        for note in report.notes:
-            err.print(f"[cyan]note[/] {note}", markup=True, highlight=False)
-        if report.flagged:
-            documents = len({f["document"] for f in report.flagged})
-            err.print(
-                f"[yellow]flagged[/] {len(report.flagged)} passages of {documents} documents look like "
-                "instructions to an assistant; see `kb sources flagged`",
-                markup=True,
-                highlight=False,
-            )
-        for problem in report.skipped:
-            err.print(f"[yellow]skipped[/] {problem.path}: {problem.reason}", markup=True, highlight=False)
+        _print_report(report)
     if not report.ok:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _ingest_with_progress(kb: KnowledgeBase, paths: list[Path], *, quiet: bool) -> IngestReport:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("ingest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[name]}"),
+    )
+    with Progress(*columns, console=err, transient=True, disable=quiet) as progress:
+        task = progress.add_task("ingest", total=None, name="loading the embedding model")
+        _ = kb.index  # loads the model and checks the index first, inside the spinner
+
+        def advance(path: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, name=Path(path).name)
+
+        return kb.ingest(paths, progress=advance)
+
+
+def _print_report(report: IngestReport) -> None:
+    out.print(
+        f"Ingested in {report.seconds:.1f}s: {report.added} added, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {report.removed} removed, {len(report.skipped)} skipped; "
+        f"{report.chunks} chunks written."
+    )
+    for note in report.notes:
+        err.print(f"[cyan]note[/] {note}", markup=True, highlight=False)
+    if report.flagged:
+        documents = len({f["document"] for f in report.flagged})
+        err.print(
+            f"[yellow]flagged[/] {len(report.flagged)} passages of {documents} documents look like "
+            "instructions to an assistant; see `kb sources flagged`",
+            markup=True,
+            highlight=False,
+        )
+    for problem in report.skipped:
+        err.print(f"[yellow]skipped[/] {problem.path}: {problem.reason}", markup=True, highlight=False)

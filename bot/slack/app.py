@@ -179,35 +179,36 @@ def mount_slack(
     if settings.slack.app_token is not None:
         bot.socket_mode = AsyncSocketModeHandler(bot.bolt, settings.slack.app_token.get_secret_value())
 
-    async def start(_app: web.Application) -> None:
-        # One pooled session for every Web API call: slack_sdk opens a new one per call otherwise.
-        bot.bolt.client.session = aiohttp.ClientSession()
-        directory = bot.conversation.directories.get(PLATFORM)
-        if isinstance(directory, SlackDirectory):  # beside the first sweep, not before the requests
-            bot.tasks.spawn(_warm(directory), name="slack-directory-warm")
-        # The first round before any request (module docstring); a failure is the sweep's to retry.
-        try:
-            await bot.handlers.recover()
-        except Exception:
-            log.exception("the first sweep of unanswered Slack events failed")
-        every = settings.bot.claim_sweep_s
-        bot.sweeper = asyncio.create_task(bot.handlers.sweep_forever(every, first_after=every))
-        if bot.socket_mode is not None:
-            await bot.socket_mode.connect_async()  # type: ignore[no-untyped-call]  # bolt leaves it untyped
-
-    async def stop(_app: web.Application) -> None:
-        if bot.sweeper is not None:
-            bot.sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await bot.sweeper
-        if bot.socket_mode is not None:
-            await bot.socket_mode.close_async()  # type: ignore[no-untyped-call]
-        await bot.tasks.drain(seconds=SHUTDOWN_DRAIN_SECONDS)
-        bot.conversation.store.close()
-        if bot.bolt.client.session is not None:
-            await bot.bolt.client.session.close()
-
-    app.on_startup.append(start)
-    app.on_shutdown.append(stop)
+    app.on_startup.append(lambda _app: _start(bot, settings.bot.claim_sweep_s))
+    app.on_shutdown.append(lambda _app: _stop(bot))
     app[SLACK_BOT_KEY] = bot
     return bot
+
+
+async def _start(bot: SlackBot, sweep_every_s: float) -> None:
+    # One pooled session for every Web API call: slack_sdk opens a new one per call otherwise.
+    bot.bolt.client.session = aiohttp.ClientSession()
+    directory = bot.conversation.directories.get(PLATFORM)
+    if isinstance(directory, SlackDirectory):  # beside the first sweep, not before the requests
+        bot.tasks.spawn(_warm(directory), name="slack-directory-warm")
+    # The first round before any request (module docstring); a failure is the sweep's to retry.
+    try:
+        await bot.handlers.recover()
+    except Exception:
+        log.exception("the first sweep of unanswered Slack events failed")
+    bot.sweeper = asyncio.create_task(bot.handlers.sweep_forever(sweep_every_s, first_after=sweep_every_s))
+    if bot.socket_mode is not None:
+        await bot.socket_mode.connect_async()  # type: ignore[no-untyped-call]  # bolt leaves it untyped
+
+
+async def _stop(bot: SlackBot) -> None:
+    if bot.sweeper is not None:
+        bot.sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await bot.sweeper
+    if bot.socket_mode is not None:
+        await bot.socket_mode.close_async()  # type: ignore[no-untyped-call]
+    await bot.tasks.drain(seconds=SHUTDOWN_DRAIN_SECONDS)
+    bot.conversation.store.close()
+    if bot.bolt.client.session is not None:
+        await bot.bolt.client.session.close()

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from app.cli import app
+from app.commands.db import data_steps
 from app.support import EXIT_PARTIAL
 from core import db
 from core.settings import Settings
@@ -168,7 +169,7 @@ def test_an_old_database_carries_over_without_duplicates_or_removals(
     documents = KnowledgeBase(settings, migrated, embedder=embedder).ingest([handbook_copy]).added
     _downgrade(migrated, "0012")  # documents keyed by the folder's base name, no sources table
     assert "document_sources" not in sa.inspect(migrated).get_table_names()
-    db.upgrade(migrated)
+    db.upgrade(migrated, data_steps=data_steps(settings))  # as `kb db upgrade` runs it
     kb = KnowledgeBase(settings, migrated, embedder=embedder)
     assert [(r.key, r.kind, r.root) for r in kb.store.owners.all()] == [("handbook", "legacy", None)]
     if first == "unrelated":

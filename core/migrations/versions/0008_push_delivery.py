@@ -19,6 +19,12 @@ _WHEN = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    _deliveries()
+    _user_state_and_inbox()
+    _scheduler_jobs()
+
+
+def _deliveries() -> None:
     op.create_table(
         "push_deliveries",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -45,6 +51,9 @@ def upgrade() -> None:
     op.create_index("ix_push_deliveries_user_id", "push_deliveries", ["user_id"])
     op.create_index("ix_push_deliveries_state", "push_deliveries", ["state"])
     op.create_index("ix_push_deliveries_sent_at", "push_deliveries", ["sent_at"])
+
+
+def _user_state_and_inbox() -> None:
     op.create_table(
         "push_user_state",
         sa.Column("platform", sa.String(20), primary_key=True),
@@ -72,6 +81,9 @@ def upgrade() -> None:
         sa.Column("read_at", _WHEN, nullable=True),
     )
     op.create_index("ix_push_inbox_user_id", "push_inbox", ["user_id"])
+
+
+def _scheduler_jobs() -> None:
     # APScheduler's SQLAlchemyJobStore table, in its own layout (it would create it at start anyway;
     # creating it here keeps the whole schema under Alembic).
     op.create_table(
