@@ -344,6 +344,9 @@ class Conversation:
             return plain(message, ok=False)
         try:
             message = await hook(replace(command, actor=incoming.who))
+        except KBError as exc:  # refused on purpose (no student configured, over budget): no traceback
+            await self._audit(incoming.who, action, target, params, f"refused: {exc}")
+            return plain(f"`admin {verb}`: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), ok=False)
         except Exception as exc:
             # Whatever broke, the admin gets an answer and the audit log the outcome.
             log.exception("admin %s failed", verb)
