@@ -29,8 +29,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.server.background import BackgroundService, background_services, start_with_app
 from app.server.ports import port_error
 from app.server.push import mount_push
-from app.server.training import chat_hooks, route_answers
 from app.server.security import mount_web_surface, run_options
+from app.server.training import chat_hooks, route_answers
 from bot.conversation import Conversation
 from bot.slack.app import mount_slack
 from bot.tasks import worker_executor

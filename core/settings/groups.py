@@ -453,7 +453,10 @@ class TrainingSettings(Group):
     batch_size: int = Field(default=16, ge=1)
     max_examples: int = Field(default=2000, ge=10, description="Distillation examples per run at most.")
     gate_tolerance: float = Field(
-        default=0.02, ge=0, le=1, description="A candidate may trail the active version's correctness by this."
+        default=0.02,
+        ge=0,
+        le=1,
+        description="A candidate may trail the active version's correctness by this.",
     )
     canary_limit_bits: float = Field(
         default=3.0, ge=0, description="The most canary exposure (bits) a candidate may show to activate."
