@@ -28,7 +28,8 @@ depends_on = None
 
 def upgrade() -> None:
     connection = op.get_bind()
-    step = op.get_context().config.attributes.get("data_steps", {}).get("redact_stored_rows")
+    config = op.get_context().config
+    step = config.attributes.get("data_steps", {}).get("redact_stored_rows") if config else None
     if step is not None:
         step(connection)
         return
