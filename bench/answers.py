@@ -127,6 +127,7 @@ def run_models(
                 answered = asyncio.run(_answer_with(kb, retrieved[name], server.url, model, args.max_tokens))
                 rows.append({"model": model, "set": name, "server_start_s": ready_s} | summarise(answered))
                 _progress(rows[-1])
+            _save_partial(args, rows)
             if model == DEFAULT_MODEL and args.c8_tokens > 0:
                 prompts = asyncio.run(_c8_prompts(kbs, retrieved, server.url, model))
                 c8 = {"vllm": asyncio.run(_vllm_c8(server.url, model, prompts, args.c8_tokens))}
@@ -136,6 +137,11 @@ def run_models(
             c8["transformers"] = _transformers_c8(server.model_dir, prompts, args.c8_tokens)
             c8 |= _ratio(c8, args.c8_tokens)
     return rows, c8
+
+
+def _save_partial(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    """The rows so far, beside the scratch data: a run that dies late keeps what it measured."""
+    (args.scratch / "rows-partial.json").write_text(json.dumps(rows, indent=2))
 
 
 def _progress(row: dict[str, Any]) -> None:
@@ -165,7 +171,7 @@ async def _vllm_c8(url: str, model: str, prompts: list[list[Message]], tokens: i
     async with VLLMClient(
         url, model=model, first_token_timeout=600, total_timeout=1200, extra_body=extra
     ) as llm:
-        await llm.chat(prompts[0], max_tokens=4)  # warm-up
+        await llm.chat(prompts[0], max_tokens=tokens)  # warm-up (min_tokens applies to every request)
         started = time.perf_counter()
         done = await asyncio.gather(*(llm.chat(p, max_tokens=tokens, temperature=0.0) for p in prompts))
         wall = time.perf_counter() - started
