@@ -11,7 +11,9 @@ assembly.py are in place), in list order, and stop in the reverse order.
   first, so that it stops last, after everything that may still ask it;
 - the push scheduler (KB_PUSH_ENABLED), on every replica; leader election lets one of them send;
 - the training worker (KB_TRAIN_ENABLED): trains queued runs in a thread and keeps the active
-  model version loaded in the model server (app/server/training.py).
+  model version loaded in the model server (app/server/training.py);
+- training's jobs (KB_TRAIN_ENABLED or KB_TRAIN_REFRESH_ENABLED): on push's leader, admins are
+  told in chat when a run ends, and the scheduled refresh queues retrains.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from aiohttp import web
 from sqlalchemy import Engine
 
 from app.server.push import PushSchedulerService
-from app.server.training import TrainingWorkerService
+from app.server.training import TrainingJobsService, TrainingWorkerService
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,10 +44,13 @@ def background_services(
 ) -> list[BackgroundService]:
     """What runs beside the request handlers in this process, each under its own setting."""
     services: list[BackgroundService] = [model] if model is not None else []
-    if settings.push.enabled:
-        services.append(PushSchedulerService(settings, engine, embedder=embedder))
+    push = PushSchedulerService(settings, engine, embedder=embedder) if settings.push.enabled else None
+    if push is not None:
+        services.append(push)
     if settings.training.enabled:
         services.append(TrainingWorkerService(settings, engine))
+    if settings.training.enabled or settings.training.refresh_enabled:
+        services.append(TrainingJobsService(settings, engine, push=push))
     return services
 
 

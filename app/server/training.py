@@ -16,6 +16,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -28,6 +29,11 @@ from knowledge.service import KnowledgeBase
 from training.desk import Desk
 from training.registry import AdapterServer
 from training.worker import Worker, registry_from_settings
+
+if TYPE_CHECKING:
+    from app.server.push import PushSchedulerService
+    from push.scheduler import LeaderLock
+    from training.jobs import TrainingJobs
 
 log = logging.getLogger(__name__)
 RESTORE_EVERY_S = 30.0
@@ -119,3 +125,56 @@ class TrainingWorkerService:
             except KBError as exc:
                 log.warning("could not restore the active model version: %s", exc)
             await asyncio.sleep(RESTORE_EVERY_S)
+
+
+class TrainingJobsService:
+    """Training's scheduled jobs in `kb serve` (training/jobs.py): admins told when a run ends, and
+    the scheduled refresh (KB_TRAIN_REFRESH_ENABLED), both on the push scheduler's leader only.
+
+    With push running in this process the jobs follow its leadership (`push`); without it they take
+    the same leader lock themselves (push/scheduler.py `leader_lock`), held until `stop`.
+    """
+
+    name = "training jobs"
+
+    def __init__(
+        self, settings: Settings, engine: Engine, *, push: PushSchedulerService | None = None
+    ) -> None:
+        self.settings, self.engine, self.push = settings, engine, push
+        self.lock: LeaderLock | None = None
+        self.jobs: TrainingJobs | None = None
+
+    def leads(self) -> bool:
+        if self.push is not None:
+            scheduler = getattr(self.push, "_scheduler", None)
+            return bool(scheduler is not None and scheduler.is_leader)
+        if self.lock is None:
+            from push.scheduler import leader_lock
+
+            self.lock = leader_lock(self.engine, self.settings)
+        return self.lock.acquire()
+
+    async def start(self) -> None:
+        from app.server.push import senders
+        from training.jobs import TrainingJobs
+        from training.notify import AdminNotifier
+        from training.refresh import Refresher
+
+        train = self.settings.training
+        notifier = AdminNotifier(self.engine, self.settings.bot.admins, senders(self.settings, self.engine))
+        refresher = (
+            Refresher(self.settings, self.engine, training_desk(self.settings, self.engine))
+            if train.refresh_enabled
+            else None
+        )
+        self.jobs = TrainingJobs(
+            notifier, refresher, leads=self.leads,
+            notify_s=train.notify_s, refresh_s=train.refresh_hours * 3600,
+        )  # fmt: skip
+        await self.jobs.start()
+
+    async def stop(self) -> None:
+        if self.jobs is not None:
+            await self.jobs.stop()
+        if self.lock is not None:
+            await asyncio.to_thread(self.lock.release)

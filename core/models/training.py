@@ -37,6 +37,8 @@ class TrainingRunRow(SQLModel, table=True):
     started_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     heartbeat_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # When the admins were told in chat that the run ended (training/notify.py); None: not yet.
+    notified_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
 class ModelVersionRow(SQLModel, table=True):

@@ -117,6 +117,9 @@ class TrainingSettings(Group):
     )
     auto_activate: bool = Field(default=True, description="Activate a run's version when it passes the gate.")
     poll_s: float = Field(default=2.0, gt=0, description="How often an idle worker looks for queued runs.")
+    notify_s: float = Field(
+        default=15.0, gt=0, description="How often the leader looks for ended runs to tell the admins about."
+    )
     refresh_enabled: bool = Field(default=False, description="Schedule retrains when new data accumulates.")
     refresh_hours: float = Field(default=24.0, gt=0, description="How often the refresh job looks.")
     refresh_min_documents: int = Field(default=20, ge=1, description="New or changed documents to retrain.")
