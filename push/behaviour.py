@@ -1,6 +1,6 @@
 """Behaviour events -> interest signals: what each thing a person did says about what they care about.
 
-The bot writes `behaviour_events` (bot/store.py); this module reads them in id order and turns each
+The bot writes `behaviour_events` (bot/store/behaviour.py); this module reads them in id order and turns each
 into a `Signal` that `push.profiles` folds into the person's interest centroids:
 
 - `question`: the (redacted) question text, embedded; the documents its answer cited count as seen.

@@ -6,7 +6,7 @@
 
 Push (push.py) is wired here because `push` and `bot` never import each other: the matcher comes
 from `push`, the senders from `bot`. Long-running work that is not a request handler (the push
-scheduler, later the training worker) is a `BackgroundService` (background.py), started with the
+scheduler, the model server, the training worker) is a `BackgroundService` (background.py), started with the
 application and stopped with it.
 """
 

@@ -1,6 +1,6 @@
 """The Slack app: a slack-bolt AsyncApp built from Settings, mounted in `kb serve` or run over Socket Mode.
 
-    mount_slack(app, settings, conversation, metrics=metrics)   # in bot/web/app.py's create_app
+    mount_slack(app, settings, conversation, metrics=metrics)   # in app/server/assembly.py's create_app
 
 HTTP (Events API): bolt verifies each request's signature and timestamp (401 otherwise) at
 `/slack/events`; `/slack/commands` and `/slack/interactions` are the same endpoint under the names

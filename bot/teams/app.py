@@ -1,6 +1,6 @@
 """Teams: `/api/messages` in `kb serve`, on the Microsoft 365 Agents SDK (AgentApplication + CloudAdapter).
 
-    mount_teams(app, settings, conversation, metrics=metrics)   # in bot/web/app.py's create_app
+    mount_teams(app, settings, conversation, metrics=metrics)   # in app/server/assembly.py's create_app
 
 With KB_TEAMS_APP_ID set, every activity must carry a Bot Framework / Entra JWT (validated by the
 SDK's JwtTokenValidator) and replies authenticate through MSAL. Without it the endpoint is mounted

@@ -102,7 +102,8 @@ async def conversations(request: web.Request) -> web.Response:
 
 def _conversation_id(request: web.Request) -> int:
     text = request.match_info["id"]
-    return valid_id(int(text) if text.isascii() and text.isdigit() and len(text) < 19 else -1, "conversation id")
+    digits = text.isascii() and text.isdigit() and len(text) < 19  # "²" is a digit to isdigit alone
+    return valid_id(int(text) if digits else -1, "conversation id")
 
 
 async def conversation(request: web.Request) -> web.Response:

@@ -17,7 +17,7 @@ class BehaviourEventRow(SQLModel, table=True):
     `kind` is question, feedback, source_click, subscribe or unsubscribe. Feedback and clicks point
     at the question they are about through `question_id`. Question texts are stored redacted.
     `ref` names a question whose buttons were sent before its row was written (a Slack answer's
-    event key: bot/store.py `finish_event`); a click finds the row's id through it.
+    event key: bot/store/claims.py `finish_event`); a click finds the row's id through it.
     """
 
     __tablename__ = "behaviour_events"

@@ -116,7 +116,7 @@ def test_groups_are_immutable_and_replace_gives_a_changed_copy() -> None:
 
 
 def test_a_misspelt_setting_is_named_with_the_form_to_use() -> None:
-    with pytest.raises(ConfigError, match="unknown setting.*topk") as caught:
+    with pytest.raises(ConfigError, match=r"unknown setting.*topk") as caught:
         load_settings(topk=3)
     assert "top_k for KB_TOP_K" in (caught.value.hint or "")
 

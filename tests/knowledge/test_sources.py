@@ -99,7 +99,8 @@ sources:
             "source 'a': name is declared twice",
         ),
         (
-            "sources:\n  - {name: a, kind: files, path: x/docs}\n  - {name: b, kind: files, path: x/docs/it}\n",
+            "sources:\n  - {name: a, kind: files, path: x/docs}\n"
+            "  - {name: b, kind: files, path: x/docs/it}\n",
             "docs/it overlaps the folder",
         ),
         ("sources:\n  - name: [unclosed\n", "not valid YAML at line 3, column 1"),

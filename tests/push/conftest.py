@@ -1,7 +1,7 @@
 """Fixtures for push: a tiny library of documents and a recorder of behaviour, on a migrated database.
 
 Documents go in through knowledge's Store (so the change log and chunk vectors are the real ones);
-behaviour events are written the way bot/store.py writes them (citations carry links, not ids).
+behaviour events are written the way bot/store/behaviour.py writes them (citations carry links, not ids).
 """
 
 from __future__ import annotations
