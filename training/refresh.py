@@ -125,6 +125,7 @@ class Refresher:
     def _queued_id(self) -> int | None:
         """The run the refresh just queued (the announcement's message key)."""
         with Session(self.engine) as session:
-            return session.execute(
+            newest = session.execute(
                 select(func.max(col(TrainingRunRow.id))).where(col(TrainingRunRow.requested_by) == ACTOR)
             ).scalar_one()
+        return int(newest) if newest is not None else None
