@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.server.admin_slots import mount_admin_slots
 from app.server.background import BackgroundService, background_services, start_with_app
 from app.server.ports import port_error
 from app.server.push import mount_push
@@ -70,6 +71,7 @@ def create_app(
     app.on_cleanup.append(_restore_switch_interval)
     app.on_cleanup.append(_unfreeze)
     mount_web_chat(app, conversation, metrics, settings=settings, engine=kb.store.engine)
+    mount_admin_slots(app, settings, kb.store.engine)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     # Each mounts its routes only when its platform is configured.

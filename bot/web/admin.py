@@ -1,11 +1,10 @@
 """What the web chat's admin page shows: status, sources and the privacy budget, as JSON.
 
 `/admin` and `/api/admin` answer only admins (`web:<user>` in KB_BOT_ADMINS); anyone else gets
-403. The `models` and `training_runs` parts are slots with `available: false` until the model
-registry and the training runs record exist; the page shows them as such. A later feature fills
-one by putting a filler into the application's `ADMIN_SLOTS_KEY` dict (`app[ADMIN_SLOTS_KEY]
-["models"] = rows_of_the_registry`), returning `{"available": True, "columns": [...], "rows": [...]}`,
-which the page renders as a table without changes of its own.
+403. The `models` and `training_runs` parts are slots: `kb serve` fills them from the model
+registry and the training runs (app/server/admin_slots.py puts a filler into the application's
+`ADMIN_SLOTS_KEY` dict, returning `{"available": True, "columns": [...], "rows": [...]}`, which the
+page renders as a table); a slot nobody fills shows as not available.
 """
 
 from __future__ import annotations

@@ -165,10 +165,18 @@ async def test_the_admin_page_is_for_admins_only(served: Callable[..., Any]) -> 
     assert data["status"]["documents"] == 3 and data["status"]["answers"] == "extractive"
     assert data["sources"][0]["documents"] == 3
     assert data["budget"]["epsilon_used"] == 0 and data["budget"]["epsilon_total"] > 0
-    assert data["models"]["available"] is False and data["training_runs"]["available"] is False
+    # kb serve fills the models and training-runs slots from the registry and the run rows.
+    assert data["models"]["available"] is True and data["training_runs"]["rows"] == []
+    from app.server.assembly import KB_KEY
+    from training.runs import RunStore
+
+    RunStore(admin.app[KB_KEY].store.engine).create("web:web", {"epsilon": 4.0, "epochs": 2})  # type: ignore[index]
+    runs = (await (await admin.get("/api/admin")).json())["training_runs"]
+    assert runs["columns"][:3] == ["run", "status", "asked by"]
+    assert [row[1:5] for row in runs["rows"]] == [["queued", "web:web", 4.0, 2]]
     model = {"available": True, "columns": ["name"], "rows": [{"name": "qwen"}]}
     admin.app[ADMIN_SLOTS_KEY]["models"] = lambda: model  # type: ignore[index]
-    assert (await (await admin.get("/api/admin")).json())["models"] == model, "a later feature fills it"
+    assert (await (await admin.get("/api/admin")).json())["models"] == model, "any filler is rendered"
 
 
 async def test_the_inbox_is_per_user_with_open_and_dismiss(served: Callable[..., Any]) -> None:
