@@ -284,3 +284,26 @@ class _Push:
 async def test_the_service_follows_push_leadership_when_push_runs(settings: Settings, engine: Engine) -> None:
     assert TrainingJobsService(settings, engine, push=_Push(True)).leads()  # type: ignore[arg-type]
     assert not TrainingJobsService(settings, engine, push=_Push(False)).leads()  # type: ignore[arg-type]
+
+
+def test_runs_that_ended_before_the_upgrade_count_as_told(make_settings: Make) -> None:
+    from sqlalchemy import text
+
+    engine = db.make_engine(make_settings())
+    try:
+        db.upgrade(engine, "0016")
+        with engine.begin() as connection:
+            for status in ("succeeded", "queued"):
+                connection.execute(
+                    text(
+                        "INSERT INTO training_runs (status, requested_by, params, progress, report, error, "
+                        "dry_run, worker, attempts, cancel_requested, created_at, finished_at) VALUES "
+                        "(:s, 'slack:U0ADMIN', '{}', '{}', '{}', '', 0, '', 0, 0, :now, :now)"
+                    ),
+                    {"s": status, "now": utcnow()},
+                )
+        db.upgrade(engine)
+        runs = {r.status: r.notified_at for r in RunStore(engine).recent(5)}
+        assert runs["succeeded"] is not None and runs["queued"] is None
+    finally:
+        engine.dispose()
