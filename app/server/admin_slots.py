@@ -38,7 +38,12 @@ def mount_admin_slots(app: web.Application, settings: Settings, engine: Engine) 
 
 
 def _table(columns: list[str], rows: list[list[Any]]) -> dict[str, Any]:
-    return {"available": True, "columns": columns, "rows": rows}
+    # The page reads each cell by its column name.
+    return {
+        "available": True,
+        "columns": columns,
+        "rows": [dict(zip(columns, row, strict=True)) for row in rows],
+    }
 
 
 def _version(row: ModelVersionRow) -> list[Any]:

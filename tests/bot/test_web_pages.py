@@ -173,7 +173,8 @@ async def test_the_admin_page_is_for_admins_only(served: Callable[..., Any]) -> 
     RunStore(admin.app[KB_KEY].store.engine).create("web:web", {"epsilon": 4.0, "epochs": 2})  # type: ignore[index]
     runs = (await (await admin.get("/api/admin")).json())["training_runs"]
     assert runs["columns"][:3] == ["run", "status", "asked by"]
-    assert [row[1:5] for row in runs["rows"]] == [["queued", "web:web", 4.0, 2]]
+    [run] = runs["rows"]
+    assert (run["status"], run["asked by"], run["ε"], run["epochs"]) == ("queued", "web:web", 4.0, 2)
     model = {"available": True, "columns": ["name"], "rows": [{"name": "qwen"}]}
     admin.app[ADMIN_SLOTS_KEY]["models"] = lambda: model  # type: ignore[index]
     assert (await (await admin.get("/api/admin")).json())["models"] == model, "any filler is rendered"
