@@ -82,5 +82,5 @@ async def test_training_commands_from_teams(teams: Harness, tmp_path: Path) -> N
     assert "could not be reached" in await _say(teams, "admin rollback 1")
     assert routing_from_db(teams.engine)().active == "base"
     outcomes = [e.outcome for e in AuditLog(teams.engine).tail(20, action="admin.")]
-    assert any(o.startswith("failed: the model server could not be reached") for o in outcomes)
+    assert any(o.startswith("refused: the model server could not be reached") for o in outcomes)
     assert "refused: not an admin" in outcomes
