@@ -10,19 +10,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from core.errors import DatabaseError, NotMigratedError
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -61,12 +60,16 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 
 
 def _alembic_config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     assert head is not None, "core/migrations/versions has no migration"
     return head
@@ -74,9 +77,14 @@ def head_revision() -> str:
 
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at, or None for an empty database."""
+    # Alembic's own reader pulls in its whole migration runtime; `kb status` only needs the row
+    # (one linear history: one row in alembic_version, or no table yet).
     try:
         with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+            if not inspect(connection).has_table("alembic_version"):
+                return None
+            row = connection.execute(text("select version_num from alembic_version")).first()
+            return None if row is None else str(row[0])
     except OperationalError as exc:
         raise _unreachable(engine, exc) from exc
 
@@ -99,6 +107,8 @@ def upgrade(
         with engine.begin() as connection:
             config.attributes["connection"] = connection
             config.attributes["data_steps"] = dict(data_steps or {})
+            from alembic import command
+
             command.upgrade(config, revision)
     except OperationalError as exc:
         raise _unreachable(engine, exc) from exc

@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from core.settings import Settings
 
-_TIMEOUT = aiohttp.ClientTimeout(total=3)
+_TIMEOUT_S = 3.0
 MODEL_STATE_FILE = "model-server.json"
 
 
@@ -70,12 +68,25 @@ def _alive(pid: object) -> bool:
     return True
 
 
+class _Unreachable(ConnectionError):
+    """A backend did not answer; the message names the client's own error."""
+
+
 async def _get(url: str, headers: dict[str, str] | None = None, *, method: str = "GET") -> tuple[int, str]:
-    async with (
-        aiohttp.ClientSession(timeout=_TIMEOUT) as session,
-        session.request(method, url, headers=headers) as response,
-    ):
-        return response.status, await response.text()
+    import aiohttp  # only when a backend is configured: `kb status` starts faster without it
+
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_TIMEOUT_S)) as session,
+            session.request(method, url, headers=headers) as response,
+        ):
+            return response.status, await response.text()
+    except aiohttp.ClientError as exc:
+        raise _Unreachable(f"{exc.__class__.__name__} {exc}".strip()) from exc
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, _Unreachable) else f"{exc.__class__.__name__} {exc}".strip()
 
 
 async def check_llm(settings: Settings) -> Backend:
@@ -112,8 +123,8 @@ async def _probe_llm(url: str, model: str | None, headers: dict[str, str] | None
     base = url.rstrip("/")
     try:
         status, body = await _get(base + "/v1/models", headers)
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        reason = f"{exc.__class__.__name__} {exc}".strip()
+    except (_Unreachable, TimeoutError) as exc:
+        reason = _reason(exc)
         return Backend("llm", True, False, f"{model or 'model'} at {base}: {reason}; answers are extractive "
                        f"({origin})", model=model, url=base)  # fmt: skip
     served = _served_ids(body) if status == 200 else []
@@ -139,10 +150,8 @@ async def check_slack(settings: Settings) -> Backend:
     headers = {"Authorization": f"Bearer {settings.slack.bot_token.get_secret_value()}"}
     try:
         status, body = await _get(url, headers, method="POST")
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        return Backend(
-            "slack", True, False, f"{settings.slack.api_url}: {exc.__class__.__name__} {exc}".strip()
-        )
+    except (_Unreachable, TimeoutError) as exc:
+        return Backend("slack", True, False, f"{settings.slack.api_url}: {_reason(exc)}")
     ok = status == 200 and '"ok":true' in body.replace(" ", "")
     return Backend("slack", True, ok, f"{settings.slack.api_url}: HTTP {status}")
 
