@@ -60,11 +60,9 @@ def test_handbook_round_trip(kb) -> None:  # type: ignore[no-untyped-def]
     status = json.loads(kb("status", "--json").stdout)
     assert status["documents"] == report["added"] and status["chunks"] == status["index_vectors"] > 0
     assert status["last_ingest"]["status"] == "ok"
-    assert status["backends"]["llm"] == {
-        "configured": False,
-        "reachable": None,
-        "detail": "not configured: extractive answers (set KB_LLM_URL for vLLM)",
-    }
+    llm = status["backends"]["llm"]
+    assert (llm["configured"], llm["reachable"]) == (False, None)
+    assert llm["detail"].startswith("not configured: extractive answers (set KB_LLM_URL")
 
     again = json.loads(kb("ingest", str(HANDBOOK), "--json").stdout)
     assert again["unchanged"] == report["added"] and again["added"] == 0
