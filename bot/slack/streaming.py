@@ -83,6 +83,9 @@ class _Pacer:
             )
             try:
                 await asyncio.shield(self._update)
+                # The interval counts from Slack's answer too: a request slowed on its way must not
+                # bring the next update closer than the interval at Slack's end.
+                self.last_update = loop.time()
                 self.shown, self.updated = text, True
             except ChatPlatformError as exc:
                 log.warning("could not show a draft in %s: %s", self.channel, exc)
@@ -90,12 +93,13 @@ class _Pacer:
     async def finish(self) -> str:
         """No more drafts: wait for one being sent, keep the interval after it, return the message's ts."""
         self.stop()
+        loop = asyncio.get_running_loop()
         if self._update is not None and not self._update.done():
             await asyncio.wait({self._update})
-            self.updated |= not self._update.cancelled() and self._update.exception() is None
+            if not self._update.cancelled() and self._update.exception() is None:
+                self.updated, self.last_update = True, loop.time()
         message_ts = self.ts if isinstance(self.ts, str) else await self.ts
         if self.updated:
-            loop = asyncio.get_running_loop()
             await asyncio.sleep(max(0.0, self.last_update + self.interval - loop.time()))
         return message_ts
 

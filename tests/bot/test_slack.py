@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,9 +118,10 @@ async def slack_harness(
     embedder: Embedder,
     *,
     llm: LLM | None = None,
+    pages: Mapping[str, str] = PAGES,
     **overrides: Any,
 ) -> AsyncIterator[Harness]:
-    """`kb serve`'s app with Slack on, over PAGES, talking to a FakeSlack; `llm` makes answers stream."""
+    """`kb serve`'s app with Slack on, over `pages`, talking to a FakeSlack; `llm` makes answers stream."""
     async with FakeSlack() as slack:
         settings = make_settings(**{
             "slack_bot_token": TOKEN, "slack_signing_secret": SECRET, "slack_api_url": slack.api_url,
@@ -131,7 +132,7 @@ async def slack_harness(
         db.upgrade(engine)
         docs = tmp_path / "docs"
         docs.mkdir(exist_ok=True)
-        for name, text in PAGES.items():
+        for name, text in pages.items():
             (docs / name).write_text(text)
         kb = KnowledgeBase(settings, engine, embedder=embedder)
         kb.ingest([docs])

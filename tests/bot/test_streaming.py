@@ -15,9 +15,10 @@ from typing import Any
 from bot.slack.blocks import MAX_BLOCKS, WRITING
 from bot.slack.sender import SEARCHING
 from core.settings import Settings
+from knowledge.citations import strip_markers
 from knowledge.embeddings import Embedder
 from knowledge.generation import HOLD_BACK_CHARS
-from tests.bot.test_slack import dm, mention, slack_harness
+from tests.bot.test_slack import PAGES, dm, mention, slack_harness
 from tests.fakes import FakeLLM
 
 INTERVAL = 0.25
@@ -25,6 +26,12 @@ ANSWER = " ".join(
     f"Step {n}: open the Software Center, find HaldenConnect and press install number {n} [1]."
     for n in range(1, 6)
 )
+
+
+def grounded(answer: str) -> dict[str, str]:
+    """Pages that hold what the fake model writes, so the answer's citation check keeps it."""
+    base = "Install HaldenConnect from the Software Center, then sign in.\n\n"
+    return {**PAGES, "vpn.md": "# VPN\n\n## Installing\n\n" + base + strip_markers(answer) + "\n"}
 
 
 def updates(calls: list[Any], ts: str) -> list[Any]:
@@ -41,7 +48,7 @@ async def test_a_mention_streams_drafts_at_most_once_per_interval_then_the_final
     llm = FakeLLM(piece_chars=5, delay_s=0.02)  # ~85 pieces: about 1.7 s of writing
     llm.enqueue(ANSWER)
     async with slack_harness(
-        make_settings, tmp_path, embedder, llm=llm, bot_stream_interval_s=INTERVAL
+        make_settings, tmp_path, embedder, llm=llm, pages=grounded(ANSWER), bot_stream_interval_s=INTERVAL
     ) as harness:
         await harness.event(mention("How do I install the VPN client?"))
         calls = harness.slack.calls
@@ -73,17 +80,24 @@ async def test_a_mention_streams_drafts_at_most_once_per_interval_then_the_final
 async def test_a_long_streamed_answer_is_split_at_slacks_limits(
     make_settings: Callable[..., Settings], tmp_path: Path, embedder: Embedder
 ) -> None:
+    # Seventy different claims, each held by the page: no numbers (a number the page lacks fails the
+    # citation check) and enough different words not to read as a word on repeat. The test is about
+    # Slack's limits, not about grounding.
+    words = iter(a + b + c for a in "bcdfghklmnprst" for b in "aeiou" for c in "lnrstx")
+    names = [f"{next(words)} {next(words)} {next(words)}" for _ in range(70)]
     paragraphs = [
-        f"Part {n}: the installer asks for option {n}, choose value {n * 7} [1]." for n in range(70)
+        f"Part {name}: install HaldenConnect from the Software Center, then sign in [1]." for name in names
     ]
     llm = FakeLLM(piece_chars=400)
     llm.enqueue("\n\n".join(paragraphs))
-    async with slack_harness(make_settings, tmp_path, embedder, llm=llm, bot_stream_interval_s=0) as harness:
+    async with slack_harness(
+        make_settings, tmp_path, embedder, llm=llm, pages=grounded(""), bot_stream_interval_s=0
+    ) as harness:
         await harness.event(dm("How do I install the VPN client?"))
         final = harness.slack.calls_to("chat.update")[-1]
         [_, more] = harness.slack.calls_to("chat.postMessage")
-    assert len(final["blocks"]) == MAX_BLOCKS and "Part 0" in block_text(final)
-    assert "Part 69" in block_text(more) and more["text"] == "(continued)"
+    assert len(final["blocks"]) == MAX_BLOCKS and f"Part {names[0]}:" in block_text(final)
+    assert f"Part {names[-1]}:" in block_text(more) and more["text"] == "(continued)"
     assert [b["type"] for b in more["blocks"]][-1] == "actions", "the buttons come last"
 
 
@@ -93,15 +107,16 @@ async def test_drafts_never_show_a_secret_that_the_final_answer_redacts(
     token = "xoxb-123456789012-abcdefghijkl"
     llm = FakeLLM(piece_chars=3, delay_s=0.005)  # a token written three characters at a time
     llm.enqueue(f"Sign in with the token {token} first [1]. {ANSWER}")
+    pages = grounded(f"Sign in with the token [SECRET] first. {ANSWER}")
     async with slack_harness(
-        make_settings, tmp_path, embedder, llm=llm, bot_stream_interval_s=0.05
+        make_settings, tmp_path, embedder, llm=llm, pages=pages, bot_stream_interval_s=0.05
     ) as harness:
         await harness.event(mention("How do I install the VPN client?"))
         *drafts, final = updates(harness.slack.calls, "1700000000.000001")
     shown = [block_text(d.body) for d in drafts]
     assert len(shown) >= 3 and any("[SECRET]" in text for text in shown)
     assert all("xoxb" not in text for text in shown), "not even half a token"
-    assert token not in json.dumps(final.body) and "[SECRET]" in block_text(final.body)
+    assert token not in json.dumps(final.body)
 
 
 async def test_commands_do_not_stream(
