@@ -167,6 +167,8 @@ def extractive_answer(
     candidates: list[tuple[int, int, str]] = []  # (citation number, position in its passage, sentence)
     passage: list[int] = []  # which of the top hits each candidate came from
     for rank, hit in enumerate(hits[:3]):
+        if hit.flag:  # text aimed at an assistant (flagged at ingest) is never quoted as an answer
+            continue
         for position, sentence in enumerate(_sentences(hit.text)):
             candidates.append((number[hit.link], position, sentence))
             passage.append(rank)
@@ -178,9 +180,12 @@ def extractive_answer(
         chosen = _faq_answer(candidates, passage, similarity, max_sentences) or _closest(
             candidates, similarity, max_sentences, terms
         )
+    clean = [hit for hit in hits if not hit.flag]
+    if not chosen and not clean:
+        return abstention(hits)
     text = (
         " ".join(f"{sentence} [{n}]" for n, _, sentence in chosen)
-        or f"{_snippet(plain_text(hits[0].text))} [1]"
+        or f"{_snippet(plain_text(clean[0].text))} [{number[clean[0].link]}]"
     )
     return Answer(text=text, citations=citations, confidence=round(hits[0].score, 4))
 
