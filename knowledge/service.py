@@ -41,7 +41,7 @@ from knowledge.store import Stats, Store
 from knowledge.sync import Ingestor, IngestReport, Problem, Progress, embedding_text
 from knowledge.timefilter import extract_time_filter, merge
 from knowledge.types import Answer, AnswerParts, Document, Hit, Question, last_part
-from knowledge.whatsnew import whats_new
+from knowledge.whatsnew import read_listing, whats_new
 from privacy.access import can_read
 from privacy.audit import AuditLog
 from privacy.guard import Guard
@@ -248,11 +248,15 @@ class KnowledgeBase:
     ) -> AnswerParts:
         """A time-scoped question about change ("what's new this week") gets the dated list of the
         documents that changed (knowledge.whatsnew) in place of `answer`, which is then never started."""
-        async with slots or nullcontext():
-            listing = await asyncio.to_thread(
-                whats_new, self.retriever, question, now=datetime.now(UTC), filters=filters,
-                min_score=self.settings.retrieval.min_score,
-            )  # fmt: skip
+        now = datetime.now(UTC)
+        listing = None
+        # Reading the question needs no retrieval slot; only a listing retrieves.
+        if await asyncio.to_thread(read_listing, question.text, now=now) is not None:
+            async with slots or nullcontext():
+                listing = await asyncio.to_thread(
+                    whats_new, self.retriever, question, now=now, filters=filters,
+                    min_score=self.settings.retrieval.min_score,
+                )  # fmt: skip
         if listing is not None:
             await answer.aclose()
             yield listing
