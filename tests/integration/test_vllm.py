@@ -43,7 +43,9 @@ PASSAGES = [
     (
         "Password reset",
         "Self-service",
-        "To reset your password open the self-service portal and choose Forgot password.",
+        # The passage holds every claim of REPLY: the answer's citation check keeps only those.
+        "To reset your password open the self-service portal and choose Forgot password. "
+        "The new one needs 14 characters.",
     ),
     ("Laptops", "Loss", "Report a lost laptop to the IT service desk at once."),
     ("Vacation policy", "Allowance", "Employees get 25 days of paid vacation per calendar year."),
