@@ -82,7 +82,7 @@ def _health(port: int, process: subprocess.Popen[bytes], log: Path, *, until: st
             if health["answers"] == until:
                 return health
         except OSError:
-            pass
+            pass  # not listening yet: wait and poll again (a dead server fails the assert above)
         time.sleep(0.2)
 
 
