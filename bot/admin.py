@@ -10,6 +10,10 @@ The training commands (retrain, status, budget, models, rollback, ab) go to a `T
 answer that no trainer is configured. A desk's refusal (bad input, busy, over budget, missing
 files, a model server that is down or rejects the adapter) reaches the admin as the failure's
 message; the active model keeps serving.
+
+`admin status` while a run is queued or running answers with a LiveText: Slack and Teams then edit
+that reply as the run goes on (bot/live.py), reading those same runs again through the desk until
+every one of them has ended.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from pathlib import Path
 
 from bot.commands import Admin
 from bot.conversation import AdminHook, AdminHooks
-from core.training import TrainingDesk
+from bot.types import LiveText
+from core.training import NO_RUNS, RunProgress, TrainingDesk
 from knowledge.service import KnowledgeBase
 from knowledge.sources import SourceRunner, load_sources
 from privacy.guard import Guard
@@ -73,18 +78,36 @@ def admin_hooks(
             for r in results
         )
 
-    async def status(_command: Admin) -> str:
+    async def status(_command: Admin) -> str | LiveText:
         stats = await asyncio.to_thread(kb.stats)
         last = stats.last_ingest
         when = "never ingested"
         if last is not None and last.finished_at is not None:
             when = f"last ingest {last.finished_at:%Y-%m-%d %H:%M} UTC ({last.status})"
         knowledge = f"{stats.documents} documents, {stats.chunks} chunks; {when}."
-        return knowledge if desk is None else f"{knowledge}\n{await desk.status()}"
+        return knowledge if desk is None else await training_status(desk, knowledge)
 
     if desk is None:
         return AdminHooks(ingest=ingest, sync=sync, status=status)
     return AdminHooks(ingest=ingest, sync=sync, status=status, **training_hooks(desk))
+
+
+async def training_status(desk: TrainingDesk, head: str) -> str | LiveText:
+    """`head` and a line per run; while runs are queued or running, live until they have all ended."""
+    runs = await desk.progress()
+    followed = tuple(run.run_id for run in runs if run.live)
+    if not followed:
+        return _status_text(head, runs)
+
+    async def poll() -> tuple[str, bool]:
+        now = await desk.progress(followed)
+        return _status_text(head, now), not any(run.live for run in now)
+
+    return LiveText(_status_text(head, runs), poll)
+
+
+def _status_text(head: str, runs: tuple[RunProgress, ...]) -> str:
+    return f"{head}\n" + ("\n".join(run.summary for run in runs) or NO_RUNS)
 
 
 def training_hooks(desk: TrainingDesk) -> dict[str, AdminHook]:

@@ -41,14 +41,14 @@ from bot.commands import (
 from bot.render import DEFAULT_SHOWN_SOURCES, render_answer, source_links
 from bot.store import BotStore
 from bot.tasks import AckFirst
-from bot.types import Draft, Incoming, RenderedReply, SourceLink, UnrecordedQuestion, plain
+from bot.types import Draft, Incoming, LiveText, RenderedReply, SourceLink, UnrecordedQuestion, plain
 from core.errors import KBError
 from knowledge.types import Answer, Citation, Question, last_part
 from privacy.audit import AuditLog
 
 log = logging.getLogger(__name__)
 
-AdminHook = Callable[[Admin], Awaitable[str]]
+AdminHook = Callable[[Admin], Awaitable[str | LiveText]]
 
 
 class AnswerService(Protocol):
@@ -87,7 +87,8 @@ class Directory(Protocol):
 class AdminHooks:
     """What admin commands do, supplied by the `kb` entry point; a missing hook says so politely.
 
-    Each hook gets the parsed command and returns the sentence to show the admin.
+    Each hook gets the parsed command and returns the sentence to show the admin, or a LiveText
+    when that sentence goes on changing (`status` while a training run is live).
     """
 
     ingest: AdminHook | None = None
@@ -343,7 +344,7 @@ class Conversation:
             await self._audit(incoming.who, action, target, params, "not configured")
             return plain(message, ok=False)
         try:
-            message = await hook(replace(command, actor=incoming.who))
+            said = await hook(replace(command, actor=incoming.who))
         except KBError as exc:  # refused on purpose (no student configured, over budget): no traceback
             await self._audit(incoming.who, action, target, params, f"refused: {exc}")
             return plain(f"`admin {verb}`: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""), ok=False)
@@ -352,8 +353,9 @@ class Conversation:
             log.exception("admin %s failed", verb)
             await self._audit(incoming.who, action, target, params, f"failed: {exc}")
             return plain(f"`admin {verb}` failed: {exc}", ok=False)
+        message = said.text if isinstance(said, LiveText) else said
         await self._audit(incoming.who, action, target, params, f"ok: {message}")
-        return plain(message)
+        return replace(plain(message), live=said if isinstance(said, LiveText) else None)
 
     async def _audit(
         self, actor: str, action: str, target: str, params: dict[str, str], outcome: str

@@ -13,6 +13,10 @@ class ChatPlatformError(BotError):
     """A chat platform's API refused or failed a call (Slack Web API, Teams connector)."""
 
 
+class MessageGone(ChatPlatformError):
+    """The message to edit is no longer there (deleted, or its channel is gone): nothing to update."""
+
+
 class NotClaimed(BotError):
     """This delivery lost its event's claim (a redelivery, or another replica had it): post nothing.
 

@@ -5,7 +5,7 @@ Slack turns a RenderedReply into Block Kit, Teams into an Adaptive Card, the web
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -82,6 +82,18 @@ class SourceLink:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveText:
+    """Text that goes on changing for a while, such as `admin status` while a run trains.
+
+    `text` is what it says now; `poll()` reads it again and says whether it has ended (no further
+    change to wait for). A surface that can edit a sent message follows it (bot/live.py).
+    """
+
+    text: str
+    poll: Callable[[], Awaitable[tuple[str, bool]]]
+
+
+@dataclass(frozen=True, slots=True)
 class RenderedReply:
     """A reply in parts: paragraphs of markdown-ish text, the sources shown, and buttons.
 
@@ -90,6 +102,8 @@ class RenderedReply:
     the platform writes it once the reply is delivered (see Conversation.stream).
     `hidden_sources` counts sources left out of `sources` (offered by a "show more sources" button).
     `answer` is the Answer behind it, for surfaces that show more (the web chat's confidence, model).
+    `live`, when set, is how the reply's text goes on changing: Slack and Teams edit the sent
+    message with it (bot/live.py); other surfaces show the reply once, as it is.
     """
 
     paragraphs: tuple[str, ...]
@@ -101,6 +115,7 @@ class RenderedReply:
     ok: bool = True
     answer: Answer | None = field(default=None, compare=False, repr=False)
     unrecorded: UnrecordedQuestion | None = field(default=None, compare=False, repr=False)
+    live: LiveText | None = field(default=None, compare=False, repr=False)
 
     @property
     def question(self) -> str | None:

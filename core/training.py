@@ -3,7 +3,9 @@ served-model routing that answers read.
 
 `bot` calls a `TrainingDesk` (admin retrain/status/budget/models/rollback/ab); `app` hands it one
 that `training` implements. Each method returns the sentence to show the admin; refusals are
-`TrainingRefused` with a message that says what to do.
+`TrainingRefused` with a message that says what to do. `progress` returns the runs `admin status`
+shows as `RunProgress` values, which the chat reads again while a run is queued or running to edit
+its status message in place.
 
 Which model answers is a row of `model_versions` (the `active` one, and a candidate with an A/B
 share): `RoutedLLM` wraps the answer model's client and names that model on every call, reading the
@@ -31,10 +33,35 @@ from core.llm.protocol import LLM, Completion, Message
 from core.models import ModelVersionRow
 
 ACTIVE, CANDIDATE_STATUSES = "active", ("registered",)
+LIVE_RUN_STATUSES = ("queued", "running")
+NO_RUNS = "No training runs yet. `admin retrain` starts one."
 
 
 class TrainingRefused(KBError):
     """An admin's training command that cannot be done (bad input, busy, over budget, missing files)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunProgress:
+    """One training run as its row says now: `summary` is the line `admin status` shows for it.
+
+    `step`/`total` count optimizer steps, `loss` is the last step's, `epsilon` the ε spent so far
+    (while it trains) or in all (once it ended); each None until known.
+    """
+
+    run_id: int
+    status: str
+    summary: str
+    stage: str = ""
+    step: int | None = None
+    total: int | None = None
+    loss: float | None = None
+    epsilon: float | None = None
+
+    @property
+    def live(self) -> bool:
+        """Queued or running: it may still change."""
+        return self.status in LIVE_RUN_STATUSES
 
 
 class TrainingDesk(Protocol):
@@ -45,6 +72,11 @@ class TrainingDesk(Protocol):
     ) -> str: ...
 
     async def status(self) -> str: ...
+
+    async def progress(self, runs: Sequence[int] = ()) -> tuple[RunProgress, ...]:
+        """The runs with these ids (those that exist, in this order); without ids, the runs `status`
+        shows: those queued or running, else the latest one (none before the first run)."""
+        ...
 
     async def budget(self) -> str: ...
 

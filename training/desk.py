@@ -5,24 +5,30 @@
 
 Every method answers with the sentence to show; a refusal raises core.training.TrainingRefused
 (the chat layer shows its message and audits it). Nothing here trains: a retrain adds a run row for
-the worker; a dry run reads the knowledge base and plans the noise, spending nothing.
+the worker; a dry run reads the knowledge base and plans the noise, spending nothing. `progress`
+reads run rows for `admin status`, which the chat polls while a run is live: a few small queries,
+and the ε so far from the run's ledger reservation (its noise, sampling rate and accountant) at the
+step the row reports, computed once per step.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import secrets
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
 
+from core.models import TrainingRunRow
 from core.settings import Settings
-from core.training import ACTIVE, TrainingRefused
+from core.training import ACTIVE, NO_RUNS, RunProgress, TrainingRefused
 from privacy.budget import BudgetLedger
 from training.registry import AdapterServer
-from training.run import RunContext, dry_run
-from training.runs import QUEUED, RUNNING, RunStore, describe
+from training.run import RunContext, dry_run, run_name
+from training.runs import QUEUED, RUNNING, SUCCEEDED, RunStore, describe
 from training.versions import feedback_by_model, render_versions
 from training.worker import registry_from_settings, spec_for
 
@@ -84,12 +90,46 @@ class Desk:
         )
 
     async def status(self) -> str:
-        rows = await asyncio.to_thread(self.runs.recent, 3)
-        if not rows:
-            return "No training runs yet. `admin retrain` starts one."
-        live = [r for r in rows if r.status in (RUNNING, QUEUED)]
-        shown = live or rows[:1]
-        return "\n".join(describe(row) for row in shown)
+        return "\n".join(run.summary for run in await self.progress()) or NO_RUNS
+
+    async def progress(self, runs: Sequence[int] = ()) -> tuple[RunProgress, ...]:
+        return await asyncio.to_thread(self._progress, tuple(runs))
+
+    def _progress(self, ids: tuple[int, ...]) -> tuple[RunProgress, ...]:
+        if ids:
+            rows = [row for row in map(self.runs.get, ids) if row is not None]
+        else:
+            recent = self.runs.recent(3)
+            rows = [r for r in recent if r.status in (RUNNING, QUEUED)] or recent[:1]
+        return tuple(self._read(row) for row in rows)
+
+    def _read(self, row: TrainingRunRow) -> RunProgress:
+        progress = row.progress
+        step, total, loss = progress.get("step"), progress.get("total"), progress.get("loss")
+        epsilon = self._epsilon(row, step if isinstance(step, int) else 0)
+        return RunProgress(
+            run_id=row.id or 0, status=row.status, stage=str(progress.get("stage", "")),
+            summary=describe(row, epsilon_so_far=epsilon if row.status == RUNNING else None),
+            step=step if isinstance(step, int) else None, total=total if isinstance(total, int) else None,
+            loss=float(loss) if isinstance(loss, (int, float)) else None, epsilon=epsilon,
+        )  # fmt: skip
+
+    def _epsilon(self, row: TrainingRunRow, step: int) -> float | None:
+        """ε spent: the report's once it succeeded, the ledger's once settled, else by the steps taken."""
+        if row.status == SUCCEEDED and isinstance(row.report.get("epsilon_spent"), (int, float)):
+            return float(row.report["epsilon_spent"])
+        entry = self.ledger.get(run_name(row.id or 0))
+        if entry is None:
+            return None  # not reserved yet (queued, or still building its data)
+        if entry.epsilon_spent is not None:
+            return entry.epsilon_spent
+        details = entry.details
+        try:
+            sigma, rate = float(details["noise_multiplier"]), float(details["sample_rate"])
+            accountant = str(details["accountant"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return _epsilon_after(accountant, sigma, rate, step, entry.delta) if step > 0 else 0.0
 
     async def budget(self) -> str:
         state = await asyncio.to_thread(self.ledger.state)
@@ -131,3 +171,15 @@ class Desk:
         if self.server is None:
             raise TrainingRefused("no model server is configured", hint="set KB_LLM_URL to the vLLM server")
         return self.server()
+
+
+@functools.lru_cache(maxsize=256)
+def _epsilon_after(accountant: str, sigma: float, rate: float, steps: int, delta: float) -> float:
+    """The ε that `steps` Poisson-sampled steps at noise `sigma` spend (what the DP engine counts)."""
+    from opacus.accountants import create_accountant  # type: ignore[import-untyped]
+
+    counter = create_accountant(mechanism=accountant)
+    counter.history = [(sigma, rate, steps)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # RDP's "optimal order is the largest alpha" notes
+        return float(counter.get_epsilon(delta=delta))

@@ -144,17 +144,19 @@ class RunStore:
             return f"Run #{run_id} already finished ({row.status})."
 
 
-def describe(row: TrainingRunRow) -> str:
-    """One line about a run, for chat and `kb train list`."""
+def describe(row: TrainingRunRow, *, epsilon_so_far: float | None = None) -> str:
+    """One line about a run, for chat and `kb train list`; `epsilon_so_far` is what its steps spent."""
     params, progress = row.params, row.progress
     head = f"Run #{row.id} {row.status}"
     asked = f"ε={params.get('epsilon')}, {params.get('epochs')} epochs, by {row.requested_by}"
     if row.status == RUNNING and progress:
-        stage, total = progress.get("stage", "training"), progress.get("total", "?")
-        step = f"{stage}: step {progress.get('step', 0)}/{total}"
+        stage = progress.get("stage", "training")
+        step = f": step {progress['step']}/{progress.get('total', '?')}" if "step" in progress else ""
         loss = f", loss {progress['loss']:.3f}" if isinstance(progress.get("loss"), float) else ""
-        spent = f", ε so far {progress['epsilon']:.3g}" if isinstance(progress.get("epsilon"), float) else ""
-        return f"{head} ({asked}); {step}{loss}{spent}."
+        if epsilon_so_far is None and isinstance(progress.get("epsilon"), float):
+            epsilon_so_far = progress["epsilon"]
+        spent = f", ε so far {epsilon_so_far:.3g}" if epsilon_so_far is not None else ""
+        return f"{head} ({asked}); {stage}{step}{loss}{spent}."
     if row.status == SUCCEEDED:
         report = row.report
         figures = f"correctness {report.get('correctness', 0):.3f}" if "correctness" in report else ""

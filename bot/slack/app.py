@@ -208,6 +208,7 @@ async def _stop(bot: SlackBot) -> None:
             await bot.sweeper
     if bot.socket_mode is not None:
         await bot.socket_mode.close_async()  # type: ignore[no-untyped-call]
+    await bot.handlers.live.stop()
     await bot.tasks.drain(seconds=SHUTDOWN_DRAIN_SECONDS)
     bot.conversation.store.close()
     if bot.bolt.client.session is not None:

@@ -22,7 +22,8 @@ The final answer does not wait for the question's record either: its buttons nam
 the event's key, and the question event is written with the claim's close, once the answer is out
 (one transaction: a re-run after a crash records it once, and push and training never see a
 question before its answer). A click resolves the key to the question's id (Conversation.question_id).
-Slash commands answer through response_url, final answer only.
+Slash commands answer through response_url, final answer only. An answer with a LiveText (`admin
+status` while a run trains) goes on being edited in its message (bot/live.py), one per channel.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from bot.claims import ExactlyOnce, Leases, Start, held
 from bot.commands import Ask, parse
 from bot.conversation import Conversation
 from bot.errors import ChatPlatformError, NotClaimed
+from bot.live import LiveReplies
 from bot.slack.blocks import ACTION_IDS, SOURCE_ACTION, SlackMessage, home_view, sources_message, to_messages
 from bot.slack.directory import SlackDirectory
 from bot.slack.sender import SEARCHING, SlackSender
@@ -107,6 +109,7 @@ class SlackHandlers:
         self.tasks = tasks
         self.metrics = metrics
         self.interval = settings.bot.stream_interval_s
+        self.live = LiveReplies(interval_s=settings.bot.status_interval_s, max_s=settings.bot.status_max_s)
         self.claims = ExactlyOnce(
             store, tasks, platform=PLATFORM, leases=Leases.from_settings(settings), rerun=self._rerun
         )
@@ -244,6 +247,9 @@ class SlackHandlers:
         await self.sender.update(incoming.channel, ts, messages[0])
         for message in messages[1:]:
             await self.sender.post(incoming.channel, message, thread=incoming.thread or ts)
+        if reply.live is not None:
+            edit = functools.partial(_edit, self.sender, incoming.channel, ts)
+            self.live.follow(f"{PLATFORM}:{incoming.channel}", reply.live, edit)
         return reply
 
     async def _post_searching(
@@ -350,6 +356,10 @@ class SlackHandlers:
         self.metrics.answer_seconds.observe(time.perf_counter() - started)
         outcome = "answered" if reply.ok else "abstained"
         self.metrics.questions.labels(channel=PLATFORM, outcome=outcome).inc()
+
+
+async def _edit(sender: SlackSender, channel: str, ts: str, text: str) -> None:
+    await sender.update(channel, ts, to_messages(plain(text))[0])
 
 
 async def _respond(respond: AsyncRespond, message: SlackMessage) -> None:

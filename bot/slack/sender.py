@@ -1,7 +1,8 @@
 """The bot's writes to Slack's Web API: one thin adapter over AsyncWebClient.
 
-Slack's errors become ChatPlatformError here, so handlers deal with one exception type. 429s are
-retried inside the client (slack_sdk's AsyncRateLimitErrorRetryHandler honours Retry-After).
+Slack's errors become ChatPlatformError here, so handlers deal with one exception type (MessageGone
+when the message or its channel no longer exists). 429s are retried inside the client (slack_sdk's
+AsyncRateLimitErrorRetryHandler honours Retry-After).
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import ChatPlatformError
+from bot.errors import ChatPlatformError, MessageGone
 from bot.slack.blocks import Block, SlackMessage
 
 SEARCHING = "Searching the knowledge base…"
 RATE_LIMIT_RETRIES = 3
+# Slack's errors for a message (or its channel) that is no longer there to edit.
+GONE = frozenset({"message_not_found", "channel_not_found", "is_archived"})
 
 
 def make_client(token: str, *, base_url: str, timeout: int = 30) -> AsyncWebClient:
@@ -52,6 +55,8 @@ class SlackSender:
             response = await self.client.api_call(method, json=args)
         except SlackApiError as exc:
             error = exc.response.get("error", "unknown_error") if exc.response else "unknown_error"
+            if error in GONE:
+                raise MessageGone(f"Slack refused {method}: {error}") from exc
             raise ChatPlatformError(
                 f"Slack refused {method}: {error}", hint="check the bot's scopes and channel membership"
             ) from exc

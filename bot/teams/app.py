@@ -9,7 +9,10 @@ claim to be any user, and so read what that user's groups may read.
 
 Teams waits up to 15 s for a turn; answers are sent inside the turn, typing indicator first. Teams
 gets the final answer only: no streamed drafts (Slack has them), since editing a sent card needs the
-connector's update call for each draft and a turn must end within its 15 s anyway.
+connector's update call for each draft and a turn must end within its 15 s anyway. A reply with a
+LiveText (`admin status` while a run trains) is the exception: after the turn its card is updated
+in place as the run goes on (bot/live.py, one per conversation), each update a proactive turn of
+its own (the turn's connector client closes with the turn), so only with connector credentials.
 
 Teams delivers an activity again when a turn fails or times out, possibly to another replica: each
 message activity is claimed by its conversation and activity id through the exactly-once protocol
@@ -23,12 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientResponseError, web
 from microsoft_agents.activity import (  # type: ignore[import-untyped, unused-ignore]
     Activity,
     Attachment,
@@ -54,10 +58,12 @@ from pydantic import ValidationError
 
 from bot.claims import ExactlyOnce, Leases
 from bot.conversation import Conversation
+from bot.errors import ChatPlatformError, MessageGone
+from bot.live import LiveReplies
 from bot.store import BotStore, Claim
 from bot.tasks import BackgroundTasks
 from bot.teams.cards import ACTION_KEY, CARD_TYPE, Card, reply_cards, sources_card
-from bot.types import Action, Incoming, plain
+from bot.types import Action, Incoming, LiveText, plain
 from core.metrics import Metrics
 from core.settings import Settings
 
@@ -67,6 +73,9 @@ PLATFORM = "teams"
 ROUTE = "/api/messages"
 SHUTDOWN_DRAIN_SECONDS = 10.0
 _SORRY = "Sorry, something went wrong while answering. Please ask again in a minute."
+# The connector's answers to an update of an activity that was deleted or is no longer the bot's to
+# edit (404 not found, 403 for a deleted channel message or a bot removed from the conversation).
+_GONE = frozenset({403, 404, 410})
 
 
 class _Request:
@@ -104,12 +113,15 @@ class TeamsBot:
         connections: Any | None = None,
         metrics: Metrics | None = None,
         leases: Leases | None = None,
+        live: LiveReplies | None = None,
     ) -> None:
         """`auth` is an AgentAuthConfiguration (JWT required) or None (anonymous, tests only)."""
         self.conversation = conversation
         self.store = store
         self.metrics = metrics
         self.tasks = BackgroundTasks()
+        # Updating a card after its turn is a proactive message, which needs the connector's tokens.
+        self.live = live if connections is not None else None
         # Proactive messages need the connector's tokens: an anonymous endpoint (local testing) has
         # none, so there a question whose replica died is given up rather than re-run.
         rerun = self._rerun if connections is not None else None
@@ -192,10 +204,38 @@ class TeamsBot:
                 self.metrics.questions.labels(
                     channel=PLATFORM, outcome="answered" if reply.ok else "abstained"
                 ).inc()
-            for card in reply_cards(reply):
-                await _send_card(context, card)
+            sent = [await _send_card(context, card) for card in reply_cards(reply)]
         if key is not None:
             await self.claims.finish(key)
+        if reply.live is not None and sent and sent[-1]:
+            self._follow(context, reply.live, sent[-1])
+
+    def _follow(self, context: Any, live: LiveText, activity_id: str) -> None:
+        """Update the sent card `activity_id` as `live` changes (bot/live.py), one per conversation."""
+        if self.live is None:
+            return  # no connector credentials (anonymous local testing): the card stays as sent
+        reference = context.activity.get_conversation_reference()
+        edit = functools.partial(self._edit_card, reference, activity_id)
+        self.live.follow(f"{PLATFORM}:{reference.conversation.id}", live, edit)
+
+    async def _edit_card(self, reference: ConversationReference, activity_id: str, text: str) -> None:
+        failed: list[Exception] = []
+
+        async def update(context: Any) -> None:
+            card = reply_cards(plain(text))[-1]
+            attachment = Attachment(content_type=CARD_TYPE, content=card)
+            try:
+                await context.update_activity(
+                    Activity(type="message", id=activity_id, attachments=[attachment])
+                )
+            except Exception as exc:  # kept from the SDK's turn error handler, which would say sorry
+                failed.append(exc)
+
+        await self.adapter.continue_conversation(self._app_id, reference.get_continuation_activity(), update)
+        if failed:
+            status = failed[0].status if isinstance(failed[0], ClientResponseError) else None
+            kind = MessageGone if status in _GONE else ChatPlatformError
+            raise kind(f"Teams refused to update card {activity_id}: {failed[0]}") from failed[0]
 
     async def _rerun(self, claim: Claim) -> None:
         """A question whose replica died: answered as a proactive message into its conversation."""
@@ -220,6 +260,8 @@ class TeamsBot:
         self.sweeper = asyncio.create_task(self.claims.sweep_forever(sweep_s, first_after=sweep_s))
 
     async def stop(self) -> None:
+        if self.live is not None:
+            await self.live.stop()
         if self.sweeper is not None:
             self.sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -258,8 +300,12 @@ class TeamsBot:
         await context.send_activity(MessageFactory.text(_SORRY))
 
 
-async def _send_card(context: Any, card: Card) -> None:
-    await context.send_activity(MessageFactory.attachment(Attachment(content_type=CARD_TYPE, content=card)))
+async def _send_card(context: Any, card: Card) -> str:
+    """Send a card; returns the id the connector gave it ("" when none), which updates name."""
+    sent = await context.send_activity(
+        MessageFactory.attachment(Attachment(content_type=CARD_TYPE, content=card))
+    )
+    return str(getattr(sent, "id", None) or "")
 
 
 def _event_key(claims: ExactlyOnce, activity: Activity) -> str | None:
@@ -309,9 +355,10 @@ def mount_teams(
         connections = connections or _msal_connections(auth)
     elif not allow_anonymous:
         return None
+    live = LiveReplies(interval_s=settings.bot.status_interval_s, max_s=settings.bot.status_max_s)
     bot = TeamsBot(
         conversation, conversation.store, auth=auth, connections=connections, metrics=metrics,
-        leases=Leases.from_settings(settings),
+        leases=Leases.from_settings(settings), live=live,
     )  # fmt: skip
     app.router.add_post(ROUTE, bot.handle)
 

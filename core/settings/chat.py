@@ -74,6 +74,13 @@ class BotSettings(Group):
     stream_interval_s: float = Field(
         default=1.0, ge=0.0, le=60.0, description="Least time between two updates of a streamed answer."
     )
+    status_interval_s: float = Field(
+        default=5.0, gt=0.0, le=300.0,
+        description="How often `admin status` edits its Slack message or Teams card while a run is live.",
+    )  # fmt: skip
+    status_max_s: float = Field(
+        default=1800.0, ge=0.0, le=86_400.0, description="How long `admin status` goes on editing it at most."
+    )
     claim_lease_s: float = Field(
         default=120.0, gt=0, description="How long a claimed event is held before another replica re-runs it."
     )

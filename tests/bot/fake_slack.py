@@ -5,10 +5,12 @@ async with FakeSlack() as slack:
     slack.rate_limit("chat.postMessage", retry_after=0)   # the next call gets one 429
     ...
     assert slack.calls_to("chat.update")[0]["blocks"]
+    await slack.until(lambda: len(slack.calls_to("chat.update")) >= 3)   # on the calls, no sleeps
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -49,6 +51,7 @@ class FakeSlack:
         self.scopes: str | None = None
         self._runner: web.AppRunner | None = None
         self.url = ""
+        self._arrived = asyncio.Event()  # set on every recorded call
 
     @property
     def api_url(self) -> str:
@@ -63,6 +66,13 @@ class FakeSlack:
 
     def calls_to(self, method: str) -> list[dict[str, Any]]:
         return [call.body for call in self.calls if call.method == method]
+
+    async def until(self, condition: Callable[[], bool], *, within: float = 60.0) -> None:
+        """Once `condition()` holds, looking again on each call recorded; TimeoutError after `within`."""
+        async with asyncio.timeout(within):
+            while not condition():
+                self._arrived.clear()
+                await self._arrived.wait()
 
     async def __aenter__(self) -> FakeSlack:
         app = web.Application()
@@ -93,6 +103,7 @@ class FakeSlack:
         method = request.match_info["method"]
         body = await self._body(request)
         self.calls.append(Call(method, body, dict(request.headers)))
+        self._arrived.set()
         pending = self._limits.get(method)
         if pending:
             retry_after = pending.pop(0)
@@ -158,4 +169,5 @@ class FakeSlack:
     async def _respond(self, request: web.Request) -> web.Response:
         body = await self._body(request)
         self.calls.append(Call("response_url", body, dict(request.headers)))
+        self._arrived.set()
         return web.Response(text="ok")
