@@ -18,16 +18,8 @@ import io
 from dataclasses import replace
 
 from knowledge.errors import LoadError
-from knowledge.loaders.base import (
-    FileInfo,
-    LoadContext,
-    Record,
-    RecordLayout,
-    pick_field,
-    record_documents,
-    record_layout,
-    send_notes,
-)
+from knowledge.loaders.base import FileInfo, LoadContext, send_notes
+from knowledge.loaders.records import Record, RecordLayout, pick_field, record_documents, record_layout
 from knowledge.types import Document
 
 _DELIMITERS = ",;\t|"

@@ -15,16 +15,8 @@ import json
 from typing import Any
 
 from knowledge.errors import LoadError
-from knowledge.loaders.base import (
-    FileInfo,
-    LoadContext,
-    Record,
-    RecordLayout,
-    pick_field,
-    record_documents,
-    record_layout,
-    send_notes,
-)
+from knowledge.loaders.base import FileInfo, LoadContext, send_notes
+from knowledge.loaders.records import Record, RecordLayout, pick_field, record_documents, record_layout
 from knowledge.types import Document
 
 _TITLE_NAMES = ("title", "name", "subject", "question")
