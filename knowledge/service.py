@@ -9,6 +9,8 @@ True
 Async callers (the bot, `kb serve`) use `ask_async` for a whole answer and `ask_stream` for text
 deltas while the model writes, then the same final Answer. Both, and `ask`, are one stream
 (`_guarded`, where the guards run); a whole answer is that stream collected (`last_part`).
+How the indexes on disk are opened and rebuilt is in knowledge.index_lifecycle, and the choice of
+a what's-new listing over the answer stream in knowledge.whatsnew_routing.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 from sqlalchemy import Engine
 
 from core.llm import LLM, llm_from_settings
@@ -31,17 +32,17 @@ from core.settings import Settings
 from knowledge.answer import extractive_answer
 from knowledge.catalog import ChunkCatalog, Filters
 from knowledge.embeddings import Embedder, Vectors, get_embedder
-from knowledge.errors import VectorIndexError
 from knowledge.generation import SafeDrafts, stream_answer
 from knowledge.index import VectorIndex, set_threads
-from knowledge.lexical import LEXICAL_FILE, LexicalIndex
+from knowledge.index_lifecycle import open_index, open_lexical, rebuild_index
+from knowledge.lexical import LexicalIndex
 from knowledge.retrieval import FusionConfig, Mode, Retriever
 from knowledge.safety import GuardObserver, screen_answer, screen_question
 from knowledge.store import Stats, Store
-from knowledge.sync import Ingestor, IngestReport, Problem, Progress, embedding_text
+from knowledge.sync import Ingestor, IngestReport, Problem, Progress
 from knowledge.timefilter import extract_time_filter, merge
 from knowledge.types import Answer, AnswerParts, Document, Hit, Question, last_part
-from knowledge.whatsnew import read_listing, whats_new
+from knowledge.whatsnew_routing import listing_or
 from privacy.access import can_read
 from privacy.audit import AuditLog
 from privacy.guard import Guard
@@ -105,8 +106,8 @@ class KnowledgeBase:
                 or self._changed_elsewhere()
             ):
                 self._seen_run = self.store.last_finished_run()
-                self._index = self._open_index()
-                self._lexical = self._open_lexical()
+                self._index = open_index(self.settings, self.store, self.embedder)
+                self._lexical = open_lexical(self.settings, self.store)
                 self._catalog = ChunkCatalog(self.store.catalog_rows())
             return self._index, self._lexical, self._catalog
 
@@ -176,13 +177,13 @@ class KnowledgeBase:
         """Save the vector index and refresh what derives from the chunks, after any ingest."""
         if index.kind == "flat" and index.size > self.settings.retrieval.ann_threshold:
             log.info("%d chunks: switching to the approximate (IVF) index", index.size)
-            index = self._rebuild(reembed=False)
+            index = rebuild_index(self.settings, self.store, self.embedder, reembed=False)
         else:
             index.save(self.settings.index_dir, last_change=self.store.last_change())
         with self._open_lock:
             self._index = index
             # Derived from all chunk texts: rebuilt whole, cheap next to embedding.
-            self._lexical = self._open_lexical()
+            self._lexical = open_lexical(self.settings, self.store)
             self._catalog = ChunkCatalog(self.store.catalog_rows())
             self._seen_run = self.store.last_finished_run()
 
@@ -243,27 +244,14 @@ class KnowledgeBase:
             answer = self._written(question, filters, self.llm, model, retrieval_slots, whole)
         return self._guarded(question, self._listing_or(question, filters, answer, retrieval_slots))
 
-    async def _listing_or(
+    def _listing_or(
         self, question: Question, filters: Filters | None, answer: AnswerParts, slots: Slots = None
     ) -> AnswerParts:
-        """A time-scoped question about change ("what's new this week") gets the dated list of the
-        documents that changed (knowledge.whatsnew) in place of `answer`, which is then never started."""
-        now = datetime.now(UTC)
-        listing = None
-        # Reading the question needs no retrieval slot; only a listing retrieves.
-        if await asyncio.to_thread(read_listing, question.text, now=now) is not None:
-            async with slots or nullcontext():
-                listing = await asyncio.to_thread(
-                    whats_new, self.retriever, question, now=now, filters=filters,
-                    min_score=self.settings.retrieval.min_score,
-                )  # fmt: skip
-        if listing is not None:
-            await answer.aclose()
-            yield listing
-            return
-        async with aclosing(answer) as parts:
-            async for part in parts:
-                yield part
+        """The what's-new listing in place of `answer` when the question asks what changed."""
+        min_score = self.settings.retrieval.min_score
+        return listing_or(
+            question, filters, answer, retriever=self.retriever, min_score=min_score, slots=slots
+        )
 
     async def _guarded(self, question: Question, answer: AnswerParts) -> AnswerParts:
         """The guards of every answer, run here once: input guard first, output guard on the Answer."""
@@ -360,74 +348,3 @@ class KnowledgeBase:
 
     def stats(self) -> Stats:
         return self.store.stats()
-
-    def _open_index(self) -> VectorIndex:
-        directory, embedder = self.settings.index_dir, self.embedder
-        expected = self.store.fingerprint()
-        reason = "no index on disk"
-        if (directory / "manifest.json").exists():
-            try:
-                index, manifest = VectorIndex.load(directory, nprobe=self.settings.retrieval.ivf_nprobe)
-            except VectorIndexError as exc:
-                reason = str(exc)
-            else:
-                if manifest.model != embedder.name or manifest.dim != embedder.dim:
-                    log.warning(
-                        "index built with %s, configured %s: re-embedding", manifest.model, embedder.name
-                    )
-                    return self._rebuild(reembed=True)
-                if (stored := index.precision) != (configured := self.settings.retrieval.index_precision):
-                    log.warning("index stored in %s, configured %s: rebuilding", stored, configured)
-                    return self._rebuild(reembed=False)
-                if (
-                    manifest.fingerprint == expected
-                    and index.ids().size == expected.count
-                    and manifest.last_change == self.store.last_change()
-                ):
-                    return index
-                reason = f"index holds {index.size} vectors, the database {expected.count} chunks"
-        if expected.count:
-            log.warning("rebuilding the vector index from the database: %s", reason)
-        return self._rebuild(reembed=False)
-
-    def _open_lexical(self) -> LexicalIndex:
-        directory, expected = self.settings.index_dir, self.store.fingerprint()
-        if (directory / LEXICAL_FILE).exists():
-            try:
-                lexical = LexicalIndex.load(directory)
-            except VectorIndexError as exc:
-                log.warning("rebuilding the lexical index: %s", exc)
-            else:
-                if lexical.fingerprint == expected:
-                    return lexical
-        ids: list[int] = []
-        texts: list[str] = []
-        for batch in self.store.iter_chunk_texts():
-            ids += [row[0] for row in batch]
-            texts += [embedding_text(title, section, text) for _, title, section, text in batch]
-        lexical = LexicalIndex.build(ids, texts)
-        lexical.save(directory)
-        return lexical
-
-    def _rebuild(self, *, reembed: bool) -> VectorIndex:
-        if reembed:
-            for batch in self.store.iter_chunk_texts():
-                texts = [embedding_text(t, s, x) for _, t, s, x in batch]
-                self.store.update_embeddings([row[0] for row in batch], self.embedder.encode(texts))
-        last_change = self.store.last_change()  # read first: a change after it makes the next open rebuild
-        batches = list(self.store.iter_embeddings())
-        ids = [np.asarray(i, dtype=np.int64) for i, _ in batches]
-        all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-        dim = self.embedder.dim
-        vectors = np.concatenate([v for _, v in batches]) if batches else np.zeros((0, dim), np.float32)
-        index = VectorIndex.build(
-            self.embedder.dim,
-            model=self.embedder.name,
-            ids=all_ids,
-            vectors=vectors,
-            ann_threshold=self.settings.retrieval.ann_threshold,
-            nprobe=self.settings.retrieval.ivf_nprobe,
-            precision=self.settings.retrieval.index_precision,
-        )
-        index.save(self.settings.index_dir, last_change=last_change)
-        return index
