@@ -14,6 +14,7 @@ import hashlib
 import logging
 import weakref
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.llm import LLM, LLMBadRequest, Message
@@ -179,8 +180,21 @@ def could_be_not_found(text: str) -> bool:
     return any(form.startswith(head) for form in _NOT_FOUND_FORMS)
 
 
+def grounded_messages(question: str, passages: Sequence[str]) -> list[Message]:
+    """The answer prompt for `question` over `passages` (heading line + text each), numbered from 1.
+
+    The distillation data set renders its examples with this, so the student learns on exactly the
+    prompt the bot asks it with.
+    """
+    return _render(question, [f"[{number}] {text}" for number, text in enumerate(passages, 1)])
+
+
 def _messages(question: str, passages: list[Passage]) -> list[Message]:
-    context = "\n\n".join(f"[{p.number}] {p.text}" for p in passages)
+    return _render(question, [f"[{p.number}] {p.text}" for p in passages])
+
+
+def _render(question: str, numbered: list[str]) -> list[Message]:
+    context = "\n\n".join(numbered)
     asked = defuse(question.strip())
     # The question comes last, next to where the answer starts: small models lose it behind
     # 1,500 tokens of passages otherwise.

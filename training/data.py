@@ -12,7 +12,8 @@ Read top to bottom:
 6. `dataset_hash`: one digest of the examples, recorded against the privacy budget.
 7. `tokenize`: QAExample (+ TeacherSignal) -> TrainExample with `answer_start`.
 
-Every example is rendered by `format_prompt`, the one prompt shape the teacher and the student see.
+Every example is rendered by `format_prompt`: the bot's own answer prompt (knowledge.prompt) through
+the model's chat template, so the student learns on what it is asked with in production.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from core.errors import KBError
-from core.llm import LLM, LLMError
+from core.llm import LLM, LLMError, Message
+from knowledge.prompt import grounded_messages
 from privacy.redaction import Redactor
 from training.types import QAExample, TeacherSignal, TrainExample
 
@@ -40,8 +41,9 @@ class TrainingDataError(KBError):
 
 
 QUESTION_PROMPT = (
-    "Write one question that the passage below answers, and its answer copied word for word from the "
-    "passage.\nReply in exactly two lines:\nQ: <question>\nA: <answer>\n\nPassage:\n{passage}"
+    "Write one question an employee could ask that the passage below answers, and its short answer "
+    "(a number, a name, a date or a few words) copied word for word from the passage.\n"
+    "Reply in exactly two lines:\nQ: <question>\nA: <answer>\n\nPassage:\n{passage}"
 )
 PARAPHRASE_PROMPT = (
     "Rewrite the question below with other words, keeping its meaning. Reply with the question only.\n\n"
@@ -50,14 +52,22 @@ PARAPHRASE_PROMPT = (
 _QA = re.compile(r"^\s*Q:\s*(?P<q>.+?)\s*$\s*^\s*A:\s*(?P<a>.+?)\s*$", re.MULTILINE)
 
 
-def format_prompt(example: QAExample) -> str:
-    """What teacher and student are shown; the answer follows it after one space.
+def prompt_messages(example: QAExample) -> list[Message]:
+    """The bot's own answer prompt (knowledge.prompt): numbered passages, `[n]` citations, abstention."""
+    return grounded_messages(example.question, example.context)
 
-    >>> format_prompt(QAExample("e", "d", ("the sky is blue",), "what color is the sky", "blue"))
-    'context : the sky is blue . question : what color is the sky ? answer :'
-    """
-    passages = " . ".join(p.strip().rstrip(".") for p in example.context)
-    return f"context : {passages} . question : {example.question.strip().rstrip('?').strip()} ? answer :"
+
+def format_prompt(example: QAExample, tokenizer: Any) -> str:
+    """What teacher and student are shown, through the model's chat template; the answer follows it."""
+    try:
+        messages = prompt_messages(example)
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    except ValueError as exc:  # a tokenizer without a chat template
+        raise TrainingDataError(
+            f"the tokenizer cannot render the bot's chat prompt: {exc}",
+            hint="use an instruct model (its tokenizer carries a chat template)",
+        ) from exc
+    return str(text)
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,20 @@ def redact_example(example: QAExample, redactor: Redactor) -> QAExample:
     )
 
 
+def parse_question(reply: str, passage: str) -> tuple[str, str] | None:
+    """(question, answer) from a teacher's reply to QUESTION_PROMPT; None when malformed or ungrounded.
+
+    The answer must be a span of the passage, or the student would learn to invent answers.
+    """
+    match = _QA.search(reply)
+    if match is None:
+        return None
+    question, answer = match["q"].strip(), match["a"].strip().rstrip(".")
+    if not answer or answer.casefold() not in passage.casefold():
+        return None
+    return question, answer
+
+
 async def generated_examples(
     llm: LLM, chunks: Sequence[Chunk], redactor: Redactor, *, model: str | None = None, max_tokens: int = 96
 ) -> list[QAExample]:
@@ -106,12 +130,10 @@ async def generated_examples(
         passage = redactor.redact(chunk.text).text
         prompt = QUESTION_PROMPT.format(passage=passage)
         reply = await llm.chat([{"role": "user", "content": prompt}], model=model, max_tokens=max_tokens)
-        match = _QA.search(reply.text)
-        if match is None:
+        parsed = parse_question(reply.text, passage)
+        if parsed is None:
             continue
-        question, answer = match["q"].strip(), match["a"].strip().rstrip(".")
-        if not answer or answer.casefold() not in passage.casefold():
-            continue  # a span of the passage, or the student learns to invent answers
+        question, answer = parsed
         example = QAExample(
             example_id=f"gen-{chunk.chunk_id}",
             document_id=chunk.document_id,
@@ -122,138 +144,6 @@ async def generated_examples(
         )
         out.append(redact_example(example, redactor))
     return out
-
-
-@dataclass(frozen=True)
-class FeedbackExamples:
-    """Liked real questions as examples, and why each other liked question was left out."""
-
-    examples: list[QAExample]
-    skipped: dict[int, str]  # question event id -> the reason, for the run's report
-
-
-def feedback_examples(engine: Engine, redactor: Redactor, *, min_value: int = 1) -> FeedbackExamples:
-    """Real questions whose answer got positive feedback (summed votes >= `min_value`).
-
-    The bot stores, with each question, its redacted answer and the document and chunk ids its
-    citations stood for. The answer (its [n] markers removed: `format_prompt` numbers nothing) is
-    the target; the context is those chunks, read from the chunks table for the documents that
-    the answer's [n] markers point at. Each of those documents must still exist, unchanged since
-    the question (the answer was judged against their text then); otherwise the question is
-    skipped with the reason (`skipped`), as are refusals, abstentions and events recorded before
-    the bot kept answers and chunk ids. The split key is the first cited document.
-    """
-    from sqlmodel import Session, col, select
-
-    from core.models import BehaviourEventRow
-
-    out: list[QAExample] = []
-    skipped: dict[int, str] = {}
-    with Session(engine) as session:
-        rated = session.exec(
-            select(BehaviourEventRow.question_id)
-            .where(col(BehaviourEventRow.kind) == "feedback")
-            .where(col(BehaviourEventRow.question_id).is_not(None))
-        ).all()
-        ids = sorted({q for q in rated if q is not None})
-        values = _feedback_values(session, ids)
-        for question_id in ids:
-            if values.get(question_id, 0) < min_value:
-                continue
-            row = session.get(BehaviourEventRow, question_id)
-            if row is None or row.kind != "question":
-                skipped[question_id] = "the rated question event is gone"
-                continue
-            if not row.text or row.data.get("refused"):
-                skipped[question_id] = "no question text was kept (the question was refused)"
-                continue
-            if row.data.get("abstained"):
-                skipped[question_id] = "the answer abstained: nothing to learn from it"
-                continue
-            citations = [c for c in row.data.get("citations", []) if isinstance(c, dict)]
-            answer = str(row.data.get("answer", ""))
-            if not answer.strip() or not any("chunk_ids" in c for c in citations):
-                skipped[question_id] = "recorded before the bot kept answers and cited passages"
-                continue
-            found = _cited_chunks(session, _relied_on(citations, answer), asked_at=row.at)
-            if isinstance(found, str):
-                skipped[question_id] = found
-                continue
-            document_id, passages = found
-            example = QAExample(
-                example_id=f"feedback-{question_id}",
-                document_id=document_id,
-                context=tuple(passages),
-                question=row.text,
-                answer=" ".join(_MARKER.sub("", answer).split()),
-                origin="feedback",
-            )
-            out.append(redact_example(example, redactor))
-    return FeedbackExamples(out, skipped)
-
-
-_MARKER = re.compile(r"\s*\[(\d+)\]")
-
-
-def _relied_on(citations: Sequence[Mapping[str, Any]], answer: str) -> list[Mapping[str, Any]]:
-    """The citations the answer's [n] markers point at (an extractive answer lists more sources
-    than it quotes); all of them when it has no markers."""
-    numbers = {int(n) for n in _MARKER.findall(answer)}
-    relied = [c for c in citations if c.get("number") in numbers]
-    return relied or list(citations)
-
-
-def _cited_chunks(
-    session: Any, citations: Sequence[Mapping[str, Any]], *, asked_at: datetime
-) -> tuple[str, list[str]] | str:
-    """(first cited document, the cited chunks' texts in citation order), or why there is no context.
-
-    Every cited document must still be there, unchanged since the question (the change log says
-    so: a changed document's chunks are replaced, and SQLite may hand their ids to the new ones);
-    otherwise the answer would be taught against a context that no longer supports it.
-    """
-    from sqlmodel import col, select
-
-    from core.models import ChunkRow, DocumentChangeRow, DocumentRow
-
-    cited = [(str(c.get("document_id", "")), [int(i) for i in c.get("chunk_ids", [])]) for c in citations]
-    wanted = sorted({doc for doc, _ in cited if doc})
-    existing = set(session.exec(select(DocumentRow.id).where(col(DocumentRow.id).in_(wanted))).all())
-    changed = session.exec(
-        select(DocumentChangeRow.document_id).where(
-            col(DocumentChangeRow.document_id).in_(wanted), col(DocumentChangeRow.changed_at) > asked_at
-        )
-    ).all()
-    if missing := set(wanted) - existing:
-        return f"a cited document was deleted ({', '.join(sorted(missing))})"
-    if changed:
-        return f"a cited document changed since the answer ({', '.join(sorted(set(changed)))})"
-    chunk_ids = [i for _, ids in cited for i in ids]
-    rows = session.exec(
-        select(ChunkRow.id, ChunkRow.document_id, ChunkRow.text).where(col(ChunkRow.id).in_(chunk_ids))
-    ).all()
-    by_id = {int(i): (doc, text) for i, doc, text in rows}
-    found = [by_id[i] for i in dict.fromkeys(chunk_ids) if i in by_id]
-    if not found:
-        return "the cited passages are gone from their documents"
-    return found[0][0], [text for _, text in found]
-
-
-def _feedback_values(session: Any, ids: Sequence[int]) -> dict[int, int]:
-    """The summed feedback per question (+1 / -1 buttons; written comments count 0)."""
-    from sqlmodel import col, select
-
-    from core.models import BehaviourEventRow
-
-    totals: dict[int, int] = {}
-    rows = session.exec(
-        select(BehaviourEventRow.question_id, BehaviourEventRow.data).where(
-            col(BehaviourEventRow.kind) == "feedback", col(BehaviourEventRow.question_id).in_(list(ids))
-        )
-    )
-    for question_id, data in rows:
-        totals[question_id] = totals.get(question_id, 0) + int(data.get("value", 0))
-    return totals
 
 
 async def paraphrase(
@@ -335,14 +225,42 @@ def dataset_hash(examples: Iterable[QAExample]) -> str:
 
 
 def answer_ids(tokenizer: Any, answer: str) -> list[int]:
-    """The answer's token ids as they follow the prompt (after one space), ending in </s>."""
-    ids: list[int] = tokenizer(" " + answer.strip(), add_special_tokens=False)["input_ids"]
+    """The answer's token ids as they follow the prompt, ending in the end-of-turn token."""
+    ids: list[int] = tokenizer(answer.strip(), add_special_tokens=False)["input_ids"]
     return [*ids, int(tokenizer.eos_token_id)]
 
 
 def prompt_ids(tokenizer: Any, example: QAExample) -> list[int]:
-    """The prompt's token ids with the tokenizer's <s> in front."""
-    ids: list[int] = tokenizer(format_prompt(example), add_special_tokens=True)["input_ids"]
+    """The chat prompt's token ids, with the start token once: from the template, else the tokenizer's.
+
+    A text prompt sent to vLLM is tokenized with the tokenizer's special tokens, so a template that
+    writes no start token gets it there too; one that writes it must not get a second.
+    """
+    text = format_prompt(example, tokenizer)
+    bos = tokenizer.bos_token
+    ids: list[int] = tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
+    return ids
+
+
+def fitted_prompt(tokenizer: Any, example: QAExample, room: int) -> list[int]:
+    """The prompt in at most `room` tokens: the last passages go first, then the first one is cut.
+
+    The system rules, the question and the answer cue always stay: they are what the bot sends too.
+    """
+    ids = prompt_ids(tokenizer, example)
+    context = list(example.context)
+    while len(ids) > room and len(context) > 1:
+        context.pop()
+        ids = prompt_ids(tokenizer, replace(example, context=tuple(context)))
+    while len(ids) > room and context and len(context[0]) > 40:
+        keep = int(len(context[0]) * min(0.9, room / len(ids)))
+        context = [context[0][:keep].rsplit(" ", 1)[0] + " …"]
+        ids = prompt_ids(tokenizer, replace(example, context=tuple(context)))
+    if len(ids) > room:
+        raise TrainingDataError(
+            f"example {example.example_id!r} does not fit in {room} prompt tokens even without context",
+            hint="raise max_len or shorten the question",
+        )
     return ids
 
 
@@ -357,7 +275,7 @@ def tokenize(
     """Token ids for the student, with the teacher's top-k rows at the answer tokens when given.
 
     With a signal, the answer is the one the teacher's rows describe (`signal.token_ids`); without,
-    the reference answer (cross-entropy only). Long prompts lose passages from the front, never the
+    the reference answer (cross-entropy only). Long prompts lose their last passages first, never the
     question or the answer.
     """
     out: list[TrainExample] = []
@@ -373,18 +291,8 @@ def tokenize(
                 f"example {example.example_id!r} has no answer and no teacher signal",
                 hint="let the teacher answer it first (training.teacher.collect_signals, mode='generate')",
             )
-        prompt = prompt_ids(tokenizer, example)
         answer = list(signal.token_ids) if signal is not None else answer_ids(tokenizer, example.answer)
-        overflow = len(prompt) + len(answer) - max_len
-        if overflow > 0:
-            # The prompt without passages: what must survive (the question and the answer cue).
-            protected = len(prompt_ids(tokenizer, replace(example, context=())))
-            if overflow > len(prompt) - protected:
-                raise TrainingDataError(
-                    f"example {example.example_id!r} does not fit in {max_len} tokens even without context",
-                    hint="raise max_len or shorten the answer",
-                )
-            prompt = prompt[:1] + prompt[1 + overflow :]
+        prompt = fitted_prompt(tokenizer, example, max_len - len(answer))
         top_ids: tuple[tuple[int, ...], ...] = ()
         top_logprobs: tuple[tuple[float, ...], ...] = ()
         if signal is not None and signal.top_ids:

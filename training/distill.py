@@ -34,22 +34,19 @@ process, as bench/distill.py does) and a lower bound otherwise.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import resource
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from training import checkpoint, dp
+from training import checkpoint, dp, runtime
 from training.batches import collate, example_tensors
 from training.dp import DistillError
 from training.losses import IGNORE, DistillLoss
@@ -83,7 +80,7 @@ def distill(
 ) -> DistillResult:
     """Train `model` (a HF causal LM) on `examples`; returns what it did and the ε it spent."""
     private = config.epsilon is not None
-    rank, world = _world()
+    rank, world = runtime.rank_and_world()
     # --- 1. refuse bad input before anything is reserved or wrapped ---
     if private and ledger is None and rank == 0:  # under torchrun rank 0 alone holds the ledger
         raise DistillError(
@@ -91,7 +88,7 @@ def distill(
             hint="pass ledger=BudgetLedger.from_settings(settings, engine)",
         )
     rows = [example_tensors(example, config.max_len) for example in examples]
-    _check_input(len(rows), config, world)
+    runtime.check_input(len(rows), config, world)
     n = len(rows)
     delta = (config.delta if config.delta is not None else dp.default_delta(n)) if private else None
     plan = None
@@ -141,7 +138,7 @@ def distill(
                 delta=plan.delta,
                 actor=actor,
                 privacy_unit=PRIVACY_UNIT,
-                fingerprint=fingerprint(identity),
+                fingerprint=runtime.fingerprint(identity),
                 details={
                     "noise_multiplier": plan.noise_multiplier,
                     "steps": plan.steps,
@@ -151,9 +148,9 @@ def distill(
                 },
             )
         except Exception as exc:
-            _share_failure(exc)
+            runtime.share_failure(exc)
             raise
-    _share_failure(None)
+    runtime.share_failure(None)
     done = [state["step"] if state else 0]  # optimizer steps taken, by this process or before it
     try:
         with warnings.catch_warnings():
@@ -204,7 +201,7 @@ def _train(
         run.pad_id,
         run.device,
     )
-    rank, world = _world()
+    rank, world = runtime.rank_and_world()
     # --- 4. data: Poisson batches of mean `batch_size`, split into physical batches that fit ---
     sampler = dp.PoissonSampler(
         len(rows),
@@ -270,7 +267,8 @@ def _train(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    # --- 6. the loop ---
+    # --- 6. the loop (bf16 autocast on a GPU that has it; the CPU keeps fp32, where bf16 is slower) ---
+    bf16 = config.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
     module.train()
     started = time.perf_counter()
     while step < total_steps:
@@ -280,14 +278,16 @@ def _train(
             step % steps_per_epoch,
         )
         step_start, loss_sum, counted = time.perf_counter(), 0.0, 0
-        for batch, last in _physical_batches(loader, private, config.max_physical_batch):
+        for batch, last in runtime.physical_batches(loader, private, config.max_physical_batch):
             batch = {key: value.to(device) for key, value in batch.items()}
-            logits = module(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                position_ids=batch["position_ids"],
-            ).logits
-            loss = criterion(logits, batch["labels"], batch["top_ids"], batch["top_logprobs"])
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = module(
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    position_ids=batch["position_ids"],
+                ).logits
+            # The loss in fp32: a softmax over 150k tokens at temperature 3 loses too much in bf16.
+            loss = criterion(logits.float(), batch["labels"], batch["top_ids"], batch["top_logprobs"])
             if plan is None:
                 loss = loss / expected_batch  # summed per-sequence losses -> the logical batch's mean
             loss.backward()
@@ -298,6 +298,8 @@ def _train(
                 continue
             if secure:
                 dp.reseed(noise)  # this step's noise from fresh OS entropy (module docstring)
+            for group in optimizer.param_groups:
+                group["lr"] = runtime.learning_rate(config, step, total_steps)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if private is not None and getattr(optimizer, "_is_last_step_skipped", False):
@@ -308,7 +310,7 @@ def _train(
             step_times.append(time.perf_counter() - step_start)
             step_start, loss_sum, counted = time.perf_counter(), 0.0, 0
             if step % config.checkpoint_every == 0 or step == total_steps:
-                _save(
+                runtime.save_checkpoint(
                     config.out_dir,
                     step,
                     module,
@@ -337,7 +339,7 @@ def _train(
         checkpoint.save_model(plain, final_dir)
         if ledger is not None and epsilon is not None:
             ledger.settle(run_name, epsilon_spent=epsilon, details={"steps": step})
-    peak = _peak_memory(device, rss_before)
+    peak = runtime.peak_memory(device, rss_before)
     timed = step_times[1:] or step_times
     return DistillResult(
         steps=step,
@@ -359,115 +361,10 @@ def _train(
             "world_size": world,
             "resumed_from_step": state["step"] if state else None,
             "secure_mode": config.seed is None,
-            "private": _guarantee(config),
+            "private": runtime.guarantee(config),
             "losses": losses,
             "peak_memory_measure": "cuda.max_memory_allocated"
             if device.type == "cuda"
             else "ru_maxrss delta",
         },
     )
-
-
-def _physical_batches(
-    loader: DataLoader[Any], private: dp.PrivateTraining | None, max_physical: int
-) -> Iterator[tuple[dict[str, torch.Tensor], bool]]:
-    """Physical batches of one epoch, each with whether it ends its logical batch (known without DP only)."""
-    if private is not None:
-        from opacus.utils.batch_memory_manager import BatchMemoryManager  # type: ignore[import-untyped]
-
-        with BatchMemoryManager(
-            data_loader=private.data_loader, max_physical_batch_size=max_physical, optimizer=private.optimizer
-        ) as physical:
-            for batch in physical:
-                yield batch, False
-        return
-    for batch in loader:
-        size = len(batch["input_ids"])
-        for start in range(0, max(size, 1), max_physical):
-            yield {k: v[start : start + max_physical] for k, v in batch.items()}, start + max_physical >= size
-
-
-def _check_input(n: int, config: DistillConfig, world: int) -> None:
-    if n == 0:
-        raise DistillError("there are no training examples", hint="build the dataset first (training.data)")
-    if n < config.batch_size:
-        raise DistillError(
-            f"{n} training examples are fewer than one batch of {config.batch_size}",
-            hint="add examples or lower batch_size (DP-SGD needs many examples per batch to learn anything)",
-        )
-    if config.epsilon is not None and not (config.epsilon > 0 and math.isfinite(config.epsilon)):
-        raise DistillError(f"target ε must be a positive number, not {config.epsilon}")
-    if config.epochs < 1 or config.max_physical_batch < 1 or config.checkpoint_every < 1:
-        raise DistillError("epochs, max_physical_batch and checkpoint_every must be at least 1")
-    if world > 1 and config.epsilon is None:
-        raise DistillError("data-parallel training is only wired for DP runs", hint="set an epsilon")
-
-
-def _save(
-    out_dir: Path,
-    step: int,
-    module: nn.Module,
-    optimizer: Any,
-    private: dp.PrivateTraining | None,
-    sampler: dp.PoissonSampler,
-    noise: torch.Generator,
-    losses: list[float],
-    step_times: list[float],
-    identity: dict[str, Any],
-) -> None:
-    samplers = [sampler.generator.get_state()]
-    if sampler.world_size > 1:
-        gathered: list[Any] = [None] * sampler.world_size
-        torch.distributed.all_gather_object(gathered, samplers[0])  # ranks resume their own draws
-        samplers = gathered
-    if sampler.rank != 0:
-        return
-    state = {
-        "step": step,
-        "optimizer": optimizer.state_dict(),
-        "sampler": samplers,
-        "noise": noise.get_state(),
-        "accountant": private.engine.accountant.state_dict() if private else None,
-        "torch_rng": torch.get_rng_state(),
-        "losses": list(losses),
-        "step_times": list(step_times),
-    }
-    checkpoint.save(out_dir, step, model=dp.unwrap(module), state=state, identity=identity)
-
-
-def fingerprint(identity: dict[str, Any]) -> str:
-    """A digest of what a run is (configuration, data, name): a resume must bring the same one."""
-    stable = {k: v for k, v in identity.items() if k not in checkpoint.IGNORED_KEYS}
-    return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def _guarantee(config: DistillConfig) -> str:
-    if config.epsilon is None:
-        return "not private: trained without differential privacy"
-    if config.seed is not None:
-        return f"not private: seeded noise and sampling (seed {config.seed}), for tests only"
-    return f"private: (ε={config.epsilon}, δ) DP-SGD, noise and sampling from OS entropy"
-
-
-def _world() -> tuple[int, int]:
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _share_failure(exc: BaseException | None) -> None:
-    """Under torchrun, tell every rank whether rank 0's budget reservation failed."""
-    rank, world = _world()
-    if world == 1:
-        return
-    message = [str(exc) if exc is not None else None]
-    torch.distributed.broadcast_object_list(message, src=0)
-    if rank != 0 and message[0] is not None:
-        raise DistillError(f"rank 0 could not start the run: {message[0]}")
-
-
-def _peak_memory(device: torch.device, rss_before_kib: int) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before_kib) * 1024

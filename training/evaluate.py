@@ -1,7 +1,8 @@
 """How good and how private a distilled student is: exact match, token F1, agreement, speed, canary exposure.
 
 - `exact_match` / `token_f1`: SQuAD-style, after lower-casing and collapsing spaces and punctuation.
-- `greedy_answers`: a causal LM's greedy answers to `format_prompt` prompts, batched (left padding).
+- `greedy_answers`: a causal LM's greedy answers to the bot's prompt (`training.data.format_prompt`),
+  batched (left padding).
 - `agreement`: how often the student gives the teacher's answer (exact match between the two).
 - `tokens_per_second`: a served model's output tokens/s at N concurrent requests (`core.llm.LLM`).
 - `exposure`: "The Secret Sharer" (Carlini et al., 2019): rank the true secret among random
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.llm import LLM
-from training.data import answer_ids, format_prompt, prompt_ids
+from training.data import answer_ids, prompt_ids
 from training.types import QAExample
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
@@ -91,12 +92,12 @@ def greedy_answers(
     examples: Sequence[QAExample],
     *,
     max_new_tokens: int = 8,
-    batch_size: int = 256,
+    batch_size: int = 64,
 ) -> list[str]:
-    """The model's greedy answer to each example's prompt, stopping at </s>.
+    """The model's greedy answer to each example's prompt (the bot's chat prompt), batched.
 
-    No KV cache: the answers are a few tokens and the models small, so recomputing is simpler
-    than threading a cache through left-padded batches, and just as exact.
+    Left-padded batches through `generate` with its KV cache: the answers the product asks for run
+    to a hundred tokens after prompts of several hundred.
     """
     import torch
 
@@ -107,28 +108,23 @@ def greedy_answers(
     with torch.no_grad():
         for start in range(0, len(examples), batch_size):
             rows = [prompt_ids(tokenizer, e) for e in examples[start : start + batch_size]]
-            outs: list[list[int]] = [[] for _ in rows]
-            done = [False] * len(rows)
-            for _ in range(max_new_tokens):
-                ids, mask, positions = _left_padded(
-                    [r + o for r, o in zip(rows, outs, strict=True)], pad, device
-                )
-                logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -1, :]
-                for i, token in enumerate(logits.argmax(-1).tolist()):
-                    if done[i]:
-                        continue
-                    if token == eos:
-                        done[i] = True
-                    else:
-                        outs[i].append(token)
-                if all(done):
-                    break
-            answers += [tokenizer.decode(o, skip_special_tokens=True).strip() for o in outs]
+            ids, mask, _ = _left_padded(rows, pad, device)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=eos,
+                pad_token_id=pad,
+            )
+            for row in out[:, ids.shape[1] :].tolist():
+                kept = row[: row.index(eos)] if eos in row else row
+                answers.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
     return answers
 
 
 def answer_logprobs(
-    model: Any, tokenizer: Any, example: QAExample, answers: Sequence[str], *, batch_size: int = 512
+    model: Any, tokenizer: Any, example: QAExample, answers: Sequence[str], *, batch_size: int = 128
 ) -> list[float]:
     """log p(answer | prompt) under the model for each candidate answer (</s> excluded).
 
@@ -146,8 +142,10 @@ def answer_logprobs(
             if len({len(r) for r in rows}) != 1:
                 raise ValueError("every candidate answer must have the same number of tokens")
             ids = torch.tensor([prompt + r for r in rows], dtype=torch.long, device=device)
-            logits = model(input_ids=ids).logits.float()
-            logp = torch.log_softmax(logits[:, len(prompt) - 1 : -1, :], dim=-1)
+            width = len(rows[0])
+            # Only the answer's positions: a whole prompt's logits over a 150k vocabulary do not fit.
+            logits = model(input_ids=ids, logits_to_keep=width + 1).logits.float()
+            logp = torch.log_softmax(logits[:, :-1, :], dim=-1)
             target = ids[:, len(prompt) :]
             out += logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).sum(-1).tolist()
     return out
@@ -205,7 +203,3 @@ async def tokens_per_second(
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
     return tokens / elapsed if elapsed > 0 else 0.0
-
-
-def format_prompts(examples: Sequence[QAExample]) -> list[str]:
-    return [format_prompt(e) for e in examples]

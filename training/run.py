@@ -38,6 +38,7 @@ from training import data as dataset
 from training.distill import StepInfo, distill
 from training.dp import DistillError, default_delta, plan_privacy
 from training.evaluate import canary_exposure, greedy_answers, score
+from training.feedback import feedback_examples
 from training.registry import Registry
 from training.types import DistillConfig, DistillResult, QAExample, TeacherSignal
 
@@ -115,7 +116,7 @@ def execute(spec: RunSpec, context: RunContext) -> dict[str, Any]:
 def build_data(spec: RunSpec, context: RunContext) -> Data:
     context.progress({"stage": "data"})
     examples = [dataset.redact_example(e, context.redactor) for e in kb_examples(context.engine)]
-    examples += dataset.feedback_examples(context.engine, context.redactor).examples
+    examples += feedback_examples(context.engine, context.redactor).examples
     random.Random(0).shuffle(examples)
     tokenizer = _tokenizer(spec.student)
     examples = [e for e in examples if _fits(tokenizer, e, spec.max_len)][: spec.max_examples]

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from core.errors import KBError
 from core.llm import LLM, Completion, LLMError
 from core.llm.server import VLLMServer
-from training.data import answer_ids, format_prompt, prompt_ids
+from training.data import answer_ids, fitted_prompt, format_prompt, prompt_ids
 from training.types import QAExample, TeacherSignal
 
 Mode = Literal["reference", "generate"]
@@ -59,7 +59,8 @@ class SignalCache:
     @staticmethod
     def key(example: QAExample, mode: str) -> str:
         """The example's content (not just its id): an edited example is a new one."""
-        text = format_prompt(example) + ("\0" + example.answer if mode == "reference" else "")
+        text = json.dumps([list(example.context), example.question], ensure_ascii=False)
+        text += "\0" + example.answer if mode == "reference" else ""
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def _entries(self, model: str, mode: str, k: int) -> dict[str, TeacherSignal]:
@@ -244,12 +245,13 @@ async def collect_signals(
         async with gate:
             try:
                 if mode == "reference":
-                    prompt = f"{format_prompt(example)} {example.answer.strip()} {tokenizer.eos_token}"
+                    answer = f"{example.answer.strip()}{tokenizer.eos_token}"
+                    prompt = format_prompt(example, tokenizer) + answer
                     completion = await llm.complete(prompt, model=model, max_tokens=1, prompt_logprobs=k)
                     signal = from_reference(completion, example, tokenizer, model=name, k=k)
                 else:
                     completion = await llm.complete(
-                        format_prompt(example),
+                        format_prompt(example, tokenizer),
                         model=model,
                         max_tokens=max_tokens,
                         temperature=0.0,
@@ -285,11 +287,14 @@ def local_signals(
     full_logits_dir: Path | None = None,
     model_name: str = "local",
     batch_size: int = 64,
+    max_len: int | None = None,
 ) -> dict[str, TeacherSignal]:
     """Teacher-forced signals on the reference answers from an in-process transformers model.
 
     With `full_logits_dir`, each example's logits over the whole vocabulary at its answer tokens
     are saved there as `<example_id>.npy` [answer_len, vocab] for full-distribution distillation.
+    With `max_len`, the prompt is fitted as `training.data.tokenize` fits the student's, so teacher
+    and student read the same passages.
     """
     import numpy as np
     import torch
@@ -301,7 +306,12 @@ def local_signals(
         for start in range(0, len(examples), batch_size):
             chunk = examples[start : start + batch_size]
             for example in chunk:
-                prompt, answer = prompt_ids(tokenizer, example), answer_ids(tokenizer, example.answer)
+                answer = answer_ids(tokenizer, example.answer)
+                prompt = (
+                    prompt_ids(tokenizer, example)
+                    if max_len is None
+                    else fitted_prompt(tokenizer, example, max_len - len(answer))
+                )
                 ids = torch.tensor([prompt + answer], device=device)
                 logits = model(input_ids=ids).logits[0, len(prompt) - 1 : -1, :].float()
                 logp = torch.log_softmax(logits, dim=-1)

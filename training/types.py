@@ -76,7 +76,9 @@ class DistillConfig:
 
     out_dir: Path
     epochs: int = 3
-    lr: float = 1e-3
+    lr: float = 1e-3  # the peak of the schedule: linear warm-up over `warmup` of the steps, then decay
+    warmup: float = 0.1
+    bf16: bool = True  # autocast on a GPU with bf16; the CPU always trains in fp32
     batch_size: int = 64  # logical batch (the expected batch under Poisson sampling)
     max_physical_batch: int = 16  # what fits in memory at once (BatchMemoryManager)
     max_len: int = 256

@@ -17,6 +17,7 @@ from core.llm import LLMUnavailable
 from core.models import BehaviourEventRow, ChunkRow, DocumentChangeRow, DocumentRow, utcnow
 from core.settings import Settings
 from knowledge.embeddings import Embedder
+from knowledge.prompt import SYSTEM_PROMPT
 from knowledge.service import KnowledgeBase
 from knowledge.types import Question
 from privacy.redaction import Redactor
@@ -26,14 +27,15 @@ from training.data import (
     Chunk,
     TrainingDataError,
     dataset_hash,
-    feedback_examples,
     format_prompt,
     generated_examples,
     paraphrase,
+    prompt_ids,
     sample_chunks,
     split_by_document,
     tokenize,
 )
+from training.feedback import feedback_examples
 from training.types import QAExample, TeacherSignal
 
 EMAIL = "jane.doe@example.com"
@@ -238,11 +240,13 @@ def test_dataset_hash_ignores_order_and_sees_any_change() -> None:
 def test_tokenize_marks_the_answer_and_aligns_teacher_rows(tokenizer: Any) -> None:
     example = FactTask(seed=0).example("d")
     [plain] = tokenize([example], tokenizer)
-    answer = tokenizer(" " + example.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    answer = tokenizer(example.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     assert list(plain.input_ids[plain.answer_start :]) == answer and plain.top_ids == ()
-    assert tokenizer.decode(plain.input_ids[: plain.answer_start], skip_special_tokens=True) == format_prompt(
-        example
-    )
+    assert list(plain.input_ids[: plain.answer_start]) == prompt_ids(tokenizer, example)
+    # The bot's prompt: its system rules, the numbered passages, then the question.
+    rendered = format_prompt(example, tokenizer)
+    assert rendered.startswith(SYSTEM_PROMPT) and f"[1] {example.context[0]}" in rendered
+    assert rendered.rstrip().endswith(f"Question: {example.question} answer :")
     rows = tuple((t, 5) for t in answer)
     signal = TeacherSignal(
         example.example_id, "t", example.answer, tuple(answer), rows, tuple((0.0, -9.0) for _ in answer)
@@ -258,14 +262,18 @@ def test_tokenize_marks_the_answer_and_aligns_teacher_rows(tokenizer: Any) -> No
         tokenize([replace(example, answer="")], tokenizer)
 
 
-def test_long_prompts_lose_passages_from_the_front_never_the_question(tokenizer: Any) -> None:
+def test_long_prompts_lose_their_last_passages_first_never_the_rules_or_the_question(tokenizer: Any) -> None:
     example = FactTask(seed=0, facts=6).example("d")
     [full] = tokenize([example], tokenizer)
-    [short] = tokenize([example], tokenizer, max_len=40)
-    assert len(short.input_ids) == 40 and short.input_ids[0] == tokenizer.bos_token_id
-    assert short.input_ids[-12:] == full.input_ids[-12:]
+    two = replace(example, context=example.context[:2])
+    room = len(prompt_ids(tokenizer, two)) + 1
+    answer = len(full.input_ids) - full.answer_start
+    [short] = tokenize([example], tokenizer, max_len=room + answer)
+    assert list(short.input_ids[: short.answer_start]) == prompt_ids(tokenizer, two)
+    assert short.input_ids[short.answer_start :] == full.input_ids[full.answer_start :]
+    bare = len(prompt_ids(tokenizer, replace(example, context=())))
     with pytest.raises(TrainingDataError, match="does not fit"):
-        tokenize([example], tokenizer, max_len=5)
+        tokenize([example], tokenizer, max_len=bare - 1 + answer)
 
 
 def test_sampled_chunks_are_reproducible_and_skip_short_ones(migrated: Engine) -> None:

@@ -132,6 +132,11 @@ def build_tokenizer(out: Path) -> Any:
     fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
     )
+    # The bot's prompt goes through the chat template: system rules, passages, question, then the answer.
+    fast.chat_template = (
+        "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+        "{% if add_generation_prompt %}answer : {% endif %}"
+    )
     out.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(str(out))
     return fast
