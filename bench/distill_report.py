@@ -1,0 +1,192 @@
+"""The CPU half of bench/distill.py: the speed comparison on vLLM, and the table from the device's answers.
+
+Scoring is the product's (knowledge.answer_quality) over each model's own reply: correct when it
+holds the question's short answer and does not abstain, citation precision over the passages it
+cites, abstention on the questions whose passages come from other documents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import statistics
+from pathlib import Path
+from typing import Any
+
+from bench.answers import vllm_c8
+
+STUDENT_ROWS = (
+    "student",
+    "distill-nonprivate",
+    "labels-eps8",
+    "distill-eps1",
+    "distill-eps4",
+    "distill-eps8",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def speed_rows(directory: Path, teacher: str, student: str, *, tokens: int) -> dict[str, Any]:
+    """Output tokens/s of the teacher and of the trained student (base + the ε=8 adapter), 8 at once."""
+    from core.llm.server import CPU_MAX_MODEL_LEN, VLLMServer
+    from core.llm.store import ModelStore, resolve_model
+    from knowledge.prompt import grounded_messages
+
+    replies = json.loads((directory / "replies.json").read_text())
+    chosen = [t for t in replies["test"] if not t["other"]][:8]
+    prompts = [grounded_messages(t["question"], [p["text"] for p in t["passages"]]) for t in chosen]
+    found: dict[str, Any] = {"tokens_each": tokens, "concurrency": len(prompts)}
+    store = ModelStore(None)
+    for role, name, loras in (
+        ("teacher", teacher, {}),
+        ("student", student, {"distilled": directory / "adapter"}),
+    ):
+        served = "distilled" if loras else name
+        server = VLLMServer(
+            resolve_model(name, store).path, port=_free_port(), served_name=name,
+            max_model_len=CPU_MAX_MODEL_LEN, loras=loras, log_path=directory / f"vllm-{role}.log",
+        )  # fmt: skip
+        server.start()
+        try:
+            server.wait_ready(timeout=900)
+            found[role] = asyncio.run(vllm_c8(server.url, served, prompts, tokens))
+        finally:
+            server.stop()
+    found["student_teacher_tokens_per_s_ratio"] = round(
+        found["student"]["tokens_per_s"] / found["teacher"]["tokens_per_s"], 2
+    )
+    return found
+
+
+def _score(items: list[Any], replies: list[str], passages: list[list[Any]]) -> dict[str, Any]:
+    from knowledge.answer_quality import aggregate, score_answer
+    from knowledge.prompt import is_not_found
+
+    scores = [
+        score_answer(item, reply, shown, abstained=is_not_found(reply))
+        for item, reply, shown in zip(items, replies, passages, strict=True)
+    ]
+    return aggregate(scores).as_dict()
+
+
+def _written(test: list[dict[str, Any]]) -> tuple[list[Any], list[list[Any]]]:
+    from knowledge.answer_quality import AnswerItem, CitedPassage
+
+    items, shown = [], []
+    for t in test:
+        entry = t["link"].split("/", 1)[1] if "/" in t["link"] else t["link"]
+        items.append(AnswerItem(t["question"], (t["span"],), (entry,), unanswerable=t["other"]))
+        shown.append([CitedPassage(p["number"], p["link"], p["text"]) for p in t["passages"]])
+    return items, shown
+
+
+def _labelled(labelled: list[dict[str, Any]]) -> tuple[list[Any], list[list[Any]]]:
+    from knowledge.answer_quality import AnswerItem, CitedPassage
+
+    items = [
+        AnswerItem(x["query"], tuple(x["answers"]), tuple(x["relevant"]), unanswerable=x["unanswerable"])
+        for x in labelled
+    ]
+    shown = [[CitedPassage(p["number"], p["uri"], p["text"]) for p in x["passages"]] for x in labelled]
+    return items, shown
+
+
+def build(directory: Path, teacher: str, student: str) -> tuple[dict[str, Any], str]:
+    runs = json.loads((directory / "runs.json").read_text())
+    answers = json.loads((directory / "replies.json").read_text())
+    speed_file = directory / "speed.json"
+    speed = json.loads(speed_file.read_text()) if speed_file.exists() else {}
+    written, written_passages = _written(answers["test"])
+    labelled, labelled_passages = _labelled(answers["labelled"])
+    scored = {
+        name: {
+            "written": _score(written, replies["written"], written_passages),
+            "labelled": _score(labelled, replies["labelled"], labelled_passages),
+        }
+        for name, replies in answers["replies"].items()
+    }
+    teacher_correct = scored["teacher"]["written"]["correct"] or 0.0
+    baseline = runs["rows"].get("distill-nonprivate", {})
+    rows = []
+    for name in ("teacher", *STUDENT_ROWS):
+        if name not in scored:
+            continue
+        rows.append(
+            _row(name, runs["rows"].get(name, {}), scored[name], teacher_correct, baseline, speed, runs)
+        )
+    ledger_total = round(sum(e["epsilon"] for e in runs["ledger"]), 4)
+    results = {
+        "teacher": teacher,
+        "student": student,
+        "ledger_total_epsilon": ledger_total,
+        "ledger": runs["ledger"],
+        "recipe": runs["recipe"],
+        "tuned_on": "nothing: the recipe was fixed before any run, on no company data",
+        "train_examples": runs["train_examples"],
+        "held_out": {"written": len(written), "labelled": len(labelled)},
+        "training_machine": runs["device"],
+        "speed": speed,
+        "rows": rows,
+        "scores": scored,
+    }
+    best = next((r for r in rows if r["name"] == "distill-eps8"), rows[-1])
+    summary = (
+        f"{student} + LoRA from {teacher} on the handbook, held-out documents: teacher correct "
+        f"{teacher_correct:.3f}, DP-distilled (ε=8) {best['correct']:.3f} "
+        f"(ratio {best['student_teacher_correct_ratio']}), citation precision {best['citation_precision']}; "
+        f"ledger total ε {ledger_total}; training on {runs['device']}"
+    )
+    return results, summary
+
+
+def _row(
+    name: str,
+    run: dict[str, Any],
+    scored: dict[str, Any],
+    teacher_correct: float,
+    baseline: dict[str, Any],
+    speed: dict[str, Any],
+    runs: dict[str, Any],
+) -> dict[str, Any]:
+    written = scored["written"]
+    exposure = run.get("exposure", {})
+    private = run.get("epsilon") is not None
+    correct = written["correct"] or 0.0
+    return {
+        "name": name,
+        "model": runs.get("teacher", "") if name == "teacher" else name,
+        "method": run.get("method", "teacher"),
+        "epsilon": run.get("epsilon_spent") if private else None,
+        "target_epsilon": run.get("epsilon"),
+        "delta": run.get("delta"),
+        "noise_multiplier": run.get("noise_multiplier"),
+        "sample_rate": run.get("sample_rate"),
+        "steps": run.get("steps"),
+        "correct": written["correct"],
+        "citation_precision": written["citation_precision"],
+        "abstain": written["abstain"],
+        "invented_citations": written["invented_citations"],
+        "labelled_correct": scored["labelled"]["correct"],
+        "labelled_abstain": scored["labelled"]["abstain"],
+        "student_teacher_correct_ratio": round(correct / teacher_correct, 3) if teacher_correct else None,
+        "student_teacher_tokens_per_s_ratio": speed.get("student_teacher_tokens_per_s_ratio")
+        if name != "teacher"
+        else None,
+        "canary_exposure": round(statistics.mean(exposure["A"]), 3) if exposure else None,
+        "reference_exposure": round(statistics.mean(exposure["B"]), 3) if exposure else None,
+        "dp_step_time_ratio": _ratio(run, baseline, "mean_step_time_s") if private else None,
+        "dp_peak_memory_ratio": _ratio(run, baseline, "peak_memory_bytes") if private else None,
+        "machine": runs["device"],
+    }
+
+
+def _ratio(run: dict[str, Any], baseline: dict[str, Any], key: str) -> float | None:
+    if not run.get(key) or not baseline.get(key):
+        return None
+    return round(float(run[key]) / float(baseline[key]), 3)
