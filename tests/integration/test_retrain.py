@@ -4,6 +4,12 @@ One server per module (a tiny Llama, LoRA enabled). The loop: a signed Slack `ad
 a run, the worker trains it (DP, secure mode, ledger) and activates its adapter in vLLM, the next
 answer names the new version, a rollback under 8 questions/s brings the base back without one
 failed answer, a killed run resumes without counting ε twice, an over-budget retrain is refused.
+
+The student base is first taught one grounded reply to the test question (tests/tiny_llm.py's
+`teach_reply`, on the very prompt the product builds for it over the test's documents), so that a
+real answer passes the answer's citation check and names the model that wrote it: the base, the
+activated adapter, then the base again after the rollback. The adapter, a small DP-trained LoRA
+update of that base, keeps the reply.
 """
 
 from __future__ import annotations
@@ -18,16 +24,18 @@ from typing import Any
 import pytest
 
 from app.server.training import adapter_server
+from core import db
 from core.llm.server import VLLMServer, default_python
 from core.llm.vllm import VLLMClient
-from core.settings import Settings
+from core.settings import Settings, load_settings
 from core.training import RoutedLLM
 from knowledge.embeddings import Embedder
-from knowledge.generation import FALLBACK_MODEL
+from knowledge.prompt import SYSTEM_PROMPT, build_prompt
 from knowledge.service import KnowledgeBase
+from knowledge.types import Question
 from privacy.budget import BudgetLedger
-from tests.bot.test_slack import slack_harness
-from tests.tiny_llm import build_tiny_llama
+from tests.bot.test_slack import PAGES, Harness, slack_harness
+from tests.tiny_llm import SENTENCES, build_tiny_llama, teach_reply
 from training.runs import RUNNING, SUCCEEDED, RunStore
 from training.worker import Worker
 
@@ -37,6 +45,9 @@ LONG = pytest.mark.timeout(1800)  # the vLLM start, the handbook ingest and a tr
 BASE = "tiny-base"
 HANDBOOK = Path(__file__).parents[2] / "examples" / "handbook"
 RATE = 8.0  # questions per second during activation and rollback
+QUESTION = "How do I install the VPN client?"
+# Every claim held by the best passage for QUESTION (PAGES' vpn.md): the citation check keeps it.
+REPLY = "Install HaldenConnect from the Software Center, then sign in [1]."
 
 
 def _free_port() -> int:
@@ -45,10 +56,49 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class _ServedTokens:
+    """Token counts as the server gives them (vLLM's /tokenize: the model's tokenizer, no special tokens)."""
+
+    def __init__(self, model_dir: Path) -> None:
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+
+    async def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _answer_prompt(model_dir: Path, embedder: Embedder, root: Path) -> list[dict[str, str]]:
+    """The messages the product sends for QUESTION over the test's documents (PAGES, then the handbook)."""
+    settings = load_settings(data_dir=root / "var")
+    engine = db.make_engine(settings)
+    db.upgrade(engine)
+    docs = root / "docs"  # the harness's folder name: the same document URIs
+    docs.mkdir()
+    for name, text in PAGES.items():
+        (docs / name).write_text(text)
+    kb = KnowledgeBase(settings, engine, embedder=embedder)
+    kb.ingest([docs])
+    kb.ingest([HANDBOOK])
+    hits = kb.retrieve(Question(QUESTION, user="slack:U0ALICE"))
+    engine.dispose()
+    prompt = asyncio.run(
+        build_prompt(QUESTION, hits, llm=_ServedTokens(model_dir), max_context_tokens=1536)  # type: ignore[arg-type]
+    )
+    assert "Install HaldenConnect from the Software Center" in prompt.passages[0].text
+    return [dict(m) for m in prompt.messages]
+
+
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def models(tmp_path_factory: pytest.TempPathFactory, embedder: Embedder) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("models")
-    return build_tiny_llama(root / "student"), build_tiny_llama(root / "teacher", seed=1)
+    # A tokenizer that knows the reply's words (13 tokens, not 41 bytes and pieces), so that the run's
+    # noisy LoRA update has few tokens to flip: the 41-token reply came out garbled ("Install Hall
+    # sign in [1].") in 3 trials of 3, this one held in 7 of 7.
+    corpus = [*SENTENCES, *PAGES.values(), REPLY, SYSTEM_PROMPT, QUESTION]
+    student = build_tiny_llama(root / "student", corpus=corpus)
+    teach_reply(student, [_answer_prompt(student, embedder, root / "kb")], REPLY, steps=200)
+    return student, build_tiny_llama(root / "teacher", corpus=corpus, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +161,16 @@ async def _served(llm: RoutedLLM) -> str:
     return reply.model
 
 
+async def _answered_by(harness: Harness) -> str:
+    """Ask QUESTION as a person does (`/kb`): the model that the recorded answer names."""
+    await harness.command(QUESTION, user="U0ALICE")
+    reply = harness.slack.calls_to("response_url")[-1]["text"]
+    assert "Install HaldenConnect from the Software Center" in reply and "[1]" in reply, reply
+    model = harness.events("question")[-1].data["model"]
+    assert isinstance(model, str)
+    return model
+
+
 @LONG
 async def test_retrain_from_slack_activates_then_rolls_back_under_load(
     server: VLLMServer,
@@ -124,6 +184,7 @@ async def test_retrain_from_slack_activates_then_rolls_back_under_load(
     async with slack_harness(make_settings, tmp_path, embedder, llm=client, **overrides) as harness:
         settings = make_settings(**{**overrides, "database_url": str(harness.engine.url)})
         await asyncio.to_thread(KnowledgeBase(settings, harness.engine, embedder=embedder).ingest, [HANDBOOK])
+        assert await _answered_by(harness) == BASE, "the base answers before any retrain"
 
         # Bad input first: each a clear reply, nothing queued.
         for text, expected in [("admin retrain --epsilon 0", "greater than 0"),
@@ -152,8 +213,7 @@ async def test_retrain_from_slack_activates_then_rolls_back_under_load(
 
         routed = harness.bot.conversation.answers.kb.llm  # type: ignore[attr-defined]
         assert isinstance(routed, RoutedLLM) and await _served(routed) == "kb-v1"
-        await harness.command("How do I install the VPN client?", user="U0ALICE")
-        assert harness.events("question")[-1].data["model"] in ("kb-v1", FALLBACK_MODEL)
+        assert await _answered_by(harness) == "kb-v1", "the next answer names the activated version"
         await harness.command("admin status", user="U0ADMIN")
         assert "Run #1 succeeded" in harness.slack.calls_to("response_url")[-1]["text"]
         await harness.command("admin models", user="U0ADMIN")
@@ -175,6 +235,7 @@ async def test_retrain_from_slack_activates_then_rolls_back_under_load(
         assert {"kb-v1", BASE} <= set(seen), set(seen)
         await harness.command("admin rollback 0", user="U0ADMIN")
         assert await _served(routed) == BASE
+        assert await _answered_by(harness) == BASE, "after the rollback the base answers again"
     await client.aclose()
 
 
