@@ -33,35 +33,57 @@ def _free_port() -> int:
 
 
 def speed_rows(directory: Path, teacher: str, student: str, *, tokens: int) -> dict[str, Any]:
-    """Output tokens/s of the teacher and of the trained student (base + the ε=8 adapter), 8 at once."""
-    from core.llm.server import CPU_MAX_MODEL_LEN, VLLMServer
+    """Output tokens/s of the teacher and of the trained student (base + the ε=8 adapter, merged), 8 at once.
+
+    Both are served without runtime LoRA (training.teacher.TeacherServer): vLLM 0.32 on the CPU
+    stalls a batch of 8 once LoRA is enabled on this machine, and a merged adapter is one of the
+    registry's export forms.
+    """
+    from core.llm.server import CPU_MAX_MODEL_LEN
     from core.llm.store import ModelStore, resolve_model
     from knowledge.prompt import grounded_messages
+    from training.teacher import TeacherServer
 
     replies = json.loads((directory / "replies.json").read_text())
     chosen = [t for t in replies["test"] if not t["other"]][:8]
     prompts = [grounded_messages(t["question"], [p["text"] for p in t["passages"]]) for t in chosen]
     found: dict[str, Any] = {"tokens_each": tokens, "concurrency": len(prompts)}
     store = ModelStore(None)
-    for role, name, loras in (
-        ("teacher", teacher, {}),
-        ("student", student, {"distilled": directory / "adapter"}),
-    ):
-        served = "distilled" if loras else name
-        server = VLLMServer(
-            resolve_model(name, store).path, port=_free_port(), served_name=name,
-            max_model_len=CPU_MAX_MODEL_LEN, loras=loras, log_path=directory / f"vllm-{role}.log",
+    folders = {"teacher": resolve_model(teacher, store).path, "student": _merged(directory, student, store)}
+    for role, folder in folders.items():
+        server = TeacherServer(
+            folder, port=_free_port(), served_name=role, max_model_len=CPU_MAX_MODEL_LEN,
+            log_path=directory / f"vllm-{role}.log",
         )  # fmt: skip
         server.start()
         try:
             server.wait_ready(timeout=900)
-            found[role] = asyncio.run(vllm_c8(server.url, served, prompts, tokens))
+            found[role] = asyncio.run(vllm_c8(server.url, role, prompts, tokens))
         finally:
             server.stop()
     found["student_teacher_tokens_per_s_ratio"] = round(
         found["student"]["tokens_per_s"] / found["teacher"]["tokens_per_s"], 2
     )
     return found
+
+
+def _merged(directory: Path, student: str, store: Any) -> Path:
+    """The student's base with the returned adapter merged into its weights (bf16), made once."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.llm.store import resolve_model
+
+    target = directory / "merged"
+    if (target / "config.json").exists():
+        return target
+    base = resolve_model(student, store).path
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.bfloat16)
+    merged = PeftModel.from_pretrained(model, str(directory / "adapter")).merge_and_unload()
+    merged.save_pretrained(str(target))
+    AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(target))
+    return target
 
 
 def _score(items: list[Any], replies: list[str], passages: list[list[Any]]) -> dict[str, Any]:

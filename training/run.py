@@ -65,7 +65,7 @@ class RunSpec:
     lora_rank: int = 8
     batch_size: int = 16
     max_examples: int = 2000
-    max_len: int = 256
+    max_len: int = 1024  # the bot's prompt: ~200 tokens of rules, then passages, question and answer
     canary_salt: str = ""  # fixed per run (on its row), so that a resumed run rebuilds the same data
     seed: int | None = None  # tests only: a seeded run is reproducible and not private
 
@@ -201,7 +201,9 @@ def teacher_signals(spec: RunSpec, data: Data, context: RunContext) -> dict[str,
     from training.teacher import local_signals
 
     teacher, tokenizer = _load(spec.teacher)
-    return local_signals(teacher, tokenizer, data.train, k=8, model_name=spec.teacher.name)
+    return local_signals(
+        teacher, tokenizer, data.train, k=8, model_name=spec.teacher.name, max_len=spec.max_len
+    )
 
 
 def distill_student(

@@ -106,6 +106,12 @@ class TrainingSettings(Group):
     lora_rank: int = Field(default=8, ge=1, le=256)
     batch_size: int = Field(default=16, ge=1)
     max_examples: int = Field(default=2000, ge=10, description="Distillation examples per run at most.")
+    max_len: int = Field(
+        default=1024,
+        ge=256,
+        le=8192,
+        description="Tokens of one training example: the bot's system rules, passages, question and answer.",
+    )
     gate_tolerance: float = Field(
         default=0.02,
         ge=0,
