@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import sys
 import time
 from pathlib import Path
@@ -35,19 +34,14 @@ from typing import TYPE_CHECKING, Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import RESULTS, machine, machine_label, scratch_kb, write_results  # noqa: E402
+from bench.common import RESULTS, free_port, machine, machine_label, scratch_kb, write_results  # noqa: E402
 
 if TYPE_CHECKING:
     from core.llm import Message
     from knowledge.answer_runs import Retrieved
     from knowledge.service import KnowledgeBase
 
-MODELS = [
-    "extractive",
-    "smollm2-135m-instruct",
-    "qwen2.5-coder-0.5b-instruct",
-    "qwen2.5-coder-1.5b-instruct",
-]
+MODELS = ["extractive", "smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"]
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
 SETS = {
     "handbook": REPO / "bench" / "sets" / "handbook_answers.jsonl",
@@ -71,19 +65,13 @@ def corpus(name: str, scratch: Path) -> Path:
     return docs
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _server(model: str, log: Path) -> Any:
     from core.llm.server import CPU_MAX_MODEL_LEN, VLLMServer
     from core.llm.store import ModelStore, resolve_model
 
     resolved = resolve_model(model, ModelStore(None))
     return VLLMServer(
-        resolved.path, port=_free_port(), served_name=model, max_model_len=CPU_MAX_MODEL_LEN, log_path=log
+        resolved.path, port=free_port(), served_name=model, max_model_len=CPU_MAX_MODEL_LEN, log_path=log
     )
 
 
@@ -129,7 +117,8 @@ def run_models(
                 answered = asyncio.run(_answer_with(kb, retrieved[name], server.url, model, args.max_tokens))
                 rows.append({"model": model, "set": name, "server_start_s": ready_s} | summarise(answered))
                 _progress(rows[-1])
-            _save_partial(args, rows)
+            # Beside the scratch data: a run that dies late keeps what it measured.
+            (args.scratch / "rows-partial.json").write_text(json.dumps(rows, indent=2))
             if model == DEFAULT_MODEL and args.c8_tokens > 0:
                 prompts = asyncio.run(_c8_prompts(kbs, retrieved, server.url, model))
                 c8 = {"vllm": asyncio.run(vllm_c8(server.url, model, prompts, args.c8_tokens))}
@@ -139,11 +128,6 @@ def run_models(
             c8["transformers"] = _transformers_c8(server.model_dir, prompts, args.c8_tokens)
             c8 |= _ratio(c8, args.c8_tokens)
     return rows, c8
-
-
-def _save_partial(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
-    """The rows so far, beside the scratch data: a run that dies late keeps what it measured."""
-    (args.scratch / "rows-partial.json").write_text(json.dumps(rows, indent=2))
 
 
 def _progress(row: dict[str, Any]) -> None:

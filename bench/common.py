@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: machine description, JSON results, and the BENCHMARKS.md table."""
+"""Shared by the benchmarks: machine description, JSON results, the BENCHMARKS.md table, and the
+helpers several benchmarks time and serve with."""
 
 from __future__ import annotations
 
@@ -7,14 +8,19 @@ import json
 import os
 import platform
 import re
+import socket
+import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 TABLE = BENCH / "BENCHMARKS.md"
+T = TypeVar("T")
+P = ParamSpec("P")
 
 
 if TYPE_CHECKING:
@@ -47,18 +53,35 @@ def machine_label(described: dict[str, Any]) -> str:
     return f"{cpu}{amx}, {described.get('cpus', '?')} cores"
 
 
-def write_results(name: str, results: dict[str, Any], *, summary: str) -> Path:
-    """Write bench/results/NAME.json and put a one-line summary row for NAME in BENCHMARKS.md."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def stamp(name: str, command: str | None = None, *, load: bool = False) -> dict[str, Any]:
+    """What a results file starts with. `load` adds the load average to the machine: it is shared,
+    and its load says how much to trust the wall-clock figures."""
+    return {
         "benchmark": name,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
         "date": time.strftime("%Y-%m-%d"),
-        "machine": machine(),
-        **results,
+        "machine": machine() | ({"load_average": load_average()} if load else {}),
     }
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_results(
+    name: str,
+    results: dict[str, Any],
+    *,
+    summary: str,
+    command: str | None = None,
+    path: Path | None = None,
+    load: bool = False,
+) -> Path:
+    """Write bench/results/NAME.json (or `path`) and put a one-line summary row for NAME in BENCHMARKS.md."""
+    payload = stamp(name, command, load=load) | results
+    path = path or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     update_table(name, payload["command"], payload["date"], summary, machine_label(payload["machine"]))
     return path
 
@@ -79,18 +102,51 @@ def update_table(name: str, command: str, date: str, summary: str, machine_name:
     TABLE.write_text(text)
 
 
-def scratch_kb(docs: Path, scratch: Path) -> KnowledgeBase:
-    """A knowledge base on SQLite in `scratch` holding `docs`, ingested once: a rerun reuses it as it is."""
+def p50_p95(values: Sequence[float], digits: int = 2) -> dict[str, float]:
+    """The median and 95th percentile of millisecond timings (numpy's linear interpolation)."""
+    import numpy as np
+
+    return {f"p{q}_ms": round(float(np.percentile(values, q)), digits) for q in (50, 95)}
+
+
+def timed_ms(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> tuple[T, float]:
+    """`call(*args, **kwargs)`'s result and its wall-clock time in milliseconds."""
+    begin = time.perf_counter()
+    result = call(*args, **kwargs)
+    return result, (time.perf_counter() - begin) * 1000
+
+
+def free_port() -> int:
+    """A loopback port that is free now, for a server the benchmark starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def child_json(*argv: str) -> dict[str, Any]:
+    """Run `python ARGV` and read the JSON of its last output line: a process of its own has a peak
+    memory of its own."""
+    output = subprocess.run([sys.executable, *argv], check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def open_kb(data_dir: Path, **overrides: Any) -> KnowledgeBase:
+    """A knowledge base on `load_settings(data_dir=data_dir, **overrides)`, its database upgraded."""
     from core import db
     from core.settings import load_settings
     from knowledge.service import KnowledgeBase
 
-    fresh = not (scratch / "kb.db").exists()
-    scratch.mkdir(parents=True, exist_ok=True)
-    settings = load_settings(data_dir=scratch, database_url="")
+    settings = load_settings(data_dir=data_dir, **overrides)
     engine = db.make_engine(settings)
     db.upgrade(engine)
-    kb = KnowledgeBase(settings, engine)
+    return KnowledgeBase(settings, engine)
+
+
+def scratch_kb(docs: Path, scratch: Path) -> KnowledgeBase:
+    """A knowledge base on SQLite in `scratch` holding `docs`, ingested once: a rerun reuses it as it is."""
+    fresh = not (scratch / "kb.db").exists()
+    scratch.mkdir(parents=True, exist_ok=True)
+    kb = open_kb(scratch, database_url="")
     if fresh:
         kb.ingest([docs])
     return kb

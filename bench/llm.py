@@ -36,7 +36,6 @@ import os
 import random
 import re
 import shlex
-import socket
 import statistics
 import sys
 import tempfile
@@ -57,15 +56,10 @@ HANDBOOK = REPO / "examples" / "handbook"
 OUT = REPO / "bench" / "results" / "llm.json"
 MODEL = {"hidden": 256, "layers": 4, "heads": 4, "vocab_size": 2000}
 QUESTIONS = [
-    "How do I reset my password?",
-    "How many vacation days do I get?",
-    "When are expense reports due?",
-    "What does the pension plan match?",
-    "Who do I call when I lose my laptop?",
-    "Can I work from another country?",
-    "How do I book a business trip?",
-    "What is the canteen subsidy?",
-]
+    "How do I reset my password?", "How many vacation days do I get?", "When are expense reports due?",
+    "What does the pension plan match?", "Who do I call when I lose my laptop?",
+    "Can I work from another country?", "How do I book a business trip?", "What is the canteen subsidy?",
+]  # fmt: skip
 REPLY = (
     "Halden matches 100% of your pension contribution up to 4% of your salary [1], on top of a 1% base "
     "contribution [1]. Enrol within 60 days of joining to get the match from your first month [2]; you "
@@ -266,19 +260,8 @@ async def answer_overhead(passages: list[tuple[str, str, str]], questions: int) 
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
-        return await run(args, Path(tmp))
-
-
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    from bench.common import machine
+    from bench.common import free_port, stamp
     from core.llm.local import TransformersLLM
     from core.llm.server import VLLMServer, default_python
     from core.llm.vllm import VLLMClient
@@ -286,21 +269,14 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
     passages = handbook_passages()
     corpus = [p[2] for p in passages] + [REPLY, *QUESTIONS]
-    model_dir = build_tiny_llama(
-        workdir / "model",
-        corpus=corpus,
-        vocab_size=MODEL["vocab_size"],
-        hidden=MODEL["hidden"],
-        layers=MODEL["layers"],
-        heads=MODEL["heads"],
-    )
+    model_dir = build_tiny_llama(workdir / "model", corpus=corpus, **MODEL)
     config = json.loads((model_dir / "config.json").read_text())
     prompts = {c: await rag_prompts(max(2 * c, 8), passages, seed=c) for c in args.concurrency}
 
     server = VLLMServer(
         model_dir,
         python=default_python(),
-        port=_free_port(),
+        port=free_port(),
         served_name="bench",
         max_model_len=2048,
         dtype="float32",
@@ -332,23 +308,15 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     overhead = await answer_overhead(passages, args.questions)
     print(f"answer overhead: p50 {overhead['ms_p50']} ms, p95 {overhead['ms_p95']} ms", flush=True)
     ratios: dict[str, float] = {}
-    for concurrency in args.concurrency:
-        fast, slow = vllm[f"c{concurrency}"], transformers[f"c{concurrency}"]
-        ratios[f"vllm_vs_transformers_tokens_per_s_ratio_c{concurrency}"] = round(
-            fast["output_tokens_per_s"] / slow["output_tokens_per_s"], 2
-        )
-        ratios[f"vllm_vs_transformers_tokens_per_cpu_s_ratio_c{concurrency}"] = round(
-            fast["output_tokens_per_cpu_s"] / slow["output_tokens_per_cpu_s"], 2
-        )
-        ratios[f"vllm_vs_transformers_ttft_speedup_c{concurrency}"] = round(
+    for c in args.concurrency:
+        fast, slow = vllm[f"c{c}"], transformers[f"c{c}"]
+        for figure in ("tokens_per_s", "tokens_per_cpu_s"):
+            key = f"output_{figure}"
+            ratios[f"vllm_vs_transformers_{figure}_ratio_c{c}"] = round(fast[key] / slow[key], 2)
+        ratios[f"vllm_vs_transformers_ttft_speedup_c{c}"] = round(
             slow["ttft_ms_p50"] / fast["ttft_ms_p50"], 2
         )
-    return {
-        "benchmark": "llm",
-        "command": shlex.join([".venv/bin/python", "bench/llm.py", *sys.argv[1:]]),
-        "date": time.strftime("%Y-%m-%d"),
-        # The machine is shared: its load says how much to trust the wall-clock figures.
-        "machine": {**machine(), "load_average": [round(x, 2) for x in os.getloadavg()]},
+    return stamp("llm", shlex.join([".venv/bin/python", "bench/llm.py", *sys.argv[1:]]), load=True) | {
         "model": {
             **MODEL,
             "vocab_size": config["vocab_size"],
@@ -380,7 +348,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     }
 
 
-GPU_MODEL = {
+GPU_MODEL: dict[str, Any] = {
     "hidden_size": 1024,
     "intermediate_size": 4096,
     "num_hidden_layers": 24,
@@ -398,7 +366,8 @@ def generate_on_gpu(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.manual_seed(0)
     with torch.device(args.device):
-        model = LlamaForCausalLM(LlamaConfig(**GPU_MODEL)).to(torch.bfloat16).eval()
+        model = LlamaForCausalLM(LlamaConfig(**GPU_MODEL)).bfloat16()
+    model.train(False)  # eval(), which transformers leaves untyped
     params = sum(p.numel() for p in model.parameters())
     result: dict[str, Any] = {
         "device": torch.cuda.get_device_name(0),
@@ -499,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "llm_gpu.json").write_text(json.dumps(result, indent=2) + "\n")
         return 0
     args.repeats, out = args.repeats or 2, args.out or OUT
-    result = asyncio.run(main_async(args))
+    with tempfile.TemporaryDirectory(prefix="bench-llm-") as tmp:
+        result = asyncio.run(run(args, Path(tmp)))
     if out.exists():  # the GPU figures were measured elsewhere: a CPU rerun keeps them
         old = json.loads(out.read_text())
         result.update({k: v for k, v in old.items() if k == "gpu" or k.startswith("gpu_")})

@@ -25,7 +25,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import machine, machine_label, update_table  # noqa: E402
+from bench.common import write_results  # noqa: E402
 from privacy.detectors import ALL_KINDS  # noqa: E402
 from privacy.redaction import Finding, Redactor  # noqa: E402
 
@@ -171,15 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         redactor, "\n".join(random.Random(1).sample(texts, len(texts)))
     )
     speed["latency_10k_handbook_prose"] = latency(redactor, handbook)
+    command = shlex.join([_shown(Path(sys.executable)), _shown(Path(__file__)), *sys.argv[1:]])
     result = {
-        "benchmark": "redaction",
-        "command": shlex.join([_shown(Path(sys.executable)), _shown(Path(__file__)), *sys.argv[1:]]),
-        "date": time.strftime("%Y-%m-%d"),
-        # The machine is shared: its load says how much to trust the wall-clock figures.
-        "machine": {**machine(), "load_average": [round(x, 2) for x in os.getloadavg()]},
         "corpus": {
-            "path": str(args.corpus.resolve().relative_to(REPO)) if args.corpus.resolve().is_relative_to(REPO)
-            else str(args.corpus),
+            "path": _shown(args.corpus),
             "cases": len(cases),
             "positive": sum(1 for c in cases if c["spans"]),
             "negative": sum(1 for c in cases if not c["spans"]),
@@ -190,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "throughput": speed,
         "misses": quality["misses"],
         "false_positives": quality["false_positives"],
-    }  # fmt: skip
+    }
     print(f"{'kind':<8} {'labels':>6} {'found':>6} {'FP':>4} {'precision':>9} {'recall':>7} {'F1':>7}")
     for kind, m in [*quality["per_kind"].items(), ("overall", quality["overall"])]:
         print(
@@ -210,17 +205,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"missed {miss['kind']}: {miss['value']!r} in {miss['text']!r}")
     for fp in quality["false_positives"]:
         print(f"false {fp['kind']}: {fp['value']!r} in {fp['text']!r}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     overall = quality["overall"]
-    update_table(
-        "redaction",
-        result["command"],
-        result["date"],
+    summary = (
         f"{len(cases)} labelled cases (EN+ZH): precision {overall['precision']}, recall {overall['recall']}; "
-        f"{speed['megabytes_per_cpu_second']} MB per CPU second",
-        machine_label(result["machine"]),
+        f"{speed['megabytes_per_cpu_second']} MB per CPU second"
     )
+    write_results("redaction", result, summary=summary, command=command, path=args.out, load=True)
     print(f"wrote {args.out}")
     return 0
 
