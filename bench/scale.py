@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -38,6 +37,8 @@ import numpy as np
 import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import RESULTS, load_average, p50_p95, timed_ms, write_results
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -138,18 +139,17 @@ def pipeline_latency(chunks: int, rng: np.random.Generator) -> dict[str, Any]:
             "populate_s": round(populated - started, 1),
             "open_and_build_indexes_s": round(opened - populated, 1),
             "query_encoder": kb.embedder.query_encoder,
-            "load_average_before": [round(x, 2) for x in os.getloadavg()],
+            "load_average_before": load_average(),
         }
         for label, groups in (("public_user", ()), ("finance_user", ("finance",))):
             for q in questions[:5]:  # warm up
                 kb.retrieve(Question(q, groups=groups), 10)
             latencies = []
             for q in questions:
-                begin = time.perf_counter()
-                hits = kb.retrieve(Question(q, groups=groups), 10)
-                latencies.append((time.perf_counter() - begin) * 1000)
+                hits, ms = timed_ms(kb.retrieve, Question(q, groups=groups), 10)
+                latencies.append(ms)
                 assert len(hits) == 10
-            result[label] = _percentiles(latencies)
+            result[label] = p50_p95(latencies)
         # The flat index stored in fp16 (the default, KB_INDEX_PRECISION) against fp32, on the same
         # database and questions, taking turns as above.
         exact_settings = load_settings(
@@ -163,13 +163,11 @@ def pipeline_latency(chunks: int, rng: np.random.Generator) -> dict[str, Any]:
         storage: dict[str, list[float]] = {name: [] for name in stores}
         for q in questions:
             for name, base in stores.items():
-                begin = time.perf_counter()
-                base.retrieve(Question(q), 10)
-                storage[name].append((time.perf_counter() - begin) * 1000)
-        result["index_precision_side_by_side"] = {name: _percentiles(v) for name, v in storage.items()}
+                storage[name].append(timed_ms(base.retrieve, Question(q), 10)[1])
+        result["index_precision_side_by_side"] = {name: p50_p95(v) for name, v in storage.items()}
         result.update(_query_encoders(kb, questions))
         result["stages"] = _stages(kb, questions)
-        result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+        result["load_average_after"] = load_average()
         engine.dispose()
         return result
 
@@ -198,7 +196,7 @@ def _stages(kb: KnowledgeBase, questions: list[str]) -> dict[str, Any]:
         marks.append(time.perf_counter())
         for name, begin, end in zip(stages, marks, marks[1:], strict=False):
             stages[name].append((end - begin) * 1000)
-    return {name: _percentiles(values) for name, values in stages.items()}
+    return {name: p50_p95(values) for name, values in stages.items()}
 
 
 def _query_encoders(kb: KnowledgeBase, questions: list[str]) -> dict[str, Any]:
@@ -226,20 +224,16 @@ def _query_encoders(kb: KnowledgeBase, questions: list[str]) -> dict[str, Any]:
     embed: dict[str, list[float]] = {name: [] for name in embedders}
     for q in questions:
         for name, retriever in retrievers.items():
-            begin = time.perf_counter()
-            retriever.search(Question(q), 10)
-            retrieve[name].append((time.perf_counter() - begin) * 1000)
+            retrieve[name].append(timed_ms(retriever.search, Question(q), 10)[1])
         for name, embedder in embedders.items():
-            begin = time.perf_counter()
-            embedder.encode([q])
-            embed[name].append((time.perf_counter() - begin) * 1000)
+            embed[name].append(timed_ms(embedder.encode, [q])[1])
     similarity = min(float(kb.embedder.encode([q])[0] @ torch_path.encode([q])[0]) for q in questions[:50])
     return {
-        "embed_only": _percentiles(embed["configured"]),
+        "embed_only": p50_p95(embed["configured"]),
         "query_encoder_side_by_side": {
             "configured": kb.embedder.query_encoder,
-            "retrieve": {name: _percentiles(values) for name, values in retrieve.items()},
-            "embed_only": {name: _percentiles(values) for name, values in embed.items()},
+            "retrieve": {name: p50_p95(values) for name, values in retrieve.items()},
+            "embed_only": {name: p50_p95(values) for name, values in embed.items()},
             "min_cosine_to_torch": round(similarity, 6),
         },
     }
@@ -272,9 +266,9 @@ def ann_comparison(rows: int, rng: np.random.Generator, *, queries: int = 200) -
         flat = VectorIndex.build(DIM, model="bench", ids=ids, vectors=data, ann_threshold=rows)
         exact, flat_ms = [], []
         for q in query:
-            begin = time.perf_counter()
-            exact.append({i for i, _ in flat.search(q, 10)})
-            flat_ms.append((time.perf_counter() - begin) * 1000)
+            hits, ms = timed_ms(flat.search, q, 10)
+            exact.append({i for i, _ in hits})
+            flat_ms.append(ms)
         del flat
         begin = time.perf_counter()
         ivf = VectorIndex.build(DIM, model="bench", ids=ids, vectors=data, ann_threshold=0)
@@ -282,25 +276,15 @@ def ann_comparison(rows: int, rng: np.random.Generator, *, queries: int = 200) -
         sweep = []
         for nprobe in (8, 16, 32, 64, 128, 256):
             ivf.nprobe = nprobe
-            recalls, ms = [], []
+            recalls, times = [], []
             for q, truth in zip(query, exact, strict=True):
-                begin = time.perf_counter()
-                found = {i for i, _ in ivf.search(q, 10)}
-                ms.append((time.perf_counter() - begin) * 1000)
-                recalls.append(len(found & truth) / 10)
-            sweep.append(
-                {"nprobe": nprobe, "recall@10": round(float(np.mean(recalls)), 4), **_percentiles(ms)}
-            )
-        out[name] = {"flat": _percentiles(flat_ms), "ivf_build_s": round(build_s, 1), "ivf": sweep}
+                hits, ms = timed_ms(ivf.search, q, 10)
+                times.append(ms)
+                recalls.append(len({i for i, _ in hits} & truth) / 10)
+            sweep.append({"nprobe": nprobe, "recall@10": round(float(np.mean(recalls)), 4), **p50_p95(times)})
+        out[name] = {"flat": p50_p95(flat_ms), "ivf_build_s": round(build_s, 1), "ivf": sweep}
         del ivf
     return out
-
-
-def _percentiles(values: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": round(float(np.percentile(values, 50)), 2),
-        "p95_ms": round(float(np.percentile(values, 95)), 2),
-    }
 
 
 def real_embeddings(args: argparse.Namespace) -> None:
@@ -352,8 +336,6 @@ def main() -> None:
     print(f"pipeline at {chunks:,} chunks…", flush=True)
     pipeline = pipeline_latency(chunks, rng)
     print(pipeline, flush=True)
-    from bench.common import RESULTS, write_results
-
     previous = RESULTS / ("scale_quick.json" if args.quick else "scale.json")
     if args.pipeline_only and previous.exists():
         ann = json.loads(previous.read_text())["ann"]

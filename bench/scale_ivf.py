@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.common import load_average, p50_p95
 from bench.scale_corpus import DATA, build_passages
 
 NPROBES = (8, 16, 32, 48, 64, 96, 128, 256)
@@ -77,7 +78,7 @@ def device(out: Path, target: int, *, limit_files: int, on: str = "cuda") -> Non
                 "recall@10": round(float(np.mean(recall)), 4),
                 "recall@10_faq": round(float(np.mean(recall[:nfaq])), 4),
                 "recall@10_held_out": round(float(np.mean(recall[nfaq:])), 4),
-                **_pct(ms),
+                **p50_p95(ms, 3),
             }
         )
         print(sweep[-1], flush=True)
@@ -114,7 +115,7 @@ def device(out: Path, target: int, *, limit_files: int, on: str = "cuda") -> Non
             "max": int(sizes.max()),
             "largest_1pct_share": round(float(np.sort(sizes)[-len(sizes) // 100 :].sum() / sizes.sum()), 4),
         },
-        "flat": _pct(flat_ms),
+        "flat": p50_p95(flat_ms, 3),
         "ivf": sweep,
         "total_s": round(time.perf_counter() - started, 1),
     }
@@ -130,13 +131,6 @@ def _timed(index: Any, queries: np.ndarray) -> tuple[list[set[int]], list[float]
         ms.append((time.perf_counter() - begin) * 1000)
         found.append({i for i, _ in hits})
     return found, ms
-
-
-def _pct(values: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": round(float(np.percentile(values, 50)), 3),
-        "p95_ms": round(float(np.percentile(values, 95)), 3),
-    }
 
 
 def _replay_indexes(npz: Path, seed: int) -> tuple[dict[str, Any], np.ndarray, int]:
@@ -187,7 +181,7 @@ def replay(npz: Path, nprobes: list[int], seed: int = 0) -> dict[str, Any]:
     faiss.omp_set_num_threads(1)
     names = list(indexes)
     out: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = load_average()
     for nprobe in nprobes:
         ms: dict[str, list[float]] = {name: [] for name in names}
         for name in names:
@@ -198,9 +192,9 @@ def replay(npz: Path, nprobes: list[int], seed: int = 0) -> dict[str, Any]:
                 indexes[name].search(q.reshape(1, -1), 10)
                 ms[name].append((time.perf_counter() - begin) * 1000)
         for name in names:
-            out[name].append({"nprobe": nprobe, **_pct(ms[name][20:])})
+            out[name].append({"nprobe": nprobe, **p50_p95(ms[name][20:], 3)})
         print({name: out[name][-1] for name in names}, flush=True)
-    load_after = [round(x, 2) for x in os.getloadavg()]
+    load_after = load_average()
     # The same lists in fp16 and fp32: how often the top 10 agree says what quantization alone
     # does (on these stand-in vectors; the real recall was measured on the device, IVF-Flat).
     found = {name: indexes[name].search(queries, 10)[1] for name in names}
