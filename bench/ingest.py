@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import write_results
+from bench.common import child_json, open_kb, write_results
 from bench.python_faq import DEFAULT_DOCS, build
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -72,29 +72,18 @@ def _docx_fixtures(target: Path) -> int:
 
 def worker(precision: str) -> dict[str, Any]:
     """One configuration, in a process of its own."""
-    from core import db
-    from core.settings import load_settings
     from knowledge.evaluation import evaluate, ingest_throughput, load_queries
-    from knowledge.service import KnowledgeBase
 
     with tempfile.TemporaryDirectory() as scratch:
-        settings = load_settings(data_dir=Path(scratch), database_url="", embedding_precision=precision)
-        engine = db.make_engine(settings)
-        db.upgrade(engine)
-        kb = KnowledgeBase(settings, engine)
+        kb = open_kb(Path(scratch), database_url="", embedding_precision=precision)
         result = ingest_throughput(kb, MIXED, raw=precision == "fp32")
         result.pop("peak_rss_mb")  # measured at the end of the worker, FAQ run included
-        faq_settings = load_settings(
-            data_dir=Path(scratch) / "faq", database_url="", embedding_precision=precision
-        )
-        faq_engine = db.make_engine(faq_settings)
-        db.upgrade(faq_engine)
-        faq = KnowledgeBase(faq_settings, faq_engine)
+        faq = open_kb(Path(scratch) / "faq", database_url="", embedding_precision=precision)
         faq.ingest([DATA / "python-faq" / "docs"])
         queries = load_queries(DATA / "python-faq" / "queries.jsonl")
         result["faq_ndcg@10"] = {m: evaluate(faq, queries, mode=m)["ndcg@10"] for m in ("dense", "hybrid")}
-        engine.dispose()
-        faq_engine.dispose()
+        kb.store.engine.dispose()
+        faq.store.engine.dispose()
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return result
 
@@ -113,10 +102,7 @@ def main() -> None:
     runs = {}
     for precision in ("fp32", "bf16"):
         print(f"ingest in {precision}…", file=sys.stderr, flush=True)
-        output = subprocess.run(
-            [sys.executable, __file__, "--worker", precision], check=True, capture_output=True, text=True
-        ).stdout
-        runs[precision] = json.loads(output.strip().splitlines()[-1])
+        runs[precision] = child_json(__file__, "--worker", precision)
     raw = runs["fp32"]["raw_encode_fp32_chunks_per_s"]
     ratio = round(runs["bf16"]["chunks_per_s"] / raw, 2)
     drift = round(abs(runs["bf16"]["faq_ndcg@10"]["hybrid"] - runs["fp32"]["faq_ndcg@10"]["hybrid"]), 4)

@@ -25,26 +25,33 @@ import os
 import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import write_results  # noqa: E402
+from bench.common import child_json, write_results  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from push.matching import Matcher
+    from push.profiles import Profile
+    from push.types import Candidate
 
 HANDBOOK = REPO / "examples" / "handbook"
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 SINCE = NOW - timedelta(days=7)
 K = 5
+GROUPS: tuple[list[str], ...] = ([], ["hr"], ["finance"], ["hr", "managers"], ["security"])
 TEMPLATES = (
     "How does {h} work?", "Where do I find the rules on {h}?", "What should I know about {h}?",
     "Can you explain {h} to me?", "I have a question about {t}: {h}",
@@ -85,7 +92,8 @@ def load_topics() -> list[Topic]:
         def listed(name: str, fields: dict[str, str] = fields) -> list[str]:
             return [x.strip() for x in fields.get(name, "").strip(" []").split(",") if x.strip()]
 
-        sections, heading, lines = [], fields["title"].strip(), []
+        sections: list[tuple[str, str, str]] = []
+        heading, lines = fields["title"].strip(), list[str]()
         for line in [*body.splitlines(), "# end"]:
             if line.startswith("#"):
                 if lines:
@@ -131,7 +139,7 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
     from knowledge.store import Store
     from knowledge.types import Chunk, Document, Section
     from push.matching import Matcher
-    from push.profiles import Profiles
+    from push.profiles import Profiles, document_vectors
     from push.types import Recipient
 
     rng = random.Random(args.seed)
@@ -181,10 +189,12 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
     ingest_s = time.perf_counter() - started
 
     users = make_users(args.users, topics, rng)
+    recipients: list[Recipient] = []
     events = 0
     with db.session_scope(engine) as session:
         for user in users:
             platform, user_id = user.key.split(":")
+            recipients.append(Recipient(platform, user_id, groups=frozenset(user.groups)))
             plan = [(t, 45, 0) for t in user.current for _ in range(rng.randint(2, 6))]
             plan += [(t, 150, 90) for t in user.stale for _ in range(rng.randint(3, 6))]
             plan += [(t.key, 45, 0) for t in rng.sample(topics, rng.randint(1, 3))]  # idle curiosity
@@ -207,22 +217,15 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
                 elif rng.random() < 0.05:
                     follow.append(("feedback", {"value": -1}))
                 for kind, data in follow:
-                    session.add(
-                        BehaviourEventRow(
-                            kind=kind,
-                            platform=platform,
-                            user_id=user_id,
-                            question_id=row.id,
-                            data=data,
-                            at=at + timedelta(minutes=2),
-                        )
-                    )
+                    session.add(BehaviourEventRow(
+                        kind=kind, platform=platform, user_id=user_id, question_id=row.id, data=data,
+                        at=at + timedelta(minutes=2),
+                    ))  # fmt: skip
                 events += 1 + len(follow)
             for topic_name in user.subscriptions:
                 session.add(
                     SubscriptionRow(platform=platform, user_id=user_id, topic=topic_name, created_at=NOW)
                 )
-    recipients = [Recipient(*u.key.split(":"), groups=frozenset(u.groups)) for u in users]  # type: ignore[call-arg]
 
     started = time.perf_counter()
     report = Profiles(engine, embedder, settings).update()
@@ -231,14 +234,12 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     ours = matcher.match(recipients, since=SINCE, now=NOW, k=K)
     match_s = time.perf_counter() - started
-    methods = {"ours": {k: [c.document_id for c in v] for k, v in ours.items()}}
+    methods = {"ours": _ids(ours)}
     interests, counts = _profile_vectors(engine)
-    methods["subscription_baseline"] = {
-        k: [c.document_id for c in v]
-        for k, v in Matcher(engine, embedder, settings, profiles=_NoBehaviour(engine, embedder, settings))
-        .match(recipients, since=SINCE, now=NOW, k=K, refresh=False)
-        .items()
-    }
+    subscriptions_only = _without_behaviour(engine, embedder, settings)
+    methods["subscription_baseline"] = _ids(
+        subscriptions_only.match(recipients, since=SINCE, now=NOW, k=K, refresh=False)
+    )
     methods["recency_baseline"] = recency(engine, recipients)
     methods["no_decay"] = no_decay(engine, embedder, settings, recipients)
     results: dict[str, Any] = {
@@ -250,8 +251,6 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
         for metric, value in evaluate(users, picks, truth).items():
             suffix = "" if name == "ours" else f"_{name}"
             results[f"{metric}{suffix}"] = value
-    from push.profiles import document_vectors
-
     docs = document_vectors(engine, list(truth))
     np.savez(work / "scale.npz", docs=np.stack(list(docs.values())), interests=interests, counts=counts)
     results["_scale_input"] = str(work / "scale.npz")
@@ -262,9 +261,7 @@ def make_users(n: int, topics: list[Topic], rng: random.Random) -> list[User]:
     weights = [1 / (i + 1) ** 0.7 for i in range(len(topics))]  # some topics are far more popular
     users = []
     for i in range(n):
-        groups = rng.choices([[], ["hr"], ["finance"], ["hr", "managers"], ["security"]], [70, 10, 10, 5, 5])[
-            0
-        ]
+        groups = rng.choices(GROUPS, [70, 10, 10, 5, 5])[0]
         readable = [
             (t, w) for t, w in zip(topics, weights, strict=True) if not t.acl or set(t.acl) & set(groups)
         ]
@@ -281,19 +278,21 @@ def make_users(n: int, topics: list[Topic], rng: random.Random) -> list[User]:
     return users
 
 
-class _NoBehaviour:
-    """Profiles without behaviour: only subscriptions remain (the subscriptions-only baseline)."""
+def _without_behaviour(engine: Any, embedder: Any, settings: Any) -> Matcher:
+    """Our matcher on profiles without behaviour: only subscriptions remain (the subscriptions-only
+    baseline)."""
+    from push.matching import Matcher
+    from push.profiles import Profiles
 
-    def __init__(self, engine: Any, embedder: Any, settings: Any) -> None:
-        from push.profiles import Profiles
+    class NoBehaviour(Profiles):
+        def load(self, users: Iterable[tuple[str, str]]) -> dict[str, Profile]:
+            return {}
 
-        self._real = Profiles(engine, embedder, settings)
+    return Matcher(engine, embedder, settings, profiles=NoBehaviour(engine, embedder, settings))
 
-    def load(self, users: Any) -> dict[str, Any]:
-        return {}
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
+def _ids(picks: dict[str, list[Candidate]]) -> dict[str, list[str]]:
+    return {key: [c.document_id for c in candidates] for key, candidates in picks.items()}
 
 
 def recency(engine: Any, recipients: list[Any]) -> dict[str, list[str]]:
@@ -316,8 +315,7 @@ def no_decay(engine: Any, embedder: Any, settings: Any, recipients: list[Any]) -
         session.execute(delete(InterestProfileRow))
         session.execute(delete(InterestProfileStateRow))
     flat = settings.replace(push_interest_half_life_days=1e6)
-    picks = Matcher(engine, embedder, flat).match(recipients, since=SINCE, now=NOW, k=K)
-    return {k: [c.document_id for c in v] for k, v in picks.items()}
+    return _ids(Matcher(engine, embedder, flat).match(recipients, since=SINCE, now=NOW, k=K))
 
 
 def evaluate(
@@ -334,7 +332,10 @@ def evaluate(
             reached += 1
             delivered.append(hits / len(got))
             stale.append(sum(truth.get(d) in user.stale for d in got) / len(got))
-    mean = lambda xs: round(float(np.mean(xs)), 4) if xs else 0.0  # noqa: E731
+
+    def mean(values: list[float]) -> float:
+        return round(float(np.mean(values)), 4) if values else 0.0
+
     return {
         "precision@5": mean(precision), "precision@5_of_delivered": mean(delivered), "recall": mean(recall),
         "users_with_digest": round(reached / len(users), 4), "stale_interest_share": mean(stale),
@@ -363,7 +364,8 @@ def scale_child(path: str, n_users: int, n_docs: int, seed: int) -> dict[str, An
     dim = real.shape[1]
 
     def unit(x: np.ndarray) -> np.ndarray:
-        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+        out: np.ndarray = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+        return out
 
     def noise(rows: int, scale: float) -> np.ndarray:
         return scale * rng.standard_normal((rows, dim), dtype=np.float32)
@@ -443,13 +445,10 @@ def main() -> None:
         return
     results = simulate(args)
     scale_input = results.pop("_scale_input")
-    child = subprocess.run(
-        [sys.executable, __file__, "--scale-child", scale_input, "--scale-users", str(args.scale_users),
-         "--scale-docs", str(args.scale_docs), "--seed", str(args.seed),
-         "--scale-threads", str(args.scale_threads)],
-        check=True, capture_output=True, text=True,
+    results |= child_json(
+        __file__, "--scale-child", scale_input, "--scale-users", str(args.scale_users), "--scale-docs",
+        str(args.scale_docs), "--seed", str(args.seed), "--scale-threads", str(args.scale_threads),
     )  # fmt: skip
-    results.update(json.loads(child.stdout.strip().splitlines()[-1]))
     shutil.rmtree(Path(scale_input).parent, ignore_errors=True)  # the simulation's database and arrays
     ratio = results["precision@5"] / max(results["precision@5_recency_baseline"], 1e-9)
     results["precision@5_vs_recency_x"] = round(ratio, 2)

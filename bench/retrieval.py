@@ -26,10 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import write_results
+from bench.common import open_kb, write_results
 from bench.python_faq import DEFAULT_DOCS, build
-from core import db
-from core.settings import load_settings
 from knowledge.evaluation import LabelledQuery, evaluate, load_queries, score_ranking
 from knowledge.retrieval import FusionConfig, Mode, Scored, fuse
 from knowledge.service import KnowledgeBase
@@ -120,10 +118,7 @@ def main() -> None:
     pages, count = build(DEFAULT_DOCS, DATA)
     queries = load_queries(DATA / "queries.jsonl")
     with tempfile.TemporaryDirectory() as scratch:
-        settings = load_settings(data_dir=Path(scratch), database_url="")
-        engine = db.make_engine(settings)
-        db.upgrade(engine)
-        kb = KnowledgeBase(settings, engine)
+        kb = open_kb(Path(scratch), database_url="")
         report = kb.ingest([DATA / "docs"])
         modes = {mode: evaluate(kb, queries, mode=mode) for mode in MODES}
         halves: dict[str, dict[str, Any]] = {
@@ -132,7 +127,7 @@ def main() -> None:
         }
         tuning = tune(kb, queries)
         stats = kb.stats()
-        engine.dispose()
+        kb.store.engine.dispose()
     for half in halves.values():
         half["hybrid_minus_best_single_points"] = round(
             (half["hybrid"] - max(half["bm25"], half["dense"])) * 100, 2
@@ -142,7 +137,7 @@ def main() -> None:
     held_out = halves["B"]["hybrid_minus_best_single_points"]
     results = {
         "dataset": {"pages": pages, "queries": count, "chunks": stats.chunks, "skipped": len(report.skipped)},
-        "fusion": _describe(FusionConfig.from_settings(settings)),
+        "fusion": _describe(FusionConfig.from_settings(kb.settings)),
         "modes": modes,
         "halves_ndcg@10": halves,
         "tuning": tuning,
