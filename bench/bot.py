@@ -2,54 +2,38 @@
 
     .venv/bin/python bench/bot.py [--events 200] [--concurrency 50] [--deliveries 4] [--database-url URL]
 
-`kb serve`'s aiohttp app (app/server's create_app, exactly as `kb serve` builds it) listens on
-a loopback port with the sample handbook ingested (real embeddings, real hybrid retrieval, SQLite
-by default). Slack's Web API is the recording fake of the tests (tests/bot/fake_slack.py) and the
-model is FakeLLM streaming a cited answer (about 20 ms of "writing"). The load generator sends
-`--events` app_mention events, each delivered `--deliveries` times (the later ones with
-X-Slack-Retry-Num, as Slack redelivers), correctly signed, at most `--concurrency` requests in flight.
-The events come from 10 public channels, which Slack lists to the bot (users.conversations) as it
-lists a member's channels.
+`kb serve`'s app (app/server's create_app) listens on a loopback port with the sample handbook
+ingested (real embeddings and hybrid retrieval, SQLite by default); Slack's Web API is the tests'
+recording fake (tests/bot/fake_slack.py) and the model is FakeLLM streaming a cited answer (~20 ms).
+The load generator sends `--events` signed app_mention events from 10 public channels (which Slack
+lists to the bot: users.conversations), each delivered `--deliveries` times (the later ones with
+X-Slack-Retry-Num), at most `--concurrency` requests in flight; then `--serial-events` more at
+concurrency 1 (each event's deliveries, then its answer, before the next): the overhead without
+queueing and the bot's CPU per event.
 
-Two phases per server. First the load above: the acks, end to end, duplicates and the wall-clock
-overhead at `--concurrency`. Then `--serial-events` more events at concurrency 1 (each event's
-deliveries, then wait for its answer before the next), which give the overhead without queueing
-and the bot's CPU per event.
-
-- ack: time for each delivery's HTTP request to be answered (signature and workspace checks, the
-  event claim in the database; bolt's dispatch for what the bot does not answer itself). Before the
-  clock starts, `--concurrency` warm-up requests open the connections the load keeps alive and every
-  request is signed: opening 50 connections at once costs the load generator 130-150 ms, which is
-  not the bot's time;
-- end to end: from an event's first delivery to the final chat.update of its answer at the fake;
-- overhead: measured in the server, from the first delivery's arrival to the moment the final
-  chat.update leaves for Slack, less the time inside the AnswerService (guards, retrieval, model,
-  and the wait for a retrieval slot, where an answer gives way to acks in flight: bot/tasks.py):
-  what the bot adds itself (HTTP, bolt, the claim, the channel lookup, recording the question,
-  rendering). `e2e_*` counts everything. The figures:
-  - `overhead_wall_*`: at `--concurrency` events in flight, so it includes waiting for the event
-    loop, the GIL and the database behind the other events' work: on 2 shared cores mostly
-    queueing. This is the figure the targets are stated for (`overhead_p95_ms` copies
-    `overhead_wall_p95_ms`); the others explain it;
-  - `serial.overhead_*`: the same at concurrency 1, nothing to queue behind;
-  - `bot_cpu_ms_per_event`: CPU of the whole server process per event in the bot alone's
-    concurrency-1 phase (4 deliveries, 2 Web API calls, 4 database writes; no retrieval, no model);
-    `server_cpu_ms_per_event(_by_thread)` give the same for each phase and side;
-  - `overhead_before_answer_*` / `overhead_after_answer_*`: the wall figure's parts up to the
-    AnswerService's start and after its answer;
-- `overhead_with_slack_*`: end to end less the AnswerService time, i.e. plus the fake Slack API's
-  response times, which share the CPUs with the server;
+- ack: each delivery's HTTP response time (signature and workspace checks, the event claim; bolt's
+  dispatch). Warm-up requests first open the connections the load keeps alive, and every request
+  is signed before the clock starts: opening 50 connections at once costs the load generator
+  130-150 ms, which is not the bot's time;
+- e2e: from an event's first delivery to the final chat.update of its answer at the fake;
+- overhead: in the server, from the first delivery's arrival to the final chat.update leaving, less
+  the time inside the AnswerService (guards, retrieval, model, and the wait for a retrieval slot:
+  bot/tasks.py): what the bot adds itself. `overhead_wall_*` is at `--concurrency` events in
+  flight, so on 2 shared cores mostly queueing; the targets are stated for it (`overhead_p95_ms`
+  copies it). `serial.overhead_*` is the same at concurrency 1; `overhead_before_answer_*` and
+  `overhead_after_answer_*` split the wall figure at the AnswerService's start and answer;
+- `bot_cpu_ms_per_event`: the server process's CPU per event in the bot alone's concurrency-1 phase
+  (no retrieval, no model); `server_cpu_ms_per_event(_by_thread)` give it for each phase and side;
+- `overhead_with_slack_*`: e2e less the AnswerService time, the fake's response times included;
 - duplicate answers: final answers beyond one per event, plus "searching…" messages beyond one;
-  `questions_recorded`: question events in the database at the end (`--events` +
-  `--serial-events` when every answer is recorded once);
-- server-side figures: the request's time inside the server, the event loop's lag on a 10 ms
-  sleep and the garbage collector's pauses, which separate waiting for a CPU from the bot's work.
+  `questions_recorded`: question events in the database (each answered question once);
+- server side: request time, the event loop's lag on a 10 ms sleep and the garbage collector's
+  pauses, which separate waiting for a CPU from the bot's work.
 
-Two servers, side by side: the bot alone (`bot_alone`: a canned answer after 20 ms, no retrieval)
-and then the full product as above (the top-level figures, which the targets are checked against).
-The load average before and after the run is recorded: this machine is shared, compare ratios.
-
-Writes bench/results/bot.json and the bot row of bench/BENCHMARKS.md. Takes about three minutes.
+Two servers, one after the other: the bot alone (`bot_alone`: a canned answer after 20 ms, no
+retrieval), then the full product (the top-level figures, which the targets are checked against).
+The load average before and after is recorded: the machine is shared, compare ratios. Writes
+bench/results/bot.json and the bot row of bench/BENCHMARKS.md; takes about three minutes.
 """
 
 from __future__ import annotations
@@ -81,16 +65,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from app.server import create_app  # noqa: E402
-from bench.common import write_results  # noqa: E402
+from bench.common import load_average, open_kb, write_results  # noqa: E402
 from bot.answers import KnowledgeBaseAnswers  # noqa: E402
 from bot.slack.app import SLACK_BOT_KEY  # noqa: E402
 from bot.slack.blocks import WRITING, SlackMessage  # noqa: E402
 from bot.slack.sender import SlackSender  # noqa: E402
 from bot.tasks import AckFirst  # noqa: E402
 from bot.wiring import build_conversation  # noqa: E402
-from core import db  # noqa: E402
-from core.settings import load_settings  # noqa: E402
-from knowledge.service import KnowledgeBase  # noqa: E402
 from knowledge.types import Answer, Citation, Question  # noqa: E402
 from tests.bot.fake_slack import TEAM, FakeSlack  # noqa: E402
 from tests.fakes import FakeLLM  # noqa: E402
@@ -98,15 +79,11 @@ from tests.fakes import FakeLLM  # noqa: E402
 HANDBOOK = REPO / "examples" / "handbook"
 SECRET = "bench-signing-secret"
 QUESTIONS = [
-    "How do I reset my password?",
-    "How many vacation days do I get?",
-    "When are expense reports due?",
-    "How do I connect to the VPN?",
-    "Who do I call when my laptop is stolen?",
-    "How do I book a meeting room?",
-    "What is the parental leave policy?",
+    "How do I reset my password?", "How many vacation days do I get?", "When are expense reports due?",
+    "How do I connect to the VPN?", "Who do I call when my laptop is stolen?",
+    "How do I book a meeting room?", "What is the parental leave policy?",
     "How do I report a phishing email?",
-]
+]  # fmt: skip
 ANSWER = "Follow the steps on the handbook page: open the portal, choose the option and confirm [1]."
 SERIAL_THREAD = "1700002000."  # the events of the concurrency-1 phase
 CHANNELS = 10  # public channels the events come from
@@ -204,16 +181,21 @@ def sign(body: bytes) -> dict[str, str]:
     return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": f"v0={digest}"}
 
 
-def event_body(n: int, *, thread: str = "1700001000.") -> bytes:
+def delivery(n: int, retry: int, *, thread: str = "1700001000.") -> tuple[bytes, dict[str, str]]:
+    """Event `n` (an app_mention) and its signed headers; a redelivery (`retry` > 0) says so, as Slack's."""
     ts = f"{thread}{n:06d}"
     event = {
         "type": "app_mention", "user": f"U{n % 37:04d}", "channel": f"C0BENCH{n % CHANNELS}", "ts": ts,
         "event_ts": ts, "text": f"<@UBOT> {QUESTIONS[n % len(QUESTIONS)]}",
     }  # fmt: skip
-    return json.dumps({
+    body = json.dumps({
         "token": "legacy", "team_id": TEAM, "api_app_id": "A0KB", "type": "event_callback",
         "event": event, "event_id": f"EvBench{thread}{n:05d}", "event_time": int(time.time()),
     }).encode()  # fmt: skip
+    headers = {**sign(body), "Content-Type": "application/json"}
+    if retry:
+        headers |= {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"}
+    return body, headers
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -223,23 +205,21 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
+def percentiles(name: str, values: list[float], *qs: int) -> dict[str, float]:
+    """`NAME_pQ_ms` for each Q."""
+    return {f"{name}_p{q}_ms": round(percentile(values, q), 2) for q in qs}
+
+
 async def serve(args: argparse.Namespace) -> None:
     """The server process: `kb serve`'s app with the timed AnswerService, until stdin closes.
 
     It runs apart from the load generator and the fake Slack API, as it would in production,
     so that their work does not queue on the server's event loop.
     """
-    workdir = Path(args.workdir)
-    overrides: dict[str, Any] = {
-        "slack_bot_token": "xoxb-bench", "slack_signing_secret": SECRET, "slack_api_url": args.slack_api,
-        "data_dir": workdir / "var",
-    }  # fmt: skip
-    if args.database_url:
-        overrides["database_url"] = args.database_url
-    settings = load_settings(**overrides)
-    engine = db.make_engine(settings)
-    db.upgrade(engine)
-    kb = KnowledgeBase(settings, engine)
+    slack = {"slack_bot_token": "xoxb-bench", "slack_signing_secret": SECRET, "slack_api_url": args.slack_api}
+    database = {"database_url": args.database_url} if args.database_url else {}
+    kb = open_kb(Path(args.workdir) / "var", **slack, **database)
+    settings, engine = kb.settings, kb.store.engine
     gate = AckFirst(max_wait_s=settings.bot.ack_first_wait_s)  # as build_conversation makes it
     if args.side == "bot-alone":
         answers = TimedAnswers(CannedAnswers())
@@ -342,12 +322,8 @@ async def run(args: argparse.Namespace, workdir: Path, side: str) -> dict[str, A
         # them to it (the bot learns them at start: bot/slack/directory.py's `warm`).
         channels = [{"id": f"C0BENCH{n}", "is_private": False} for n in range(CHANNELS)]
         slack.canned["users.conversations"] = {"ok": True, "channels": channels}
-        profile = ["-m", "cProfile", "-o", f"{args.profile}.{side}"] if args.profile else []
-        command = [sys.executable, *profile, __file__, "--serve", "--side", side]
-        command += ["--slack-api", slack.api_url]
-        command += ["--workdir", str(workdir)]
-        if args.database_url:
-            command += ["--database-url", args.database_url]
+        command = [sys.executable, __file__, "--serve", "--side", side, "--workdir", str(workdir)]
+        command += ["--slack-api", slack.api_url, "--database-url", args.database_url]
         server = await asyncio.create_subprocess_exec(
             *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
         )
@@ -368,10 +344,8 @@ async def run(args: argparse.Namespace, workdir: Path, side: str) -> dict[str, A
             figures["questions_recorded"] = measured["questions_recorded"]
             figures["serial"] = {
                 "events": args.serial_events,
-                "ack_p50_ms": round(percentile(serial["acks"], 50), 2),
-                "ack_p99_ms": round(percentile(serial["acks"], 99), 2),
-                "overhead_p50_ms": round(percentile(serial_overhead, 50), 2),
-                "overhead_p95_ms": round(percentile(serial_overhead, 95), 2),
+                **percentiles("ack", serial["acks"], 50, 99),
+                **percentiles("overhead", serial_overhead, 50, 95),
                 "server_cpu_ms_per_event": round(
                     (measured["cpu_s"] - loaded["cpu_s"]) * 1000 / max(1, args.serial_events), 2
                 ),
@@ -405,24 +379,17 @@ def _server_figures(
     args: argparse.Namespace, loaded: dict[str, Any], final: dict[str, Any]
 ) -> dict[str, Any]:
     """The server's own view of the concurrent phase (`loaded`: what it had measured by its end)."""
-    server_acks, lags = loaded["server_ack_ms"], loaded["loop_lag_ms"]
-    overhead = [ms for thread, ms in final["server_overhead_ms"].items() if not _serial(thread)]
+
+    def concurrent(figure: str) -> list[float]:
+        return [ms for thread, ms in final[figure].items() if not _serial(thread)]
+
     return {
-        "server_ack_p50_ms": round(percentile(server_acks, 50), 2),
-        "server_ack_p99_ms": round(percentile(server_acks, 99), 2),
-        "server_loop_lag_p50_ms": round(percentile(lags, 50), 2),
-        "server_loop_lag_p99_ms": round(percentile(lags, 99), 2),
-        "overhead_wall_p50_ms": round(percentile(overhead, 50), 2),
-        "overhead_wall_p95_ms": round(percentile(overhead, 95), 2),
+        **percentiles("server_ack", loaded["server_ack_ms"], 50, 99),
+        **percentiles("server_loop_lag", loaded["loop_lag_ms"], 50, 99),
+        **percentiles("overhead_wall", concurrent("server_overhead_ms"), 50, 95),
         # The wall overhead's two parts: up to the AnswerService's start, and after its answer.
-        **{
-            f"overhead_{part}_answer_p{q}_ms": round(percentile(values, q), 2)
-            for part in ("before", "after")
-            for values in [
-                [ms for thread, ms in final[f"overhead_{part}_answer_ms"].items() if not _serial(thread)]
-            ]
-            for q in (50, 95)
-        },
+        **percentiles("overhead_before_answer", concurrent("overhead_before_answer_ms"), 50, 95),
+        **percentiles("overhead_after_answer", concurrent("overhead_after_answer_ms"), 50, 95),
         # All the server's CPU (every thread, retrieval included) over the phase, per event; a few
         # answers may still be finishing when it ends, so it is a slight undercount.
         "server_cpu_ms_per_event": round(loaded["cpu_s"] * 1000 / args.events, 2),
@@ -439,11 +406,9 @@ async def load_serially(args: argparse.Namespace, url: str, slack: FakeSlack) ->
     began = time.monotonic()
     async with aiohttp.ClientSession() as session:
         for n in range(args.serial_events):
-            body, seen = event_body(n, thread=SERIAL_THREAD), len(slack.calls)
+            seen = len(slack.calls)
             for retry in range(args.deliveries):
-                headers = {**sign(body), "Content-Type": "application/json"}
-                if retry:
-                    headers |= {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"}
+                body, headers = delivery(n, retry, thread=SERIAL_THREAD)
                 started = time.perf_counter()
                 async with session.post(url, data=body, headers=headers) as response:
                     await response.read()
@@ -470,13 +435,6 @@ async def load(args: argparse.Namespace, url: str, slack: FakeSlack) -> dict[str
     gate = asyncio.Semaphore(args.concurrency)
     connector = aiohttp.TCPConnector(limit=args.concurrency)
 
-    def signed(n: int, retry: int) -> tuple[bytes, dict[str, str]]:
-        body = event_body(n)
-        headers = {**sign(body), "Content-Type": "application/json"}
-        if retry:
-            headers |= {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"}
-        return body, headers
-
     async def deliver(session: aiohttp.ClientSession, n: int, body: bytes, headers: dict[str, str]) -> None:
         async with gate:
             started = time.perf_counter()
@@ -487,10 +445,8 @@ async def load(args: argparse.Namespace, url: str, slack: FakeSlack) -> dict[str
             acks.append((time.perf_counter() - started) * 1000)
 
     async with aiohttp.ClientSession(connector=connector) as session:
-        # Warm up (not timed): the first request makes bolt call auth.test, and `concurrency` requests
-        # at once open the connections the load then keeps alive (an event nobody answers): opening
-        # 50 connections at once took this load generator 130-150 ms even against a server that
-        # answers 200 at once, which is not the bot's time.
+        # Warm up (not timed, with an event nobody answers): the first request makes bolt call
+        # auth.test, and `concurrency` at once open the connections the load keeps alive.
         warm = json.dumps({"type": "event_callback", "team_id": TEAM, "event_id": "EvWarm",
                            "event": {"type": "reaction_added", "user": "U1"}}).encode()  # fmt: skip
         for _ in range(2):
@@ -502,7 +458,7 @@ async def load(args: argparse.Namespace, url: str, slack: FakeSlack) -> dict[str
                 assert response.status == 200, await response.text()
                 response.release()
         # Signed beforehand, as Slack's side of the work; the clock starts as each request goes out.
-        requests = [(n, *signed(n, retry)) for n, retry in deliveries]
+        requests = [(n, *delivery(n, retry)) for n, retry in deliveries]
         started = time.monotonic()
         await asyncio.gather(*(deliver(session, n, body, headers) for n, body, headers in requests))
     acked = time.monotonic()
@@ -517,8 +473,7 @@ async def load(args: argparse.Namespace, url: str, slack: FakeSlack) -> dict[str
         "deliveries_per_event": args.deliveries,
         "concurrency": args.concurrency,
         "http_statuses": {str(k): v for k, v in sorted(statuses.items())},
-        "ack_p50_ms": round(percentile(acks, 50), 2),
-        "ack_p99_ms": round(percentile(acks, 99), 2),
+        **percentiles("ack", acks, 50, 99),
         "ack_max_ms": round(max(acks), 2),
         "all_acked_s": round(acked - started, 2),
         "first_sent": first_sent,
@@ -543,12 +498,9 @@ def breakdown(
         overhead.append((total - seconds[thread]) * 1000)
     service = [s * 1000 for s in seconds.values()]
     return {
-        "e2e_p50_ms": round(percentile(e2e, 50), 2),
-        "e2e_p95_ms": round(percentile(e2e, 95), 2),
-        "service_p50_ms": round(percentile(service, 50), 2),
-        "service_p95_ms": round(percentile(service, 95), 2),
-        "overhead_with_slack_p50_ms": round(percentile(overhead, 50), 2),
-        "overhead_with_slack_p95_ms": round(percentile(overhead, 95), 2),
+        **percentiles("e2e", e2e, 50, 95),
+        **percentiles("service", service, 50, 95),
+        **percentiles("overhead_with_slack", overhead, 50, 95),
         "answered": len(finals),
         "unanswered": args.events - len(finals),
         "duplicate_answers": duplicates,
@@ -564,12 +516,10 @@ def final_updates(slack: FakeSlack) -> dict[str, list[float]]:
     }
     finals: dict[str, list[float]] = {}
     for call in slack.calls:
-        if call.method == "chat.update" and WRITING not in json.dumps(
-            call.body.get("blocks"), ensure_ascii=False
-        ):
-            thread = thread_of.get(str(call.body.get("ts")))
-            if thread:
-                finals.setdefault(thread, []).append(call.at)
+        if call.method != "chat.update" or WRITING in json.dumps(call.body.get("blocks"), ensure_ascii=False):
+            continue
+        if thread := thread_of.get(str(call.body.get("ts"))):
+            finals.setdefault(thread, []).append(call.at)
     return finals
 
 
@@ -589,12 +539,11 @@ def main() -> None:
     parser.add_argument("--slack-api", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--side", default="kb", help=argparse.SUPPRESS)
-    parser.add_argument("--profile", default="", help="cProfile the server processes into PROFILE.<side>")
     args = parser.parse_args()
     if args.serve:
         asyncio.run(serve(args))
         return
-    load_before = [round(x, 2) for x in os.getloadavg()]
+    load_before = load_average()
     if args.sides != "bot-alone,kb":  # an experiment: print, do not touch the results
         for side in args.sides.split(","):
             with tempfile.TemporaryDirectory(prefix="kb-bench-bot-") as tmp:
@@ -613,7 +562,7 @@ def main() -> None:
     figures["bot_alone"] = alone
     figures["database"] = "postgresql" if args.database_url.startswith("postgres") else "sqlite"
     figures["load_average_before"] = load_before
-    figures["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    figures["load_average_after"] = load_average()
     figures["targets"] = TARGETS
     figures["targets_met"] = {
         "ack_p99_ms": figures["ack_p99_ms"] <= TARGETS["ack_p99_ms"],
