@@ -105,12 +105,7 @@ def _prepare_wheels() -> None:
     import zipfile
     from importlib.metadata import version
 
-    platforms = [
-        "manylinux_2_28_x86_64",
-        "manylinux_2_27_x86_64",
-        "manylinux_2_17_x86_64",
-        "manylinux2014_x86_64",
-    ]
+    platforms = [f"manylinux_2_{glibc}_x86_64" for glibc in (28, 27, 17)] + ["manylinux2014_x86_64"]
     folder = DATA / "whl"
     shutil.rmtree(folder, ignore_errors=True)
     subprocess.run(
