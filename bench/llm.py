@@ -440,20 +440,14 @@ def merge_gpu(directory: Path, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--device", default="cpu", help="cpu: vLLM vs transformers; cuda: transformers generate"
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--device", default="cpu", help="cpu: vLLM vs transformers; cuda: generate on a GPU")
     parser.add_argument("--out", type=Path, help=f"result file (cpu, default {OUT}) or folder (cuda)")
-    parser.add_argument(
-        "--merge", type=Path, help="folder with the cuda run's llm_gpu.json to merge into llm.json"
-    )
+    parser.add_argument("--merge", type=Path, help="the cuda run's folder: its llm_gpu.json into llm.json")
     parser.add_argument("--max-tokens", type=int, default=64, help="new tokens per request")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--questions", type=int, default=200, help="questions for answer_overhead (cpu)")
-    parser.add_argument(
-        "--repeats", type=int, default=None, help="runs per level (cpu: best of 2; cuda: median of 3)"
-    )
+    parser.add_argument("--repeats", type=int, help="runs per level (cpu: best of 2; cuda: median of 3)")
     parser.add_argument("--prompt-tokens", type=int, default=1400, help="prompt length (cuda)")
     args = parser.parse_args(argv)
     if args.merge:
