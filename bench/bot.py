@@ -416,7 +416,9 @@ async def load_serially(args: argparse.Namespace, url: str, slack: FakeSlack) ->
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:  # only the calls since the last look: cheap to poll
                 calls, seen = slack.calls[seen:], len(slack.calls)
-                if any(c.method == "chat.update" and WRITING not in json.dumps(c.body) for c in calls):
+                # The final answer is the first update without the "Writing…" marker (the JSON keeps "…").
+                bodies = [json.dumps(c.body, ensure_ascii=False) for c in calls if c.method == "chat.update"]
+                if any(WRITING not in body for body in bodies):
                     break
                 await asyncio.sleep(0.005)
             await asyncio.sleep(0.02)  # let the claim be closed before the next event arrives
