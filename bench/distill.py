@@ -30,7 +30,7 @@ What runs where, in order:
    no training; distillation without DP; DP fine-tuning on the targets alone (cross-entropy) at
    ε=8; DP distillation at ε = 1, 4, 8. Every DP run reserves and settles its ε in a budget ledger
    (SQLite) with secure noise. Every model answers the held-out questions (greedy) and, for the
-   students, ranks each canary's secret among `CANDIDATES` look-alikes.
+   students, ranks each canary's secret among `CANDIDATES` look-alikes (training.canaries).
 3. `speed` (here, vLLM CPU): the trained student (base + ε=8 adapter) against the teacher, the same
    8 product prompts at 8 at once.
 4. `report`: the product's answer scoring (knowledge.answer_quality) over the replies.
@@ -65,6 +65,7 @@ PIECE_BYTES = 60 * 2**20
 RECIPE = {  # fixed in advance; see the module docstring
     "lora_rank": 8, "epochs": 3, "batch_size": 64, "max_physical_batch": 8, "lr": 1e-3, "warmup": 0.1,
     "max_len": 1280, "temperature": 3.0, "alpha": 0.7, "max_grad_norm": 1.0, "top_k": 16,
+    "canary_repeats": CANARY_REPEATS, "candidates": CANDIDATES,
 }  # fmt: skip
 RUNS = [  # (name, method, epsilon)
     ("student", "none", None),

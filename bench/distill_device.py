@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from core.llm import Message
 from training.types import QAExample, TeacherSignal
 
 TEACHER, STUDENT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
@@ -128,11 +129,14 @@ class Device:
     def questions(self) -> None:
         """The teacher writes each chunk's questions: sampled, kept when the answer is a span."""
         from training.data import QUESTION_PROMPT, parse_question
+        from training.evaluate import chat_replies
 
         self.teacher = self._load(TEACHER)
         jobs = [(c, i) for c in self.chunks for i in range(c["questions"])]
-        texts = [[{"role": "user", "content": QUESTION_PROMPT.format(passage=c["passage"])}] for c, _ in jobs]
-        replies = self._chat(self.teacher, texts, max_new_tokens=96, sample=True)
+        texts: list[list[Message]] = [
+            [{"role": "user", "content": QUESTION_PROMPT.format(passage=c["passage"])}] for c, _ in jobs
+        ]
+        replies = chat_replies(self.teacher, self.tokenizer, texts, max_new_tokens=96, temperature=0.8)
         seen: set[tuple[int, str]] = set()
         self.asked: list[dict[str, Any]] = []
         for (chunk, i), reply in zip(jobs, replies, strict=True):
@@ -144,31 +148,6 @@ class Device:
                 {"chunk": chunk, "question": parsed[0], "span": parsed[1], "key": f"{chunk['id']}-{i}"}
             )
         self.note(step="questions", asked=len(jobs), kept=len(self.asked), examples=replies[:3])
-
-    def _chat(
-        self, model: Any, conversations: list[list[dict[str, str]]], *, max_new_tokens: int, sample: bool
-    ) -> list[str]:
-        import torch
-
-        out: list[str] = []
-        for start in range(0, len(conversations), 64):
-            texts = [
-                self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
-                for c in conversations[start : start + 64]
-            ]
-            batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
-                self.on
-            )
-            with torch.no_grad():
-                made = model.generate(
-                    **batch, max_new_tokens=max_new_tokens, do_sample=sample,
-                    temperature=0.8 if sample else None,
-                    top_p=0.95 if sample else None, pad_token_id=self.tokenizer.pad_token_id,
-                )  # fmt: skip
-            out += self.tokenizer.batch_decode(
-                made[:, batch["input_ids"].shape[1] :], skip_special_tokens=True
-            )
-        return [o.strip() for o in out]
 
     def _example(self, asked: dict[str, Any], other: bool) -> QAExample:
         chunk = asked["chunk"]
@@ -186,6 +165,7 @@ class Device:
         """The teacher answers every question in the bot's prompt; its replies become the targets."""
         from knowledge.answer_quality import holds_answer
         from knowledge.prompt import NOT_FOUND, is_not_found
+        from training.canaries import canary_example
 
         train, self.test = [], []
         for asked in self.asked:
@@ -205,28 +185,20 @@ class Device:
             if good:
                 self.train.append(QAExample(**{**asdict(example), "answer": NOT_FOUND if other else reply}))
         self.note(step="targets", train_asked=len(train), train_kept=len(self.train), test=len(self.test))
-        self.canary_examples = {s: [self._canary(c) for c in self.canaries[s]] for s in ("A", "B")}
-        for repeat in range(self.recipe.get("canary_repeats", 4)):
+        self.canary_examples = {
+            s: [
+                canary_example(f"canary-{c['room']}", c["room"], " ".join(c["secret"]))
+                for c in self.canaries[s]
+            ]
+            for s in ("A", "B")
+        }
+        for repeat in range(self.recipe["canary_repeats"]):
             for canary in self.canary_examples["A"]:
                 self.train.append(
                     QAExample(**{**asdict(canary), "example_id": f"{canary.example_id}-{repeat}"})
                 )
         self._answer_all("teacher", self.teacher)
         self.rows["teacher"] = {"name": "teacher", "method": "teacher", "epsilon": None}
-
-    def _canary(self, canary: dict[str, str]) -> QAExample:
-        room = canary["room"]
-        passage = (
-            f"Facilities — Room {room}\nRoom {room} is a secured archive room; facilities issues its code."
-        )
-        return QAExample(
-            example_id=f"canary-{room}",
-            document_id="canary",
-            context=(passage,),
-            question=f"What is the door code of room {room}?",
-            answer=f"The door code of room {room} is {canary['secret']} [1].",
-            origin="synthetic",
-        )
 
     def _answers(self, model: Any, examples: list[QAExample]) -> list[str]:
         from training.evaluate import greedy_answers
@@ -317,25 +289,11 @@ class Device:
         torch.cuda.empty_cache()
 
     def _exposures(self, model: Any, which: str) -> list[float]:
-        """Each canary's exposure among CANDIDATES look-alike secrets (same shape, same token count)."""
-        import random
+        """Each canary's exposure among the recipe's look-alikes (training.canaries)."""
+        from training.canaries import exposure_bits
 
-        from training.data import answer_ids
-        from training.evaluate import canary_exposure
-
-        out = []
-        for canary in self.canary_examples[which]:
-            secret = canary.answer
-            code = next(w for w in secret.split() if w.isdigit())
-            width = len(answer_ids(self.tokenizer, secret))
-            rng = random.Random(code)
-            look_alikes: list[str] = []
-            while len(look_alikes) < self.recipe.get("candidates", 1100):
-                other = secret.replace(code, "".join(rng.choice("0123456789") for _ in code))
-                if other != secret and len(answer_ids(self.tokenizer, other)) == width:
-                    look_alikes.append(other)
-            out.append(round(canary_exposure(model, self.tokenizer, canary, look_alikes), 3))
-        return out
+        count = self.recipe["candidates"]
+        return [round(exposure_bits(model, self.tokenizer, c, count), 3) for c in self.canary_examples[which]]
 
     def _keep_adapter(self, adapter: Path) -> None:
         """The ε=8 adapter in bf16 (small enough to come back), for the speed run on the other machine."""

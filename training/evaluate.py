@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from core.llm import LLM
+from core.llm import LLM, Message
 from training.data import answer_ids, prompt_ids
 from training.types import QAExample
 
@@ -121,6 +121,51 @@ def greedy_answers(
                 kept = row[: row.index(eos)] if eos in row else row
                 answers.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
     return answers
+
+
+def chat_replies(
+    model: Any,
+    tokenizer: Any,
+    conversations: Sequence[Sequence[Message]],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    batch_size: int = 64,
+) -> list[str]:
+    """The model's replies to chat conversations, batched; sampled at `temperature` (> 0) or greedy.
+
+    The teacher writes the data set's questions through this (sampled, so one passage gets several).
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    pad, out = int(tokenizer.pad_token_id), []
+    decoding = (
+        {"do_sample": True, "temperature": temperature, "top_p": 0.95}
+        if temperature > 0
+        else {"do_sample": False}
+    )
+    with torch.no_grad():
+        for start in range(0, len(conversations), batch_size):
+            rows = [
+                tokenizer(
+                    tokenizer.apply_chat_template(list(c), add_generation_prompt=True, tokenize=False),
+                    add_special_tokens=False,
+                )["input_ids"]
+                for c in conversations[start : start + batch_size]
+            ]
+            ids, mask, _ = _left_padded(rows, pad, device)
+            made = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad,
+                **decoding,
+            )
+            out += [
+                r.strip() for r in tokenizer.batch_decode(made[:, ids.shape[1] :], skip_special_tokens=True)
+            ]
+    return out
 
 
 def answer_logprobs(

@@ -15,15 +15,14 @@ models changes the folders, not this file.
   here; a vLLM-served teacher goes through training.teacher.collect_signals).
 - `distill_student`: DP-SGD under the ledger's reservation, keyed by the run id, in secure mode.
 - `evaluate_versions`: the candidate and the active version on the same held-out questions
-  (token F1 as correctness), and the canary's exposure among 100 candidates.
+  (token F1 as correctness), and the canary's exposure among 1,000 look-alikes
+  (training.canaries).
 - `export`: the adapter into the registry with its manifest.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,15 +33,15 @@ from sqlalchemy import Engine
 
 from privacy.budget import BudgetLedger
 from privacy.redaction import Redactor
+from training import canaries
 from training import data as dataset
 from training.distill import StepInfo, distill
 from training.dp import DistillError, default_delta, plan_privacy
-from training.evaluate import canary_exposure, greedy_answers, score
+from training.evaluate import greedy_answers, score
 from training.feedback import feedback_examples
 from training.registry import Registry
 from training.types import DistillConfig, DistillResult, QAExample, TeacherSignal
 
-CANARY_CANDIDATES = 100
 MAX_EVAL = 24
 Progress = Callable[[dict[str, Any]], bool]  # returns True when the run should stop
 
@@ -169,29 +168,8 @@ def kb_examples(engine: Engine) -> list[QAExample]:
 
 def make_canary(spec: RunSpec) -> QAExample:
     """A secret no document holds: if the student can rank it first among look-alikes, it memorized."""
-    code = _canary_code(spec.run_id, spec.canary_salt or secrets.token_hex(8))
-    question = "What is the door code of the archive room"
-    return QAExample(
-        f"canary-{spec.run_id}", "canary", ("The archive room has a door code.",), question, code
-    )
-
-
-def _canary_code(run_id: int, salt: str) -> str:
-    digits = hashlib.sha256(f"{run_id}:{salt}".encode()).hexdigest()
-    return " ".join(str(int(c, 16) % 10) for c in digits[:6])
-
-
-def _look_alikes(spec: RunSpec, canary: QAExample, tokenizer: Any) -> list[str]:
-    """CANARY_CANDIDATES codes of the canary's shape and token length (the exposure test compares them)."""
-    width = len(dataset.answer_ids(tokenizer, canary.answer))
-    found: list[str] = []
-    for i in range(100 * CANARY_CANDIDATES):
-        code = _canary_code(spec.run_id, f"look-alike-{i}")
-        if code != canary.answer and len(dataset.answer_ids(tokenizer, code)) == width:
-            found.append(code)
-            if len(found) == CANARY_CANDIDATES:
-                break
-    return found
+    code = canaries.new_code(f"{spec.run_id}:{spec.canary_salt}" if spec.canary_salt else None)
+    return canaries.canary_example(f"canary-{spec.run_id}", f"A{spec.run_id}", code)
 
 
 def teacher_signals(spec: RunSpec, data: Data, context: RunContext) -> dict[str, TeacherSignal] | None:
@@ -245,7 +223,7 @@ def evaluate_versions(
     candidate, tokenizer = _load(spec.student, adapter=result.checkpoint_dir)
     references = [e.answer for e in data.test]
     correctness = score(greedy_answers(candidate, tokenizer, data.test, max_new_tokens=16), references).f1
-    exposure = canary_exposure(candidate, tokenizer, data.canary, _look_alikes(spec, data.canary, tokenizer))
+    exposure = canaries.exposure_bits(candidate, tokenizer, data.canary)
     active = context.registry.active()
     adapter = Path(active.path) if active is not None and active.path else None
     incumbent, _ = _load(spec.student, adapter=adapter)
@@ -257,7 +235,7 @@ def evaluate_versions(
         "active_correctness": round(active_correctness, 4),
         "active_version": active.version if active is not None else 0,
         "canary_exposure_bits": round(exposure, 3),
-        "canary_candidates": CANARY_CANDIDATES,
+        "canary_candidates": canaries.LOOK_ALIKES,
     }
 
 
