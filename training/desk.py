@@ -14,10 +14,8 @@ step the row reports, computed once per step.
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import secrets
-import warnings
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
@@ -26,6 +24,7 @@ from core.models import TrainingRunRow
 from core.settings import Settings
 from core.training import ACTIVE, NO_RUNS, RunProgress, TrainingRefused
 from privacy.budget import BudgetLedger
+from training.dp import epsilon_after
 from training.registry import AdapterServer
 from training.run import RunContext, dry_run, run_name
 from training.runs import QUEUED, RUNNING, SUCCEEDED, RunStore, describe
@@ -129,7 +128,7 @@ class Desk:
             accountant = str(details["accountant"])
         except (KeyError, TypeError, ValueError):
             return None
-        return _epsilon_after(accountant, sigma, rate, step, entry.delta) if step > 0 else 0.0
+        return epsilon_after(accountant, sigma, rate, step, entry.delta) if step > 0 else 0.0
 
     async def budget(self) -> str:
         state = await asyncio.to_thread(self.ledger.state)
@@ -171,15 +170,3 @@ class Desk:
         if self.server is None:
             raise TrainingRefused("no model server is configured", hint="set KB_LLM_URL to the vLLM server")
         return self.server()
-
-
-@functools.lru_cache(maxsize=256)
-def _epsilon_after(accountant: str, sigma: float, rate: float, steps: int, delta: float) -> float:
-    """The ε that `steps` Poisson-sampled steps at noise `sigma` spend (what the DP engine counts)."""
-    from opacus.accountants import create_accountant  # type: ignore[import-untyped]
-
-    counter = create_accountant(mechanism=accountant)
-    counter.history = [(sigma, rate, steps)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # RDP's "optimal order is the largest alpha" notes
-        return float(counter.get_epsilon(delta=delta))

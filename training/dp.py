@@ -32,6 +32,7 @@ What this module takes care of, each a known way for DP fine-tuning of a languag
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 import warnings
@@ -74,7 +75,9 @@ class PrivacyPlan:
     accountant: str
 
 
-def _epsilon(accountant: str, sigma: float, q: float, steps: int, delta: float) -> float:
+@functools.lru_cache(maxsize=256)
+def epsilon_after(accountant: str, sigma: float, q: float, steps: int, delta: float) -> float:
+    """The ε that `steps` Poisson-sampled steps (rate `q`) at noise `sigma` spend, as the DP engine counts."""
     from opacus.accountants import create_accountant  # type: ignore[import-untyped]
 
     acct = create_accountant(mechanism=accountant)
@@ -103,7 +106,7 @@ def plan_privacy(
 
     steps_per_epoch = math.ceil(n_examples / batch_size)
     q, steps = 1.0 / steps_per_epoch, epochs * steps_per_epoch
-    if _epsilon(accountant, max_noise_multiplier, q, steps, delta) > epsilon:
+    if epsilon_after(accountant, max_noise_multiplier, q, steps, delta) > epsilon:
         raise DistillError(
             f"ε={epsilon} with δ={delta:.3g} over {steps} steps of {n_examples} examples needs a noise "
             f"multiplier above {max_noise_multiplier}: the noise would drown what the model learns",

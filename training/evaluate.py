@@ -101,26 +101,29 @@ def greedy_answers(
     """
     import torch
 
-    device = next(model.parameters()).device
     eos, pad = int(tokenizer.eos_token_id), int(tokenizer.pad_token_id)
     answers: list[str] = []
     model.eval()
     with torch.no_grad():
         for start in range(0, len(examples), batch_size):
             rows = [prompt_ids(tokenizer, e) for e in examples[start : start + batch_size]]
-            ids, mask, _ = _left_padded(rows, pad, device)
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=eos,
-                pad_token_id=pad,
-            )
-            for row in out[:, ids.shape[1] :].tolist():
+            for row in _generate(model, rows, pad, max_new_tokens, {"do_sample": False, "eos_token_id": eos}):
                 kept = row[: row.index(eos)] if eos in row else row
                 answers.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
     return answers
+
+
+def _generate(
+    model: Any, rows: list[list[int]], pad: int, max_new_tokens: int, decoding: dict[str, Any]
+) -> list[list[int]]:
+    """The new tokens of each left-padded prompt row, through `generate` and its KV cache."""
+    device = next(model.parameters()).device
+    ids, mask, _ = _left_padded(rows, pad, device)
+    made = model.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, pad_token_id=pad, **decoding
+    )  # fmt: skip
+    new: list[list[int]] = made[:, ids.shape[1] :].tolist()
+    return new
 
 
 def chat_replies(
@@ -138,7 +141,6 @@ def chat_replies(
     """
     import torch
 
-    device = next(model.parameters()).device
     pad, out = int(tokenizer.pad_token_id), []
     decoding = (
         {"do_sample": True, "temperature": temperature, "top_p": 0.95}
@@ -154,17 +156,10 @@ def chat_replies(
                 )["input_ids"]
                 for c in conversations[start : start + batch_size]
             ]
-            ids, mask, _ = _left_padded(rows, pad, device)
-            made = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=pad,
-                **decoding,
+            replies = tokenizer.batch_decode(
+                _generate(model, rows, pad, max_new_tokens, decoding), skip_special_tokens=True
             )
-            out += [
-                r.strip() for r in tokenizer.batch_decode(made[:, ids.shape[1] :], skip_special_tokens=True)
-            ]
+            out += [reply.strip() for reply in replies]
     return out
 
 

@@ -132,7 +132,7 @@ def test_noise_calibration_and_refusal_of_absurd_noise() -> None:
     plan = dp.plan_privacy(1000, epsilon=8.0, delta=1e-5, batch_size=100, epochs=2, accountant="rdp")
     assert (plan.steps_per_epoch, plan.steps, plan.sample_rate) == (10, 20, 0.1)
     assert 0.3 < plan.noise_multiplier < 2.0
-    assert dp._epsilon("rdp", plan.noise_multiplier, 0.1, 20, 1e-5) <= 8.0
+    assert dp.epsilon_after("rdp", plan.noise_multiplier, 0.1, 20, 1e-5) <= 8.0
     with pytest.raises(dp.DistillError, match="noise multiplier above 10"):
         dp.plan_privacy(40, epsilon=0.01, delta=1e-5, batch_size=20, epochs=3, accountant="rdp")
     assert dp.default_delta(100) == pytest.approx(1e-5)  # 1/100^1.1 = 6.3e-3, capped
