@@ -7,6 +7,7 @@ no process left after SIGINT/SIGTERM), not vLLM.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -76,13 +77,12 @@ def served(tmp_path: Path) -> tuple[dict[str, str], int, Path]:
 def _health(port: int, process: subprocess.Popen[bytes], log: Path, *, until: str) -> dict[str, object]:
     while True:
         assert process.poll() is None, log.read_text()
-        try:
+        # Not listening yet: wait and poll again (a dead server fails the assert above).
+        with contextlib.suppress(OSError):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
                 health: dict[str, object] = json.loads(response.read())
             if health["answers"] == until:
                 return health
-        except OSError:
-            pass  # not listening yet: wait and poll again (a dead server fails the assert above)
         time.sleep(0.2)
 
 
