@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import statistics
 from pathlib import Path
 from typing import Any
+
+from bench.common import free_port
 
 STUDENT_ROWS = (
     "student",
@@ -22,12 +23,6 @@ STUDENT_ROWS = (
     "distill-eps4",
     "distill-eps8",
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def speed_rows(directory: Path, teacher: str, student: str, *, tokens: int) -> dict[str, Any]:
@@ -50,7 +45,7 @@ def speed_rows(directory: Path, teacher: str, student: str, *, tokens: int) -> d
     folders = {"teacher": resolve_model(teacher, store).path, "student": _merged(directory, student, store)}
     for role, folder in folders.items():
         server = TeacherServer(
-            folder, port=_free_port(), served_name=role, max_model_len=CPU_MAX_MODEL_LEN,
+            folder, port=free_port(), served_name=role, max_model_len=CPU_MAX_MODEL_LEN,
             log_path=directory / f"vllm-{role}.log",
         )  # fmt: skip
         server.start()
