@@ -2,38 +2,27 @@
 
     .venv/bin/python bench/bot.py [--events 200] [--concurrency 50] [--deliveries 4] [--database-url URL]
 
-`kb serve`'s app (app/server's create_app) listens on a loopback port with the sample handbook
-ingested (real embeddings and hybrid retrieval, SQLite by default); Slack's Web API is the tests'
-recording fake (tests/bot/fake_slack.py) and the model is FakeLLM streaming a cited answer (~20 ms).
-The load generator sends `--events` signed app_mention events from 10 public channels (which Slack
-lists to the bot: users.conversations), each delivered `--deliveries` times (the later ones with
-X-Slack-Retry-Num), at most `--concurrency` requests in flight; then `--serial-events` more at
-concurrency 1 (each event's deliveries, then its answer, before the next): the overhead without
-queueing and the bot's CPU per event.
+`kb serve`'s app runs in a process of its own with the sample handbook ingested (SQLite by
+default); Slack's Web API is the tests' recording fake and the model FakeLLM, streaming a cited
+answer (~20 ms). `--events` signed app_mention events from 10 public channels, each delivered
+`--deliveries` times (redeliveries with X-Slack-Retry-Num), go out at most `--concurrency` at a
+time; then `--serial-events` more at concurrency 1 (each event's deliveries, then its answer).
 
-- ack: each delivery's HTTP response time (signature and workspace checks, the event claim; bolt's
-  dispatch). Warm-up requests first open the connections the load keeps alive, and every request
-  is signed before the clock starts: opening 50 connections at once costs the load generator
-  130-150 ms, which is not the bot's time;
-- e2e: from an event's first delivery to the final chat.update of its answer at the fake;
-- overhead: in the server, from the first delivery's arrival to the final chat.update leaving, less
-  the time inside the AnswerService (guards, retrieval, model, and the wait for a retrieval slot:
-  bot/tasks.py): what the bot adds itself. `overhead_wall_*` is at `--concurrency` events in
-  flight, so on 2 shared cores mostly queueing; the targets are stated for it (`overhead_p95_ms`
-  copies it). `serial.overhead_*` is the same at concurrency 1; `overhead_before_answer_*` and
-  `overhead_after_answer_*` split the wall figure at the AnswerService's start and answer;
-- `bot_cpu_ms_per_event`: the server process's CPU per event in the bot alone's concurrency-1 phase
-  (no retrieval, no model); `server_cpu_ms_per_event(_by_thread)` give it for each phase and side;
-- `overhead_with_slack_*`: e2e less the AnswerService time, the fake's response times included;
+- ack: each delivery's HTTP response time. The connections are opened and the requests signed
+  before the clock starts: opening 50 connections costs the load generator 130-150 ms;
+- e2e: from an event's first delivery to its final chat.update at the fake;
+- overhead: in the server, from the first delivery's arrival to the final chat.update leaving,
+  less the time inside the AnswerService (retrieval, model, the wait for a retrieval slot).
+  `overhead_wall_*`, at `--concurrency` in flight, is the targets' figure (`overhead_p95_ms`);
+  `serial.overhead_*` the same at concurrency 1; `overhead_before_answer_*` and
+  `overhead_after_answer_*` split it; `overhead_with_slack_*` is e2e less the AnswerService time;
+- `bot_cpu_ms_per_event`: the server's CPU per event at concurrency 1 with the bot alone;
 - duplicate answers: final answers beyond one per event, plus "searching…" messages beyond one;
-  `questions_recorded`: question events in the database (each answered question once);
-- server side: request time, the event loop's lag on a 10 ms sleep and the garbage collector's
-  pauses, which separate waiting for a CPU from the bot's work.
+- server side: event-loop lag on a 10 ms sleep and garbage-collector pauses (waiting for a CPU).
 
 Two servers, one after the other: the bot alone (`bot_alone`: a canned answer after 20 ms, no
 retrieval), then the full product (the top-level figures, which the targets are checked against).
-The load average before and after is recorded: the machine is shared, compare ratios. Writes
-bench/results/bot.json and the bot row of bench/BENCHMARKS.md; takes about three minutes.
+About three minutes.
 """
 
 from __future__ import annotations
@@ -61,22 +50,20 @@ from aiohttp import web
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import Engine
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.server import create_app  # noqa: E402
-from bench.common import load_average, open_kb, write_results  # noqa: E402
-from bot.answers import KnowledgeBaseAnswers  # noqa: E402
-from bot.slack.app import SLACK_BOT_KEY  # noqa: E402
-from bot.slack.blocks import WRITING, SlackMessage  # noqa: E402
-from bot.slack.sender import SlackSender  # noqa: E402
-from bot.tasks import AckFirst  # noqa: E402
-from bot.wiring import build_conversation  # noqa: E402
-from knowledge.types import Answer, Citation, Question  # noqa: E402
-from tests.bot.fake_slack import TEAM, FakeSlack  # noqa: E402
-from tests.fakes import FakeLLM  # noqa: E402
+from app.server import create_app
+from bench.common import HANDBOOK, load_average, open_kb, proc_cpu, write_results
+from bot.answers import KnowledgeBaseAnswers
+from bot.slack.app import SLACK_BOT_KEY
+from bot.slack.blocks import WRITING, SlackMessage
+from bot.slack.sender import SlackSender
+from bot.tasks import AckFirst
+from bot.wiring import build_conversation
+from knowledge.types import Answer, Citation, Question
+from tests.bot.fake_slack import TEAM, FakeSlack
+from tests.fakes import FakeLLM
 
-HANDBOOK = REPO / "examples" / "handbook"
 SECRET = "bench-signing-secret"
 QUESTIONS = [
     "How do I reset my password?", "How many vacation days do I get?", "When are expense reports due?",
@@ -87,7 +74,6 @@ QUESTIONS = [
 ANSWER = "Follow the steps on the handbook page: open the portal, choose the option and confirm [1]."
 SERIAL_THREAD = "1700002000."  # the events of the concurrency-1 phase
 CHANNELS = 10  # public channels the events come from
-QUESTIONS_RECORDED = sa.text("SELECT count(*) FROM behaviour_events WHERE kind = 'question'")
 TARGETS = {"ack_p99_ms": 100.0, "overhead_p95_ms": 20.0, "duplicate_answers": 0}
 
 
@@ -152,27 +138,21 @@ class TimedSender(SlackSender):
 
 
 def thread_cpu(*, since: dict[str, float] | None = None) -> dict[str, float]:
-    """CPU seconds (user + system) of this process's threads, summed by thread name (Linux).
-
-    Since the process started, or less what `since` (an earlier call's result) had counted.
-    """
-    ticks = os.sysconf("SC_CLK_TCK")
+    """CPU seconds (user + system) of this process's threads by thread name (Linux), less `since`."""
     names = {thread.native_id: thread.name for thread in threading.enumerate()}
     used: dict[str, float] = {}
     for task in Path("/proc/self/task").iterdir():
-        try:
+        if found := proc_cpu(task / "stat"):  # None: the thread ended meanwhile
             name = names.get(int(task.name), "other").rstrip("_0123456789")
-            fields = (task / "stat").read_text().rpartition(")")[2].split()
-        except OSError:  # the thread ended meanwhile
-            continue
-        used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+            used[name] = used.get(name, 0.0) + found[1]
     return {name: seconds - (since or {}).get(name, 0.0) for name, seconds in used.items()}
 
 
 def questions_recorded(engine: Engine) -> int:
     """Question events in the bot's database: each answered question must be recorded once."""
+    query = sa.text("SELECT count(*) FROM behaviour_events WHERE kind = 'question'")
     with engine.connect() as connection:
-        return int(connection.execute(QUESTIONS_RECORDED).scalar() or 0)
+        return int(connection.execute(query).scalar() or 0)
 
 
 def sign(body: bytes) -> dict[str, str]:
@@ -198,24 +178,16 @@ def delivery(n: int, retry: int, *, thread: str = "1700001000.") -> tuple[bytes,
     return body, headers
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
-
-
 def percentiles(name: str, values: list[float], *qs: int) -> dict[str, float]:
-    """`NAME_pQ_ms` for each Q."""
-    return {f"{name}_p{q}_ms": round(percentile(values, q), 2) for q in qs}
+    """`NAME_pQ_ms` for each Q: the nearest-rank percentile, nan without values."""
+    ordered = sorted(values) or [float("nan")]
+    rank = {q: min(len(ordered), max(1, round(q / 100 * len(ordered) + 0.5))) for q in qs}
+    return {f"{name}_p{q}_ms": round(ordered[rank[q] - 1], 2) for q in qs}
 
 
 async def serve(args: argparse.Namespace) -> None:
-    """The server process: `kb serve`'s app with the timed AnswerService, until stdin closes.
-
-    It runs apart from the load generator and the fake Slack API, as it would in production,
-    so that their work does not queue on the server's event loop.
-    """
+    """The server process, until stdin closes: apart from the load generator and the fake Slack API,
+    as in production, so that their work does not queue on the server's event loop."""
     slack = {"slack_bot_token": "xoxb-bench", "slack_signing_secret": SECRET, "slack_api_url": args.slack_api}
     database = {"database_url": args.database_url} if args.database_url else {}
     kb = open_kb(Path(args.workdir) / "var", **slack, **database)
@@ -281,20 +253,15 @@ async def serve(args: argparse.Namespace) -> None:
         """Everything measured so far; `?final=1` also stops the loop-lag sampler."""
         if request.query.get("final"):
             sampler.cancel()
-        # The bot's own time per question: first delivery's arrival to the final update leaving,
-        # less the time inside the AnswerService; Slack's (the fake's) response times are left out.
+        # Arrival to the final update leaving, less the AnswerService's time (Slack's is left out),
+        # and its split at the AnswerService: before it started, and after it ended.
         overhead = {
             thread: (sent - arrivals[thread] - answers.seconds[thread]) * 1000
             for thread, sent in sender.final_sent.items()
             if thread in arrivals and thread in answers.seconds
         }
-        # The same split at the AnswerService: before it started, and after it ended.
         before = {thread: (answers.began[thread] - arrivals[thread]) * 1000 for thread in overhead}
-        after = {
-            thread: (sent - answers.began[thread] - answers.seconds[thread]) * 1000
-            for thread, sent in sender.final_sent.items()
-            if thread in overhead
-        }
+        after = {thread: ms - before[thread] for thread, ms in overhead.items()}
         return web.json_response({
             "service_s": answers.seconds, "server_ack_ms": acks, "loop_lag_ms": lags,
             "cpu_s": time.process_time() - cpu_at_start, "server_overhead_ms": overhead,
@@ -318,8 +285,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 async def run(args: argparse.Namespace, workdir: Path, side: str) -> dict[str, Any]:
     async with FakeSlack() as slack:
-        # The bot is a member of the public channels it is mentioned in, as on Slack, which lists
-        # them to it (the bot learns them at start: bot/slack/directory.py's `warm`).
+        # Slack lists the bot's public channels to it (bot/slack/directory.py's `warm` at start).
         channels = [{"id": f"C0BENCH{n}", "is_private": False} for n in range(CHANNELS)]
         slack.canned["users.conversations"] = {"ok": True, "channels": channels}
         command = [sys.executable, __file__, "--serve", "--side", side, "--workdir", str(workdir)]
@@ -333,8 +299,7 @@ async def run(args: argparse.Namespace, workdir: Path, side: str) -> dict[str, A
             base = f"http://127.0.0.1:{port}"
             async with aiohttp.ClientSession() as session:
                 figures = await load(args, f"{base}/slack/events", slack)
-                # The loop-lag sampler stops here: it covers the concurrent phase, and its own wake-ups
-                # would count in the serial phase's CPU.
+                # The loop-lag sampler stops here: its wake-ups would count in the serial phase's CPU.
                 loaded = await _measured(session, base, final=True)
                 serial = await load_serially(args, f"{base}/slack/events", slack)
                 measured = await _measured(session, base)
@@ -387,7 +352,6 @@ def _server_figures(
         **percentiles("server_ack", loaded["server_ack_ms"], 50, 99),
         **percentiles("server_loop_lag", loaded["loop_lag_ms"], 50, 99),
         **percentiles("overhead_wall", concurrent("server_overhead_ms"), 50, 95),
-        # The wall overhead's two parts: up to the AnswerService's start, and after its answer.
         **percentiles("overhead_before_answer", concurrent("overhead_before_answer_ms"), 50, 95),
         **percentiles("overhead_after_answer", concurrent("overhead_after_answer_ms"), 50, 95),
         # All the server's CPU (every thread, retrieval included) over the phase, per event; a few
@@ -531,11 +495,6 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--deliveries", type=int, default=4)
     parser.add_argument("--serial-events", type=int, default=40, help="events of the concurrency-1 phase")
-    parser.add_argument(
-        "--sides",
-        default="bot-alone,kb",
-        help="an experiment: these servers only, printed, no results written",
-    )
     parser.add_argument("--database-url", default="", help="default: SQLite in a temporary folder")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--slack-api", help=argparse.SUPPRESS)
@@ -546,18 +505,11 @@ def main() -> None:
         asyncio.run(serve(args))
         return
     load_before = load_average()
-    if args.sides != "bot-alone,kb":  # an experiment: print, do not touch the results
-        for side in args.sides.split(","):
-            with tempfile.TemporaryDirectory(prefix="kb-bench-bot-") as tmp:
-                print(side, json.dumps(asyncio.run(run(args, Path(tmp) / side, side)), indent=2))
-        return
-    # Side by side, one after the other: the bot alone (canned answers), then the full product.
     with tempfile.TemporaryDirectory(prefix="kb-bench-bot-") as tmp:
         alone = asyncio.run(run(args, Path(tmp) / "alone", "bot-alone"))
     with tempfile.TemporaryDirectory(prefix="kb-bench-bot-") as tmp:
         figures = asyncio.run(run(args, Path(tmp) / "kb", "kb"))
-    # The target's figure: the targets are stated at 50 concurrent events, so the overhead it is
-    # checked against is the wall-clock one at that load, queueing for the CPUs included.
+    # The targets are stated at 50 concurrent events: the wall-clock overhead, queueing included.
     figures["overhead_p50_ms"] = figures["overhead_wall_p50_ms"]
     figures["overhead_p95_ms"] = figures["overhead_wall_p95_ms"]
     figures["bot_cpu_ms_per_event"] = alone["serial"]["server_cpu_ms_per_event"]
@@ -566,11 +518,7 @@ def main() -> None:
     figures["load_average_before"] = load_before
     figures["load_average_after"] = load_average()
     figures["targets"] = TARGETS
-    figures["targets_met"] = {
-        "ack_p99_ms": figures["ack_p99_ms"] <= TARGETS["ack_p99_ms"],
-        "overhead_p95_ms": figures["overhead_p95_ms"] <= TARGETS["overhead_p95_ms"],
-        "duplicate_answers": figures["duplicate_answers"] == 0,
-    }
+    figures["targets_met"] = {name: figures[name] <= target for name, target in TARGETS.items()}
     serial = figures["serial"]
     summary = (
         f"{args.events} events x {args.deliveries} deliveries at {args.concurrency} concurrent "

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 BENCH = Path(__file__).resolve().parent
+HANDBOOK = BENCH.parent / "examples" / "handbook"
 RESULTS = BENCH / "results"
 TABLE = BENCH / "BENCHMARKS.md"
 T = TypeVar("T")
 P = ParamSpec("P")
-
 
 if TYPE_CHECKING:
     from knowledge.service import KnowledgeBase
@@ -86,16 +86,8 @@ def write_results(
     return path
 
 
-HEADER = (
-    "# Benchmarks\n\nEach row is written by its benchmark; the JSON beside it has every figure and\n"
-    "the machine. Machines differ between runs (the column says which ran each row) and are\n"
-    "shared and noisy: compare ratios measured in one run, not absolute times across rows.\n\n"
-    "| benchmark | result | machine | command | date |\n| --- | --- | --- | --- | --- |\n"
-)
-
-
 def update_table(name: str, command: str, date: str, summary: str, machine_name: str) -> None:
-    text = TABLE.read_text() if TABLE.exists() else HEADER
+    text = TABLE.read_text()
     row = f"| {name} | {summary} | {machine_name} | `{command}` | {date} |"
     pattern = re.compile(rf"^\| {re.escape(name)} \|.*$", re.MULTILINE)
     text = pattern.sub(lambda _: row, text) if pattern.search(text) else text.rstrip("\n") + "\n" + row + "\n"
@@ -114,6 +106,15 @@ def timed_ms(call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> tuple[T
     begin = time.perf_counter()
     result = call(*args, **kwargs)
     return result, (time.perf_counter() - begin) * 1000
+
+
+def proc_cpu(stat: Path) -> tuple[int, float] | None:
+    """The process group and the user + system CPU seconds in a /proc stat file; None once gone."""
+    try:
+        fields = stat.read_text().rpartition(")")[2].split()  # after the name: state, ppid, pgrp, ...
+    except OSError:
+        return None
+    return int(fields[2]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:

@@ -5,26 +5,18 @@ overhead, and transformers `generate` on a GPU.
     python3 bench/llm.py --device cuda --out DIR     # on a GPU machine (torch and transformers only)
     .venv/bin/python bench/llm.py --merge DIR        # DIR/llm_gpu.json into llm.json and its table row
 
-`--device cpu` (the default) builds a small random Llama (hidden 256, 4 layers, head_dim 64, a
-~2000-token BPE vocabulary trained on the sample handbook), then for each concurrency level sends
-the same RAG-shaped prompts (system rules + 5 handbook passages + a question) to a vLLM server
-and to `TransformersLLM`:
+`--device cpu` builds a small random Llama (hidden 256, 4 layers, a ~2000-token BPE vocabulary
+trained on the sample handbook) and sends the same RAG-shaped prompts (system rules, 5 handbook
+passages, a question) at each concurrency level to a vLLM server and to `TransformersLLM`, both
+float32 at temperature 0, taking turns on the same cores: output tokens per wall second and per
+CPU second of the backend's processes (the figure to trust on a busy machine), non-streaming; time
+to first token, streamed. `answer_overhead_*` is `generate_answer` around a FakeLLM that replies
+at once: what the product adds to a model call.
 
-- output tokens/s: non-streaming chat requests, tokens as the backend counted them, over wall time;
-- output tokens per CPU second: the same, over the CPU time the backend used (the vLLM server's
-  processes, or this process for transformers) - the figure to trust when the machine is busy;
-- time to first token: the same requests streamed, time until the first text delta.
-
-Both backends run float32 at temperature 0, taking turns (never at once) on the same cores.
-`answer_overhead_*` is `generate_answer` timed around a FakeLLM that replies instantly: prompt
-building, token budgeting, citation post-processing - what the product adds to a model call.
-
-`--device cuda` measures a ~0.5B random Llama (bf16) through transformers `generate`, the way
-`TransformersLLM` serves a local model, with one concurrency level batched into one call: random
-prompts of the RAG prompt length (~1,400 tokens), 64 new tokens each (EOS ignored); tokens/s is
-batch x new tokens over the whole call, time to first token the same batch with one new token;
-each the median of `--repeats` runs after a warm-up. It needs nothing from the product, so it runs
-where only torch and transformers are installed.
+`--device cuda` runs a ~0.5B random Llama (bf16) through transformers `generate`, as
+`TransformersLLM` serves a local model, one concurrency level as one batch: random prompts of the
+RAG prompt's length, `--max-tokens` new tokens each (EOS ignored); time to first token is the same
+batch with one new token; medians of `--repeats` runs after a warm-up.
 """
 
 from __future__ import annotations
@@ -32,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import re
 import shlex
@@ -45,15 +36,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import HANDBOOK, RESULTS, free_port, proc_cpu, stamp, update_table
 
 if TYPE_CHECKING:
     from core.llm import LLM, Message
     from knowledge.types import Hit
 
-HANDBOOK = REPO / "examples" / "handbook"
-OUT = REPO / "bench" / "results" / "llm.json"
+OUT = RESULTS / "llm.json"
 MODEL = {"hidden": 256, "layers": 4, "heads": 4, "vocab_size": 2000}
 QUESTIONS = [
     "How do I reset my password?", "How many vacation days do I get?", "When are expense reports due?",
@@ -128,11 +119,8 @@ def _pct(values: Sequence[float], q: float) -> float:
 async def measure(
     llm: LLM, prompts: list[list[Message]], concurrency: int, max_tokens: int, cpu: Callable[[], float]
 ) -> dict[str, Any]:
-    """Throughput (non-streaming) and time to first token (streaming) at `concurrency` requests in flight.
-
-    `cpu` reads the CPU seconds the backend has used: tokens per CPU second hold up on a busy
-    machine, where tokens per wall second drop with whatever else runs.
-    """
+    """Throughput (non-streaming) and time to first token (streaming) at `concurrency` requests in
+    flight; `cpu` reads the CPU seconds the backend has used."""
     gate = asyncio.Semaphore(concurrency)
     tokens: list[int] = []
     prompt_tokens: list[int] = []
@@ -184,15 +172,8 @@ def _best(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _group_cpu_s(pgid: int) -> float:
     """CPU seconds used so far by the processes of a group (the vLLM server and its workers)."""
-    ticks = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ..., utime, stime
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
+    used = [proc_cpu(stat) for stat in Path("/proc").glob("[0-9]*/stat")]
+    return sum(seconds for group, seconds in filter(None, used) if group == pgid)
 
 
 async def run_levels(
@@ -261,7 +242,6 @@ async def answer_overhead(passages: list[tuple[str, str, str]], questions: int) 
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    from bench.common import free_port, stamp
     from core.llm.local import TransformersLLM
     from core.llm.server import VLLMServer, default_python
     from core.llm.vllm import VLLMClient
@@ -416,8 +396,6 @@ def generate_on_gpu(args: argparse.Namespace) -> dict[str, Any]:
 
 def merge_gpu(directory: Path, out: Path) -> None:
     """Put DIR/llm_gpu.json under "gpu" in llm.json and write the llm_gpu row of BENCHMARKS.md."""
-    from bench.common import update_table
-
     command = "python3 bench/llm.py --device cuda --out $OUT (on the GPU machine)"
     gpu = {
         "command": command,
