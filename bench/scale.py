@@ -10,16 +10,13 @@
     PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 python3 bench/scale.py device --out $OUT 2>&1 | tee $OUT/log
     .venv/bin/python bench/scale.py merge DIR         # results JSON, table row, latency replayed here
 
-The synthetic run stores 100k chunks (random unit vectors, Zipf-distributed generated text, 10%
-of documents restricted) in SQLite, opens the real KnowledgeBase and times `retrieve` (embed +
-dense + BM25 + fuse + ACL filter + row fetch) for 200 questions as a public user and as a user
-with one group; then, turn by turn on the same questions, the ONNX question encoder against
-torch and the fp16 flat index against fp32, and where the time goes (`stages`). It then compares
-IndexFlatIP and IVF at 1M vectors over nprobe, on clustered vectors and on uniform random ones
-(no neighbourhood structure: the worst case for any approximate index). Synthetic vectors say
-little about IVF recall (clustered ones are too easy, uniform ones have no neighbourhoods), hence
-the real-embedding run (bench/scale_ivf.py). The device step needs a call of its own of ~10
-minutes; never filter its log through a pipe such as grep, which holds the output back.
+The synthetic run stores 100k chunks (random unit vectors, Zipf-distributed text, 10% of documents
+restricted) in SQLite and times the real KnowledgeBase's `retrieve` for 200 questions, as a public
+user and as one with a group; then, turn by turn, the ONNX question encoder against torch, the fp16
+flat index against fp32, and where the time goes (`stages`); then flat against IVF over nprobe at
+1M vectors, clustered (too easy) and uniform random (no neighbourhoods): hence the real-embedding
+run (bench/scale_ivf.py), whose device step needs a call of its own of ~10 minutes (never pipe its
+log through grep, which holds the output back).
 """
 
 from __future__ import annotations
@@ -38,6 +35,7 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import scale_corpus, scale_ivf
 from bench.common import RESULTS, load_average, p50_p95, timed_ms, write_results
 
 if TYPE_CHECKING:
@@ -150,15 +148,9 @@ def pipeline_latency(chunks: int, rng: np.random.Generator) -> dict[str, Any]:
                 latencies.append(ms)
                 assert len(hits) == 10
             result[label] = p50_p95(latencies)
-        # The flat index stored in fp16 (the default, KB_INDEX_PRECISION) against fp32, on the same
-        # database and questions, taking turns as above.
-        exact_settings = load_settings(
-            data_dir=Path(tmp) / "fp32",
-            database_url=settings.database_url,
-            ann_threshold=10 * chunks,
-            index_precision="fp32",
-        )
-        stores = {settings.retrieval.index_precision: kb, "fp32": KnowledgeBase(exact_settings, engine)}
+        # The flat index in fp16 (the default, KB_INDEX_PRECISION) against fp32, taking turns.
+        exact = KnowledgeBase(settings.replace(data_dir=Path(tmp) / "fp32", index_precision="fp32"), engine)
+        stores = {settings.retrieval.index_precision: kb, "fp32": exact}
         stores["fp32"].retriever()
         storage: dict[str, list[float]] = {name: [] for name in stores}
         for q in questions:
@@ -200,9 +192,8 @@ def _stages(kb: KnowledgeBase, questions: list[str]) -> dict[str, Any]:
 
 
 def _query_encoders(kb: KnowledgeBase, questions: list[str]) -> dict[str, Any]:
-    """The configured question encoder (ONNX unless onnxruntime is missing) against the torch path
-    (sentence-transformers, one thread), taking turns question by question: the whole retrieve,
-    then the embedding alone."""
+    """The configured question encoder (ONNX unless onnxruntime is missing) against torch's, taking
+    turns question by question: the whole retrieve, then the embedding alone."""
     from knowledge.embeddings import Embedder
     from knowledge.types import Question
 
@@ -264,46 +255,15 @@ def ann_comparison(rows: int, rng: np.random.Generator, *, queries: int = 200) -
     ids = np.arange(1, rows + 1, dtype=np.int64)
     for name, (data, query) in datasets.items():
         flat = VectorIndex.build(DIM, model="bench", ids=ids, vectors=data, ann_threshold=rows)
-        exact, flat_ms = [], []
-        for q in query:
-            hits, ms = timed_ms(flat.search, q, 10)
-            exact.append({i for i, _ in hits})
-            flat_ms.append(ms)
+        exact, flat_ms = scale_ivf.searches(flat, query)
         del flat
         begin = time.perf_counter()
         ivf = VectorIndex.build(DIM, model="bench", ids=ids, vectors=data, ann_threshold=0)
         build_s = time.perf_counter() - begin
-        sweep = []
-        for nprobe in (8, 16, 32, 64, 128, 256):
-            ivf.nprobe = nprobe
-            recalls, times = [], []
-            for q, truth in zip(query, exact, strict=True):
-                hits, ms = timed_ms(ivf.search, q, 10)
-                times.append(ms)
-                recalls.append(len({i for i, _ in hits} & truth) / 10)
-            sweep.append({"nprobe": nprobe, "recall@10": round(float(np.mean(recalls)), 4), **p50_p95(times)})
-        out[name] = {"flat": p50_p95(flat_ms), "ivf_build_s": round(build_s, 1), "ivf": sweep}
+        swept = scale_ivf.sweep(ivf, query, exact, (8, 16, 32, 64, 128, 256), 2)
+        out[name] = {"flat": p50_p95(flat_ms), "ivf_build_s": round(build_s, 1), "ivf": swept}
         del ivf
     return out
-
-
-def real_embeddings(args: argparse.Namespace) -> None:
-    """The steps of the 1M real-embedding run (imported late: the GPU machine has no product venv)."""
-    if args.step in ("prepare", "unpack-wheels"):
-        from bench import scale_corpus
-
-        if args.step == "prepare":
-            scale_corpus.prepare(args.pdf_seconds)
-        else:
-            scale_corpus.unpack_wheels(args.destination)
-        return
-    from bench import scale_ivf
-
-    if args.step == "device":
-        args.out.mkdir(parents=True, exist_ok=True)
-        scale_ivf.device(args.out, args.passages, limit_files=args.limit_files, on=args.on)
-    else:
-        scale_ivf.merge(args.directory)
 
 
 def main() -> None:
@@ -320,18 +280,24 @@ def main() -> None:
     dev.add_argument("--on", default="cuda", help="torch device for embedding (cpu for a smoke run)")
     sub.add_parser("merge", help="the device's results, here").add_argument("directory", type=Path)
     parser.add_argument("--quick", action="store_true", help="20k chunks and 100k vectors")
-    parser.add_argument("--pipeline-chunks", type=int, default=100_000)
-    parser.add_argument("--ann-vectors", type=int, default=1_000_000)
     parser.add_argument(
         "--pipeline-only",
         action="store_true",
         help="time only the 100k-chunk retrieve path; keep the IVF part of the last results file",
     )
     args = parser.parse_args()
+    if args.step == "prepare":
+        scale_corpus.prepare(args.pdf_seconds)
+    elif args.step == "unpack-wheels":
+        scale_corpus.unpack_wheels(args.destination)
+    elif args.step == "device":
+        args.out.mkdir(parents=True, exist_ok=True)
+        scale_ivf.device(args.out, args.passages, limit_files=args.limit_files, on=args.on)
+    elif args.step == "merge":
+        scale_ivf.merge(args.directory)
     if args.step:
-        real_embeddings(args)
         return
-    chunks, vectors = (20_000, 100_000) if args.quick else (args.pipeline_chunks, args.ann_vectors)
+    chunks, vectors = (20_000, 100_000) if args.quick else (100_000, 1_000_000)
     rng = np.random.default_rng(7)
     print(f"pipeline at {chunks:,} chunks…", flush=True)
     pipeline = pipeline_latency(chunks, rng)

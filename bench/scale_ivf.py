@@ -1,13 +1,11 @@
 """The 1M real-embedding IVF run: embed and sweep nprobe on a GPU machine, replay the latency here.
 
-`device` embeds the passages of `bench/scale_corpus.py` with all-MiniLM-L6-v2 (the product's
-model, fp16 on the GPU, 256 tokens); exact top-10 from the product's flat index (IndexFlatIP) is
-the truth, and the product's IVF (VectorIndex.build, nlist = ivf_lists(n)) is swept over nprobe
-with one FAISS thread, as served. The GPU machine's CPU is not this machine's, so `merge` replays
-the searches here, on an IVF with the same centroids, the same list sizes and the real query
-vectors (list contents do not change the work of a flat scan, only the list sizes do), for both
-list types the product builds: IVF-Flat (fp32) and IVF-SQfp16 (KB_INDEX_PRECISION=fp16), timed
-turn by turn.
+`device` embeds the passages of bench/scale_corpus.py with the product's all-MiniLM-L6-v2 (fp16 on
+the GPU, 256 tokens); the product's flat index gives the true top 10, and its IVF (nlist =
+ivf_lists(n)) is swept over nprobe with one FAISS thread, as served. `merge` replays the searches
+on this machine's CPU with the device's centroids, list sizes and query vectors (a list's contents
+do not change the work of its scan), for both list types the product builds, IVF-Flat (fp32) and
+IVF-SQfp16 (KB_INDEX_PRECISION=fp16), timed turn by turn.
 """
 
 from __future__ import annotations
@@ -16,12 +14,13 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.common import load_average, p50_p95
+from bench.common import load_average, p50_p95, timed_ms
 from bench.scale_corpus import DATA, build_passages
 
 NPROBES = (8, 16, 32, 48, 64, 96, 128, 256)
@@ -57,31 +56,16 @@ def device(out: Path, target: int, *, limit_files: int, on: str = "cuda") -> Non
     flat = VectorIndex.build(
         vectors.shape[1], model="bench", ids=ids, vectors=vectors, ann_threshold=len(ids)
     )
-    truth = [{i for i, _ in flat.search(q, 10)} for q in qvec]
+    truth = searches(flat, qvec)[0]
     faiss.omp_set_num_threads(1)  # as served: KB_FAISS_THREADS=1
-    flat_ms = _timed(flat, qvec[:200])[1]
+    flat_ms = searches(flat, qvec[:200])[1]
     del flat
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     begin = time.perf_counter()
     ivf = VectorIndex.build(vectors.shape[1], model="bench", ids=ids, vectors=vectors, ann_threshold=0)
     build_s = time.perf_counter() - begin
     faiss.omp_set_num_threads(1)
-    sweep = []
-    for nprobe in NPROBES:
-        ivf.nprobe = nprobe
-        found, ms = _timed(ivf, qvec)
-        recall = [len(f & t) / 10 for f, t in zip(found, truth, strict=True)]
-        nfaq = counts["queries_faq"]
-        sweep.append(
-            {
-                "nprobe": nprobe,
-                "recall@10": round(float(np.mean(recall)), 4),
-                "recall@10_faq": round(float(np.mean(recall[:nfaq])), 4),
-                "recall@10_held_out": round(float(np.mean(recall[nfaq:])), 4),
-                **p50_p95(ms, 3),
-            }
-        )
-        print(sweep[-1], flush=True)
+    rows = sweep(ivf, qvec, truth, NPROBES, 3, faq=counts["queries_faq"])
     inner: Any = faiss.extract_index_ivf(ivf._index)
     sizes = np.array([inner.invlists.list_size(i) for i in range(inner.nlist)], dtype=np.int64)
     centroids = inner.quantizer.reconstruct_n(0, inner.nlist)
@@ -116,26 +100,44 @@ def device(out: Path, target: int, *, limit_files: int, on: str = "cuda") -> Non
             "largest_1pct_share": round(float(np.sort(sizes)[-len(sizes) // 100 :].sum() / sizes.sum()), 4),
         },
         "flat": p50_p95(flat_ms, 3),
-        "ivf": sweep,
+        "ivf": rows,
         "total_s": round(time.perf_counter() - started, 1),
     }
     (out / "scale_gpu.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result)[:2000], flush=True)
 
 
-def _timed(index: Any, queries: np.ndarray) -> tuple[list[set[int]], list[float]]:
+def searches(index: Any, queries: Any) -> tuple[list[set[int]], list[float]]:
+    """The top-10 ids of each query in a VectorIndex, and each search's milliseconds."""
     found, ms = [], []
     for q in queries:
-        begin = time.perf_counter()
-        hits = index.search(q, 10)
-        ms.append((time.perf_counter() - begin) * 1000)
+        hits, took = timed_ms(index.search, q, 10)
         found.append({i for i, _ in hits})
+        ms.append(took)
     return found, ms
 
 
+def sweep(
+    ivf: Any, queries: Any, truth: list[set[int]], nprobes: Sequence[int], digits: int, faq: int | None = None
+) -> list[dict[str, Any]]:
+    """Recall@10 against `truth` and search latency at each nprobe; with `faq`, the recall of the
+    first `faq` queries and of the rest as well."""
+    rows = []
+    for nprobe in nprobes:
+        ivf.nprobe = nprobe
+        found, ms = searches(ivf, queries)
+        recall = [len(f & t) / 10 for f, t in zip(found, truth, strict=True)]
+        row: dict[str, Any] = {"nprobe": nprobe, "recall@10": round(float(np.mean(recall)), 4)}
+        if faq is not None:
+            row["recall@10_faq"] = round(float(np.mean(recall[:faq])), 4)
+            row["recall@10_held_out"] = round(float(np.mean(recall[faq:])), 4)
+        rows.append(row | p50_p95(ms, digits))
+        print(rows[-1], flush=True)
+    return rows
+
+
 def _replay_indexes(npz: Path, seed: int) -> tuple[dict[str, Any], np.ndarray, int]:
-    """The product's two IVF list types (ivf_storage) with the device's centroids and list sizes,
-    holding the same vectors; and the real query vectors."""
+    """The product's two IVF list types with the device's centroids and list sizes; the queries."""
     import faiss
 
     from knowledge.index import StoragePrecision, ivf_storage
@@ -173,8 +175,8 @@ def _replay_indexes(npz: Path, seed: int) -> tuple[dict[str, Any], np.ndarray, i
 
 
 def replay(npz: Path, nprobes: list[int], seed: int = 0) -> dict[str, Any]:
-    """Search latency here, one FAISS thread, IVF-Flat and IVF-SQfp16 timed turn by turn on the
-    same queries (the order alternates per query so neither always runs on a warmer cache)."""
+    """Search latency here, one FAISS thread, the list types taking turns (in alternating order, so
+    neither always runs on a warmer cache)."""
     import faiss
 
     indexes, queries, total = _replay_indexes(npz, seed)
