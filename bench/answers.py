@@ -3,20 +3,17 @@
     .venv/bin/python bench/answers.py                       # everything: ~1 hour on 2 busy cores
     .venv/bin/python bench/answers.py --models extractive qwen2.5-coder-0.5b-instruct --sets handbook
 
-Each set's corpus is indexed once in a scratch knowledge base (`examples/handbook`; the FAQ pages
-of Debian's python3.11-doc, as bench/sets/README.md describes) and each question retrieved once, so
-the extractive answerer and every model see the same passages. Each model from the store is served
-in turn by vLLM (core/llm/server.py, CPU defaults), asked every question one at a time through the
-product's answer path (knowledge/answer_runs.py: prompt, evidence gate, citation check, repetition
-stop, extractive fallback), then stopped. Scores: knowledge/answer_quality.py. Time to first token
-includes retrieval; tokens/s is streamed tokens after the first over the time after the first.
+Each set's corpus (`examples/handbook`; the FAQ pages of Debian's python3.11-doc, bench/sets/README.md)
+is indexed once and each question retrieved once, so every answerer sees the same passages. Each
+model from the store is served in turn by vLLM (CPU defaults) and asked every question one at a time
+through the product's answer path (knowledge/answer_runs.py), scored by knowledge/answer_quality.py.
+Time to first token includes retrieval; tokens/s is streamed tokens after the first over the time
+after the first. The handbook set is the development set the prompt and thresholds were tuned on;
+the Python FAQ set is the held-out check.
 
-`vllm_vs_transformers_tokens_per_s_c8`: the default model's output tokens/s for 8 questions at once
-(the product's prompts for the first 8 handbook questions, greedy, exactly `--c8-tokens` new tokens
-each: end-of-sequence ignored on both sides), through vLLM (8 concurrent requests) and through
-transformers `generate` of the same folder (the 8 prompts as one left-padded batch), one after the
-other on the same cores. The handbook set is the development set the prompt and the thresholds were
-tuned on; the Python FAQ set is the held-out check.
+`vllm_vs_transformers_tokens_per_s_c8`: the default model's output tokens/s on the product's prompts
+for the first 8 handbook questions (greedy, exactly `--c8-tokens` new tokens each), through vLLM (8
+concurrent requests), then transformers `generate` of the same folder (one left-padded batch).
 """
 
 from __future__ import annotations
@@ -34,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import RESULTS, free_port, machine, machine_label, scratch_kb, write_results  # noqa: E402
+from bench.common import HANDBOOK, RESULTS, free_port, machine, machine_label, scratch_kb, write_results  # noqa: E402
 
 if TYPE_CHECKING:
     from core.llm import Message
@@ -53,7 +50,7 @@ FAQ_HTML = Path("/usr/share/doc/python3.11-doc/html/faq")
 def corpus(name: str, scratch: Path) -> Path:
     """The documents of a set: the handbook as it is; the FAQ pages copied to DIR/faq (no index)."""
     if name == "handbook":
-        return REPO / "examples" / "handbook"
+        return HANDBOOK
     docs = scratch / "faq-docs"
     if not (docs / "faq").is_dir():
         if not FAQ_HTML.is_dir():
@@ -120,13 +117,15 @@ def run_models(
             # Beside the scratch data: a run that dies late keeps what it measured.
             (args.scratch / "rows-partial.json").write_text(json.dumps(rows, indent=2))
             if model == DEFAULT_MODEL and args.c8_tokens > 0:
-                prompts = asyncio.run(_c8_prompts(kbs, retrieved, server.url, model))
+                prompts = asyncio.run(_c8_prompts(retrieved, server.url, model))
                 c8 = {"vllm": asyncio.run(vllm_c8(server.url, model, prompts, args.c8_tokens))}
         finally:
             server.stop()
         if c8 is not None and "transformers" not in c8:
             c8["transformers"] = _transformers_c8(server.model_dir, prompts, args.c8_tokens)
-            c8 |= _ratio(c8, args.c8_tokens)
+            local = c8["transformers"]["tokens_per_s"]
+            ratio = round(c8["vllm"]["tokens_per_s"] / local, 2) if local else None
+            c8 |= {"ratio": ratio, "concurrency": 8, "new_tokens": args.c8_tokens}
     return rows, c8
 
 
@@ -135,9 +134,7 @@ def _progress(row: dict[str, Any]) -> None:
     print(f"{row['model']:<28} {row['set']:<10} " + "  ".join(f"{k} {row[k]}" for k in keys), flush=True)
 
 
-async def _c8_prompts(
-    kbs: dict[str, KnowledgeBase], retrieved: dict[str, list[Retrieved]], url: str, model: str
-) -> list[list[Message]]:
+async def _c8_prompts(retrieved: dict[str, list[Retrieved]], url: str, model: str) -> list[list[Message]]:
     """The product's prompts (system rules, numbered passages, question) of 8 handbook questions."""
     from core.llm.vllm import VLLMClient
     from knowledge.prompt import build_prompt
@@ -170,8 +167,7 @@ def _transformers_c8(model_dir: Path, prompts: list[list[Message]], tokens: int)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    # The product's process pins torch to one thread for the query encoder; generation gets every
-    # core, as vLLM's CPU engine does.
+    # Every core, as vLLM's CPU engine has (the product pins torch to one thread for queries).
     torch.set_num_threads(os.cpu_count() or 1)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.bfloat16)
@@ -192,11 +188,6 @@ def _transformers_c8(model_dir: Path, prompts: list[list[Message]], tokens: int)
         "dtype": "bfloat16",
         "torch_threads": torch.get_num_threads(),
     }
-
-
-def _ratio(c8: dict[str, Any], tokens: int) -> dict[str, Any]:
-    vllm, local = c8["vllm"]["tokens_per_s"], c8["transformers"]["tokens_per_s"]
-    return {"ratio": round(vllm / local, 2) if local else None, "concurrency": 8, "new_tokens": tokens}
 
 
 def _merge(

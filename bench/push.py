@@ -3,18 +3,16 @@
     .venv/bin/python bench/push.py [--users 300] [--per-topic 8] [--seed 0] [--scale-users 100000]
 
 Simulation: each topic is a page of examples/handbook; synthetic users have 1-3 current interests
-(topics) and maybe one stale one. Their interests drive the behaviour events the bot would record
-(questions generated from the topic's headings and sentences, citations of the topic's page,
-clicks, ratings, a few subscriptions), over the last 45 days (the stale one 90-150 days ago).
-Then a week of new documents arrives: per topic a few generated updates (sentences of the topic
-rewritten into a new notice) plus unrelated company news. A digest pick is relevant when its topic
-is one of the user's current interests. Compared in one run on the same documents: our matcher
-(profiles + subscriptions), recency only (the 5 newest readable documents) and subscriptions only
-(our matcher without behaviour), plus our matcher without time decay.
+and maybe one stale one, which drive the behaviour events the bot would record (questions from the
+topic's headings and sentences, citations, clicks, ratings, a few subscriptions) over the last 45
+days (the stale one 90-150 days ago). Then a week of new documents arrives: per topic a few notices
+made of its sentences, plus unrelated company news. A digest pick is relevant when its topic is a
+current interest. Compared on the same documents: our matcher (profiles + subscriptions), recency
+only (the 5 newest readable documents), subscriptions only, and our matcher without time decay.
 
 Scale: 100,000 users x 10,000 new documents through `push.scoring.score_blocks` (what Matcher runs
-at that size), in a child process so its peak memory is its own. Document vectors are real
-embeddings of the simulated documents mixed pairwise, interests are real profile centroids jittered.
+at that size) in a child process, its peak memory its own; documents are real embeddings mixed
+pairwise, interests real profile centroids jittered.
 """
 
 from __future__ import annotations
@@ -35,10 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import child_json, write_results  # noqa: E402
+from bench.common import HANDBOOK, child_json, write_results
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -47,7 +44,6 @@ if TYPE_CHECKING:
     from push.profiles import Profile
     from push.types import Candidate
 
-HANDBOOK = REPO / "examples" / "handbook"
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 SINCE = NOW - timedelta(days=7)
 K = 5
@@ -279,8 +275,7 @@ def make_users(n: int, topics: list[Topic], rng: random.Random) -> list[User]:
 
 
 def _without_behaviour(engine: Any, embedder: Any, settings: Any) -> Matcher:
-    """Our matcher on profiles without behaviour: only subscriptions remain (the subscriptions-only
-    baseline)."""
+    """Our matcher on profiles without behaviour: only subscriptions remain."""
     from push.matching import Matcher
     from push.profiles import Profiles
 
@@ -434,34 +429,29 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scale-users", type=int, default=100_000)
     parser.add_argument("--scale-docs", type=int, default=10_000)
-    parser.add_argument("--scale-threads", type=int, default=1, help="torch threads in the scale run")
     parser.add_argument("--scale-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.scale_child:
         import torch
 
-        torch.set_num_threads(args.scale_threads)
+        torch.set_num_threads(1)  # the scale figures are for one thread
         print(json.dumps(scale_child(args.scale_child, args.scale_users, args.scale_docs, args.seed)))
         return
     results = simulate(args)
     scale_input = results.pop("_scale_input")
-    results |= child_json(
-        __file__, "--scale-child", scale_input, "--scale-users", str(args.scale_users), "--scale-docs",
-        str(args.scale_docs), "--seed", str(args.seed), "--scale-threads", str(args.scale_threads),
-    )  # fmt: skip
+    results |= child_json(__file__, *sys.argv[1:], "--scale-child", scale_input)  # the same options
     shutil.rmtree(Path(scale_input).parent, ignore_errors=True)  # the simulation's database and arrays
-    ratio = results["precision@5"] / max(results["precision@5_recency_baseline"], 1e-9)
-    results["precision@5_vs_recency_x"] = round(ratio, 2)
-    results["precision@5_vs_subscription_x"] = round(
-        results["precision@5"] / max(results["precision@5_subscription_baseline"], 1e-9), 2
-    )
+    for baseline in ("recency", "subscription"):
+        ratio = results["precision@5"] / max(results[f"precision@5_{baseline}_baseline"], 1e-9)
+        results[f"precision@5_vs_{baseline}_x"] = round(ratio, 2)
     r = results
     summary = (
         f"{r['users']} simulated users, {r['new_documents']} new docs: precision@5 {r['precision@5']} "
-        f"= {ratio:.2f}x recency ({r['precision@5_recency_baseline']}), subscriptions-only "
-        f"{r['precision@5_subscription_baseline']}; recall {r['recall']}; {r['scale_users']:,} users x "
-        f"{r['scale_docs']:,} docs scored in {r['scale_100k_users_10k_docs_s']} s "
-        f"({r['scale_cpu_s']} s CPU, peak RSS {r['scale_peak_rss_mb']} MB)"
+        f"= {r['precision@5_vs_recency_x']:.2f}x recency ({r['precision@5_recency_baseline']}), "
+        f"subscriptions-only {r['precision@5_subscription_baseline']}; recall {r['recall']}; "
+        f"{r['scale_users']:,} users x {r['scale_docs']:,} docs scored in "
+        f"{r['scale_100k_users_10k_docs_s']} s ({r['scale_cpu_s']} s CPU, "
+        f"peak RSS {r['scale_peak_rss_mb']} MB)"
     )
     path = write_results("push", results, summary=summary)
     print(json.dumps(results, indent=2))

@@ -77,7 +77,6 @@ def build(docs: Path, out: Path) -> tuple[int, int]:
             blank_heading(heading)
         remove_repeats(soup, questions)
         (target / page.name).write_text(str(soup), encoding="utf-8")
-    out.mkdir(parents=True, exist_ok=True)
     with (out / "queries.jsonl").open("w", encoding="utf-8") as handle:
         for query in queries:
             handle.write(json.dumps(query, ensure_ascii=False) + "\n")

@@ -25,23 +25,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import write_results  # noqa: E402
+from bench.common import HANDBOOK, RESULTS, write_results  # noqa: E402
 from privacy.detectors import ALL_KINDS  # noqa: E402
 from privacy.redaction import Finding, Redactor  # noqa: E402
 
 CORPUS = REPO / "tests" / "privacy" / "data" / "redaction_corpus.jsonl"
-HANDBOOK = REPO / "examples" / "handbook"
-OUT = REPO / "bench" / "results" / "redaction.json"
+OUT = RESULTS / "redaction.json"
 _EDGE = string.punctuation + string.whitespace + "，。；：、（）【】《》“”‘’！？"
-
-
-def load_corpus(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines if line.strip()]
-
-
-def _same(a: str, b: str) -> bool:
-    return a.strip(_EDGE) == b.strip(_EDGE)
 
 
 def _covers(text: str, finding: Finding, value: str) -> bool:
@@ -49,7 +39,7 @@ def _covers(text: str, finding: Finding, value: str) -> bool:
     start = text.find(value)
     while start != -1:
         if finding.start < start + len(value) and start < finding.end:
-            return _same(text[finding.start : finding.end], value)
+            return text[finding.start : finding.end].strip(_EDGE) == value.strip(_EDGE)
         start = text.find(value, start + 1)
     return False
 
@@ -104,11 +94,8 @@ def _metrics(labels: int, found: int, true_findings: int, false_findings: int) -
 
 
 def throughput(redactor: Redactor, texts: list[str], *, megabytes: float, passes: int = 3) -> dict[str, Any]:
-    """Documents and megabytes per second over the corpus repeated to about `megabytes` MB.
-
-    The best of `passes` passes is reported, in wall-clock and in CPU seconds of this process:
-    on a busy machine the CPU figure is the one that says what redaction itself costs.
-    """
+    """Documents and megabytes per second over the corpus repeated to about `megabytes` MB, best of
+    `passes`, per wall-clock and per CPU second (on a busy machine, what redaction itself costs)."""
     corpus_bytes = sum(len(t.encode()) for t in texts)
     repeats = max(1, round(megabytes * 1_000_000 / corpus_bytes))
     documents = texts * repeats
@@ -161,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--megabytes", type=float, default=5.0)
     args = parser.parse_args(argv)
-    cases = load_corpus(args.corpus)
+    cases = [json.loads(line) for line in args.corpus.read_text(encoding="utf-8").splitlines() if line]
     redactor = Redactor()
     quality = score(redactor, cases)
     texts = [c["text"] for c in cases]

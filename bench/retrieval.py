@@ -2,17 +2,12 @@
 
     .venv/bin/python bench/retrieval.py      # builds bench/data/python-faq, then ~2 minutes
 
-Writes bench/results/retrieval.json and its row in bench/BENCHMARKS.md. The same mode figures come
-from `kb bench retrieval --docs bench/data/python-faq/docs --queries bench/data/python-faq/queries.jsonl
---mode all`.
-
-Fusion is tuned honestly: the queries are split into two halves (even and odd line numbers);
-every configuration of a fixed grid (RRF with k in 5/10/20/60, or convex min-max fusion; dense
-weight 0.30-0.95 in steps of 0.05, lexical weight 1 - dense; 20 or 50 candidates per list) is
-scored on the tuning half only, the best one is then scored once on the other half, and that
-held-out figure is the one to publish. It is done both ways (A->B and B->A) to show the spread.
-The product's default (core/settings/groups.py) is the configuration picked on half A; the run says
-whether the defaults still equal that pick.
+The mode figures are those of `kb bench retrieval --docs bench/data/python-faq/docs --queries
+bench/data/python-faq/queries.jsonl --mode all`. Fusion is tuned on half the queries (even or odd
+lines) over a fixed grid (RRF with k 5/10/20/60, or convex min-max fusion; dense weight 0.30-0.95
+by 0.05, lexical 1 - dense; 20 or 50 candidates per list), and the pick scored once on the other
+half: that held-out figure is the one to publish, both ways (A->B and B->A) to show the spread.
+The product's default (core/settings/groups.py) is the pick on half A; the run says if it still is.
 """
 
 from __future__ import annotations
@@ -84,11 +79,9 @@ def tune(kb: KnowledgeBase, queries: list[LabelledQuery]) -> dict[str, Any]:
             f"ndcg@10_{tune_on}_tuning": round(float(scores[best]), 4),
             f"ndcg@10_{test_on}_held_out": round(float(table[best, halves[test_on]].mean()), 4),
         }
-    # Ceilings (not publishable figures: each looks at the test queries' labels): the best one fixed
-    # configuration of the grid tuned on all queries, and a per-query oracle that picks the best
-    # configuration for each query (and one that picks dense or BM25 alone). If even the first is short
-    # of the target, no fixed fusion of these two lists reaches it; the gap to the oracles is what a
-    # perfect per-query router could add.
+    # Ceilings, not publishable (they look at the test labels): the best fixed configuration tuned on
+    # all queries (if short of the target, no fixed fusion of these lists reaches it) and per-query
+    # oracles (what a perfect router could add).
     dense_or_bm25 = [
         max(_ndcg(scored[0], hits, q.relevant), _ndcg(scored[1], hits, q.relevant))
         for (scored, _), q in zip(lists, queries, strict=True)

@@ -1,16 +1,12 @@
 """The corpus of the 1M real-embedding IVF run (`bench/scale.py prepare` and `device`).
 
-`prepare` (on the development machine) writes bench/data/scale-gpu: the text of Debian's Python
-3.11 and TeX Live documentation (compressed), the embedding model in fp16 (xz) and the faiss wheel
-for the GPU machine's Python 3.12, stored uncompressed inside and xz'd outside, which keeps the
-folder plus the working tree under a 64 MiB carry limit.
-
-`build_passages` (on the GPU machine) cuts sentence windows (40-160 words, at sentence ends) from
-that text plus the docstrings and Markdown/reST files of the Python packages installed there;
-when these give fewer than the target, the rest are recombined passages: 4-8 sentences drawn in
-order from a 24-sentence neighbourhood of one document (real sentences, new passages). Queries:
-the 175 Python FAQ questions and 825 sentences from held-out documents (1 in 20 documents never
-enters the index).
+`prepare` writes bench/data/scale-gpu: the text of Debian's Python 3.11 and TeX Live documentation,
+the embedding model in fp16 and the faiss wheel for the GPU machine's Python 3.12, all compressed to
+keep it and the working tree under the 64 MiB carry limit. `build_passages` (on the GPU machine)
+cuts 40-160-word sentence windows from that text and the docstrings and prose files of the packages
+installed there, then makes up any shortfall with passages of 4-8 sentences drawn in order from a
+24-sentence neighbourhood of one document. Queries: the 175 Python FAQ questions and 825 sentences
+of held-out documents (1 in 20 never enters the index).
 """
 
 from __future__ import annotations
