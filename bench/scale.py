@@ -12,11 +12,10 @@
 
 The synthetic run stores 100k chunks (random unit vectors, Zipf-distributed text, 10% of documents
 restricted) in SQLite and times the real KnowledgeBase's `retrieve` for 200 questions, as a public
-user and as one with a group; then, turn by turn, the ONNX question encoder against torch, the fp16
-flat index against fp32, and where the time goes (`stages`); then flat against IVF over nprobe at
-1M vectors, clustered (too easy) and uniform random (no neighbourhoods): hence the real-embedding
-run (bench/scale_ivf.py), whose device step needs a call of its own of ~10 minutes (never pipe its
-log through grep, which holds the output back).
+user and as one with a group, and where the time goes (`stages`); then flat against IVF over nprobe
+at 1M clustered vectors. Synthetic vectors say little about IVF recall (docs/decisions/ivf-at-scale.md),
+hence the real-embedding run (bench/scale_ivf.py), whose device step needs a call of its own of
+~10 minutes (never pipe its log through grep, which holds the output back).
 """
 
 from __future__ import annotations
@@ -148,16 +147,6 @@ def pipeline_latency(chunks: int, rng: np.random.Generator) -> dict[str, Any]:
                 latencies.append(ms)
                 assert len(hits) == 10
             result[label] = p50_p95(latencies)
-        # The flat index in fp16 (the default, KB_INDEX_PRECISION) against fp32, taking turns.
-        exact = KnowledgeBase(settings.replace(data_dir=Path(tmp) / "fp32", index_precision="fp32"), engine)
-        stores = {settings.retrieval.index_precision: kb, "fp32": exact}
-        stores["fp32"].retriever()
-        storage: dict[str, list[float]] = {name: [] for name in stores}
-        for q in questions:
-            for name, base in stores.items():
-                storage[name].append(timed_ms(base.retrieve, Question(q), 10)[1])
-        result["index_precision_side_by_side"] = {name: p50_p95(v) for name, v in storage.items()}
-        result.update(_query_encoders(kb, questions))
         result["stages"] = _stages(kb, questions)
         result["load_average_after"] = load_average()
         engine.dispose()
@@ -191,45 +180,6 @@ def _stages(kb: KnowledgeBase, questions: list[str]) -> dict[str, Any]:
     return {name: p50_p95(values) for name, values in stages.items()}
 
 
-def _query_encoders(kb: KnowledgeBase, questions: list[str]) -> dict[str, Any]:
-    """The configured question encoder (ONNX unless onnxruntime is missing) against torch's, taking
-    turns question by question: the whole retrieve, then the embedding alone."""
-    from knowledge.embeddings import Embedder
-    from knowledge.types import Question
-
-    settings = kb.settings
-    torch_path = Embedder(
-        settings.embedding.model,
-        batch_size=settings.embedding.batch_size,
-        threads=settings.embedding.torch_threads,
-        precision=settings.embedding.precision,
-        query_encoder="torch",
-    )
-    embedders = {"configured": kb.embedder, "torch": torch_path}
-    retrievers = {name: kb.retriever() for name in embedders}
-    retrievers["torch"].embedder = torch_path
-    for q in questions[:5]:  # warm up
-        for retriever in retrievers.values():
-            retriever.search(Question(q), 10)
-    retrieve: dict[str, list[float]] = {name: [] for name in embedders}
-    embed: dict[str, list[float]] = {name: [] for name in embedders}
-    for q in questions:
-        for name, retriever in retrievers.items():
-            retrieve[name].append(timed_ms(retriever.search, Question(q), 10)[1])
-        for name, embedder in embedders.items():
-            embed[name].append(timed_ms(embedder.encode, [q])[1])
-    similarity = min(float(kb.embedder.encode([q])[0] @ torch_path.encode([q])[0]) for q in questions[:50])
-    return {
-        "embed_only": p50_p95(embed["configured"]),
-        "query_encoder_side_by_side": {
-            "configured": kb.embedder.query_encoder,
-            "retrieve": {name: p50_p95(values) for name, values in retrieve.items()},
-            "embed_only": {name: p50_p95(values) for name, values in embed.items()},
-            "min_cosine_to_torch": round(similarity, 6),
-        },
-    }
-
-
 def _clustered(rng: np.random.Generator, rows: int, centers: npt.NDArray[np.float32], noise: float) -> Any:
     out = np.empty((rows, DIM), dtype=np.float32)
     for start in range(0, rows, 100_000):
@@ -247,23 +197,17 @@ def ann_comparison(rows: int, rng: np.random.Generator, *, queries: int = 200) -
 
     faiss.omp_set_num_threads(1)  # as served: KB_FAISS_THREADS=1, one search per request thread
     centers = _unit(rng, 4000)
-    datasets = {
-        "clustered": (_clustered(rng, rows, centers, 1.2), _clustered(rng, queries, centers, 1.2)),
-        "uniform_random": (_unit(rng, rows), _unit(rng, queries)),
-    }
-    out: dict[str, Any] = {"vectors": rows, "nlist": ivf_lists(rows)}
+    data, query = _clustered(rng, rows, centers, 1.2), _clustered(rng, queries, centers, 1.2)
     ids = np.arange(1, rows + 1, dtype=np.int64)
-    for name, (data, query) in datasets.items():
-        flat = VectorIndex.build(DIM, model="bench", ids=ids, vectors=data, ann_threshold=rows)
-        exact, flat_ms = scale_ivf.searches(flat, query)
-        del flat
-        begin = time.perf_counter()
-        ivf = VectorIndex.build(DIM, model="bench", ids=ids, vectors=data, ann_threshold=0)
-        build_s = time.perf_counter() - begin
-        swept = scale_ivf.sweep(ivf, query, exact, (8, 16, 32, 64, 128, 256), 2)
-        out[name] = {"flat": p50_p95(flat_ms), "ivf_build_s": round(build_s, 1), "ivf": swept}
-        del ivf
-    return out
+    flat = VectorIndex.build(DIM, model="bench", ids=ids, vectors=data, ann_threshold=rows)
+    exact, flat_ms = scale_ivf.searches(flat, query)
+    del flat
+    begin = time.perf_counter()
+    ivf = VectorIndex.build(DIM, model="bench", ids=ids, vectors=data, ann_threshold=0)
+    build_s = time.perf_counter() - begin
+    swept = scale_ivf.sweep(ivf, query, exact, (8, 16, 32, 64, 128, 256), 2)
+    clustered = {"flat": p50_p95(flat_ms), "ivf_build_s": round(build_s, 1), "ivf": swept}
+    return {"vectors": rows, "nlist": ivf_lists(rows), "clustered": clustered}
 
 
 def main() -> None:
@@ -324,27 +268,16 @@ def main() -> None:
         },
     }
     p95 = pipeline["public_user"]["p95_ms"]
-    storage = pipeline["index_precision_side_by_side"]
-    uniform = max(s["recall@10"] for s in ann["uniform_random"]["ivf"])
-    encoders = pipeline["query_encoder_side_by_side"]
     load = pipeline["load_average_before"][0]
     stages = pipeline["stages"]
     summary = (
-        f"retrieve p95 {p95} ms at {chunks:,} chunks, load {load} (embed alone "
-        f"{pipeline['embed_only']['p95_ms']} ms; {encoders['configured']} vs torch question encoder, "
-        f"turn by turn: retrieve p95 {encoders['retrieve']['configured']['p95_ms']} vs "
-        f"{encoders['retrieve']['torch']['p95_ms']} ms, embed p50 "
-        f"{encoders['embed_only']['configured']['p50_ms']} vs "
-        f"{encoders['embed_only']['torch']['p50_ms']} ms; "
-        f"fp16 vs fp32 flat index: p95 {storage['fp16']['p95_ms']} vs "
-        f"{storage['fp32']['p95_ms']} ms); at {ann['vectors']:,} clustered vectors IVF nprobe "
-        f"{best['nprobe']}: recall@10 {best['recall@10']}, "
-        f"p95 {best['p95_ms']} ms vs flat {clustered['flat']['p95_ms']} ms "
-        f"({clustered['flat']['p95_ms'] / max(best['p95_ms'], 1e-9):.0f}x); on uniform random vectors "
-        f"(no neighbourhoods) IVF recall@10 is only {uniform} even at nprobe 256 (1M real embeddings: "
-        f"the scale_gpu row); stage p50s: embed "
-        f"{stages['embed']['p50_ms']}, FAISS {stages['faiss']['p50_ms']}, BM25 {stages['bm25']['p50_ms']}, "
-        f"fuse+rows {stages['fuse_and_rows']['p50_ms']}, ACL mask {stages['catalog']['p50_ms']} ms"
+        f"retrieve p95 {p95} ms at {chunks:,} chunks, load {load} ({pipeline['query_encoder']} question "
+        f"encoder); at {ann['vectors']:,} clustered vectors IVF nprobe {best['nprobe']}: recall@10 "
+        f"{best['recall@10']}, p95 {best['p95_ms']} ms vs flat {clustered['flat']['p95_ms']} ms "
+        f"({clustered['flat']['p95_ms'] / max(best['p95_ms'], 1e-9):.0f}x; 1M real embeddings: the "
+        f"scale_gpu row); stage p50s: embed {stages['embed']['p50_ms']}, FAISS {stages['faiss']['p50_ms']}, "
+        f"BM25 {stages['bm25']['p50_ms']}, fuse+rows {stages['fuse_and_rows']['p50_ms']}, "
+        f"ACL mask {stages['catalog']['p50_ms']} ms"
     )
     print(write_results("scale" if not args.quick else "scale_quick", results, summary=summary))
 
