@@ -30,8 +30,8 @@ INDEX_FILE = "vectors.faiss"
 MANIFEST_FILE = "manifest.json"
 IndexKind = Literal["flat", "ivf"]
 StoragePrecision = Literal["fp32", "fp16"]
-# Lists searched per IVF query. On 1M real MiniLM embeddings (nlist 4096, bench/scale_gpu.py)
-# recall@10 against exact search was 0.931 at 64, 0.948 at 96 and 0.957 at 128.
+# Lists searched per IVF query. On 1M real MiniLM embeddings (nlist 4096, the scale_gpu row of
+# bench/BENCHMARKS.md) recall@10 against exact search was 0.931 at 64, 0.948 at 96 and 0.957 at 128.
 DEFAULT_NPROBE = 128
 ID_CHECKSUM_MOD = 2**61 - 1  # keeps the id checksum an exact integer in JSON and in SQL
 
@@ -102,8 +102,8 @@ class VectorIndex:
     Two kinds: "flat" (IndexIDMap2 over IndexFlatIP, or over an fp16 IndexScalarQuantizer) and
     "ivf" (approximate; inner-product IVF trained on the vectors it is built from, nprobe lists
     searched). IVF was chosen over HNSW because it deletes natively (HNSW in FAISS cannot remove
-    vectors) and builds in seconds rather than minutes; bench/scale.py and bench/scale_gpu.py
-    have the measurements. Searches share a read lock and run concurrently; mutations take the
+    vectors) and builds in seconds rather than minutes; docs/decisions/ivf-at-scale.md
+    has the measurements. Searches share a read lock and run concurrently; mutations take the
     write lock.
 
     Either kind stores vectors in fp32 (exact) or fp16 (`precision`): flat as an

@@ -3,7 +3,7 @@
 A question is one short text. Through sentence-transformers and torch it pays for the wrapper,
 the padding logic and torch's per-operator dispatch, which on this 2-core CPU cost more than the
 arithmetic: onnxruntime runs the same graph 3x faster on one thread, with cosine 1.00000 to the
-fp32 torch vectors (bench/scale.py, `query_encoder_side_by_side`). int8 dynamic quantization was
+fp32 torch vectors (docs/decisions/onnx-query-encoder.md). int8 dynamic quantization was
 faster again (6x) but only reached cosine 0.989 on the FAQ questions, so it is not used.
 
 The graph is exported from the LOCAL model folder (nothing is downloaded) on first use and cached

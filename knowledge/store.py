@@ -361,7 +361,7 @@ def _hits_statement(*, embedding: bool) -> Select[Any]:
 
     Built once: per question it only binds the ids (an expanding IN), so SQLAlchemy reuses the
     compiled statement. Whole ORM rows (and a statement built per call on ORM attributes) cost
-    about a quarter of retrieve's time at 100k chunks (bench/scale.py, before_after)."""
+    about a quarter of retrieve's time at 100k chunks (bench/scale.py's pipeline run)."""
     chunks, documents = ChunkRow.__table__.c, DocumentRow.__table__.c  # type: ignore[attr-defined]
     columns = [
         chunks.id, chunks.text, chunks.section, chunks.anchor, chunks.page,
