@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/distill.py prepare        # here: examples, held-out questions, canaries
     .venv/bin/python bench/distill.py pack           # here: both GGUFs in pieces, the device's wheels
-    # on the GPU machine, the pieces carried over several calls (see `receive`), then:
-    PYTHONPATH=/tmp/site python3 bench/distill.py device --out $OUT
+    # on the GPU machine: one call per piece (carry .carry/pieces/NAME.NN, copy it to /tmp/pieces), then
+    PYTHONPATH=/tmp/site python3 bench/distill.py device data --pieces /tmp/pieces --out $OUT
+    PYTHONPATH=/tmp/site python3 bench/distill.py device runs --pieces /tmp/pieces --out $OUT
     .venv/bin/python bench/distill.py speed          # here: student vs teacher tokens/s on vLLM
     .venv/bin/python bench/distill.py report DIR     # here: scores -> bench/results/distill.json
 
@@ -17,20 +18,23 @@ What runs where, in order:
 
 1. `prepare`: each chunk of a training document becomes up to `--questions` examples; its context is
    the chunk and its two nearest chunks (by the product's embeddings), in a fixed shuffled order, as
-   retrieval would hand them over; a fifth of the questions get three nearest chunks of *other*
-   documents instead (the teacher should abstain there). Test chunks give one question each, in
-   both forms. The hand-labelled handbook questions whose relevant sections all lie in held-out
-   documents are retrieved by the product here and kept with their passages. Two canary sets: A
-   goes into training (each canary `CANARY_REPEATS` times), B never does; both are scored.
+   retrieval would hand them over; a fifth of the questions get the three nearest chunks of *other*
+   documents that do not hold the answer instead (the teacher should abstain there). Test chunks
+   give `--test-questions` each, in both forms. The hand-labelled handbook questions whose relevant
+   sections all lie in held-out documents are retrieved by the product here and kept with their
+   passages. Two canary sets: A goes into training (each canary `CANARY_REPEATS` times), B never
+   does; both are scored.
 2. `device` (GPU): the teacher writes each chunk's questions (`training.data.QUESTION_PROMPT`,
-   sampled; the short answer must be a span of the chunk), then answers every question in the
-   bot's own prompt (greedy). A training example keeps the teacher's reply as its target when the
-   reply holds the span (or abstains on the other-documents form). The teacher's top-k log-
-   probabilities over those targets are the soft labels. Then, each from the same base student:
-   no training; distillation without DP; DP fine-tuning on the targets alone (cross-entropy) at
-   ε=8; DP distillation at ε = 1, 4, 8. Every DP run reserves and settles its ε in a budget ledger
-   (SQLite) with secure noise. Every model answers the held-out questions (greedy) and, for the
-   students, ranks each canary's secret among `CANDIDATES` look-alikes (training.canaries).
+   sampled; the short answer must be a span of the chunk of at most eight words that does not end
+   on a function word), then answers every question in the bot's own prompt (greedy). A training
+   example keeps the teacher's reply as its target when the reply holds the span (or abstains on
+   the other-documents form), ended by itself, does not repeat itself and cites only passages it
+   was given. The teacher's top-k log-probabilities over those targets are the soft labels. Then,
+   each from the same base student: no training; distillation without DP; DP fine-tuning on the
+   targets alone (cross-entropy) at ε=8; DP distillation at ε = 1, 4, 8. Every DP run reserves and
+   settles its ε in a budget ledger (SQLite) with secure noise. Every model answers the held-out
+   questions (greedy) and, for the students, ranks each canary's secret among `CANDIDATES`
+   look-alikes (training.canaries).
 3. `speed` (here, vLLM CPU): the trained student (base + ε=8 adapter) against the teacher, the same
    8 product prompts at 8 at once.
 4. `report`: the product's answer scoring (knowledge.answer_quality) over the replies.
@@ -62,6 +66,7 @@ TEACHER, STUDENT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
 TEST_SHARE = 0.25
 CANARIES, CANARY_REPEATS, CANDIDATES = 8, 4, 1100  # log2(1101) = 10.1 bits of cap, > 100 candidates a bit
 PIECE_BYTES = 60 * 2**20
+FAR_CANDIDATES = 12
 RECIPE = {  # fixed in advance; see the module docstring
     "lora_rank": 8, "epochs": 3, "batch_size": 64, "max_physical_batch": 8, "lr": 1e-3, "warmup": 0.1,
     "max_len": 1280, "temperature": 3.0, "alpha": 0.7, "max_grad_norm": 1.0, "top_k": 16,
@@ -94,10 +99,10 @@ def prepare(args: argparse.Namespace) -> None:
     rng = random.Random(0)
     for chunk in chunks:
         near = [c for c in chunk.pop("_near") if c != chunk["id"]][:2]
-        far = chunk.pop("_far")[:3]
         chunk["context"] = rng.sample([chunk["id"], *near], k=len(near) + 1)
-        chunk["other_context"] = far
-        chunk["questions"] = 1 if chunk["test"] else args.questions
+        # Candidates: the device keeps the first three that do not hold the question's answer.
+        chunk["other_context"] = chunk.pop("_far")[:FAR_CANDIDATES]
+        chunk["questions"] = args.test_questions if chunk["test"] else args.questions
     payload = {
         "chunks": chunks,
         "labelled": asyncio.run(_labelled(kb)),
@@ -226,13 +231,16 @@ def device(args: argparse.Namespace) -> None:
     if args.smoke:  # the whole path in minutes on a CPU: tiny batches, one epoch, few look-alikes
         data["recipe"] = {**data["recipe"], "batch_size": 4, "max_physical_batch": 2, "epochs": 1,
                           "max_len": 768, "candidates": 30, "canary_repeats": 1}  # fmt: skip
+    if args.physical_batch:
+        data["recipe"] = {**data["recipe"], "max_physical_batch": args.physical_batch}
     run = Device(work, out, data, on="cuda" if torch.cuda.is_available() else "cpu", limit=args.limit)
-    run.models(Path(args.pieces))
     if args.stage == "data":
+        run.models(Path(args.pieces), (TEACHER,))
         run.questions()
         run.targets()
         run.signals()
     else:
+        run.models(Path(args.pieces), (STUDENT,))
         run.restore()
         for name, method, epsilon in [r for r in RUNS if not args.runs or r[0] in args.runs]:
             run.train_and_evaluate(name, method, epsilon)
@@ -256,7 +264,7 @@ def report(args: argparse.Namespace) -> None:
     from bench.common import write_results
     from bench.distill_report import build
 
-    results, summary = build(Path(args.directory), TEACHER, STUDENT)
+    results, summary = build([Path(d) for d in args.directories], TEACHER, STUDENT)
     print(write_results("distill", results, summary=summary))
 
 
@@ -265,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="step", required=True)
-    sub.add_parser("prepare").add_argument("--questions", type=int, default=3)
+    prep = sub.add_parser("prepare")
+    prep.add_argument("--questions", type=int, default=6, help="sampled per training chunk")
+    prep.add_argument("--test-questions", type=int, default=3, help="sampled per held-out chunk")
     sub.add_parser("pack")
     dev = sub.add_parser("device", help="on the GPU machine")
     dev.add_argument("stage", choices=["data", "runs"], help="data: teacher questions, targets, signals")
@@ -275,10 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--limit", type=int, default=0, help="chunks and questions at most (a smoke run)")
     dev.add_argument("--runs", nargs="*", default=[])
     dev.add_argument("--smoke", action="store_true", help="tiny batches and one epoch (a CPU check)")
+    dev.add_argument("--physical-batch", type=int, default=0, help="memory only: the logical batch stays")
     spd = sub.add_parser("speed")
     spd.add_argument("directory")
     spd.add_argument("--tokens", type=int, default=64)
-    sub.add_parser("report").add_argument("directory")
+    sub.add_parser("report").add_argument("directories", nargs="+", help="device outputs (runs side by side)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     {"prepare": prepare, "pack": pack, "device": device, "speed": speed, "report": report}[args.step](args)

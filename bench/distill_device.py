@@ -22,12 +22,22 @@ from core.llm import Message
 from training.types import QAExample, TeacherSignal
 
 TEACHER, STUDENT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
+ANSWER_TOKENS = 128  # a reply that runs this long did not end by itself
 BENCH_BUDGET = 40.0  # the benchmark's own ledger: every DP run below reserves from it
+
+
+_LOOSE_ENDS = {"a", "an", "and", "at", "by", "for", "in", "of", "on", "or", "the", "to", "with"}
 
 
 def _other(key: str) -> bool:
     """Whether a training question gets the other-documents context (one in five, by its key)."""
     return hashlib.sha256(key.encode()).digest()[0] < 256 // 5
+
+
+def _short_span(span: str) -> bool:
+    """An answer a question can ask for: at most eight words, not cut off after a function word."""
+    words = span.split()
+    return 0 < len(words) <= 8 and words[-1].casefold().strip(",;:") not in _LOOSE_ENDS
 
 
 class Device:
@@ -72,13 +82,17 @@ class Device:
 
     # ------------------------------------------------------------------ models
 
-    def models(self, pieces: Path) -> None:
-        """Each GGUF from its pieces (sha256 checked), converted by the model store's converter."""
+    def models(self, pieces: Path, names: tuple[str, ...]) -> None:
+        """Each GGUF from its pieces (sha256 checked), converted by the model store's converter.
+
+        The data stage needs the teacher only and the runs the student only, so the teacher can work
+        while the student's pieces are still being carried over. Both share one tokenizer.
+        """
         from core.llm.store.convert import convert_gguf
         from core.llm.store.fetch import sha256_file
 
         sums = json.loads((pieces / "sha256.json").read_text())
-        for name in (STUDENT, TEACHER):
+        for name in names:
             folder = self.work / name
             if (folder / "config.json").exists():
                 continue
@@ -93,7 +107,7 @@ class Device:
             self.note(step="converted", model=name)
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.work / STUDENT))
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.work / names[0]))
         self.tokenizer.padding_side = "left"
 
     def save(self) -> None:
@@ -128,6 +142,7 @@ class Device:
 
     def questions(self) -> None:
         """The teacher writes each chunk's questions: sampled, kept when the answer is a span."""
+        from knowledge.answer_quality import holds_answer
         from training.data import QUESTION_PROMPT, parse_question
         from training.evaluate import chat_replies
 
@@ -141,20 +156,22 @@ class Device:
         self.asked: list[dict[str, Any]] = []
         for (chunk, i), reply in zip(jobs, replies, strict=True):
             parsed = parse_question(reply, chunk["passage"])
-            if parsed is None or (chunk["id"], parsed[0].casefold()) in seen:
+            if parsed is None or not _short_span(parsed[1]) or (chunk["id"], parsed[0].casefold()) in seen:
                 continue
             seen.add((chunk["id"], parsed[0].casefold()))
-            self.asked.append(
-                {"chunk": chunk, "question": parsed[0], "span": parsed[1], "key": f"{chunk['id']}-{i}"}
-            )
+            # Other pages' passages only where they do not hold the answer too (the handbook repeats facts).
+            other = [
+                j for j in chunk["other_context"] if not holds_answer(self.by_id[j]["passage"], [parsed[1]])
+            ][:3]
+            self.asked.append({"chunk": chunk, "question": parsed[0], "span": parsed[1],
+                               "key": f"{chunk['id']}-{i}", "other": other})  # fmt: skip
         self.note(step="questions", asked=len(jobs), kept=len(self.asked), examples=replies[:3])
 
     def _example(self, asked: dict[str, Any], other: bool) -> QAExample:
-        chunk = asked["chunk"]
-        ids = chunk["other_context"] if other else chunk["context"]
+        ids = asked["other"] if other else asked["chunk"]["context"]
         return QAExample(
             example_id=f"{asked['key']}-{'other' if other else 'own'}",
-            document_id=chunk["page"],
+            document_id=asked["chunk"]["page"],
             context=tuple(self.by_id[i]["passage"] for i in ids),
             question=asked["question"],
             answer="",
@@ -163,7 +180,8 @@ class Device:
 
     def targets(self) -> None:
         """The teacher answers every question in the bot's prompt; its replies become the targets."""
-        from knowledge.answer_quality import holds_answer
+        from knowledge.answer_quality import citation_markers, holds_answer
+        from knowledge.citations import RepetitionStop
         from knowledge.prompt import NOT_FOUND, is_not_found
         from training.canaries import canary_example
 
@@ -176,15 +194,25 @@ class Device:
         examples = [self._example(a, o) for a, o in train]
         replies = self._answers(self.teacher, examples)
         self.train: list[QAExample] = []
+        dropped = {"unfinished": 0, "repeats": 0, "invented_marker": 0, "wrong": 0}
         for (asked, other), example, reply in zip(train, examples, replies, strict=True):
-            good = (
+            # A target teaches its form too: it must end by itself, say things once, cite what it got.
+            if len(self.tokenizer(reply)["input_ids"]) >= ANSWER_TOKENS - 1:
+                dropped["unfinished"] += 1
+            elif RepetitionStop().check(reply) is not None:
+                dropped["repeats"] += 1
+            elif any(not 1 <= n <= len(example.context) for n in citation_markers(reply)):
+                dropped["invented_marker"] += 1
+            elif (
                 is_not_found(reply)
                 if other
                 else holds_answer(reply, [asked["span"]]) and not is_not_found(reply)
-            )
-            if good:
+            ):
                 self.train.append(QAExample(**{**asdict(example), "answer": NOT_FOUND if other else reply}))
-        self.note(step="targets", train_asked=len(train), train_kept=len(self.train), test=len(self.test))
+            else:
+                dropped["wrong"] += 1
+        self.note(step="targets", train_asked=len(train), train_kept=len(self.train), test=len(self.test),
+                  dropped=dropped)  # fmt: skip
         self.canary_examples = {
             s: [
                 canary_example(f"canary-{c['room']}", c["room"], " ".join(c["secret"]))
@@ -203,7 +231,7 @@ class Device:
     def _answers(self, model: Any, examples: list[QAExample]) -> list[str]:
         from training.evaluate import greedy_answers
 
-        return greedy_answers(model, self.tokenizer, examples, max_new_tokens=128, batch_size=32)
+        return greedy_answers(model, self.tokenizer, examples, max_new_tokens=ANSWER_TOKENS, batch_size=32)
 
     def _answer_all(self, name: str, model: Any) -> None:
         """The held-out questions (teacher-written and hand-labelled), answered by `model`."""
@@ -218,7 +246,7 @@ class Device:
             "written": self._answers(model, written),
             "labelled": self._answers(model, labelled),
         }
-        self.note(step="answers", model=name)
+        self.note(step="answers", model=name, sample=self.replies[name]["written"][:3])
 
     def signals(self) -> None:
         """The teacher's top-k log-probabilities over every target; then the teacher leaves the GPU."""
@@ -323,7 +351,7 @@ class Device:
                  "link": a["chunk"]["link"], "other": other,
                  "passages": [{"number": n, "chunk": i, "link": self.by_id[i]["link"],
                                "text": self.by_id[i]["passage"]}
-                              for n, i in enumerate(a["chunk"]["other_context" if other else "context"], 1)]}
+                              for n, i in enumerate(a["other"] if other else a["chunk"]["context"], 1)]}
                 for a, other in self.test]  # fmt: skip
         payload = {
             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",

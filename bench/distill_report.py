@@ -139,9 +139,26 @@ def _labelled(labelled: list[dict[str, Any]]) -> tuple[list[Any], list[list[Any]
     return items, shown
 
 
-def build(directory: Path, teacher: str, student: str) -> tuple[dict[str, Any], str]:
-    runs = json.loads((directory / "runs.json").read_text())
-    answers = json.loads((directory / "replies.json").read_text())
+def _merged_runs(directories: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """runs.json and replies.json of one device output, or of several that ran side by side (each
+    with its own ledger: their entries are listed together and summed)."""
+    runs = json.loads((directories[0] / "runs.json").read_text())
+    answers = json.loads((directories[0] / "replies.json").read_text())
+    for other in directories[1:]:
+        more, replies = (
+            json.loads((other / "runs.json").read_text()),
+            json.loads((other / "replies.json").read_text()),
+        )
+        runs["rows"].update(more["rows"])
+        runs["ledger"] += more["ledger"]
+        runs["log"] += more["log"]
+        answers["replies"].update(replies["replies"])
+    return runs, answers
+
+
+def build(directories: list[Path], teacher: str, student: str) -> tuple[dict[str, Any], str]:
+    runs, answers = _merged_runs(directories)
+    directory = directories[0]
     speed_file = directory / "speed.json"
     speed = json.loads(speed_file.read_text()) if speed_file.exists() else {}
     written, written_passages = _written(answers["test"])
