@@ -301,7 +301,15 @@ async def test_server_killed_mid_stream_still_answers(
     """
     monkeypatch.setattr(generation, "RepetitionStop", _NeverStops)
     parts: list[str | Answer] = []
-    async with VLLMClient(vllm.url, model=SERVED, retries=0, extra_body={"ignore_eos": True}) as llm:
+    # Timeouts far beyond any stall of a loaded machine: the only way this stream ends is the kill.
+    async with VLLMClient(
+        vllm.url,
+        model=SERVED,
+        retries=0,
+        first_token_timeout=600,
+        total_timeout=1200,
+        extra_body={"ignore_eos": True},
+    ) as llm:
         async for part in stream_answer(
             Question(QUESTIONS[0]),
             _hits(),
