@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/distill.py prepare        # here: examples, held-out questions, canaries
     .venv/bin/python bench/distill.py pack           # here: both GGUFs in pieces, the device's wheels
-    # on the GPU machine: one call per piece (carry .carry/pieces/NAME.NN, copy it to /tmp/pieces), then
+    # on the GPU machine: pip install --no-index --no-deps --target /tmp/site .carry/wheels/*.whl; one
+    # call per piece (carry .carry/pieces/NAME.NN, copy it to /tmp/pieces), the teacher's first; then
     PYTHONPATH=/tmp/site python3 bench/distill.py device data --pieces /tmp/pieces --out $OUT
     PYTHONPATH=/tmp/site python3 bench/distill.py device runs --pieces /tmp/pieces --out $OUT
     .venv/bin/python bench/distill.py speed          # here: student vs teacher tokens/s on vLLM
@@ -67,6 +68,9 @@ TEST_SHARE = 0.25
 CANARIES, CANARY_REPEATS, CANDIDATES = 8, 4, 1100  # log2(1101) = 10.1 bits of cap, > 100 candidates a bit
 PIECE_BYTES = 60 * 2**20
 FAR_CANDIDATES = 12
+DEVICE_PACKAGES = ("opacus", "peft", "gguf", "sqlmodel", "sqlalchemy", "greenlet", "pydantic",
+                   "pydantic-core", "pydantic-settings", "python-dotenv", "typing-inspection",
+                   "annotated-types", "bm25s", "PyStemmer", "faiss-cpu")  # fmt: skip
 RECIPE = {  # fixed in advance; see the module docstring
     "lora_rank": 8, "epochs": 3, "batch_size": 64, "max_physical_batch": 8, "lr": 1e-3, "warmup": 0.1,
     "max_len": 1280, "temperature": 3.0, "alpha": 0.7, "max_grad_norm": 1.0, "top_k": 16,
@@ -216,6 +220,19 @@ def pack(args: argparse.Namespace) -> None:
                     (PIECES / f"{name}.{i:02d}").write_bytes(piece)
     (PIECES / "sha256.json").write_text(json.dumps(sums, indent=1))
     print(json.dumps({p.name: p.stat().st_size for p in sorted(PIECES.iterdir())}, indent=1))
+    _device_wheels()
+
+
+def _device_wheels() -> None:
+    """What the GPU machine lacks (its Python 3.12 has torch and transformers), at this venv's versions."""
+    import subprocess
+    from importlib.metadata import version
+
+    pins = [f"{name}=={version(name)}" for name in DEVICE_PACKAGES]
+    platforms = ["--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64"]
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"]
+    command += ["--python-version", "3.12", "--implementation", "cp", *platforms, "-d", str(WHEELS), *pins]
+    subprocess.run(command, check=True)
 
 
 # ----------------------------------------------------------------------------- device (GPU)
