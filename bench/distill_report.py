@@ -32,6 +32,7 @@ def speed_rows(directory: Path, teacher: str, student: str, *, tokens: int) -> d
     stalls a batch of 8 once LoRA is enabled on this machine, and a merged adapter is one of the
     registry's export forms.
     """
+    from bench.answers import vllm_c8
     from core.llm.server import CPU_MAX_MODEL_LEN
     from core.llm.store import ModelStore, resolve_model
     from knowledge.prompt import grounded_messages
@@ -51,40 +52,13 @@ def speed_rows(directory: Path, teacher: str, student: str, *, tokens: int) -> d
         server.start()
         try:
             server.wait_ready(timeout=900)
-            found[role] = asyncio.run(_at_once(server.url, role, prompts, tokens))
+            found[role] = asyncio.run(vllm_c8(server.url, role, prompts, tokens))
         finally:
             server.stop()
     found["student_teacher_tokens_per_s_ratio"] = round(
         found["student"]["tokens_per_s"] / found["teacher"]["tokens_per_s"], 2
     )
     return found
-
-
-async def _at_once(url: str, model: str, prompts: list[Any], tokens: int) -> dict[str, Any]:
-    """All prompts at once as plain (not streamed) chat requests, each exactly `tokens` long.
-
-    Plain HTTP: the product's streaming client stalled vLLM 0.32's CPU engine on this machine when 8
-    long generations ran at once (the engine sat at 0 tokens/s until another request arrived).
-    """
-    import time
-
-    import aiohttp
-
-    body = {"model": model, "max_tokens": tokens, "min_tokens": tokens, "ignore_eos": True, "temperature": 0}
-    timeout = aiohttp.ClientTimeout(total=1800)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-
-        async def ask(messages: Any) -> int:
-            payload = {**body, "messages": messages}
-            async with session.post(f"{url}/v1/chat/completions", json=payload) as reply:
-                reply.raise_for_status()
-                return int((await reply.json())["usage"]["completion_tokens"])
-
-        await ask(prompts[0])  # warm-up
-        started = time.perf_counter()
-        made = sum(await asyncio.gather(*(ask(p) for p in prompts)))
-        wall = time.perf_counter() - started
-    return {"tokens": made, "wall_s": round(wall, 2), "tokens_per_s": round(made / wall, 2)}
 
 
 def _merged(directory: Path, student: str, store: Any) -> Path:
