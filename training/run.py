@@ -7,12 +7,21 @@ database, the ledger, the model folders, a progress callback) comes in `RunConte
 admin asked comes in `RunSpec`. The student and teacher are model folders, so a GPU run with real
 models changes the folders, not this file.
 
-- `build_data`: examples from the knowledge base's chunks (the section's question, the passage's
-  first sentence as answer, the passage as context) plus real questions whose answers got a 👍,
-  redacted, split by document; one canary example goes into the training part for the exposure
-  check. Hyper-parameters are not tuned on this data: they come from settings and the request.
-- `teacher_signals`: the teacher's top-k log-probabilities on each training answer (a local folder
-  here; a vLLM-served teacher goes through training.teacher.collect_signals).
+- `build_data`: with a teacher, the teacher writes the examples from the knowledge base's chunks
+  (training.synthesis): sampled questions whose short answer is a span of the chunk, and its own
+  replies in the bot's prompt as targets (cited, or the abstention over other documents' passages),
+  kept only when they ended by themselves, do not repeat, cite only given passages and hold the
+  answer. A teacher that writes no usable question for its first chunks is asked no more. When it
+  gives fewer training examples than one batch (a tiny or untrained teacher), or there is no
+  teacher, each chunk gives a templated example instead (the section's question, the
+  passage's first sentence as answer); the report's `data_source` and `data_synthesis` say which,
+  and why. Real questions whose answers got a 👍 join either; all redacted, split by document; one
+  canary example goes into the training part for the exposure check. The teacher's sampling is
+  seeded by the run, so a resumed run rebuilds the same data (its checkpoint checks the data's
+  hash). Hyper-parameters are not tuned on this data: they come from settings and the request.
+- `teacher_signals`: the teacher's top-k log-probabilities on each training answer (a local folder,
+  loaded once for the data and the signals; a vLLM-served teacher goes through
+  training.teacher.collect_signals).
 - `distill_student`: DP-SGD under the ledger's reservation, keyed by the run id, in secure mode.
 - `evaluate_versions`: the candidate and the active version on the same held-out questions
   (token F1 as correctness), and the canary's exposure among 1,000 look-alikes
@@ -22,6 +31,7 @@ models changes the folders, not this file.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Callable
@@ -33,7 +43,7 @@ from sqlalchemy import Engine
 
 from privacy.budget import BudgetLedger
 from privacy.redaction import Redactor
-from training import canaries
+from training import canaries, synthesis
 from training import data as dataset
 from training.distill import StepInfo, distill
 from training.dp import DistillError, default_delta, plan_privacy
@@ -43,6 +53,9 @@ from training.registry import Registry
 from training.types import DistillConfig, DistillResult, QAExample, TeacherSignal
 
 MAX_EVAL = 24
+TEST_SHARE = 0.15  # of the documents, held out
+QUESTIONS_PER_CHUNK = 3  # sampled from the teacher for each training chunk (one for a held-out one)
+PROBE_CHUNKS = 8  # the teacher's first chunks: when none gives a usable question, it is asked no more
 Progress = Callable[[dict[str, Any]], bool]  # returns True when the run should stop
 
 
@@ -84,13 +97,17 @@ class Data:
     test: list[QAExample]
     canary: QAExample
     dataset_hash: str
+    source: str = "templated"  # "teacher" when the teacher wrote the knowledge base's examples
+    synthesis: dict[str, Any] = field(default_factory=dict)  # what the teacher wrote, kept and dropped
 
 
 def execute(spec: RunSpec, context: RunContext) -> dict[str, Any]:
     """Train, evaluate and register one version; returns the run's report (version included)."""
     started = time.perf_counter()
-    data = build_data(spec, context)
-    signals = teacher_signals(spec, data, context)
+    teacher = _load(spec.teacher) if spec.teacher is not None else None
+    data = build_data(spec, context, teacher=teacher)
+    signals = teacher_signals(spec, data, context, teacher=teacher)
+    del teacher  # the student trains without it in memory
     result = distill_student(spec, data, signals, context)
     figures = evaluate_versions(spec, data, result, context)
     version = export(spec, data, result, figures, context)
@@ -106,20 +123,36 @@ def execute(spec: RunSpec, context: RunContext) -> dict[str, Any]:
         "private": result.extra.get("private"),
         "train_examples": len(data.train),
         "test_examples": len(data.test),
+        "data_source": data.source,
+        "data_synthesis": data.synthesis,
         "train_time_s": round(result.train_time_s, 1),
         "elapsed_s": round(time.perf_counter() - started, 1),
         "tuned_on": "nothing private: hyper-parameters come from settings and the request",
     }
 
 
-def build_data(spec: RunSpec, context: RunContext) -> Data:
+def build_data(spec: RunSpec, context: RunContext, *, teacher: tuple[Any, Any] | None = None) -> Data:
+    """The run's examples; with `teacher` (model, tokenizer) it writes them (see the module docstring)."""
     context.progress({"stage": "data"})
-    examples = [dataset.redact_example(e, context.redactor) for e in kb_examples(context.engine)]
-    examples += feedback_examples(context.engine, context.redactor).examples
-    random.Random(0).shuffle(examples)
     tokenizer = _tokenizer(spec.student)
-    examples = [e for e in examples if _fits(tokenizer, e, spec.max_len)][: spec.max_examples]
-    split = dataset.split_by_document(examples, validation=0.0, test=0.15)
+    liked = feedback_examples(context.engine, context.redactor).examples
+    split, source, made = None, "templated", dict[str, Any]()
+    if teacher is not None:
+        written, made = teacher_examples(spec, context, teacher)
+        split = _split(spec, tokenizer, [*written, *liked])
+        usable = sum(e.origin == "generated" for e in split.train)
+        if usable >= spec.batch_size and split.test:
+            source = "teacher"
+        else:
+            made["fallback"] = (
+                f"the teacher's examples give {usable} training and {len(split.test)} test examples, "
+                f"fewer than a batch ({spec.batch_size}) or no test: templated examples instead"
+            )
+        context.progress({"stage": "data", "data_source": source, "data_note": made.get("fallback", "")})
+    if source == "templated":
+        templated = [dataset.redact_example(e, context.redactor) for e in kb_examples(context.engine)]
+        split = _split(spec, tokenizer, [*templated, *liked])
+    assert split is not None
     if len(split.train) < spec.batch_size or not split.test:
         raise DistillError(
             f"the knowledge base gives {len(split.train)} training and {len(split.test)} test "
@@ -128,7 +161,59 @@ def build_data(spec: RunSpec, context: RunContext) -> Data:
         )
     canary = make_canary(spec)
     train = [*split.train, canary]
-    return Data(train, split.test[:MAX_EVAL], canary, dataset.dataset_hash(train))
+    return Data(train, split.test[:MAX_EVAL], canary, dataset.dataset_hash(train), source, made)
+
+
+def _split(spec: RunSpec, tokenizer: Any, examples: list[QAExample]) -> dataset.Split:
+    """Shuffled (fixed order), those that fit, at most `max_examples`, split by document."""
+    random.Random(0).shuffle(examples)
+    examples = [e for e in examples if _fits(tokenizer, e, spec.max_len)][: spec.max_examples]
+    return dataset.split_by_document(examples, validation=0.0, test=TEST_SHARE)
+
+
+def teacher_examples(
+    spec: RunSpec, context: RunContext, teacher: tuple[Any, Any]
+) -> tuple[list[QAExample], dict[str, Any]]:
+    """The teacher's questions and replies over the knowledge base's chunks, with what it dropped."""
+    model, tokenizer = teacher
+    train, test = synthesis.kb_sources(
+        context.engine, context.redactor, limit=spec.max_examples, test_limit=2 * MAX_EVAL,
+        test_share=TEST_SHARE,
+    )  # fmt: skip
+    if not train and not test:
+        return [], {"chunks": 0}
+    # Seeded by the run, so that a resumed run writes the same questions (its checkpoint checks the hash).
+    seed = int.from_bytes(hashlib.sha256(f"{spec.run_id}:{spec.canary_salt}".encode()).digest()[:8], "big")
+    _data_step(spec, context, "the teacher writes questions")
+    # A teacher that writes nothing usable for the first chunks is not asked about the others.
+    slices = [
+        (train[:PROBE_CHUNKS], QUESTIONS_PER_CHUNK),
+        (train[PROBE_CHUNKS:], QUESTIONS_PER_CHUNK),
+        (test, 1),
+    ]
+    parts: list[synthesis.Written] = []
+    for n, (sources, per_chunk) in enumerate(slices):
+        if n == 0 or parts[0].questions:
+            parts.append(
+                synthesis.write_questions(model, tokenizer, sources, per_chunk=per_chunk, seed=seed + n)
+            )
+    _data_step(spec, context, "the teacher answers them")
+    items = synthesis.with_forms([q for part in parts for q in part.questions])
+    targets = synthesis.write_targets(model, tokenizer, items)
+    report = {
+        "chunks": len(train) + len(test),
+        "questions_asked": sum(part.asked for part in parts),
+        "questions_kept": len(items),
+        "questions_dropped": {k: sum(part.dropped[k] for part in parts) for k in parts[0].dropped},
+        "targets_kept": len(targets.examples),
+        "targets_dropped": targets.dropped,
+    }
+    return [dataset.redact_example(e, context.redactor) for e in targets.examples], report
+
+
+def _data_step(spec: RunSpec, context: RunContext, step: str) -> None:
+    if context.progress({"stage": "data", "data_step": step}):
+        raise RunCancelled(f"run #{spec.run_id} was cancelled while {step}")
 
 
 def _fits(tokenizer: Any, example: QAExample, max_len: int) -> bool:
@@ -172,15 +257,17 @@ def make_canary(spec: RunSpec) -> QAExample:
     return canaries.canary_example(f"canary-{spec.run_id}", f"A{spec.run_id}", code)
 
 
-def teacher_signals(spec: RunSpec, data: Data, context: RunContext) -> dict[str, TeacherSignal] | None:
+def teacher_signals(
+    spec: RunSpec, data: Data, context: RunContext, *, teacher: tuple[Any, Any] | None = None
+) -> dict[str, TeacherSignal] | None:
     context.progress({"stage": "teacher"})
     if spec.teacher is None:
         return None  # cross-entropy on the references only; the report says there was no teacher
     from training.teacher import local_signals
 
-    teacher, tokenizer = _load(spec.teacher)
+    model, tokenizer = teacher if teacher is not None else _load(spec.teacher)
     return local_signals(
-        teacher, tokenizer, data.train, k=8, model_name=spec.teacher.name, max_len=spec.max_len
+        model, tokenizer, data.train, k=8, model_name=spec.teacher.name, max_len=spec.max_len
     )
 
 
@@ -260,7 +347,11 @@ def export(
 
 
 def dry_run(spec: RunSpec, context: RunContext) -> dict[str, Any]:
-    """What a run would do and need, spending nothing: data size, noise, expected utility and time."""
+    """What a run would do and need, spending nothing: data size, noise, expected utility and time.
+
+    The teacher is not asked (a dry run answers in seconds): the size is the templated data's, one
+    example per chunk, about what a teacher writes too.
+    """
     data = build_data(spec, context)
     n = len(data.train)
     delta = default_delta(n)
@@ -273,6 +364,7 @@ def dry_run(spec: RunSpec, context: RunContext) -> dict[str, Any]:
         "examples": n, "test_examples": len(data.test), "steps": plan.steps,
         "noise_multiplier": round(plan.noise_multiplier, 3), "sample_rate": round(plan.sample_rate, 4),
         "delta": delta, "noise_to_signal": round(noise_to_signal, 3), "expected_utility": utility,
+        "data_source": data.source,
         "budget": context.ledger.state().describe(),
     }  # fmt: skip
 
