@@ -1,16 +1,16 @@
 """The GPU half of bench/distill.py: teacher data, signals, the runs and their answers (see its docstring).
 
-Everything the product has for it is used as it is: the model store's GGUF conversion, the data
-set's prompt and tokenization (training.data), the teacher's signals (training.teacher), the DP
-loop with its ledger (training.distill, privacy.budget) and the exposure test (training.evaluate).
-What is only the benchmark's: batched sampling of the teacher's questions, the canaries, and
-writing the answers out for scoring on the other machine.
+Everything the product has for it is used as it is: the model store's GGUF conversion, the teacher's
+questions and targets (training.synthesis, as a training run writes them), the data set's prompt
+and tokenization (training.data), the teacher's signals (training.teacher), the DP loop with its
+ledger (training.distill, privacy.budget) and the exposure test (training.evaluate). What is only
+the benchmark's: its chunks' neighbours and other pages (from `prepare`), the held-out questions in
+both forms, the canaries, and writing the answers out for scoring on the other machine.
 """
 
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import shutil
 import time
@@ -18,26 +18,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from core.llm import Message
+from training import synthesis
+from training.synthesis import Passage, Question, Source
 from training.types import QAExample, TeacherSignal
 
 TEACHER, STUDENT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
 ANSWER_TOKENS = 128  # a reply that runs this long did not end by itself
 BENCH_BUDGET = 40.0  # the benchmark's own ledger: every DP run below reserves from it
-
-
-_LOOSE_ENDS = {"a", "an", "and", "at", "by", "for", "in", "of", "on", "or", "the", "to", "with"}
-
-
-def _other(key: str) -> bool:
-    """Whether a training question gets the other-documents context (one in five, by its key)."""
-    return hashlib.sha256(key.encode()).digest()[0] < 256 // 5
-
-
-def _short_span(span: str) -> bool:
-    """An answer a question can ask for: at most eight words, not cut off after a function word."""
-    words = span.split()
-    return 0 < len(words) <= 8 and words[-1].casefold().strip(",;:") not in _LOOSE_ENDS
 
 
 class Device:
@@ -141,48 +128,50 @@ class Device:
     # ------------------------------------------------------------------ data
 
     def questions(self) -> None:
-        """The teacher writes each chunk's questions: sampled, kept when the answer is a span."""
-        from knowledge.answer_quality import holds_answer
-        from training.data import QUESTION_PROMPT, parse_question
-        from training.evaluate import chat_replies
-
+        """The teacher writes each chunk's questions: sampled, kept when the answer is a short span."""
         self.teacher = self._load(TEACHER)
-        jobs = [(c, i) for c in self.chunks for i in range(c["questions"])]
-        texts: list[list[Message]] = [
-            [{"role": "user", "content": QUESTION_PROMPT.format(passage=c["passage"])}] for c, _ in jobs
-        ]
-        replies = chat_replies(self.teacher, self.tokenizer, texts, max_new_tokens=96, temperature=0.8)
-        seen: set[tuple[int, str]] = set()
-        self.asked: list[dict[str, Any]] = []
-        for (chunk, i), reply in zip(jobs, replies, strict=True):
-            parsed = parse_question(reply, chunk["passage"])
-            if parsed is None or not _short_span(parsed[1]) or (chunk["id"], parsed[0].casefold()) in seen:
-                continue
-            seen.add((chunk["id"], parsed[0].casefold()))
-            # Other pages' passages only where they do not hold the answer too (the handbook repeats facts).
-            other = [
-                j for j in chunk["other_context"] if not holds_answer(self.by_id[j]["passage"], [parsed[1]])
-            ][:3]
-            self.asked.append({"chunk": chunk, "question": parsed[0], "span": parsed[1],
-                               "key": f"{chunk['id']}-{i}", "other": other})  # fmt: skip
-        self.note(step="questions", asked=len(jobs), kept=len(self.asked), examples=replies[:3])
+        counts = sorted({c["questions"] for c in self.chunks})
+        written = [
+            synthesis.write_questions(
+                self.teacher, self.tokenizer, [self._source(c) for c in self.chunks if c["questions"] == n],
+                per_chunk=n,
+            )
+            for n in counts
+        ]  # fmt: skip
+        order = {c["id"]: n for n, c in enumerate(self.chunks)}
+        kept = sorted(
+            (q for w in written for q in w.questions), key=lambda q: order[int(q.source.passage.key)]
+        )
+        self.asked: list[dict[str, Any]] = [
+            {"chunk": self.by_id[int(q.source.passage.key)], "question": q.text, "span": q.span, "key": q.key,
+             "other": [int(p.key) for p in q.others]}
+            for q in kept
+        ]  # fmt: skip
+        samples = [r for w in written for r in w.samples][:3]
+        self.note(
+            step="questions", asked=sum(w.asked for w in written), kept=len(self.asked), examples=samples
+        )
+
+    def _passage(self, chunk_id: int) -> Passage:
+        chunk = self.by_id[chunk_id]
+        return Passage(str(chunk_id), chunk["page"], chunk["passage"])
+
+    def _source(self, chunk: dict[str, Any]) -> Source:
+        return Source(
+            self._passage(chunk["id"]),
+            tuple(self._passage(i) for i in chunk["context"]),
+            tuple(self._passage(i) for i in chunk["other_context"]),
+        )
+
+    def _question(self, asked: dict[str, Any]) -> Question:
+        others = tuple(self._passage(i) for i in asked["other"])
+        return Question(self._source(asked["chunk"]), asked["key"], asked["question"], asked["span"], others)
 
     def _example(self, asked: dict[str, Any], other: bool) -> QAExample:
-        ids = asked["other"] if other else asked["chunk"]["context"]
-        return QAExample(
-            example_id=f"{asked['key']}-{'other' if other else 'own'}",
-            document_id=asked["chunk"]["page"],
-            context=tuple(self.by_id[i]["passage"] for i in ids),
-            question=asked["question"],
-            answer="",
-            origin="generated",
-        )
+        return synthesis.example(self._question(asked), other)
 
     def targets(self) -> None:
         """The teacher answers every question in the bot's prompt; its replies become the targets."""
-        from knowledge.answer_quality import citation_markers, holds_answer
-        from knowledge.citations import RepetitionStop
-        from knowledge.prompt import NOT_FOUND, is_not_found
         from training.canaries import canary_example
 
         train, self.test = [], []
@@ -190,29 +179,12 @@ class Device:
             if asked["chunk"]["test"]:
                 self.test += [(asked, False), (asked, True)]
             else:
-                train.append((asked, _other(asked["key"])))
-        examples = [self._example(a, o) for a, o in train]
-        replies = self._answers(self.teacher, examples)
-        self.train: list[QAExample] = []
-        dropped = {"unfinished": 0, "repeats": 0, "invented_marker": 0, "wrong": 0}
-        for (asked, other), example, reply in zip(train, examples, replies, strict=True):
-            # A target teaches its form too: it must end by itself, say things once, cite what it got.
-            if len(self.tokenizer(reply)["input_ids"]) >= ANSWER_TOKENS - 1:
-                dropped["unfinished"] += 1
-            elif RepetitionStop().check(reply) is not None:
-                dropped["repeats"] += 1
-            elif any(not 1 <= n <= len(example.context) for n in citation_markers(reply)):
-                dropped["invented_marker"] += 1
-            elif (
-                is_not_found(reply)
-                if other
-                else holds_answer(reply, [asked["span"]]) and not is_not_found(reply)
-            ):
-                self.train.append(QAExample(**{**asdict(example), "answer": NOT_FOUND if other else reply}))
-            else:
-                dropped["wrong"] += 1
+                train.append((asked, synthesis.other_form(asked["key"])))
+        items = [(self._question(asked), other) for asked, other in train]
+        written = synthesis.write_targets(self.teacher, self.tokenizer, items, max_new_tokens=ANSWER_TOKENS)
+        self.train: list[QAExample] = written.examples
         self.note(step="targets", train_asked=len(train), train_kept=len(self.train), test=len(self.test),
-                  dropped=dropped)  # fmt: skip
+                  dropped=written.dropped)  # fmt: skip
         self.canary_examples = {
             s: [
                 canary_example(f"canary-{c['room']}", c["room"], " ".join(c["secret"]))
