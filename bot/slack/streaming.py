@@ -92,12 +92,11 @@ class _Pacer:
 
     async def finish(self) -> str:
         """No more drafts: wait for one being sent, keep the interval after it, return the message's ts."""
-        self.stop()
-        loop = asyncio.get_running_loop()
-        if self._update is not None and not self._update.done():
-            await asyncio.wait({self._update})
-            if not self._update.cancelled() and self._update.exception() is None:
-                self.updated, self.last_update = True, loop.time()
+        loop, update = asyncio.get_running_loop(), self._update
+        pending = update is not None and not update.done()
+        await self.settle()
+        if pending and update is not None and not update.cancelled() and update.exception() is None:
+            self.updated, self.last_update = True, loop.time()
         message_ts = self.ts if isinstance(self.ts, str) else await self.ts
         if self.updated:
             await asyncio.sleep(max(0.0, self.last_update + self.interval - loop.time()))
@@ -106,6 +105,13 @@ class _Pacer:
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+
+    async def settle(self) -> None:
+        """No more drafts, and an update already on its way finishes before this returns, so that
+        nothing of a cancelled answer runs on after it (and no update is cut off halfway)."""
+        self.stop()
+        if self._update is not None and not self._update.done():
+            await asyncio.wait({self._update})
 
 
 async def _consume(parts: AsyncIterator[Draft | RenderedReply], pacer: _Pacer) -> RenderedReply:
@@ -166,4 +172,4 @@ async def stream_into_message(
             state["consuming"] = False
         return await pacer.finish(), reply
     finally:
-        pacer.stop()
+        await pacer.settle()

@@ -28,9 +28,11 @@ class RecordingSender(SlackSender):
         self.delay_s = delay_s
         self.updates: list[tuple[float, str, str]] = []  # (sent at, message ts, text)
         self.finished: list[float] = []
+        self.left = asyncio.Event()  # an update has left, finished or not
 
     async def update(self, channel: str, ts: str, message: SlackMessage) -> None:
         sent = asyncio.get_running_loop().time()
+        self.left.set()
         await asyncio.sleep(self.delay_s)
         self.updates.append((sent, ts, message.text))
         self.finished.append(asyncio.get_running_loop().time())
@@ -128,3 +130,20 @@ async def test_cancelling_the_answer_cancels_it_and_its_drafts() -> None:
     shown, stopped_at = len(sender.updates), len(read)
     await asyncio.sleep(0.1)
     assert (len(sender.updates), len(read)) == (shown, stopped_at), "nothing runs on after the cancel"
+
+
+async def test_a_draft_in_flight_when_the_answer_is_cancelled_finishes_before_the_cancel_returns() -> None:
+    loop = asyncio.get_running_loop()
+    sender = RecordingSender(delay_s=0.2)  # the first draft's update is on its way for 200 ms
+    answering = asyncio.ensure_future(
+        stream_into_message(
+            parts(100, every_s=0.01), sender, "C1", "1.0", interval=0.02, last_update=loop.time()
+        )
+    )
+    await sender.left.wait()  # an event, not a duration: the update is on its way
+    answering.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await answering
+    assert len(sender.updates) == 1, "the update was neither cut off nor left running"
+    await asyncio.sleep(0.3)
+    assert len(sender.updates) == 1
