@@ -34,8 +34,11 @@ from tests.tiny_llm import SENTENCES, build_tiny_llama, teach_reply
 pytestmark = pytest.mark.slow
 
 SERVED = "tiny"
-MAX_MODEL_LEN = 8192
-ENDLESS_TOKENS = 6000  # with ignore_eos: a stream far longer than any stall of the test process
+# With ignore_eos the tiny model writes ENDLESS_TOKENS, about a minute's work for the server: far
+# longer than any stall of the test process, and vLLM sends a slow reader many tokens per event,
+# so a few thousand tokens could all be written before the reader's third part.
+MAX_MODEL_LEN = 65536
+ENDLESS_TOKENS = 60000
 KILL_AFTER_PARTS = 3
 ADAPTER = "it-desk"
 REPLY = "Open the self-service portal and choose Forgot password [1]. The new one needs 14 characters [1]."
