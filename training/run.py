@@ -224,21 +224,7 @@ def _fits(tokenizer: Any, example: QAExample, max_len: int) -> bool:
 
 def kb_examples(engine: Engine) -> list[QAExample]:
     """One example per chunk: the section's question, the passage's first sentence as the answer."""
-    from sqlalchemy import select
-    from sqlmodel import Session, col
-
-    from core.models import ChunkRow, DocumentRow
-
-    with Session(engine) as session:
-        rows = session.execute(
-            select(
-                col(ChunkRow.id),
-                col(ChunkRow.document_id),
-                col(ChunkRow.text),
-                col(ChunkRow.section),
-                col(DocumentRow.title),
-            ).join(DocumentRow, col(DocumentRow.id) == col(ChunkRow.document_id))
-        ).all()
+    rows = synthesis.chunk_rows(engine, flagged=True)
     out = []
     for chunk_id, document_id, text, section, title in rows:
         passage = " ".join(text.split())[:400]

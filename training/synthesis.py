@@ -240,7 +240,7 @@ def kb_sources(
     nearest first by the chunks' stored embeddings, so no held-out text reaches a training prompt.
     Chunks flagged at ingest as text aimed at an assistant are left out: the teacher would read them.
     """
-    rows = _chunk_rows(engine, min_chars)
+    rows = chunk_rows(engine, min_chars=min_chars)
     random.Random(0).shuffle(rows)
     split = split_by_document(
         [QAExample(str(i), doc, (), "", "") for i, doc, *_ in rows], validation=0.0, test=test_share
@@ -255,25 +255,25 @@ def kb_sources(
     return train, test
 
 
-def _chunk_rows(engine: Engine, min_chars: int) -> list[tuple[Any, ...]]:
+def chunk_rows(engine: Engine, *, min_chars: int = 0, flagged: bool = False) -> list[tuple[Any, ...]]:
+    """(chunk id, document id, text, section, title) of the knowledge base's chunks, in id order;
+    chunks flagged at ingest as text aimed at an assistant only with `flagged`."""
     from sqlalchemy import select
     from sqlmodel import Session, col
 
     from core.models import ChunkRow, DocumentRow
 
+    query = select(
+        col(ChunkRow.id),
+        col(ChunkRow.document_id),
+        col(ChunkRow.text),
+        col(ChunkRow.section),
+        col(DocumentRow.title),
+    ).join(DocumentRow, col(DocumentRow.id) == col(ChunkRow.document_id))
+    if not flagged:
+        query = query.where(col(ChunkRow.flag) == "")
     with Session(engine) as session:
-        rows = session.execute(
-            select(
-                col(ChunkRow.id),
-                col(ChunkRow.document_id),
-                col(ChunkRow.text),
-                col(ChunkRow.section),
-                col(DocumentRow.title),
-            )
-            .join(DocumentRow, col(DocumentRow.id) == col(ChunkRow.document_id))
-            .where(col(ChunkRow.flag) == "")
-            .order_by(col(ChunkRow.id))
-        ).all()
+        rows = session.execute(query.order_by(col(ChunkRow.id))).all()
     return [tuple(r) for r in rows if len(r[2].strip()) >= min_chars]
 
 
