@@ -136,7 +136,9 @@ def build_data(spec: RunSpec, context: RunContext, *, teacher: tuple[Any, Any] |
     context.progress({"stage": "data"})
     tokenizer = _tokenizer(spec.student)
     liked = feedback_examples(context.engine, context.redactor).examples
-    split, source, made = None, "templated", dict[str, Any]()
+    split: dataset.Split | None = None
+    source = "templated"
+    made: dict[str, Any] = {}
     if teacher is not None:
         written, made = teacher_examples(spec, context, teacher)
         split = _split(spec, tokenizer, [*written, *liked])
@@ -149,10 +151,9 @@ def build_data(spec: RunSpec, context: RunContext, *, teacher: tuple[Any, Any] |
                 f"fewer than a batch ({spec.batch_size}) or no test: templated examples instead"
             )
         context.progress({"stage": "data", "data_source": source, "data_note": made.get("fallback", "")})
-    if source == "templated":
+    if split is None or source == "templated":
         templated = [dataset.redact_example(e, context.redactor) for e in kb_examples(context.engine)]
         split = _split(spec, tokenizer, [*templated, *liked])
-    assert split is not None
     if len(split.train) < spec.batch_size or not split.test:
         raise DistillError(
             f"the knowledge base gives {len(split.train)} training and {len(split.test)} test "
