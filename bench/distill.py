@@ -251,6 +251,11 @@ def device(args: argparse.Namespace) -> None:
     if args.physical_batch:
         data["recipe"] = {**data["recipe"], "max_physical_batch": args.physical_batch}
     run = Device(work, out, data, on="cuda" if torch.cuda.is_available() else "cpu", limit=args.limit)
+    if args.stage == "speed":
+        run.models(Path(args.pieces), (TEACHER, STUDENT))
+        run.restore()
+        run.speed()
+        return
     if args.stage == "data":
         run.models(Path(args.pieces), (TEACHER,))
         run.questions()
@@ -295,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--test-questions", type=int, default=3, help="sampled per held-out chunk")
     sub.add_parser("pack")
     dev = sub.add_parser("device", help="on the GPU machine")
-    dev.add_argument("stage", choices=["data", "runs"], help="data: teacher questions, targets, signals")
+    stages = "data: teacher questions, targets, signals; speed: both models' decoding"
+    dev.add_argument("stage", choices=["data", "runs", "speed"], help=stages)
     dev.add_argument("--out", required=True)
     dev.add_argument("--pieces", default=str(PIECES), help="the GGUF pieces and sha256.json")
     dev.add_argument("--work", default="/tmp/distill")

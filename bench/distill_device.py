@@ -309,6 +309,45 @@ class Device:
         )
         shutil.copy(adapter / "adapter_config.json", target / "adapter_config.json")
 
+    def speed(self, tokens: int = 64) -> None:
+        """Decode tokens/s of the teacher and the student on this GPU (transformers, bf16), same prompts.
+
+        Eight held-out prompts at once and one alone, each model generating exactly `tokens` tokens
+        (end of reply ignored), best of three after a warm-up. A merged adapter leaves the student's
+        architecture as it is, so the base student times the trained one.
+        """
+        import torch
+
+        from training.data import prompt_ids
+
+        chosen = [self._example(a, False) for a, other in self.test if not other][:8]
+        prompts = [prompt_ids(self.tokenizer, e) for e in chosen]
+        found: dict[str, Any] = {"tokens_each": tokens, "prompts": len(prompts), "engine": "transformers"}
+        for role, name in (("teacher", TEACHER), ("student", STUDENT)):
+            model = self._load(name)
+            for batch in (prompts, prompts[:1]):
+                enc = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt").to(self.on)
+                times = []
+                for _ in range(4):
+                    if self.on == "cuda":
+                        torch.cuda.synchronize()
+                    started = time.perf_counter()
+                    model.generate(**enc, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
+                                   pad_token_id=self.tokenizer.pad_token_id)  # fmt: skip
+                    if self.on == "cuda":
+                        torch.cuda.synchronize()
+                    times.append(time.perf_counter() - started)
+                found[f"{role}_c{len(batch)}_tokens_per_s"] = round(len(batch) * tokens / min(times[1:]), 1)
+            del model
+            gc.collect()
+            torch.cuda.empty_cache()
+        for c in (8, 1):
+            found[f"student_teacher_ratio_c{c}"] = round(
+                found[f"student_c{c}_tokens_per_s"] / found[f"teacher_c{c}_tokens_per_s"], 2
+            )
+        (self.out / "speed_gpu.json").write_text(json.dumps(found, indent=1))
+        self.note(step="speed", **found)
+
     def finish(self) -> None:
         import torch
 
