@@ -135,6 +135,7 @@ def build(directories: list[Path], teacher: str, student: str) -> tuple[dict[str
     directory = directories[0]
     speed_file = directory / "speed.json"
     speed = json.loads(speed_file.read_text()) if speed_file.exists() else {}
+    gpu_speed = [json.loads(f.read_text()) for d in directories if (f := d / "speed_gpu.json").exists()]
     written, written_passages = _written(answers["test"])
     labelled, labelled_passages = _labelled(answers["labelled"])
     scored = {
@@ -165,15 +166,23 @@ def build(directories: list[Path], teacher: str, student: str) -> tuple[dict[str
         "held_out": {"written": len(written), "labelled": len(labelled)},
         "training_machine": runs["device"],
         "speed": speed,
+        "speed_gpu": gpu_speed[0] if gpu_speed else None,
+        # Training processes that shared one GPU time each other's steps too.
+        "training_processes": sum(
+            any(
+                r.get("method") not in (None, "teacher")
+                for r in json.loads((d / "runs.json").read_text())["rows"].values()
+            )
+            for d in directories
+        ),
         "rows": rows,
         "scores": scored,
     }
-    best = next((r for r in rows if r["name"] == "distill-eps8"), rows[-1])
+    correct = {r["name"]: r["correct"] for r in rows}
     summary = (
-        f"{student} + LoRA from {teacher} on the handbook, held-out documents: teacher correct "
-        f"{teacher_correct:.3f}, DP-distilled (ε=8) {best['correct']:.3f} "
-        f"(ratio {best['student_teacher_correct_ratio']}), citation precision {best['citation_precision']}; "
-        f"ledger total ε {ledger_total}; training on {runs['device']}"
+        f"{student} + LoRA from {teacher} on the handbook, {len(written)} held-out items: correct "
+        + ", ".join(f"{name} {value}" for name, value in correct.items())
+        + f"; ledger total ε {ledger_total}; training on {runs['device']}"
     )
     return results, summary
 
