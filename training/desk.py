@@ -84,7 +84,8 @@ class Desk:
             "examples; "
             f"ε={params['epsilon']}, δ={plan['delta']:.2g} needs noise σ={plan['noise_multiplier']} over "
             f"{plan['steps']} steps (sampling rate {plan['sample_rate']}); "
-            f"noise/signal {plan['noise_to_signal']}, "
+            f"noise/signal {plan['noise_to_signal']} over {plan['trained_parameters']} trained "
+            "parameters, "
             f"expected utility {plan['expected_utility']}. Budget: {plan['budget']}."
         )
 

@@ -51,6 +51,7 @@ from training.evaluate import greedy_answers, score
 from training.feedback import feedback_examples
 from training.registry import Registry
 from training.types import DistillConfig, DistillResult, QAExample, TeacherSignal
+from training.utility import expected_utility, trainable_dimension
 
 MAX_EVAL = 24
 TEST_SHARE = 0.15  # of the documents, held out
@@ -343,14 +344,15 @@ def dry_run(spec: RunSpec, context: RunContext) -> dict[str, Any]:
     n = len(data.train)
     delta = default_delta(n)
     plan = plan_privacy(n, epsilon=spec.epsilon, delta=delta, batch_size=spec.batch_size, epochs=spec.epochs)
-    # The noise's standard deviation relative to a batch's summed clipped gradients (norm <= 1 each):
-    # above ~1 the average update is mostly noise.
-    noise_to_signal = plan.noise_multiplier / max(1.0, n * plan.sample_rate)
-    utility = "good" if noise_to_signal < 0.3 else "fair" if noise_to_signal < 1.0 else "poor: mostly noise"
+    dimension = trainable_dimension(spec.student, spec.lora_rank)
+    noise_to_signal, utility = expected_utility(
+        plan.noise_multiplier, n * plan.sample_rate, plan.steps, dimension
+    )
     return {
         "examples": n, "test_examples": len(data.test), "steps": plan.steps,
         "noise_multiplier": round(plan.noise_multiplier, 3), "sample_rate": round(plan.sample_rate, 4),
-        "delta": delta, "noise_to_signal": round(noise_to_signal, 3), "expected_utility": utility,
+        "delta": delta, "trained_parameters": dimension, "expected_utility": utility,
+        "noise_to_signal": round(noise_to_signal, 3) if noise_to_signal is not None else None,
         "data_source": data.source,
         "budget": context.ledger.state().describe(),
     }  # fmt: skip

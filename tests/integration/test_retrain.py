@@ -15,6 +15,7 @@ update of that base, keeps the reply.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -252,6 +253,12 @@ async def test_a_killed_run_resumes_without_spending_twice(
     await asyncio.to_thread(KnowledgeBase(settings, engine, embedder=embedder).ingest, [HANDBOOK])
     from training.desk import Desk
 
+    said = await Desk(settings, engine).retrain("cli:test", epsilon=4.0, epochs=2, dry_run=True)
+    assert said.startswith("Dry run (nothing spent)"), said
+    assert re.search(
+        r"noise/signal [0-9.]+ over \d+ trained parameters, expected utility (good|fair|poor)", said
+    )
+    assert BudgetLedger.from_settings(settings, engine).entries() == []
     await Desk(settings, engine).retrain("cli:test", epsilon=4.0, epochs=2, dry_run=False)
     worker = _worker(settings, engine)
     progress = worker.runs.progress
