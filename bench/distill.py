@@ -6,6 +6,7 @@
     # call per piece (carry .carry/pieces/NAME.NN, copy it to /tmp/pieces), the teacher's first; then
     PYTHONPATH=/tmp/site python3 bench/distill.py device data --pieces /tmp/pieces --out $OUT
     PYTHONPATH=/tmp/site python3 bench/distill.py device runs --pieces /tmp/pieces --out $OUT
+    PYTHONPATH=/tmp/site python3 bench/distill.py device speed --pieces /tmp/pieces --out $OUT  # GPU decoding
     .venv/bin/python bench/distill.py speed          # here: student vs teacher tokens/s on vLLM
     .venv/bin/python bench/distill.py report DIR     # here: scores -> bench/results/distill.json
 
