@@ -48,13 +48,12 @@ corpora:
 	test -d /usr/share/doc/python3.11-doc/html/faq && test -d /usr/share/doc/texlive-doc/latex || \
 		(apt-get update && apt-get install -y --no-install-recommends python3.11-doc texlive-latex-recommended-doc)
 
-# The rows of bench/BENCHMARKS.md that run on this machine (llm_gpu and scale_gpu need a GPU
-# machine: see bench/llm.py and bench/scale.py); each writes bench/results/<row>.json.
+# The rows of bench/BENCHMARKS.md that run on this machine without a model from the store
+# (scale_gpu needs a GPU machine: see bench/scale.py); each writes bench/results/<row>.json.
 bench: install corpora vllm-env
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/redaction.py
 	$(BIN)/python bench/ingest.py
-	$(BIN)/python bench/llm.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/bot.py
 	$(BIN)/python bench/push.py
