@@ -184,6 +184,10 @@ def build(directories: list[Path], teacher: str, student: str) -> tuple[dict[str
         + ", ".join(f"{name} {value}" for name, value in correct.items())
         + f"; ledger total ε {ledger_total}; training on {runs['device']}"
     )
+    if speed.get("student_teacher_tokens_per_s_ratio"):
+        summary += (
+            f"; vLLM (CPU) student/teacher tokens/s {speed['student_teacher_tokens_per_s_ratio']}x at 8"
+        )
     return results, summary
 
 
