@@ -24,6 +24,7 @@ from training.types import QAExample, TeacherSignal
 
 TEACHER, STUDENT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
 ANSWER_TOKENS = 128  # a reply that runs this long did not end by itself
+GENERATE_BATCH = 192  # prompts per generate call: a 1.5B model's cache for them fits an 80 GB GPU
 BENCH_BUDGET = 40.0  # the benchmark's own ledger: every DP run below reserves from it
 
 
@@ -134,7 +135,7 @@ class Device:
         written = [
             synthesis.write_questions(
                 self.teacher, self.tokenizer, [self._source(c) for c in self.chunks if c["questions"] == n],
-                per_chunk=n,
+                per_chunk=n, batch_size=GENERATE_BATCH,
             )
             for n in counts
         ]  # fmt: skip
@@ -181,7 +182,9 @@ class Device:
             else:
                 train.append((asked, synthesis.other_form(asked["key"])))
         items = [(self._question(asked), other) for asked, other in train]
-        written = synthesis.write_targets(self.teacher, self.tokenizer, items, max_new_tokens=ANSWER_TOKENS)
+        written = synthesis.write_targets(
+            self.teacher, self.tokenizer, items, max_new_tokens=ANSWER_TOKENS, batch_size=GENERATE_BATCH
+        )
         self.train: list[QAExample] = written.examples
         self.note(step="targets", train_asked=len(train), train_kept=len(self.train), test=len(self.test),
                   dropped=written.dropped)  # fmt: skip
@@ -203,7 +206,9 @@ class Device:
     def _answers(self, model: Any, examples: list[QAExample]) -> list[str]:
         from training.evaluate import greedy_answers
 
-        return greedy_answers(model, self.tokenizer, examples, max_new_tokens=ANSWER_TOKENS, batch_size=32)
+        return greedy_answers(
+            model, self.tokenizer, examples, max_new_tokens=ANSWER_TOKENS, batch_size=GENERATE_BATCH
+        )
 
     def _answer_all(self, name: str, model: Any) -> None:
         """The held-out questions (teacher-written and hand-labelled), answered by `model`."""
@@ -238,45 +243,51 @@ class Device:
 
     # ------------------------------------------------------------------ runs
 
-    def train_and_evaluate(self, name: str, method: str, epsilon: float | None) -> None:
+    def _train(self, name: str, method: str, epsilon: float | None, train: list[QAExample]) -> dict[str, Any]:
+        """One run of the recipe from the base student; its row, with the adapter under "adapter"."""
         import torch
 
         from training.data import dataset_hash, tokenize
         from training.distill import distill
         from training.types import DistillConfig
 
+        r = self.recipe
+        soft = self.soft if method == "distill" else None
+        examples = tokenize(train, self.tokenizer, signals=soft,
+                            max_len=r["max_len"], require_signals=method == "distill")  # fmt: skip
+        config = DistillConfig(
+            out_dir=self.work / "runs" / name, epochs=r["epochs"], lr=r["lr"], warmup=r["warmup"],
+            batch_size=r["batch_size"], max_physical_batch=r["max_physical_batch"], max_len=r["max_len"],
+            temperature=r["temperature"], alpha=r["alpha"] if method == "distill" else 0.0,
+            epsilon=epsilon, max_grad_norm=r["max_grad_norm"], lora_rank=r["lora_rank"],
+            lora_targets=tuple(r.get("lora_targets", ())), checkpoint_every=10_000, device=self.on,
+        )  # fmt: skip
+        shutil.rmtree(config.out_dir, ignore_errors=True)
+        student = self._load(STUDENT)
+        result = distill(
+            student, examples, config, ledger=self.ledger, dataset_hash=dataset_hash(train),
+            run_name=f"bench-distill-{name}", pad_id=int(self.tokenizer.pad_token_id),
+            actor="bench/distill.py",
+        )  # fmt: skip
+        del student
+        gc.collect()
+        torch.cuda.empty_cache()
+        return {"name": name, "method": method, "epsilon": epsilon, "steps": result.steps,
+                "epsilon_spent": result.epsilon_spent, "delta": result.delta,
+                "sample_rate": result.extra["sample_rate"],
+                "noise_multiplier": result.extra["noise_multiplier"],
+                "mean_step_time_s": result.mean_step_time_s, "peak_memory_bytes": result.peak_memory_bytes,
+                "train_time_s": round(result.train_time_s, 1), "final_loss": result.final_loss,
+                "guarantee": result.extra["private"], "grad_sample_mode": result.extra["grad_sample_mode"],
+                "train_examples": len(examples), "adapter": result.checkpoint_dir}  # fmt: skip
+
+    def train_and_evaluate(self, name: str, method: str, epsilon: float | None) -> None:
+        import torch
+
         row: dict[str, Any] = {"name": name, "method": method, "epsilon": epsilon}
-        adapter = None
         if method != "none":
-            r = self.recipe
-            soft = self.soft if method == "distill" else None
-            examples = tokenize(self.train, self.tokenizer, signals=soft,
-                                max_len=r["max_len"], require_signals=method == "distill")  # fmt: skip
-            config = DistillConfig(
-                out_dir=self.work / "runs" / name, epochs=r["epochs"], lr=r["lr"], warmup=r["warmup"],
-                batch_size=r["batch_size"], max_physical_batch=r["max_physical_batch"], max_len=r["max_len"],
-                temperature=r["temperature"], alpha=r["alpha"] if method == "distill" else 0.0,
-                epsilon=epsilon, max_grad_norm=r["max_grad_norm"], lora_rank=r["lora_rank"],
-                checkpoint_every=10_000, device=self.on,
-            )  # fmt: skip
-            shutil.rmtree(config.out_dir, ignore_errors=True)
-            student = self._load(STUDENT)
-            result = distill(
-                student, examples, config, ledger=self.ledger, dataset_hash=dataset_hash(self.train),
-                run_name=f"bench-distill-{name}", pad_id=int(self.tokenizer.pad_token_id),
-                actor="bench/distill.py",
-            )  # fmt: skip
-            adapter = result.checkpoint_dir
-            row.update(steps=result.steps, epsilon_spent=result.epsilon_spent, delta=result.delta,
-                       sample_rate=result.extra["sample_rate"],
-                       noise_multiplier=result.extra["noise_multiplier"],
-                       mean_step_time_s=result.mean_step_time_s, peak_memory_bytes=result.peak_memory_bytes,
-                       train_time_s=round(result.train_time_s, 1), final_loss=result.final_loss,
-                       guarantee=result.extra["private"], grad_sample_mode=result.extra["grad_sample_mode"],
-                       train_examples=len(examples))  # fmt: skip
-            del student
-            gc.collect()
-            torch.cuda.empty_cache()
+            row = self._train(name, method, epsilon, self.train)
+        adapter = row.pop("adapter", None)
         model = self._load(STUDENT, adapter)
         self._answer_all(name, model)
         row["exposure"] = {s: self._exposures(model, s) for s in ("A", "B")}
@@ -287,6 +298,25 @@ class Device:
         del model
         gc.collect()
         torch.cuda.empty_cache()
+
+    def timing(self, steps: int = 8) -> None:
+        """A DP step against the same step without DP: one student, batch, data and GPU, one after the other.
+
+        Each trains one epoch of `steps` logical batches over the first examples, with the GPU to
+        itself; the DP one reserves and settles its ε in the ledger like every other run.
+        """
+        subset = self.train[: steps * self.recipe["batch_size"]]
+        rows = [
+            self._train(f"timing-{n}", "distill", e, subset) for n, e in (("nonprivate", None), ("eps8", 8.0))
+        ]
+        plain, private = ({k: v for k, v in r.items() if k != "adapter"} for r in rows)
+        found = {
+            "examples": len(subset), "nonprivate": plain, "dp": private,
+            "dp_step_time_ratio": round(private["mean_step_time_s"] / plain["mean_step_time_s"], 3),
+            "dp_peak_memory_ratio": round(private["peak_memory_bytes"] / plain["peak_memory_bytes"], 3),
+        }  # fmt: skip
+        (self.out / "timing.json").write_text(json.dumps(found, indent=1, default=str))
+        self.note(step="timing", **{k: v for k, v in found.items() if k.endswith("ratio")})
 
     def _exposures(self, model: Any, which: str) -> list[float]:
         """Each canary's exposure among the recipe's look-alikes (training.canaries)."""

@@ -74,3 +74,9 @@ def collate(rows: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch
     # learned position embeddings under Opacus, and left-padded rows would be shifted.
     out["position_ids"] = (out["attention_mask"].cumsum(-1) - 1).clamp(min=0)
     return out
+
+
+def trim(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A physical batch without the padding columns none of its rows uses."""
+    width = max(1, int(batch["attention_mask"].sum(-1).max()))
+    return {key: value[:, :width] for key, value in batch.items()}

@@ -47,7 +47,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from training import checkpoint, dp, runtime
-from training.batches import collate, example_tensors
+from training.batches import collate, example_tensors, trim
 from training.dp import DistillError
 from training.losses import IGNORE, DistillLoss
 from training.types import PRIVACY_UNIT, DistillConfig, DistillResult, TrainExample
@@ -87,7 +87,12 @@ def distill(
             "a differentially private run needs the privacy budget ledger: nothing may spend ε unrecorded",
             hint="pass ledger=BudgetLedger.from_settings(settings, engine)",
         )
-    rows = [example_tensors(example, config.max_len) for example in examples]
+    # Longest first: a Poisson batch keeps this order, so the physical batches Opacus cuts from it
+    # hold rows of like length and pad little (membership, and so the privacy, ignores order).
+    rows = sorted(
+        (example_tensors(example, config.max_len) for example in examples),
+        key=lambda row: -len(row["input_ids"]),
+    )
     runtime.check_input(len(rows), config, world)
     n = len(rows)
     delta = (config.delta if config.delta is not None else dp.default_delta(n)) if private else None
@@ -112,7 +117,9 @@ def distill(
     if config.seed is not None:
         torch.manual_seed(config.seed)
     device = torch.device(config.device)
-    model = dp.prepare_student(model, lora_rank=config.lora_rank, private=private).to(device)
+    model = dp.prepare_student(
+        model, lora_rank=config.lora_rank, lora_targets=config.lora_targets, private=private
+    ).to(device)
     mode = (
         dp.choose_mode(
             model,
@@ -279,15 +286,20 @@ def _train(
         )
         step_start, loss_sum, counted = time.perf_counter(), 0.0, 0
         for batch, last in runtime.physical_batches(loader, private, config.max_physical_batch):
-            batch = {key: value.to(device) for key, value in batch.items()}
+            batch = {key: value.to(device) for key, value in trim(batch).items()}
+            # Logits only where answers are: the prompt's positions would cost a [B, L, V] tensor
+            # (V 150k for Qwen) that the loss never reads.
+            keep = runtime.answer_window(batch["labels"])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = module(
                     input_ids=batch["input_ids"],
                     attention_mask=batch["attention_mask"],
                     position_ids=batch["position_ids"],
+                    logits_to_keep=keep,
                 ).logits
             # The loss in fp32: a softmax over 150k tokens at temperature 3 loses too much in bf16.
-            loss = criterion(logits.float(), batch["labels"], batch["top_ids"], batch["top_logprobs"])
+            tail = {k: batch[k][:, -keep:] for k in ("labels", "top_ids", "top_logprobs")}
+            loss = criterion(logits.float(), tail["labels"], tail["top_ids"], tail["top_logprobs"])
             if plan is None:
                 loss = loss / expected_batch  # summed per-sequence losses -> the logical batch's mean
             loss.backward()

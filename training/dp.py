@@ -194,8 +194,15 @@ def untie_embeddings(model: nn.Module) -> bool:
     return True
 
 
-def prepare_student(model: nn.Module, *, lora_rank: int = 0, private: bool = True) -> nn.Module:
-    """The student ready to wrap: untied, Opacus-compatible norms, LoRA added (base frozen), validated."""
+def prepare_student(
+    model: nn.Module, *, lora_rank: int = 0, lora_targets: tuple[str, ...] = (), private: bool = True
+) -> nn.Module:
+    """The student ready to wrap: untied, Opacus-compatible norms, LoRA added (base frozen), validated.
+
+    `lora_targets` names the projections to adapt (() = every one of LORA_TARGETS the model has).
+    Under DP fewer trained parameters mean less noise in total (σ·√d), so a private run may adapt
+    only the attention's q_proj and v_proj at a low rank.
+    """
     from opacus.validators import ModuleValidator  # type: ignore[import-untyped]
 
     model.train()  # from_pretrained hands models back in eval mode, which Opacus refuses
@@ -206,7 +213,12 @@ def prepare_student(model: nn.Module, *, lora_rank: int = 0, private: bool = Tru
         from peft import LoraConfig, get_peft_model
 
         present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-        targets = [t for t in LORA_TARGETS if t in present]
+        unknown = sorted(set(lora_targets) - set(LORA_TARGETS))
+        if unknown:
+            raise DistillError(
+                f"LoRA cannot adapt {', '.join(unknown)}", hint=f"choose among {', '.join(LORA_TARGETS)}"
+            )
+        targets = [t for t in LORA_TARGETS if t in present and (not lora_targets or t in lora_targets)]
         if not targets:
             raise DistillError(
                 "LoRA found none of the projection layers it adapts (q_proj, v_proj, ...) in the student",

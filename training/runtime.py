@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from training import checkpoint, dp
 from training.dp import DistillError
+from training.losses import IGNORE
 from training.types import DistillConfig
 
 
@@ -54,6 +55,15 @@ def physical_batches(
         size = len(batch["input_ids"])
         for start in range(0, max(size, 1), max_physical):
             yield {k: v[start : start + max_physical] for k, v in batch.items()}, start + max_physical >= size
+
+
+def answer_window(labels: torch.Tensor) -> int:
+    """How many trailing positions hold every label of a right-padded batch (at least 1).
+
+    Answers end their sequences, so the logits of these positions are all the loss needs.
+    """
+    labelled = (labels != IGNORE).any(0).nonzero()
+    return labels.shape[1] - int(labelled[0]) if len(labelled) else 1
 
 
 def check_input(n: int, config: DistillConfig, world: int) -> None:

@@ -116,6 +116,7 @@ def write_questions(
     temperature: float = 0.8,
     max_new_tokens: int = 96,
     seed: int | None = None,
+    batch_size: int = 64,
 ) -> Written:
     """`per_chunk` sampled questions for each source; those with a short answer from the chunk, once each.
 
@@ -128,7 +129,12 @@ def write_questions(
     ]
     with _seeded(seed, model):
         replies = chat_replies(
-            model, tokenizer, chats, max_new_tokens=max_new_tokens, temperature=temperature
+            model,
+            tokenizer,
+            chats,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            batch_size=batch_size,
         )
     dropped = {"malformed": 0, "not_in_passage": 0, "bad_span": 0, "duplicate": 0}
     seen: set[tuple[str, str]] = set()

@@ -95,6 +95,7 @@ class DistillConfig:
     # many MiB, ghost clipping (a second backward pass, no per-example gradients) when they do not.
     per_example_grad_budget_mb: int = 4096
     lora_rank: int = 0  # 0: full fine-tuning; > 0: LoRA adapters of this rank (peft)
+    lora_targets: tuple[str, ...] = ()  # the projections LoRA adapts; () every one present (dp.LORA_TARGETS)
     seed: int | None = None  # None: secure mode (OS entropy); a seed makes the run reproducible, NOT private
     checkpoint_every: int = 50  # optimizer steps
     device: str = "cpu"

@@ -22,11 +22,12 @@ from training.dp import LORA_TARGETS
 GOOD, FAIR = 0.5, 2.0
 
 
-def trainable_dimension(folder: Path, lora_rank: int) -> int | None:
+def trainable_dimension(folder: Path, lora_rank: int, lora_targets: tuple[str, ...] = ()) -> int | None:
     """How many parameters a run trains, from the model folder's files alone (nothing is loaded).
 
-    With LoRA: rank x (inputs + outputs) of each adapted projection of a Llama-shaped model, from
-    config.json. Without: every tensor in the safetensors headers. None when the files do not say.
+    With LoRA: rank x (inputs + outputs) of each adapted projection (`lora_targets`, () for all) of a
+    Llama-shaped model, from config.json. Without: every tensor in the safetensors headers. None
+    when the files do not say.
     """
     if lora_rank > 0:
         try:
@@ -40,7 +41,8 @@ def trainable_dimension(folder: Path, lora_rank: int) -> int | None:
         shapes = {"q_proj": (hidden, heads * head_dim), "k_proj": (hidden, kv), "v_proj": (hidden, kv),
                   "o_proj": (heads * head_dim, hidden), "gate_proj": (hidden, inner),
                   "up_proj": (hidden, inner), "down_proj": (inner, hidden)}  # fmt: skip
-        return layers * sum(lora_rank * sum(shapes[t]) for t in LORA_TARGETS)
+        adapted = [t for t in LORA_TARGETS if not lora_targets or t in lora_targets]
+        return layers * sum(lora_rank * sum(shapes[t]) for t in adapted)
     total = 0
     for weights in sorted(folder.glob("*.safetensors")):
         with weights.open("rb") as source:

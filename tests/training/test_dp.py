@@ -15,6 +15,7 @@ from tests.training.students import load_student, synthetic_examples
 from training import dp
 from training.batches import collate as _collate
 from training.batches import example_tensors as _tensors
+from training.batches import trim as _trim
 from training.losses import DistillLoss
 
 
@@ -187,6 +188,9 @@ def test_collate_gives_every_row_its_own_positions_and_an_empty_batch_a_null_row
         rows[0]["input_ids"][4].item(),
         -100,
     ]
+    short = _trim({key: value[:1] for key, value in batch.items()})  # a physical batch of the short row
+    assert short["input_ids"].tolist() == [rows[0]["input_ids"].tolist()]
+    assert short["labels"].shape == (1, 5) and short["top_ids"].shape[:2] == (1, 5)
     null = _collate([], pad_id=0)
     assert null["input_ids"].shape == (1, 1) and (null["labels"] == -100).all()
     assert math.isinf(float(null["top_logprobs"].max()))
@@ -196,3 +200,35 @@ def test_collate_gives_every_row_its_own_positions_and_an_empty_batch_a_null_row
             float(DistillLoss()(torch.zeros(1, 1, 8), null["labels"], null["top_ids"], null["top_logprobs"]))
             == 0.0
         )
+
+
+def test_lora_adapts_only_the_projections_asked_and_refuses_unknown_ones(student_dir: Path) -> None:
+    every = dp.prepare_student(load_student(student_dir), lora_rank=2)
+    attention = dp.prepare_student(load_student(student_dir), lora_rank=2, lora_targets=("q_proj", "v_proj"))
+
+    def adapted(model: nn.Module) -> set[str]:
+        return {n.split(".")[-4] for n, p in model.named_parameters() if p.requires_grad}
+
+    assert adapted(every) == set(dp.LORA_TARGETS)
+    assert adapted(attention) == {"q_proj", "v_proj"}
+    with pytest.raises(dp.DistillError, match="LoRA cannot adapt qkv"):
+        dp.prepare_student(load_student(student_dir), lora_rank=2, lora_targets=("qkv",))
+
+
+def test_logits_of_the_answer_window_give_the_loss_of_the_whole_sequence(student_dir: Path) -> None:
+    from training.runtime import answer_window
+
+    model, batch = load_student(student_dir).eval(), _batch(300)
+    keep = answer_window(batch["labels"])
+    assert 1 <= keep < batch["labels"].shape[1]  # the prompts' positions are left out
+    assert (batch["labels"][:, :-keep] == -100).all()  # and none of them has a label
+    criterion = DistillLoss(reduction="sum")
+    whole = _loss(model, batch, criterion)
+    logits = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+        position_ids=batch["position_ids"], logits_to_keep=keep,
+    ).logits  # fmt: skip
+    tail = {k: batch[k][:, -keep:] for k in ("labels", "top_ids", "top_logprobs")}
+    assert logits.shape[1] == keep
+    assert torch.allclose(criterion(logits, tail["labels"], tail["top_ids"], tail["top_logprobs"]), whole)
+    assert answer_window(torch.full((2, 5), -100)) == 1  # an empty Poisson batch's null row

@@ -32,6 +32,15 @@ def test_the_dimension_is_what_peft_and_the_weights_train(tmp_path: Path, kv_hea
     assert trainable_dimension(folder, 0) == sum(p.numel() for p in full.parameters())
     adapted = prepare_student(AutoModelForCausalLM.from_pretrained(folder), lora_rank=4, private=False)
     assert trainable_dimension(folder, 4) == sum(p.numel() for p in adapted.parameters() if p.requires_grad)
+    attention = prepare_student(
+        AutoModelForCausalLM.from_pretrained(folder), lora_rank=2, lora_targets=("q_proj", "v_proj"),
+        private=False,
+    )  # fmt: skip
+    trained = {n.split(".")[-4] for n, p in attention.named_parameters() if p.requires_grad}
+    assert trained == {"q_proj", "v_proj"}
+    assert trainable_dimension(folder, 2, ("q_proj", "v_proj")) == sum(
+        p.numel() for p in attention.parameters() if p.requires_grad
+    )
 
 
 def test_the_benchmark_s_student_shape_gives_its_adapter_size(tmp_path: Path) -> None:
@@ -40,6 +49,7 @@ def test_the_benchmark_s_student_shape_gives_its_adapter_size(tmp_path: Path) ->
               "num_key_value_heads": 2, "num_hidden_layers": 24}  # fmt: skip
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert trainable_dimension(tmp_path, 8) == 4_399_104
+    assert trainable_dimension(tmp_path, 2, ("q_proj", "v_proj")) == 135_168  # 33x fewer: √d 5.7x smaller
 
 
 def test_a_folder_that_does_not_say_gives_no_dimension_and_says_so(tmp_path: Path) -> None:

@@ -1,0 +1,118 @@
+"""`make run` on a fresh machine: from `git clone` to the first answer written by the model.
+
+    .venv/bin/python bench/make_run.py             # an empty HOME: vLLM environment and model built anew
+    .venv/bin/python bench/make_run.py --home ~    # this machine's caches (what a second run costs)
+
+The clone is made from this repository's HEAD in a scratch folder, and `make run` runs there as a
+user would start it, with HOME pointed at an empty folder (unless --home), so that the vLLM
+environment, pip's cache and the model store start empty, as on a new machine. The output's lines
+time the steps; the first `POST /api/ask` whose reply names the model ends the clock. Then SIGINT
+goes to the process group (Ctrl-C) and the time until no process of it is left is measured too.
+Ports 8080 and 8000 must be free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+QUESTION = "How many vacation days do employees get?"
+MILESTONES = {  # the step a line of `make run`'s output ends -> what the line holds
+    ".venv installed": "touch .venv/.installed",
+    "handbook ingested": "Ingested in ",
+    "vLLM environment built": "vllm 0.",
+    "model fetched and converted": "Stored ",
+    "kb serve listening": "Serving ",
+    "model server ready": " ready on http",
+}
+
+
+def _get(url: str, body: dict[str, str] | None = None, timeout: float = 5.0) -> dict[str, object]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as reply:  # loopback only
+        result: dict[str, object] = json.loads(reply.read())
+        return result
+
+
+def run(home: Path, work: Path) -> dict[str, object]:
+    started = time.perf_counter()
+    seen: dict[str, float] = {}
+    clone = work / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+    seen["git clone"] = time.perf_counter() - started
+    env = {**os.environ, "HOME": str(home)}
+    make = subprocess.Popen(
+        ["make", "run"], cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    log = (work / "make-run.log").open("w")
+
+    def watch() -> None:
+        assert make.stdout is not None
+        for line in make.stdout:
+            log.write(f"{time.perf_counter() - started:7.1f} {line}")
+            log.flush()
+            for step, marker in MILESTONES.items():
+                if marker in line and step not in seen:
+                    seen[step] = time.perf_counter() - started
+
+    threading.Thread(target=watch, daemon=True).start()
+    answer: dict[str, object] = {}
+    while make.poll() is None:
+        time.sleep(2)
+        try:
+            reply = _get("http://127.0.0.1:8080/api/ask", {"question": QUESTION}, timeout=120)
+        except OSError:
+            continue
+        seen.setdefault("first answer (extractive)", time.perf_counter() - started)
+        if reply.get("model") not in (None, "", "extractive"):
+            seen["first model-written answer"] = time.perf_counter() - started
+            answer = reply
+            break
+    stop = time.perf_counter()
+    os.killpg(make.pid, signal.SIGINT)
+    make.wait(timeout=120)
+    stopped = time.perf_counter() - stop
+    return {
+        "steps_s": {k: round(v, 1) for k, v in sorted(seen.items(), key=lambda kv: kv[1])},
+        "clone_to_model_answer_s": round(seen.get("first model-written answer", float("nan")), 1),
+        "ctrl_c_to_all_stopped_s": round(stopped, 1),
+        "make_exit_code": make.returncode,
+        "answer": {"model": answer.get("model"), "text": answer.get("text")},
+        "question": QUESTION,
+    }
+
+
+def main() -> int:
+    from bench.common import write_results
+
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    parser.add_argument("--home", type=Path, help="HOME for `make run` (default: a new empty folder)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="make-run-") as tmp:
+        home = args.home or Path(tmp) / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        found = run(home, Path(tmp)) | {"fresh_home": args.home is None}
+    minutes = found["clone_to_model_answer_s"] / 60  # type: ignore[operator]
+    summary = f"fresh clone to the first model-written answer {minutes:.1f} min (target < 15)"
+    command = "python bench/make_run.py" + (f" --home {args.home}" if args.home else "")
+    print(write_results("make_run", found, summary=summary, command=command, load=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
