@@ -95,12 +95,13 @@ def sample_chunks(engine: Engine, n: int, *, seed: int = 0, min_chars: int = 80)
 
 
 def redact_example(example: QAExample, redactor: Redactor) -> QAExample:
-    """The example with personal data replaced in every text (context, question, answer)."""
+    """The example with personal data replaced in every text (context, question, answer, accept)."""
     return replace(
         example,
         context=tuple(redactor.redact(p).text for p in example.context),
         question=redactor.redact(example.question).text,
         answer=redactor.redact(example.answer).text,
+        accept=tuple(redactor.redact(a).text for a in example.accept),
     )
 
 

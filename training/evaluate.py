@@ -3,6 +3,8 @@
 - `exact_match` / `token_f1`: SQuAD-style, after lower-casing and collapsing spaces and punctuation.
 - `greedy_answers`: a causal LM's greedy answers to the bot's prompt (`training.data.format_prompt`),
   batched (left padding).
+- `answer_correct`: a reply judged as the product judges answers: it holds a short acceptable
+  string of the example (or abstains where the passages do not answer).
 - `agreement`: how often the student gives the teacher's answer (exact match between the two).
 - `tokens_per_second`: a served model's output tokens/s at N concurrent requests (`core.llm.LLM`).
 - `exposure`: "The Secret Sharer" (Carlini et al., 2019): rank the true secret among random
@@ -24,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.llm import LLM, Message
+from knowledge.answer_quality import holds_answer
+from knowledge.prompt import is_not_found
 from training.data import answer_ids, prompt_ids
 from training.types import QAExample
 
@@ -66,6 +70,20 @@ def score(predictions: Sequence[str], references: Sequence[str]) -> Scores:
     em = sum(exact_match(p, r) for p, r in zip(predictions, references, strict=True)) / n
     f1 = sum(token_f1(p, r) for p, r in zip(predictions, references, strict=True)) / n
     return Scores(em, f1, n)
+
+
+def answer_correct(reply: str, example: QAExample) -> float:
+    """How right a reply is, by the product's rule (knowledge.answer_quality) where the example allows.
+
+    An example whose answer is the abstention is right when the reply abstains; one with `accept`
+    strings is right when the reply holds one and does not abstain (1 or 0); one with neither
+    (templated, rated) scores the reply's token F1 against its answer.
+    """
+    if is_not_found(example.answer):
+        return float(is_not_found(reply))
+    if example.accept:
+        return float(holds_answer(reply, example.accept) and not is_not_found(reply))
+    return token_f1(reply, example.answer)
 
 
 def agreement(student: Sequence[str], teacher: Sequence[str]) -> float:

@@ -23,9 +23,10 @@ models changes the folders, not this file.
   loaded once for the data and the signals; a vLLM-served teacher goes through
   training.teacher.collect_signals).
 - `distill_student`: DP-SGD under the ledger's reservation, keyed by the run id, in secure mode.
-- `evaluate_versions`: the candidate and the active version on the same held-out questions
-  (token F1 as correctness), and the canary's exposure among 1,000 look-alikes
-  (training.canaries).
+- `evaluate_versions`: the candidate and the active version on the same held-out questions,
+  correctness judged as the product judges answers (training.evaluate.answer_correct: the
+  question's short answer in the reply, or the abstention where the passages do not answer), and
+  the canary's exposure among 1,000 look-alikes (training.canaries).
 - `export`: the adapter into the registry with its manifest.
 """
 
@@ -47,13 +48,14 @@ from training import canaries, synthesis
 from training import data as dataset
 from training.distill import StepInfo, distill
 from training.dp import DistillError, default_delta, plan_privacy
-from training.evaluate import greedy_answers, score
+from training.evaluate import answer_correct, greedy_answers
 from training.feedback import feedback_examples
 from training.registry import Registry
 from training.types import DistillConfig, DistillResult, QAExample, TeacherSignal
 from training.utility import expected_utility, trainable_dimension
 
 MAX_EVAL = 24
+EVAL_TOKENS = 96  # a reply's room on the held-out questions: a short answer and its citations
 TEST_SHARE = 0.15  # of the documents, held out
 QUESTIONS_PER_CHUNK = 3  # sampled from the teacher for each training chunk (one for a held-out one)
 PROBE_CHUNKS = 8  # the teacher's first chunks: when none gives a usable question, it is asked no more
@@ -296,15 +298,12 @@ def evaluate_versions(
 ) -> dict[str, Any]:
     context.progress({"stage": "evaluation"})
     candidate, tokenizer = _load(spec.student, adapter=result.checkpoint_dir)
-    references = [e.answer for e in data.test]
-    correctness = score(greedy_answers(candidate, tokenizer, data.test, max_new_tokens=16), references).f1
+    correctness = _correctness(candidate, tokenizer, data.test)
     exposure = canaries.exposure_bits(candidate, tokenizer, data.canary)
     active = context.registry.active()
     adapter = Path(active.path) if active is not None and active.path else None
     incumbent, _ = _load(spec.student, adapter=adapter)
-    active_correctness = score(
-        greedy_answers(incumbent, tokenizer, data.test, max_new_tokens=16), references
-    ).f1
+    active_correctness = _correctness(incumbent, tokenizer, data.test)
     return {
         "correctness": round(correctness, 4),
         "active_correctness": round(active_correctness, 4),
@@ -312,6 +311,11 @@ def evaluate_versions(
         "canary_exposure_bits": round(exposure, 3),
         "canary_candidates": canaries.LOOK_ALIKES,
     }
+
+
+def _correctness(model: Any, tokenizer: Any, test: list[QAExample]) -> float:
+    replies = greedy_answers(model, tokenizer, test, max_new_tokens=EVAL_TOKENS)
+    return sum(answer_correct(r, e) for r, e in zip(replies, test, strict=True)) / max(1, len(test))
 
 
 def export(

@@ -208,7 +208,8 @@ def write_targets(
         if reason is not None:
             dropped[reason] += 1
         else:
-            kept.append(replace(item, answer=NOT_FOUND if other else reply))
+            accept = () if other else (question.span,)
+            kept.append(replace(item, answer=NOT_FOUND if other else reply, accept=accept))
     return Targets(kept, len(items), dropped)
 
 

@@ -35,6 +35,9 @@ class QAExample:
     question: str
     answer: str
     origin: Origin = "generated"
+    # Short strings a right answer holds (a teacher-written question's span from its passage); empty
+    # where the example has none (templated, rated): then the answer itself is the reference.
+    accept: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

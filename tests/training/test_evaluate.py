@@ -11,6 +11,7 @@ from tests.training.tiny_task import build_tokenizer, make_canaries, random_secr
 from training.data import answer_ids, prompt_ids
 from training.evaluate import (
     agreement,
+    answer_correct,
     canary_exposure,
     chance_exposure,
     exact_match,
@@ -119,3 +120,20 @@ async def test_tokens_per_second_keeps_every_prompt_in_flight_once() -> None:
     rate = await tokens_per_second(llm, [f"p{i}" for i in range(20)], concurrency=8, max_tokens=4)
     assert rate == 0.0  # the fake reports no completion tokens
     assert sorted(call.prompt or "" for call in llm.calls) == sorted(f"p{i}" for i in range(20))
+
+
+def test_a_reply_is_right_as_the_product_judges_answers() -> None:
+    from knowledge.prompt import NOT_FOUND
+    from training.types import QAExample
+
+    spanned = QAExample(
+        "q", "d", ("Employees get 30 days.",), "How many days?", "30 days [1]", accept=("30 days",)
+    )
+    assert answer_correct("You get 30 days of leave [1].", spanned) == 1.0
+    assert answer_correct("You get 25 days [1].", spanned) == 0.0
+    assert answer_correct(NOT_FOUND, spanned) == 0.0  # abstaining where the passages answer is wrong
+    other = QAExample("q", "d", ("VPN setup.",), "How many days?", NOT_FOUND)
+    assert answer_correct(NOT_FOUND, other) == 1.0 and answer_correct("30 days [1]", other) == 0.0
+    templated = QAExample("q", "d", ("x",), "What?", "the vpn needs a token")
+    assert answer_correct("the vpn needs a token", templated) == 1.0
+    assert 0 < answer_correct("a token", templated) < 1  # token F1 where no short answer is known

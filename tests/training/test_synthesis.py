@@ -188,6 +188,7 @@ def test_a_reply_becomes_a_target_only_when_it_ended_says_things_once_cites_what
         ("1-0-own", (VACATION.text,), vacation.text, CASES[VACATION][1]),
         ("1-0-other", (PASSWORDS.text,), vacation.text, NOT_FOUND),
     ]
+    assert [e.accept for e in targets.examples] == [(vacation.span,), ()]  # what the gate looks for
     assert targets.asked == 6
     assert targets.dropped == {CASES[p][2]: 1 for p in (PASSWORDS, EXPENSES, OFFICE, VPN)}
 
