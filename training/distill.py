@@ -290,7 +290,8 @@ def _train(
             # Logits only where answers are: the prompt's positions would cost a [B, L, V] tensor
             # (V 150k for Qwen) that the loss never reads.
             keep = runtime.answer_window(batch["labels"])
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+            with autocast, runtime.attention_kernels(device):
                 logits = module(
                     input_ids=batch["input_ids"],
                     attention_mask=batch["attention_mask"],
@@ -318,6 +319,7 @@ def _train(
                 continue  # Opacus accumulated this physical batch; the logical step is not over
             step += 1
             done[0] = step
+            runtime.check_finite(module, step)
             losses.append(loss_sum / max(1, counted))
             step_times.append(time.perf_counter() - step_start)
             step_start, loss_sum, counted = time.perf_counter(), 0.0, 0

@@ -8,6 +8,7 @@ reads top to bottom without them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -55,6 +56,31 @@ def physical_batches(
         size = len(batch["input_ids"])
         for start in range(0, max(size, 1), max_physical):
             yield {k: v[start : start + max_physical] for k, v in batch.items()}, start + max_physical >= size
+
+
+def attention_kernels(device: torch.device) -> contextlib.AbstractContextManager[object]:
+    """Attention kernels for training on `device`: on CUDA every SDPA backend but cuDNN's.
+
+    cuDNN's backward (the default on Hopper GPUs since torch 2.11) returns NaN query gradients
+    when a mask is passed, the length is 64 past a multiple of 128 and a row's log-sum-exp is below
+    ln(FLT_MAX)'s negative, which Qwen2.5's attention sinks reach (pytorch/pytorch#196678): about
+    one physical batch in 150 of the handbook run, each time destroying the weights. The backward
+    follows the forward's choice, so the forward alone needs the context.
+    """
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
+def check_finite(module: nn.Module, step: int) -> None:
+    """Refuse to go on (or to checkpoint) once a trained weight is NaN or infinite."""
+    if any(not bool(torch.isfinite(p).all()) for p in module.parameters() if p.requires_grad):
+        raise DistillError(
+            f"the trained weights are no longer finite after step {step}; the run stops before saving them",
+            hint="lower the learning rate or train in fp32 (bf16=False); the ε spent so far stays spent",
+        )
 
 
 def answer_window(labels: torch.Tensor) -> int:

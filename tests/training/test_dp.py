@@ -232,3 +232,16 @@ def test_logits_of_the_answer_window_give_the_loss_of_the_whole_sequence(student
     assert logits.shape[1] == keep
     assert torch.allclose(criterion(logits, tail["labels"], tail["top_ids"], tail["top_logprobs"]), whole)
     assert answer_window(torch.full((2, 5), -100)) == 1  # an empty Poisson batch's null row
+
+
+def test_a_weight_that_turned_nan_stops_the_run_before_it_is_saved() -> None:
+    from training.runtime import check_finite
+
+    layer = nn.Linear(2, 2)
+    check_finite(layer, 1)  # finite: nothing happens
+    with torch.no_grad():
+        layer.weight[0, 0] = float("nan")
+    with pytest.raises(dp.DistillError, match="no longer finite after step 3"):
+        check_finite(layer, 3)
+    layer.weight.requires_grad_(False)  # frozen weights are not the run's
+    check_finite(layer, 3)
