@@ -298,7 +298,8 @@ def report(args: argparse.Namespace) -> None:
     from bench.common import write_results
     from bench.distill_report import build
 
-    results, summary = build([Path(d) for d in args.directories], TEACHER, STUDENT)
+    lost = dict((name, float(eps)) for name, eps in (item.split("=", 1) for item in args.lost))
+    results, summary = build([Path(d) for d in args.directories], TEACHER, STUDENT, lost=lost)
     print(write_results("distill", results, summary=summary))
 
 
@@ -324,7 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     spd = sub.add_parser("speed")
     spd.add_argument("directory")
     spd.add_argument("--tokens", type=int, default=64)
-    sub.add_parser("report").add_argument("directories", nargs="+", help="device outputs (runs side by side)")
+    rep = sub.add_parser("report")
+    outputs = "device outputs (runs side by side; a later one's rerun of a run wins)"
+    rep.add_argument("directories", nargs="+", help=outputs)
+    lost = "RUN=EPSILON: a DP run whose ledger went with its machine (counted at its reservation)"
+    rep.add_argument("--lost", nargs="*", default=[], help=lost)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     {"prepare": prepare, "pack": pack, "device": device, "speed": speed, "report": report}[args.step](args)

@@ -130,11 +130,17 @@ def _merged_runs(directories: list[Path]) -> tuple[dict[str, Any], dict[str, Any
     return runs, answers
 
 
-def build(directories: list[Path], teacher: str, student: str) -> tuple[dict[str, Any], str]:
+def build(
+    directories: list[Path], teacher: str, student: str, *, lost: dict[str, float] | None = None
+) -> tuple[dict[str, Any], str]:
+    """The table. Later directories' runs replace earlier ones of the same name (a rerun); `lost`
+    names DP runs whose ledger went with their machine, counted at the ε they reserved."""
     runs, answers = _merged_runs(directories)
-    directory = directories[0]
-    speed_file = directory / "speed.json"
-    speed = json.loads(speed_file.read_text()) if speed_file.exists() else {}
+    for run, epsilon in (lost or {}).items():
+        runs["ledger"].append({"run": run, "epsilon": epsilon, "status": "lost with its machine, "
+                               "counted at its reservation"})  # fmt: skip
+    speed_files = [f for d in directories if (f := d / "speed.json").exists()]
+    speed = json.loads(speed_files[0].read_text()) if speed_files else {}
     gpu_speed = [json.loads(f.read_text()) for d in directories if (f := d / "speed_gpu.json").exists()]
     written, written_passages = _written(answers["test"])
     labelled, labelled_passages = _labelled(answers["labelled"])
@@ -147,6 +153,8 @@ def build(directories: list[Path], teacher: str, student: str) -> tuple[dict[str
     }
     teacher_correct = scored["teacher"]["written"]["correct"] or 0.0
     baseline = runs["rows"].get("distill-nonprivate", {})
+    if _diverged(baseline):
+        baseline = {}  # no step time or memory to compare with
     rows = []
     for name in ("teacher", *STUDENT_ROWS):
         if name not in scored:
@@ -178,7 +186,7 @@ def build(directories: list[Path], teacher: str, student: str) -> tuple[dict[str
         "rows": rows,
         "scores": scored,
     }
-    correct = {r["name"]: r["correct"] for r in rows}
+    correct = {r["name"]: "diverged" if r["diverged"] else r["correct"] for r in rows}
     summary = (
         f"{student} + LoRA from {teacher} on the handbook, {len(written)} held-out items: correct "
         + ", ".join(f"{name} {value}" for name, value in correct.items())
@@ -229,7 +237,14 @@ def _row(
         "dp_step_time_ratio": _ratio(run, baseline, "mean_step_time_s") if private else None,
         "dp_peak_memory_ratio": _ratio(run, baseline, "peak_memory_bytes") if private else None,
         "machine": runs["device"],
+        "diverged": _diverged(run),
     }
+
+
+def _diverged(run: dict[str, Any]) -> bool:
+    """A run whose loss ended as NaN: its weights are lost and its scores say nothing of the recipe."""
+    loss = run.get("final_loss")
+    return isinstance(loss, float) and loss != loss
 
 
 def _ratio(run: dict[str, Any], baseline: dict[str, Any], key: str) -> float | None:
