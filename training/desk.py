@@ -61,7 +61,8 @@ class Desk:
             )
         teacher = str(train.teacher) if train.teacher else None
         params = {"epsilon": epsilon, "epochs": epochs, "lora_rank": train.lora_rank,
-                  "student": str(train.student), "teacher": teacher}  # fmt: skip
+                  "lora_targets": train.lora_targets, "student": str(train.student),
+                  "teacher": teacher}  # fmt: skip
         if dry_run:
             return await asyncio.to_thread(self._dry_run, actor, params)
         params["canary_salt"] = secrets.token_hex(8)
@@ -69,7 +70,8 @@ class Desk:
         row = self.runs.create(actor, params)
         behind = f" behind run #{running.id} (by {running.requested_by})" if running is not None else ""
         return (
-            f"Run #{row.id} queued{behind}: ε={epsilon:g}, {epochs} epochs, LoRA rank {train.lora_rank}. "
+            f"Run #{row.id} queued{behind}: ε={epsilon:g}, {epochs} epochs, "
+            f"LoRA rank {train.lora_rank} on {train.lora_targets}. "
             "`admin status` shows its progress."
         )
 

@@ -77,8 +77,9 @@ class RunSpec:
     teacher: Path | None
     out_dir: Path
     requested_by: str = "kb"
-    lora_rank: int = 8
-    batch_size: int = 16
+    lora_rank: int = 2
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    batch_size: int = 128
     max_examples: int = 2000
     max_len: int = 1024  # the bot's prompt: ~200 tokens of rules, then passages, question and answer
     canary_salt: str = ""  # fixed per run (on its row), so that a resumed run rebuilds the same data
@@ -288,7 +289,8 @@ def run_name(run_id: int) -> str:
 def _config(spec: RunSpec) -> DistillConfig:
     return DistillConfig(
         out_dir=spec.out_dir, epochs=spec.epochs, epsilon=spec.epsilon, batch_size=spec.batch_size,
-        max_physical_batch=min(8, spec.batch_size), lora_rank=spec.lora_rank, max_len=spec.max_len,
+        max_physical_batch=min(8, spec.batch_size), lora_rank=spec.lora_rank, lora_targets=spec.lora_targets,
+        max_len=spec.max_len,
         lr=2e-3, checkpoint_every=2, seed=spec.seed, accountant="prv",
     )  # fmt: skip
 
@@ -348,7 +350,7 @@ def dry_run(spec: RunSpec, context: RunContext) -> dict[str, Any]:
     n = len(data.train)
     delta = default_delta(n)
     plan = plan_privacy(n, epsilon=spec.epsilon, delta=delta, batch_size=spec.batch_size, epochs=spec.epochs)
-    dimension = trainable_dimension(spec.student, spec.lora_rank)
+    dimension = trainable_dimension(spec.student, spec.lora_rank, spec.lora_targets)
     noise_to_signal, utility = expected_utility(
         plan.noise_multiplier, n * plan.sample_rate, plan.steps, dimension
     )

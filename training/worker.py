@@ -49,7 +49,8 @@ def spec_for(row: TrainingRunRow, settings: Settings) -> RunSpec:
     return RunSpec(
         run_id=row.id or 0, epsilon=float(params["epsilon"]), epochs=int(params["epochs"]),
         student=train.student, teacher=train.teacher, out_dir=train.dir / "runs" / str(row.id),
-        requested_by=row.requested_by, lora_rank=train.lora_rank, batch_size=train.batch_size,
+        requested_by=row.requested_by, lora_rank=train.lora_rank,
+        lora_targets=tuple(train.lora_targets.split(",")), batch_size=train.batch_size,
         max_examples=train.max_examples, max_len=train.max_len,
         canary_salt=str(params.get("canary_salt", row.id)),
     )  # fmt: skip

@@ -103,8 +103,16 @@ class TrainingSettings(Group):
     epsilon: float = Field(default=4.0, gt=0, le=64, description="Target ε of a retrain that names none.")
     epochs: int = Field(default=2, ge=1, le=50, description="Epochs of a retrain that names none.")
     max_epochs: int = Field(default=50, ge=1, description="The most epochs a retrain may ask for.")
-    lora_rank: int = Field(default=8, ge=1, le=256)
-    batch_size: int = Field(default=16, ge=1)
+    # A DP run's noise grows with the square root of what it trains: the rank-2 adapter of q_proj and
+    # v_proj at an expected batch of 128 learned on the handbook at ε 8, a rank-8 adapter of every
+    # projection at 64 did not (docs/decisions/dp-distillation-recipe.md).
+    lora_rank: int = Field(default=2, ge=1, le=256, description="Rank of the LoRA adapter a run trains.")
+    lora_targets: str = Field(
+        default="q_proj,v_proj",
+        pattern=r"^[a-z_]+(,[a-z_]+)*$",
+        description="The projections the adapter adapts, comma-separated (q_proj ... down_proj).",
+    )
+    batch_size: int = Field(default=128, ge=1, description="Expected batch of DP-SGD (Poisson sampling).")
     max_examples: int = Field(default=2000, ge=10, description="Distillation examples per run at most.")
     max_len: int = Field(
         default=1024,
