@@ -65,6 +65,9 @@ def test_the_handbook_run_that_did_not_learn_reads_poor_and_a_large_one_good() -
     # 428 examples at q = 1/7 over 3 epochs (21 steps), σ for ε 8, the 0.5B student's rank-8 adapter.
     ratio, words = expected_utility(0.7843, 428 / 7, 21, 4_399_104)
     assert ratio is not None and ratio == pytest.approx(5.87, abs=0.01) and words.startswith("poor")
+    # The second handbook run: 1,117 examples at q = 1/9 over 3 epochs, the rank-2 q/v adapter: it learned.
+    ratio, words = expected_utility(0.7452, 1117 / 9, 27, 135_168)
+    assert ratio is not None and ratio == pytest.approx(0.425, abs=0.01) and words == "good"
     # A thousand times the data at a batch of 1,024: the noise averages out.
     ratio, words = expected_utility(0.8, 1024, 1200, 4_399_104)
     assert ratio is not None and ratio < 0.5 and words == "good"
