@@ -303,7 +303,9 @@ class Device:
         """A DP step against the same step without DP: one student, batch, data and GPU, one after the other.
 
         Each trains one epoch of `steps` logical batches over the first examples, with the GPU to
-        itself; the DP one reserves and settles its ε in the ledger like every other run.
+        itself; the DP one reserves and settles its ε in the ledger like every other run. Memory is
+        torch's peak on the GPU; on the CPU (a `--smoke` check) both runs share one process, so the
+        memory ratio there means nothing.
         """
         subset = self.train[: steps * self.recipe["batch_size"]]
         rows = [
