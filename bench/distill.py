@@ -76,7 +76,7 @@ DEVICE_PACKAGES = ("opacus", "peft", "gguf", "sqlmodel", "sqlalchemy", "greenlet
 # Fixed in advance (see the module docstring). The adapter and batch follow from the dry run's ratio
 # σ·√d / (B·√T) (training.utility), which needs only counts: a rank-8 LoRA of every projection
 # (d 4.4M) at batch 64 over the handbook's ~430 examples gave 5.9 and did not learn at ε 8; rank 2
-# on q_proj and v_proj (d 135k) at batch 128 over ~1,300 examples gives about 0.4.
+# on q_proj and v_proj (d 135k) at batch 128 over the ~1,100 examples of 12 questions a chunk: 0.43.
 RECIPE = {
     "lora_rank": 2, "lora_targets": ["q_proj", "v_proj"], "epochs": 3, "batch_size": 128,
     "max_physical_batch": 16, "lr": 1e-3, "warmup": 0.1, "max_len": 1280, "temperature": 3.0, "alpha": 0.7,
@@ -298,9 +298,16 @@ def report(args: argparse.Namespace) -> None:
     from bench.common import write_results
     from bench.distill_report import build
 
-    lost = dict((name, float(eps)) for name, eps in (item.split("=", 1) for item in args.lost))
-    results, summary = build([Path(d) for d in args.directories], TEACHER, STUDENT, lost=lost)
+    results, summary = build([Path(d) for d in args.directories], TEACHER, STUDENT, lost=dict(args.lost))
     print(write_results("distill", results, summary=summary))
+
+
+def _lost_run(text: str) -> tuple[str, float]:
+    name, _, epsilon = text.partition("=")
+    try:
+        return name, float(epsilon)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not RUN=EPSILON (e.g. bench-distill-eps8=8)") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -329,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     outputs = "device outputs (runs side by side; a later one's rerun of a run wins)"
     rep.add_argument("directories", nargs="+", help=outputs)
     lost = "RUN=EPSILON: a DP run whose ledger went with its machine (counted at its reservation)"
-    rep.add_argument("--lost", nargs="*", default=[], help=lost)
+    rep.add_argument("--lost", nargs="*", default=[], type=_lost_run, help=lost)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     {"prepare": prepare, "pack": pack, "device": device, "speed": speed, "report": report}[args.step](args)
