@@ -103,6 +103,7 @@ def run_models(
                 answered = asyncio.run(answer_set(kb, retrieved[name]))
                 rows.append({"model": model, "set": name} | summarise(answered))
                 _progress(rows[-1])
+                _details(args, model, name, answered)
             continue
         server = _server(model, args.scratch / f"vllm-{model}.log")
         started = time.perf_counter()
@@ -114,6 +115,7 @@ def run_models(
                 answered = asyncio.run(_answer_with(kb, retrieved[name], server.url, model, args.max_tokens))
                 rows.append({"model": model, "set": name, "server_start_s": ready_s} | summarise(answered))
                 _progress(rows[-1])
+                _details(args, model, name, answered)
             # Beside the scratch data: a run that dies late keeps what it measured.
             (args.scratch / "rows-partial.json").write_text(json.dumps(rows, indent=2))
             if model == DEFAULT_MODEL and args.c8_tokens > 0:
@@ -127,6 +129,24 @@ def run_models(
             ratio = round(c8["vllm"]["tokens_per_s"] / local, 2) if local else None
             c8 |= {"ratio": ratio, "concurrency": 8, "new_tokens": args.c8_tokens}
     return rows, c8
+
+
+def _details(args: argparse.Namespace, model: str, set_name: str, answered: list[Any]) -> None:
+    """Every answer of one model on one set, one JSON line each, under --details (reading failures)."""
+    if args.details is None:
+        return
+    args.details.parent.mkdir(parents=True, exist_ok=True)
+    with args.details.open("a", encoding="utf-8") as out:
+        for one in answered:
+            score = one.score
+            line = {
+                "model": model, "set": set_name, "line": one.item.line, "query": one.item.query,
+                "answers": list(one.item.answers), "unanswerable": one.item.unanswerable,
+                "text": one.answer.text, "by": one.answer.model, "correct": score.correct,
+                "abstained": score.abstained, "cited": score.cited, "supported": score.supported,
+                "invented": score.invented_citations, "first_token_s": one.first_token_s,
+            }  # fmt: skip
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
 
 
 def _progress(row: dict[str, Any]) -> None:
@@ -221,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--c8-only", action="store_true", help="only the vLLM/transformers comparison")
     parser.add_argument("--scratch", type=Path, default=REPO / "bench" / "data" / "answers")
     parser.add_argument("--out", default="answers", help="results name (bench/results/NAME.json)")
+    parser.add_argument("--details", type=Path, help="append every answer and its score here (JSON lines)")
     args = parser.parse_args(argv)
 
     from knowledge.answer_quality import load_answer_set

@@ -68,7 +68,7 @@ WHEELS = REPO / ".carry" / "wheels"
 TEACHER, STUDENT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
 TEST_SHARE = 0.25
 CANARIES, CANARY_REPEATS, CANDIDATES = 8, 4, 1100  # log2(1101) = 10.1 bits of cap, > 100 candidates a bit
-PIECE_BYTES = 60 * 2**20
+PIECE_BYTES = 54 * 2**20  # a call carries 64 MiB, the ~6.5 MB working tree included
 FAR_CANDIDATES = 12
 DEVICE_PACKAGES = ("opacus", "peft", "gguf", "sqlmodel", "sqlalchemy", "greenlet", "pydantic",
                    "pydantic-core", "pydantic-settings", "python-dotenv", "typing-inspection",
@@ -256,7 +256,8 @@ def device(args: argparse.Namespace) -> None:
                           "max_len": 768, "candidates": 30, "canary_repeats": 1}  # fmt: skip
     if args.physical_batch:
         data["recipe"] = {**data["recipe"], "max_physical_batch": args.physical_batch}
-    run = Device(work, out, data, on="cuda" if torch.cuda.is_available() else "cpu", limit=args.limit)
+    on = "cuda" if torch.cuda.is_available() else "cpu"
+    run = Device(work, out, data, on=on, limit=args.limit, ledger=Path(args.ledger) if args.ledger else None)
     if args.stage == "speed":
         run.models(Path(args.pieces), (TEACHER, STUDENT))
         run.restore()
@@ -325,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--out", required=True)
     dev.add_argument("--pieces", default=str(PIECES), help="the GGUF pieces and sha256.json")
     dev.add_argument("--work", default="/tmp/distill")
+    dev.add_argument("--ledger", help="the budget ledger's SQLite file (default WORK/ledger.db); share it")
     dev.add_argument("--limit", type=int, default=0, help="chunks and questions at most (a smoke run)")
     dev.add_argument("--runs", nargs="*", default=[])
     dev.add_argument("--smoke", action="store_true", help="tiny batches and one epoch (a CPU check)")

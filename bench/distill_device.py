@@ -29,7 +29,16 @@ BENCH_BUDGET = 40.0  # the benchmark's own ledger: every DP run below reserves f
 
 
 class Device:
-    def __init__(self, work: Path, out: Path, data: dict[str, Any], *, on: str, limit: int = 0) -> None:
+    def __init__(
+        self,
+        work: Path,
+        out: Path,
+        data: dict[str, Any],
+        *,
+        on: str,
+        limit: int = 0,
+        ledger: Path | None = None,
+    ) -> None:
         self.work, self.out, self.on = work, out, on
         self.recipe = data["recipe"]
         chunks = data["chunks"]
@@ -47,20 +56,21 @@ class Device:
         self.rows: dict[str, dict[str, Any]] = {}
         work.mkdir(parents=True, exist_ok=True)
         out.mkdir(parents=True, exist_ok=True)
-        self.ledger = self._ledger()
+        self.ledger = self._ledger(ledger or work / "ledger.db")
 
     def note(self, **what: Any) -> None:
         what["t_s"] = round(time.perf_counter() - self.started, 1)
         self.log.append(what)
         print(json.dumps(what, ensure_ascii=False), flush=True)
 
-    def _ledger(self) -> Any:
+    def _ledger(self, path: Path) -> Any:
+        """The benchmark's budget ledger; processes side by side share one file, so one budget holds."""
         from sqlmodel import Session, SQLModel, create_engine
 
         import core.models  # the tables, and the lock row below
         from privacy.budget import BudgetLedger
 
-        engine = create_engine(f"sqlite:///{self.work / 'ledger.db'}")
+        engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 60})
         SQLModel.metadata.create_all(engine)
         with Session(engine) as session:  # the row the ledger locks (a migration writes it in the product)
             if session.get(core.models.PrivacyLedgerLockRow, 1) is None:
