@@ -114,20 +114,34 @@ def _labelled(labelled: list[dict[str, Any]]) -> tuple[list[Any], list[list[Any]
 
 
 def _merged_runs(directories: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """runs.json and replies.json of one device output, or of several that ran side by side (each
-    with its own ledger: their entries are listed together and summed)."""
+    """runs.json and replies.json of one device output, or of several that ran side by side.
+
+    Processes with their own ledgers list their entries together, to be summed; processes that
+    shared one ledger (`--ledger`) each list all of it as they last saw it, so an entry is kept
+    once: settled where any process saw it settled, else as the last one saw it.
+    """
     runs = json.loads((directories[0] / "runs.json").read_text())
     answers = json.loads((directories[0] / "replies.json").read_text())
+    ledger = {_entry_key(e): e for e in runs["ledger"]}
     for other in directories[1:]:
         more, replies = (
             json.loads((other / "runs.json").read_text()),
             json.loads((other / "replies.json").read_text()),
         )
         runs["rows"].update(more["rows"])
-        runs["ledger"] += more["ledger"]
+        for entry in more["ledger"]:
+            seen = ledger.get(_entry_key(entry))
+            if seen is None or seen.get("status") != "settled":
+                ledger[_entry_key(entry)] = entry
         runs["log"] += more["log"]
         answers["replies"].update(replies["replies"])
+    runs["ledger"] = list(ledger.values())
     return runs, answers
+
+
+def _entry_key(entry: dict[str, Any]) -> str:
+    """A ledger entry's identity: its run id (the same run seen by two processes is one entry)."""
+    return f"{entry['run']}|{entry.get('dataset_hash', '')}"
 
 
 def build(
@@ -142,6 +156,8 @@ def build(
     speed_files = [f for d in directories if (f := d / "speed.json").exists()]
     speed = json.loads(speed_files[0].read_text()) if speed_files else {}
     gpu_speed = [json.loads(f.read_text()) for d in directories if (f := d / "speed_gpu.json").exists()]
+    timings = [json.loads(f.read_text()) for d in directories if (f := d / "timing.json").exists()]
+    timing = timings[-1] if timings else None
     written, written_passages = _written(answers["test"])
     labelled, labelled_passages = _labelled(answers["labelled"])
     scored = {
@@ -160,7 +176,7 @@ def build(
         if name not in scored:
             continue
         rows.append(
-            _row(name, runs["rows"].get(name, {}), scored[name], teacher_correct, baseline, speed, runs)
+            _row(name, runs["rows"].get(name, {}), scored[name], teacher_correct, baseline, speed, runs, timing)
         )
     ledger_total = round(sum(e["epsilon"] for e in runs["ledger"]), 4)
     results = {
@@ -175,6 +191,9 @@ def build(
         "training_machine": runs["device"],
         "speed": speed,
         "speed_gpu": gpu_speed[0] if gpu_speed else None,
+        # The DP step against the same step without DP, one after the other with the GPU to
+        # themselves (bench/distill.py device timing): the rows' step ratios come from here.
+        "timing": timing,
         # Training processes that shared one GPU time each other's steps too.
         "training_processes": sum(
             any(
@@ -207,6 +226,7 @@ def _row(
     baseline: dict[str, Any],
     speed: dict[str, Any],
     runs: dict[str, Any],
+    timing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     written = scored["written"]
     exposure = run.get("exposure", {})
@@ -234,8 +254,8 @@ def _row(
         else None,
         "canary_exposure": round(statistics.mean(exposure["A"]), 3) if exposure else None,
         "reference_exposure": round(statistics.mean(exposure["B"]), 3) if exposure else None,
-        "dp_step_time_ratio": _ratio(run, baseline, "mean_step_time_s") if private else None,
-        "dp_peak_memory_ratio": _ratio(run, baseline, "peak_memory_bytes") if private else None,
+        "dp_step_time_ratio": _step_ratio(run, baseline, timing, "time") if private else None,
+        "dp_peak_memory_ratio": _step_ratio(run, baseline, timing, "memory") if private else None,
         "machine": runs["device"],
         "diverged": _diverged(run),
     }
@@ -245,6 +265,16 @@ def _diverged(run: dict[str, Any]) -> bool:
     """A run whose loss ended as NaN: its weights are lost and its scores say nothing of the recipe."""
     loss = run.get("final_loss")
     return isinstance(loss, float) and loss != loss
+
+
+def _step_ratio(
+    run: dict[str, Any], baseline: dict[str, Any], timing: dict[str, Any] | None, what: str
+) -> float | None:
+    """DP over non-DP step time or peak memory: from the timing stage (the GPU to itself) where it
+    ran, else from the run against the run without DP (which may have shared the GPU)."""
+    if timing is not None:
+        return float(timing[f"dp_{'step_time' if what == 'time' else 'peak_memory'}_ratio"])
+    return _ratio(run, baseline, "mean_step_time_s" if what == "time" else "peak_memory_bytes")
 
 
 def _ratio(run: dict[str, Any], baseline: dict[str, Any], key: str) -> float | None:
