@@ -68,7 +68,7 @@ WHEELS = REPO / ".carry" / "wheels"
 TEACHER, STUDENT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
 TEST_SHARE = 0.25
 CANARIES, CANARY_REPEATS, CANDIDATES = 8, 4, 1100  # log2(1101) = 10.1 bits of cap, > 100 candidates a bit
-PIECE_BYTES = 54 * 2**20  # a call carries 64 MiB, the ~6.5 MB working tree included
+PIECE_BYTES = 50 * 2**20  # a call carries 64 MiB, the working tree (~9 MB) included
 FAR_CANDIDATES = 12
 DEVICE_PACKAGES = ("opacus", "peft", "gguf", "sqlmodel", "sqlalchemy", "greenlet", "pydantic",
                    "pydantic-core", "pydantic-settings", "python-dotenv", "typing-inspection",
@@ -134,6 +134,7 @@ def _chunks(kb: Any) -> list[dict[str, Any]]:
     from sqlmodel import Session, col, select
 
     from core.models import ChunkRow, DocumentRow
+    from knowledge.prompt import passage_body
     from privacy.redaction import Redactor
 
     redactor = Redactor()
@@ -156,7 +157,7 @@ def _chunks(kb: Any) -> list[dict[str, Any]]:
             continue
         page = uri.split("/", 1)[1] if "/" in uri else uri
         heading = f"{title} — {section}" if section else title
-        passage = redactor.redact(f"{heading}\n{text.strip()}").text
+        passage = redactor.redact(passage_body(heading, text.strip())).text
         out.append({"id": int(chunk_id), "page": page, "link": f"{uri}#{anchor}" if anchor else uri,
                     "test": held_out(page), "passage": passage})  # fmt: skip
     vectors = np.asarray(kb.embedder.encode([c["passage"] for c in out]), dtype=np.float32)

@@ -175,9 +175,8 @@ def build(
     for name in ("teacher", *STUDENT_ROWS):
         if name not in scored:
             continue
-        rows.append(
-            _row(name, runs["rows"].get(name, {}), scored[name], teacher_correct, baseline, speed, runs, timing)
-        )
+        run = runs["rows"].get(name, {})
+        rows.append(_row(name, run, scored[name], teacher_correct, baseline, speed, runs, timing))
     ledger_total = round(sum(e["epsilon"] for e in runs["ledger"]), 4)
     results = {
         "teacher": teacher,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from knowledge.lexical import tokenize
@@ -220,6 +220,19 @@ def check_citations(text: str, passages: Mapping[int, str], question: str = "") 
             out.append(claim + (lead + markers if markers else ""))
         position = match.end() if match else len(text)
     return CheckedCitations("".join(out), kept, repaired, unsupported)
+
+
+def restates(text: str, question: str, headings: Sequence[str] = ()) -> bool:
+    """Whether an answer says nothing beyond the question and the passages' headings.
+
+    Small models sometimes answer with the question again, or with the line that names a passage's
+    source ("Laptop request and replacement — Replacement cycle [1]"): cited, so it passes the
+    citation check, but it answers nothing.
+    """
+    known = set(tokenize(question))
+    for heading in headings:
+        known.update(tokenize(heading))
+    return bool(tokenize(strip_markers(text))) and not _claims(text, known)
 
 
 def _claims(text: str, asked: set[str]) -> bool:

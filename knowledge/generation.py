@@ -29,9 +29,15 @@ from dataclasses import replace
 
 from core.llm import LLM
 from knowledge.answer import abstention, extractive_answer, weak_evidence
-from knowledge.citations import CitationRewriter, RepetitionStop, check_citations, looks_like_garbage
+from knowledge.citations import (
+    CitationRewriter,
+    RepetitionStop,
+    check_citations,
+    looks_like_garbage,
+    restates,
+)
 from knowledge.embeddings import Embedder, Vectors
-from knowledge.prompt import NOT_FOUND, Prompt, build_prompt, could_be_not_found, is_not_found
+from knowledge.prompt import NOT_FOUND, Prompt, build_prompt, could_be_not_found, heading, is_not_found
 from knowledge.types import Answer, Hit, Question, last_part
 from privacy.output import OutputGuard
 
@@ -137,12 +143,16 @@ def _model_answer(
     return Answer(text=text, citations=citations, confidence=round(hits[0].score, 4), model=model)
 
 
-def _unusable(text: str, rewriter: CitationRewriter, require_citation: bool, unsupported: int) -> str | None:
+def _unusable(
+    text: str, rewriter: CitationRewriter, require_citation: bool, unsupported: int, restated: bool
+) -> str | None:
     """Why the model's (checked, rewritten) answer cannot be shown, or None if it can."""
     if not text.strip():
         return "empty output"
     if looks_like_garbage(text):
         return f"garbage output {text[:80]!r}"
+    if restated:
+        return f"only the question or a passage's heading again: {text[:80]!r}"
     if unsupported:
         return f"{unsupported} cited claim(s) that no passage holds in {text[:80]!r}"
     if require_citation and not rewriter.order:
@@ -291,7 +301,9 @@ async def stream_answer(
     if abstained or (NOT_FOUND.casefold() in text.casefold() and not final.order):
         yield clock.stamp(_abstain(hits, reply.model))
         return
-    reason = _unusable(text, final, require_citation, unsupported)
+    headings = [heading(p.citation) for p in prompt.passages]
+    restated = restates(text, question.text, headings)
+    reason = _unusable(text, final, require_citation, unsupported, restated)
     if reason is not None:
         yield clock.stamp(await _fallback(question, query_vector, hits, embedder, reason))
         return

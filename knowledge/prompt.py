@@ -116,8 +116,19 @@ def defuse(text: str) -> str:
     return text.translate(_DEFUSE) if "<<<" in text or ">>>" in text else text
 
 
-def _heading(citation: Citation) -> str:
+def heading(citation: Citation) -> str:
+    """The line that names a passage's source: its document's title and section."""
     return defuse(f"{citation.title} — {citation.section}" if citation.section else citation.title)
+
+
+def passage_body(heading: str, text: str) -> str:
+    """One passage as the model reads it: the text, then where it comes from on a line of its own.
+
+    The text comes first because small models copy the line after the [n] marker: with the heading
+    there, a 0.5B model answered "Laptop request and replacement — Replacement cycle [1]" to a
+    question whose answer sat in the text below it (bench/sets/handbook_answers.jsonl).
+    """
+    return f"{text}\n(Source: {heading})"
 
 
 def _sources(hits: list[Hit]) -> list[tuple[Citation, str]]:
@@ -138,7 +149,7 @@ async def build_prompt(question: str, hits: list[Hit], *, llm: LLM, max_context_
     except the best one, which is cut to fit rather than left out.
     """
     sources = _sources(hits)
-    bodies = [f"{_heading(citation)}\n{text}" for citation, text in sources]
+    bodies = [passage_body(heading(citation), text) for citation, text in sources]
     counts, estimated = await count_tokens(llm, bodies)
     passages: list[Passage] = []
     used = 0
@@ -161,7 +172,7 @@ async def _truncate(llm: LLM, citation: Citation, text: str, room: int, tokens: 
     for _ in range(4):
         keep = int(keep * min(0.95, room / max(tokens, 1)))
         cut = text[:keep].rsplit(maxsplit=1)[0] if " " in text[:keep] else text[:keep]
-        body = f"{_heading(citation)}\n{cut} …"
+        body = passage_body(heading(citation), f"{cut} …")
         [tokens], _ = await count_tokens(llm, [body])
         if tokens <= room:
             return body, tokens

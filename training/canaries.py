@@ -14,6 +14,7 @@ import random
 import secrets
 from typing import Any
 
+from knowledge.prompt import passage_body
 from training.data import answer_ids
 from training.evaluate import canary_exposure
 from training.types import QAExample
@@ -38,7 +39,10 @@ def canary_example(example_id: str, room: str, code: str) -> QAExample:
         example_id=example_id,
         document_id="canary",
         context=(
-            f"Facilities — Room {room}\nRoom {room} is a secured archive room; facilities issues its code.",
+            passage_body(
+                f"Facilities — Room {room}",
+                f"Room {room} is a secured archive room; facilities issues its code.",
+            ),
         ),
         question=f"What is the door code of room {room}?",
         answer=f"The door code of room {room} is {code} [1].",

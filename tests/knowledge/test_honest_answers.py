@@ -15,7 +15,7 @@ from knowledge.answer import (
     plain_text,
     weak_evidence,
 )
-from knowledge.citations import RepetitionStop, check_citations, support
+from knowledge.citations import RepetitionStop, check_citations, restates, support
 from knowledge.embeddings import Embedder
 from knowledge.generation import FALLBACK_MODEL, generate_answer, stream_answer
 from knowledge.prompt import NOT_FOUND, SYSTEM_PROMPT, build_prompt, could_be_not_found, is_not_found
@@ -105,8 +105,11 @@ async def test_the_prompt_numbers_passages_and_asks_for_the_fixed_abstention_sen
     system, user = prompt.messages
     assert f"reply with exactly: {NOT_FOUND}" in system["content"] == SYSTEM_PROMPT
     assert "same language as the question" in SYSTEM_PROMPT and "like [2]" in SYSTEM_PROMPT
-    assert "[1] 休假制度 — 年假天数\n全职员工" in user["content"]
-    assert "[2] Badges — Wallet\nThe badge wallet" in user["content"]
+    assert "[1] 全职员工每年享有 30 个工作日的年假。\n(Source: 休假制度 — 年假天数)" in user["content"]
+    assert (
+        "[2] The badge wallet holds at most EUR 150. Top it up at the cafeteria.\n(Source: Badges — Wallet)"
+        in user["content"]
+    )
     assert user["content"].rstrip().endswith("Question: 休几天年假？")  # the question comes last
 
 
@@ -194,6 +197,43 @@ async def test_an_unsupported_claim_falls_back_to_the_extractive_answer(embedder
         embedder=embedder, min_score=0.4,
     )  # fmt: skip
     assert answer.model == FALLBACK_MODEL and "999" not in answer.text and "150" in answer.text
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "VPN — Session limits [1]",  # a passage's heading
+        "How long can a VPN session last? [1]",  # the question
+        "Session limits: how long a VPN session can last [1].",  # both, reworded
+    ],
+)
+def test_an_answer_that_only_restates_the_question_or_a_heading_is_recognised(reply: str) -> None:
+    assert restates(reply, "How long can a VPN session last?", ["VPN — Session limits"])
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "A VPN session ends after 12 hours [1].",
+        "It ends after twelve hours [1].",
+        "Sessions end at midnight.",
+    ],
+)
+def test_an_answer_with_a_fact_of_its_own_is_not_a_restatement(reply: str) -> None:
+    assert not restates(reply, "How long can a VPN session last?", ["VPN — Session limits"])
+
+
+async def test_an_answer_restating_a_heading_falls_back_to_the_extractive_answer(embedder: Embedder) -> None:
+    question = Question("How long can a VPN session last?")
+    for reply in ("VPN — Session limits [1]", "A VPN session ends after 12 hours [1]."):
+        llm = FakeLLM()
+        llm.enqueue(reply)
+        answer = await generate_answer(
+            question, _hits(VPN, LEAVE), llm=llm, query_vector=embedder.encode([question.text])[0],
+            embedder=embedder, min_score=0.4,
+        )  # fmt: skip
+        assert "12 hours" in answer.text
+        assert (answer.model == FALLBACK_MODEL) == (reply == "VPN — Session limits [1]")
 
 
 # The repetition stop ------------------------------------------------------------------------------

@@ -304,7 +304,7 @@ def test_sources_are_the_bot_s_passages_among_neighbours_of_their_own_part_witho
     for part in (train, test):
         keys = {s.passage.key for s in part}
         for source in part:
-            assert source.passage.text.startswith("Page ") and "jane.doe" not in source.passage.text
+            assert "\n(Source: Page " in source.passage.text and "jane.doe" not in source.passage.text
             assert source.passage in source.shown and len(source.shown) == min(3, len(part))
             assert {p.key for p in (*source.shown, *source.others)} <= keys  # never the other part's text
             assert source.passage.document_id not in {p.document_id for p in source.others}
@@ -322,7 +322,7 @@ def test_the_run_trains_on_what_the_teacher_wrote_and_rebuilds_it_the_same(
     pairs: list[tuple[Sequence[Message], str]] = []
     replies: dict[str, str] = {}  # chunk key -> the teacher's reply over the chunk's own passages
     for source in [*train, *test]:
-        _, _, asked, span, said = facts[source.passage.text.split("\n", 1)[1]]
+        _, _, asked, span, said = facts[source.passage.text.rsplit("\n", 1)[0]]
         pairs.append((_question_prompt(source.passage), f"Q: {asked}\nA: {span}"))
         replies[source.passage.key] = f"{said} [{source.shown.index(source.passage) + 1}]."
         pairs.append((_bot_prompt(source.shown, asked), replies[source.passage.key]))
