@@ -129,7 +129,7 @@ def prepare(args: argparse.Namespace) -> None:
 
 
 def _chunks(kb: Any) -> list[dict[str, Any]]:
-    """Every chunk of at least 120 characters, redacted, with its heading line and nearest chunks."""
+    """Every chunk of at least 120 characters as the bot shows it (redacted), with its nearest chunks."""
     import numpy as np
     from sqlmodel import Session, col, select
 

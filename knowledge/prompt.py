@@ -192,7 +192,7 @@ def could_be_not_found(text: str) -> bool:
 
 
 def grounded_messages(question: str, passages: Sequence[str]) -> list[Message]:
-    """The answer prompt for `question` over `passages` (heading line + text each), numbered from 1.
+    """The answer prompt for `question` over `passages` (each a `passage_body`), numbered from 1.
 
     The distillation data set renders its examples with this, so the student learns on exactly the
     prompt the bot asks it with.

@@ -8,7 +8,7 @@
 
 Read top to bottom:
 
-1. `kb_sources`: the knowledge base's chunks as the bot shows them (heading line and text, redacted),
+1. `kb_sources`: the knowledge base's chunks as the bot shows them (text and source line, redacted),
    split by document as the run splits its examples; each among its nearest chunks (stored
    embeddings) and with the nearest chunks of other documents as candidates for the other form.
 2. `write_questions`: the teacher writes `per_chunk` sampled questions for each chunk
@@ -56,7 +56,7 @@ LOOSE_ENDS = frozenset(("a", "an", "and", "at", "by", "for", "in", "of", "on", "
 class Passage:
     key: str  # the chunk's id
     document_id: str
-    text: str  # what the bot shows: heading line, then the chunk's text
+    text: str  # what the bot shows: the chunk's text, then its source line
 
 
 @dataclass(frozen=True)
@@ -242,7 +242,7 @@ def kb_sources(
 
     Chunks come in a fixed random order: at most `limit` of training documents and `test_limit` of
     held-out ones (split as training.data.split_by_document splits the run's examples, `test_share`
-    of the documents). Each passage is the bot's: the heading line and the chunk's text, redacted
+    of the documents). Each passage is the bot's: the chunk's text and its source line, redacted
     before the teacher sees it. Neighbours and other documents' candidates come from the same part,
     nearest first by the chunks' stored embeddings, so no held-out text reaches a training prompt.
     Chunks flagged at ingest as text aimed at an assistant are left out: the teacher would read them.
