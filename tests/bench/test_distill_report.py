@@ -1,0 +1,91 @@
+"""The distillation report's accounting: a ledger shared by processes side by side is summed once,
+and the DP step ratios come from the timing stage when it ran."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.distill_report import build
+
+TEST = [
+    {"question": "Which room is IT?", "span": "A-014", "link": "handbook/it/desk.md#where", "other": False,
+     "passages": [{"number": 1, "link": "handbook/it/desk.md#where", "text": "IT sits in room A-014."}]},
+]  # fmt: skip
+
+
+def _entry(run: str, epsilon: float, status: str) -> dict[str, Any]:
+    return {"run": run, "epsilon": epsilon, "epsilon_planned": 8.0, "delta": 1e-5, "status": status,
+            "dataset_hash": "h", "details": {}}  # fmt: skip
+
+
+def _output(folder: Path, rows: dict[str, Any], ledger: list[dict[str, Any]], replies: list[str]) -> Path:
+    folder.mkdir()
+    runs = {"device": "GPU", "recipe": {}, "rows": rows, "ledger": ledger, "log": [], "train_examples": 10}
+    (folder / "runs.json").write_text(json.dumps(runs))
+    answers = {
+        "test": TEST,
+        "labelled": [],
+        "replies": {n: {"written": replies, "labelled": []} for n in rows},
+    }
+    (folder / "replies.json").write_text(json.dumps(answers))
+    return folder
+
+
+def _run(name: str, epsilon: float | None, step_s: float, peak: int) -> dict[str, Any]:
+    return {"name": name, "method": "distill", "epsilon": epsilon, "epsilon_spent": epsilon,
+            "mean_step_time_s": step_s, "peak_memory_bytes": peak, "final_loss": 1.0}  # fmt: skip
+
+
+@pytest.fixture
+def outputs(tmp_path: Path) -> list[Path]:
+    teacher = {"teacher": {"name": "teacher", "method": "teacher", "epsilon": None}}
+    early = [_entry("bench-distill-distill-eps8", 8.0, "reserved")]
+    late = [
+        _entry("bench-distill-distill-eps8", 7.99, "settled"),
+        _entry("bench-distill-eps1", 0.99, "settled"),
+    ]
+    return [
+        _output(tmp_path / "dout", teacher, [], ["Room A-014 [1]."]),
+        # The settled view first, the earlier reserved one last: the settled entry still wins.
+        _output(tmp_path / "b", {"distill-eps1": _run("distill-eps1", 1.0, 3.0, 300)}, late, ["A-014 [1]"]),
+        _output(tmp_path / "a", {"distill-eps8": _run("distill-eps8", 8.0, 4.0, 400)}, early, ["No idea."]),
+        _output(
+            tmp_path / "c",
+            {"distill-nonprivate": _run("distill-nonprivate", None, 1.0, 100)},
+            late,
+            ["A-014"],
+        ),
+    ]
+
+
+def test_a_shared_ledger_is_counted_once_each_run_as_settled(outputs: list[Path]) -> None:
+    results, _ = build(outputs, "teacher-model", "student-model")
+    assert sorted((e["run"], e["status"]) for e in results["ledger"]) == [
+        ("bench-distill-distill-eps8", "settled"),
+        ("bench-distill-eps1", "settled"),
+    ]
+    assert results["ledger_total_epsilon"] == pytest.approx(8.98)
+
+
+def test_step_ratios_come_from_the_timing_stage_when_it_ran(outputs: list[Path], tmp_path: Path) -> None:
+    results, _ = build(outputs, "teacher-model", "student-model")
+    rows = {r["name"]: r for r in results["rows"]}
+    assert rows["distill-eps8"]["dp_step_time_ratio"] == 4.0  # against the run without DP
+    assert rows["distill-nonprivate"]["dp_step_time_ratio"] is None
+    timing = tmp_path / "timing"
+    timing.mkdir()
+    (timing / "timing.json").write_text(
+        json.dumps({"dp_step_time_ratio": 1.4, "dp_peak_memory_ratio": 1.035})
+    )
+    (timing / "runs.json").write_text((outputs[0] / "runs.json").read_text())
+    (timing / "replies.json").write_text((outputs[0] / "replies.json").read_text())
+    rows = {r["name"]: r for r in build([*outputs, timing], "t", "s")[0]["rows"]}
+    assert (rows["distill-eps8"]["dp_step_time_ratio"], rows["distill-eps1"]["dp_peak_memory_ratio"]) == (
+        1.4,
+        1.035,
+    )
+    assert rows["distill-eps8"]["correct"] == 0.0 and rows["distill-eps1"]["correct"] == 1.0
