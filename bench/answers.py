@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/answers.py                       # everything: ~1 hour on 2 busy cores
     .venv/bin/python bench/answers.py --models extractive qwen2.5-coder-0.5b-instruct --sets handbook
+    .venv/bin/python bench/answers.py --details answers.jsonl   # also every answer, to read the misses
 
 Each set's corpus (`examples/handbook`; the FAQ pages of Debian's python3.11-doc, bench/sets/README.md)
 is indexed once and each question retrieved once, so every answerer sees the same passages. Each
