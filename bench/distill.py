@@ -6,6 +6,8 @@
     # call per piece (carry .carry/pieces/NAME.NN, copy it to /tmp/pieces), the teacher's first; then
     PYTHONPATH=/tmp/site python3 bench/distill.py device data --pieces /tmp/pieces --out $OUT
     PYTHONPATH=/tmp/site python3 bench/distill.py device runs --pieces /tmp/pieces --out $OUT
+    # or one process per run side by side (an 80-140 GB GPU holds six): --runs NAME, each with its
+    # own --work (the converted student and state.pkl copied in) and one shared --ledger FILE
     PYTHONPATH=/tmp/site python3 bench/distill.py device speed --pieces /tmp/pieces --out $OUT  # GPU decoding
     PYTHONPATH=/tmp/site python3 bench/distill.py device timing --pieces /tmp/pieces --out $OUT  # DP step
     .venv/bin/python bench/distill.py speed          # here: student vs teacher tokens/s on vLLM
