@@ -125,7 +125,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         root / "tiny", corpus=corpus, hidden=128, layers=2, heads=2, max_positions=MAX_MODEL_LEN
     )
     conversations = _conversations()
-    teach_reply(model_dir, conversations, REPLY, steps=150)
+    # Enough steps for every one of the six prompts to get the whole reply (at 150, one stopped
+    # after its first sentence).
+    teach_reply(model_dir, conversations, REPLY, steps=250)
     server = VLLMServer(
         model_dir,
         python=python,
@@ -207,7 +209,9 @@ async def test_sixteen_concurrent_questions(vllm: Served, query: Vectors, embedd
         )
         elapsed = time.perf_counter() - started
     assert [a.model for a in answers] == [SERVED] * 16
-    assert all(a.text == EXPECTED and a.citations[0].title == "Password reset" for a in answers)
+    assert all(a.text == EXPECTED and a.citations[0].title == "Password reset" for a in answers), [
+        (a.text, a.model) for a in answers
+    ]
     assert elapsed < 60
 
 
