@@ -121,14 +121,14 @@ def heading(citation: Citation) -> str:
     return defuse(f"{citation.title} — {citation.section}" if citation.section else citation.title)
 
 
-def passage_body(heading: str, text: str) -> str:
+def passage_body(source: str, text: str) -> str:
     """One passage as the model reads it: the text, then where it comes from on a line of its own.
 
     The text comes first because small models copy the line after the [n] marker: with the heading
     there, a 0.5B model answered "Laptop request and replacement — Replacement cycle [1]" to a
     question whose answer sat in the text below it (bench/sets/handbook_answers.jsonl).
     """
-    return f"{text}\n(Source: {heading})"
+    return f"{text}\n(Source: {source})"
 
 
 def _sources(hits: list[Hit]) -> list[tuple[Citation, str]]:
