@@ -136,7 +136,7 @@ def _chunks(kb: Any) -> list[dict[str, Any]]:
     from sqlmodel import Session, col, select
 
     from core.models import ChunkRow, DocumentRow
-    from knowledge.prompt import passage_body
+    from knowledge.prompt import passage_body, source_line
     from privacy.redaction import Redactor
 
     redactor = Redactor()
@@ -158,8 +158,7 @@ def _chunks(kb: Any) -> list[dict[str, Any]]:
         if len(text.strip()) < 120:
             continue
         page = uri.split("/", 1)[1] if "/" in uri else uri
-        heading = f"{title} — {section}" if section else title
-        passage = redactor.redact(passage_body(heading, text.strip())).text
+        passage = redactor.redact(passage_body(source_line(title, section), text.strip())).text
         out.append({"id": int(chunk_id), "page": page, "link": f"{uri}#{anchor}" if anchor else uri,
                     "test": held_out(page), "passage": passage})  # fmt: skip
     vectors = np.asarray(kb.embedder.encode([c["passage"] for c in out]), dtype=np.float32)

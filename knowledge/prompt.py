@@ -116,9 +116,14 @@ def defuse(text: str) -> str:
     return text.translate(_DEFUSE) if "<<<" in text or ">>>" in text else text
 
 
+def source_line(title: str, section: str) -> str:
+    """What names a passage's source: its document's title and section."""
+    return f"{title} — {section}" if section else title
+
+
 def heading(citation: Citation) -> str:
-    """The line that names a passage's source: its document's title and section."""
-    return defuse(f"{citation.title} — {citation.section}" if citation.section else citation.title)
+    """A cited passage's `source_line`, defused."""
+    return defuse(source_line(citation.title, citation.section))
 
 
 def passage_body(source: str, text: str) -> str:

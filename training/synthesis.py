@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from core.llm import Message
 from knowledge.answer_quality import citation_markers, holds_answer
 from knowledge.citations import RepetitionStop
-from knowledge.prompt import NOT_FOUND, defuse, is_not_found, passage_body
+from knowledge.prompt import NOT_FOUND, defuse, is_not_found, passage_body, source_line
 from privacy.redaction import Redactor
 from training.data import QUESTION_PROMPT, parse_question, split_by_document
 from training.evaluate import chat_replies, greedy_answers
@@ -316,8 +316,7 @@ def _sources(
 
 def bot_passage(title: str, section: str, text: str) -> str:
     """A chunk as the bot's prompt shows it (knowledge.prompt.passage_body): its text, then its heading."""
-    heading = f"{title} — {section}" if section else title
-    return defuse(passage_body(heading, text.strip()))
+    return defuse(passage_body(source_line(title, section), text.strip()))
 
 
 def _embeddings(engine: Engine, ids: list[int]) -> Any:
