@@ -65,6 +65,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 DATA = REPO / "bench" / "data" / "distill"
+# Where the examples come from. The handbook stands for the company's private documents; the Python
+# FAQ (Debian's python3.11-doc) is public, so recipes may be compared on it without spending ε.
+# Its eight pages are too few to hold a quarter out, so its unit of the split is a page's section.
+CORPORA = {
+    "handbook": (REPO / "bench" / "sets" / "handbook_answers.jsonl", "page"),
+    "python-faq": (REPO / "bench" / "sets" / "python_faq_answers.jsonl", "section"),
+}
 PIECES = REPO / ".carry" / "pieces"
 WHEELS = REPO / ".carry" / "wheels"
 TEACHER, STUDENT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
@@ -82,8 +89,10 @@ DEVICE_PACKAGES = ("opacus", "peft", "gguf", "sqlmodel", "sqlalchemy", "greenlet
 RECIPE = {
     "lora_rank": 2, "lora_targets": ["q_proj", "v_proj"], "epochs": 3, "batch_size": 128,
     "max_physical_batch": 16, "lr": 1e-3, "warmup": 0.1, "max_len": 1280, "temperature": 3.0, "alpha": 0.7,
-    "max_grad_norm": 1.0, "top_k": 16, "canary_repeats": CANARY_REPEATS, "candidates": CANDIDATES,
+    "sparse": "renormalize", "max_grad_norm": 1.0, "top_k": 16, "canary_repeats": CANARY_REPEATS,
+    "candidates": CANDIDATES,
 }  # fmt: skip
+TUNED_ON = "nothing: the recipe was fixed before any run, on no company data"
 RUNS = [  # (name, method, epsilon)
     ("student", "none", None),
     ("distill-nonprivate", "distill", None),
@@ -94,9 +103,9 @@ RUNS = [  # (name, method, epsilon)
 ]
 
 
-def held_out(page: str) -> bool:
-    """Whether a handbook page (path below the corpus root) is a test document."""
-    digest = hashlib.sha256(f"distill:{page}".encode()).digest()
+def held_out(unit: str) -> bool:
+    """Whether a page (path below the corpus root), or a section (page#anchor), is held out."""
+    digest = hashlib.sha256(f"distill:{unit}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < TEST_SHARE
 
 
@@ -104,10 +113,12 @@ def held_out(page: str) -> bool:
 
 
 def prepare(args: argparse.Namespace) -> None:
+    from bench.answers import corpus
     from bench.common import scratch_kb
 
-    kb = scratch_kb(REPO / "examples" / "handbook", DATA / "kb")
-    chunks = _chunks(kb)
+    answers, unit = CORPORA[args.corpus]
+    kb = scratch_kb(corpus(args.corpus, DATA / args.corpus), DATA / args.corpus / "kb")
+    chunks = _chunks(kb, unit)
     rng = random.Random(0)
     for chunk in chunks:
         near = [c for c in chunk.pop("_near") if c != chunk["id"]][:2]
@@ -116,13 +127,15 @@ def prepare(args: argparse.Namespace) -> None:
         chunk["other_context"] = chunk.pop("_far")[:FAR_CANDIDATES]
         chunk["questions"] = args.test_questions if chunk["test"] else args.questions
     payload = {
+        "corpus": args.corpus,
         "chunks": chunks,
-        "labelled": asyncio.run(_labelled(kb)),
+        "labelled": asyncio.run(_labelled(kb, answers, unit)),
         "canaries": _canaries(),
         "recipe": RECIPE,
     }
-    DATA.mkdir(parents=True, exist_ok=True)
-    (DATA / "input.json").write_text(json.dumps(payload, ensure_ascii=False))
+    target = DATA / args.corpus / "input.json"
+    target.write_text(json.dumps(payload, ensure_ascii=False))
+    print(target)
     train = sum(not c["test"] for c in chunks)
     print(
         f"{len(chunks)} chunks ({train} train, {len(chunks) - train} test), "
@@ -130,7 +143,7 @@ def prepare(args: argparse.Namespace) -> None:
     )
 
 
-def _chunks(kb: Any) -> list[dict[str, Any]]:
+def _chunks(kb: Any, unit: str) -> list[dict[str, Any]]:
     """Every chunk of at least 120 characters as the bot shows it (redacted), with its nearest chunks."""
     import numpy as np
     from sqlmodel import Session, col, select
@@ -158,6 +171,8 @@ def _chunks(kb: Any) -> list[dict[str, Any]]:
         if len(text.strip()) < 120:
             continue
         page = uri.split("/", 1)[1] if "/" in uri else uri
+        if unit == "section" and anchor:
+            page = f"{page}#{anchor}"
         passage = redactor.redact(passage_body(source_line(title, section), text.strip())).text
         out.append({"id": int(chunk_id), "page": page, "link": f"{uri}#{anchor}" if anchor else uri,
                     "test": held_out(page), "passage": passage})  # fmt: skip
@@ -170,16 +185,16 @@ def _chunks(kb: Any) -> list[dict[str, Any]]:
     return out
 
 
-async def _labelled(kb: Any) -> list[dict[str, Any]]:
-    """Hand-labelled handbook questions answered only by held-out pages, with the product's passages."""
+async def _labelled(kb: Any, answers: Path, unit: str) -> list[dict[str, Any]]:
+    """Hand-labelled questions answered only by held-out pages (sections), with the product's passages."""
     from core.llm.local import TransformersLLM
     from core.llm.store import ModelStore, resolve_model
     from knowledge.answer_quality import load_answer_set
     from knowledge.answer_runs import retrieve_set
     from knowledge.prompt import build_prompt
 
-    items = load_answer_set(REPO / "bench" / "sets" / "handbook_answers.jsonl")
-    pages = [{entry.split("#", 1)[0] for entry in item.relevant} for item in items]
+    items = load_answer_set(answers)
+    pages = [{e if unit == "section" else e.split("#", 1)[0] for e in item.relevant} for item in items]
     chosen = [i for i, item in zip(items, pages, strict=True) if item and all(held_out(p) for p in item)]
     unanswerable = [i for i in items if i.unanswerable][:6]
     counter = TransformersLLM(resolve_model(STUDENT, ModelStore(None)).path)
@@ -252,14 +267,17 @@ def device(args: argparse.Namespace) -> None:
     from bench.distill_device import Device
 
     work, out = Path(args.work), Path(args.out)
-    data = json.loads((DATA / "input.json").read_text())
+    data = json.loads(Path(args.input).read_text())
+    if args.recipe:
+        data["recipe"] = {**data["recipe"], **dict(args.recipe)}
     if args.smoke:  # the whole path in minutes on a CPU: tiny batches, one epoch, few look-alikes
         data["recipe"] = {**data["recipe"], "batch_size": 4, "max_physical_batch": 2, "epochs": 1,
                           "max_len": 768, "candidates": 30, "canary_repeats": 1}  # fmt: skip
     if args.physical_batch:
         data["recipe"] = {**data["recipe"], "max_physical_batch": args.physical_batch}
     on = "cuda" if torch.cuda.is_available() else "cpu"
-    run = Device(work, out, data, on=on, limit=args.limit, ledger=Path(args.ledger) if args.ledger else None)
+    ledger = Path(args.ledger) if args.ledger else None
+    run = Device(work, out, data, on=on, limit=args.limit, ledger=ledger, tag=args.tag)
     if args.stage == "speed":
         run.models(Path(args.pieces), (TEACHER, STUDENT))
         run.restore()
@@ -301,8 +319,22 @@ def report(args: argparse.Namespace) -> None:
     from bench.common import write_results
     from bench.distill_report import build
 
-    results, summary = build([Path(d) for d in args.directories], TEACHER, STUDENT, lost=dict(args.lost))
-    print(write_results("distill", results, summary=summary))
+    results, summary = build(
+        [Path(d) for d in args.directories], TEACHER, STUDENT, lost=dict(args.lost), tuned_on=TUNED_ON
+    )
+    print(write_results(args.results, results, summary=summary))
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    """KEY=VALUE for the recipe, the value read as JSON where it is JSON (1, 0.3, "tail", [..])."""
+    key, sep, value = text.partition("=")
+    if not sep or key not in RECIPE:
+        known = ", ".join(sorted(RECIPE))
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE with a recipe key ({known})")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def _lost_run(text: str) -> tuple[str, float]:
@@ -319,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="step", required=True)
     prep = sub.add_parser("prepare")
+    prep.add_argument("--corpus", choices=sorted(CORPORA), default="handbook")
     prep.add_argument("--questions", type=int, default=12, help="sampled per training chunk")
     prep.add_argument("--test-questions", type=int, default=3, help="sampled per held-out chunk")
     sub.add_parser("pack")
@@ -326,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     stages = "data: teacher questions, targets, signals; speed: both models' decoding; timing: DP vs not"
     dev.add_argument("stage", choices=["data", "runs", "speed", "timing"], help=stages)
     dev.add_argument("--out", required=True)
+    dev.add_argument("--input", default=str(DATA / "handbook" / "input.json"), help="from prepare")
+    dev.add_argument("--recipe", nargs="*", default=[], type=_setting, help="KEY=VALUE over RECIPE")
+    dev.add_argument("--tag", default="", help="appended to the runs' names (recipes side by side)")
     dev.add_argument("--pieces", default=str(PIECES), help="the GGUF pieces and sha256.json")
     dev.add_argument("--work", default="/tmp/distill")
     dev.add_argument("--ledger", help="the budget ledger's SQLite file (default WORK/ledger.db); share it")
@@ -341,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("directories", nargs="+", help=outputs)
     lost = "RUN=EPSILON: a DP run whose ledger went with its machine (counted at its reservation)"
     rep.add_argument("--lost", nargs="*", default=[], type=_lost_run, help=lost)
+    rep.add_argument("--results", default="distill", help="bench/results/NAME.json (distill_pilot: public)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     {"prepare": prepare, "pack": pack, "device": device, "speed": speed, "report": report}[args.step](args)

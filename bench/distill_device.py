@@ -38,8 +38,10 @@ class Device:
         on: str,
         limit: int = 0,
         ledger: Path | None = None,
+        tag: str = "",
     ) -> None:
-        self.work, self.out, self.on = work, out, on
+        self.work, self.out, self.on, self.tag = work, out, on, tag
+        self.corpus = data.get("corpus", "handbook")
         self.recipe = data["recipe"]
         chunks = data["chunks"]
         if limit:
@@ -269,6 +271,7 @@ class Device:
             out_dir=self.work / "runs" / name, epochs=r["epochs"], lr=r["lr"], warmup=r["warmup"],
             batch_size=r["batch_size"], max_physical_batch=r["max_physical_batch"], max_len=r["max_len"],
             temperature=r["temperature"], alpha=r["alpha"] if method == "distill" else 0.0,
+            sparse=r.get("sparse", "renormalize"),
             epsilon=epsilon, max_grad_norm=r["max_grad_norm"], lora_rank=r["lora_rank"],
             lora_targets=tuple(r.get("lora_targets", ())), checkpoint_every=10_000, device=self.on,
         )  # fmt: skip
@@ -294,16 +297,18 @@ class Device:
     def train_and_evaluate(self, name: str, method: str, epsilon: float | None) -> None:
         import torch
 
+        name += self.tag
         row: dict[str, Any] = {"name": name, "method": method, "epsilon": epsilon}
         if method != "none":
             row = self._train(name, method, epsilon, self.train)
+            row["recipe"] = self.recipe
         adapter = row.pop("adapter", None)
         model = self._load(STUDENT, adapter)
         self._answer_all(name, model)
         row["exposure"] = {s: self._exposures(model, s) for s in ("A", "B")}
         self.rows[name] = row
         self.note(step="run", **{k: v for k, v in row.items() if k != "exposure"})
-        if name == "distill-eps8" and adapter is not None:
+        if name == f"distill-eps8{self.tag}" and adapter is not None:
             self._keep_adapter(adapter)
         del model
         gc.collect()
@@ -408,7 +413,8 @@ class Device:
                 for a, other in self.test]  # fmt: skip
         payload = {
             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-            "recipe": self.recipe, "rows": self.rows, "ledger": ledger, "log": self.log,
+            "corpus": self.corpus, "recipe": self.recipe, "tag": self.tag, "rows": self.rows,
+            "ledger": ledger, "log": self.log,
             "train_examples": len(self.train), "questions_kept": len(self.asked),
             "elapsed_s": round(time.perf_counter() - self.started, 1),
         }  # fmt: skip

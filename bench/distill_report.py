@@ -145,10 +145,16 @@ def _entry_key(entry: dict[str, Any]) -> str:
 
 
 def build(
-    directories: list[Path], teacher: str, student: str, *, lost: dict[str, float] | None = None
+    directories: list[Path],
+    teacher: str,
+    student: str,
+    *,
+    lost: dict[str, float] | None = None,
+    tuned_on: str = "",
 ) -> tuple[dict[str, Any], str]:
     """The table. Later directories' runs replace earlier ones of the same name (a rerun); `lost`
-    names DP runs whose ledger went with their machine, counted at the ε they reserved."""
+    names DP runs whose ledger went with their machine, counted at the ε they reserved. Runs of
+    other names (recipes side by side, `--tag`) follow the standard rows, by name."""
     runs, answers = _merged_runs(directories)
     for run, epsilon in (lost or {}).items():
         runs["ledger"].append({"run": run, "epsilon": epsilon, "status": "lost with its machine, "
@@ -172,7 +178,8 @@ def build(
     if _diverged(baseline):
         baseline = {}  # no step time or memory to compare with
     rows = []
-    for name in ("teacher", *STUDENT_ROWS):
+    others = sorted(n for n in scored if n not in ("teacher", *STUDENT_ROWS))
+    for name in ("teacher", *STUDENT_ROWS, *others):
         if name not in scored:
             continue
         run = runs["rows"].get(name, {})
@@ -183,8 +190,9 @@ def build(
         "student": student,
         "ledger_total_epsilon": ledger_total,
         "ledger": runs["ledger"],
+        "corpus": runs.get("corpus", "handbook"),
         "recipe": runs["recipe"],
-        "tuned_on": "nothing: the recipe was fixed before any run, on no company data",
+        "tuned_on": tuned_on or "nothing: the recipe was fixed before any run, on no company data",
         "train_examples": runs["train_examples"],
         "held_out": {"written": len(written), "labelled": len(labelled)},
         "training_machine": runs["device"],
@@ -206,7 +214,8 @@ def build(
     }
     correct = {r["name"]: "diverged" if r["diverged"] else r["correct"] for r in rows}
     summary = (
-        f"{student} + LoRA from {teacher} on the handbook, {len(written)} held-out items: correct "
+        f"{student} + LoRA from {teacher} on {runs.get('corpus', 'handbook')}, "
+        f"{len(written)} held-out items: correct "
         + ", ".join(f"{name} {value}" for name, value in correct.items())
         + f"; ledger total ε {ledger_total}; training on {runs['device']}"
     )
@@ -257,6 +266,7 @@ def _row(
         "dp_peak_memory_ratio": _step_ratio(run, baseline, timing, "memory") if private else None,
         "machine": runs["device"],
         "diverged": _diverged(run),
+        "recipe": run.get("recipe"),
     }
 
 

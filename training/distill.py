@@ -233,6 +233,7 @@ def _train(
         temperature=config.temperature,
         alpha=config.alpha,
         beta=config.jsd_beta,
+        sparse=config.sparse,
         reduction="mean" if plan else "sum",
     )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)

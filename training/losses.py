@@ -22,6 +22,17 @@ both distributions on one support (the reverse KL of a student with tail mass ag
 with none is infinite), so there the student is renormalized over the same k ids as well, and the
 tail is left to the cross-entropy term.
 
+Renormalizing is biased at T > 1: softening is what gives the tail its weight, and the renormalized
+teacher has none, so the forward KL asks the student to move nearly all of its softened mass onto
+the k ids, which it can only do by raising those tokens' logits (tokens that are in almost every
+row's top k, such as "[" and digits, gain most). `sparse="tail"` keeps the tail as one more entry
+instead: the teacher's returned log-probabilities are normalized over the whole vocabulary, so its
+tail holds 1 - sum(top-k) exactly; the student's tail is 1 - its mass on the same ids. Both k + 1
+entry distributions are softened by T the same way, and the divergence is taken between them. At
+T = 1 this is the full divergence of the two distributions with the tail's tokens merged into one,
+so it is never more than the full one and is 0 exactly when the student matches the teacher's
+top k and its tail's total.
+
 Reduction is per sequence, because the privacy unit is one example: each sequence's loss is the
 mean over its answer tokens, and `reduction` ('none' -> one loss per sequence, 'mean', 'sum') is an
 attribute Opacus's ghost clipping sets to 'none' to get those per-example losses.
@@ -36,13 +47,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from training.types import LossKind
+from training.types import LossKind, SparseSupport
 
 Reduction = Literal["none", "mean", "sum"]
 IGNORE = -100
 # Absent entries get this log-probability, not -inf: exp() is exactly 0 in float32 and, unlike
 # -inf - -inf, no NaN reaches the gradients through masked branches.
 NEG = -1e4
+# The smallest tail mass either side gets (1 - sum(top-k) can round to 0 or below in float32).
+TAIL_FLOOR = 1e-6
 
 
 def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
@@ -83,6 +96,7 @@ class DistillLoss(nn.Module):
         temperature: float = 3.0,
         alpha: float = 0.7,
         beta: float = 0.5,
+        sparse: SparseSupport = "renormalize",
         reduction: Reduction = "mean",
     ) -> None:
         super().__init__()
@@ -90,6 +104,9 @@ class DistillLoss(nn.Module):
             raise ValueError(f"need temperature > 0, 0 <= alpha <= 1, 0 < beta < 1; got {temperature}, "
                              f"{alpha}, {beta}")  # fmt: skip
         divergence(kind, torch.zeros(1), torch.zeros(1), beta=beta)  # rejects an unknown kind now
+        if sparse not in ("renormalize", "tail"):
+            raise ValueError(f"unknown sparse support {sparse!r}: use renormalize or tail")
+        self.sparse: SparseSupport = sparse
         self.kind: LossKind = kind
         self.temperature = temperature
         self.alpha = alpha
@@ -126,16 +143,18 @@ class DistillLoss(nn.Module):
         """The blended loss at every position [B, L] (garbage outside the answer: mask it)."""
         logits = logits.float()
         safe_labels = labels.clamp(min=0)
-        ce = -F.log_softmax(logits, dim=-1).gather(-1, safe_labels.unsqueeze(-1)).squeeze(-1)
+        log_probs = F.log_softmax(logits, dim=-1)  # once: [B, L, V] in fp32 is the loss's largest tensor
+        ce = -log_probs.gather(-1, safe_labels.unsqueeze(-1)).squeeze(-1)
         if self.alpha == 0 or (teacher_logits is None and (top_ids is None or top_ids.shape[-1] == 0)):
             return ce
-        kd, has_teacher = self._distillation(logits, top_ids, top_logprobs, teacher_logits)
+        kd, has_teacher = self._distillation(logits, log_probs, top_ids, top_logprobs, teacher_logits)
         blended = self.alpha * self.temperature**2 * kd + (1 - self.alpha) * ce
         return torch.where(has_teacher, blended, ce)
 
     def _distillation(
         self,
         logits: Tensor,
+        log_probs: Tensor,
         top_ids: Tensor | None,
         top_logprobs: Tensor | None,
         teacher_logits: Tensor | None,
@@ -149,6 +168,10 @@ class DistillLoss(nn.Module):
         assert top_ids is not None and top_logprobs is not None, "top_ids needs top_logprobs"
         present = torch.isfinite(top_logprobs)
         has = present.any(-1)
+        if self.sparse == "tail":
+            log_p, log_q = self._with_tail(log_probs, top_ids, top_logprobs, present)
+            kd = divergence(self.kind, log_p, log_q, beta=self.beta)
+            return torch.where(has, kd, 0.0), has
         # Renormalize the teacher's top-k at temperature T (its tail is dropped: see the module doc).
         scaled = torch.where(present, top_logprobs.float() / t, NEG)
         log_p = torch.where(present, scaled - torch.logsumexp(scaled, -1, keepdim=True), NEG)
@@ -160,3 +183,19 @@ class DistillLoss(nn.Module):
             log_q = torch.where(present, student - torch.logsumexp(student, -1, keepdim=True), NEG)
         kd = divergence(self.kind, log_p, log_q, beta=self.beta)
         return torch.where(has, kd, 0.0), has
+
+    def _with_tail(
+        self, log_probs: Tensor, top_ids: Tensor, top_logprobs: Tensor, present: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Teacher and student as k + 1 entry distributions (top k, then the tail), softened by T."""
+        teacher = torch.where(present, top_logprobs.float(), NEG)
+        student = torch.where(present, torch.gather(log_probs, -1, top_ids.clamp(min=0)), NEG)
+
+        def softened(log_top: Tensor) -> Tensor:
+            mass = log_top.exp().sum(-1, keepdim=True).clamp(max=1.0 - TAIL_FLOOR)
+            entries = torch.cat([log_top, torch.log1p(-mass)], -1) / self.temperature
+            keep = torch.cat([present, torch.ones_like(present[..., :1])], -1)
+            entries = torch.where(keep, entries, NEG)
+            return torch.where(keep, entries - torch.logsumexp(entries, -1, keepdim=True), NEG)
+
+        return softened(teacher), softened(student)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 Origin = Literal["generated", "feedback", "paraphrase", "synthetic"]
 LossKind = Literal["forward_kl", "reverse_kl", "jsd"]
+SparseSupport = Literal["renormalize", "tail"]  # what a top-k teacher's unseen tail becomes (losses)
 GradSampleMode = Literal["auto", "ghost", "hooks"]
 
 PRIVACY_UNIT = "one training example (a question with its context passages and answer)"
@@ -89,6 +90,7 @@ class DistillConfig:
     alpha: float = 0.7  # weight of the distillation term; 1 - alpha goes to cross-entropy
     loss: LossKind = "forward_kl"
     jsd_beta: float = 0.5
+    sparse: SparseSupport = "renormalize"  # a top-k teacher's tail: dropped, or kept as one entry
     epsilon: float | None = 8.0  # None trains without differential privacy
     delta: float | None = None  # None: 1 / N**1.1, capped at 1e-5
     max_grad_norm: float = 1.0

@@ -89,3 +89,29 @@ def test_step_ratios_come_from_the_timing_stage_when_it_ran(outputs: list[Path],
         1.035,
     )
     assert rows["distill-eps8"]["correct"] == 0.0 and rows["distill-eps1"]["correct"] == 1.0
+
+
+def test_recipes_side_by_side_follow_the_standard_rows(outputs: list[Path], tmp_path: Path) -> None:
+    """A tagged run (another recipe on the same data) gets its own row after the standard ones."""
+    tagged = _run("distill-eps8-t1", 8.0, 4.0, 400) | {"recipe": {"temperature": 1.0}}
+    extra = _output(tmp_path / "t1", {"distill-eps8-t1": tagged}, [], ["It is A-014 [1]."])
+    results, summary = build([*outputs, extra], "t", "s", tuned_on="the public pilot")
+    names = [r["name"] for r in results["rows"]]
+    assert names == ["teacher", "distill-nonprivate", "distill-eps1", "distill-eps8", "distill-eps8-t1"]
+    row = results["rows"][-1]
+    assert (row["correct"], row["recipe"]) == (1.0, {"temperature": 1.0})
+    assert results["tuned_on"] == "the public pilot" and "distill-eps8-t1 1.0" in summary
+
+
+def test_recipe_settings_on_the_command_line() -> None:
+    import argparse
+
+    from bench.distill import _setting
+
+    assert _setting("temperature=1") == ("temperature", 1)
+    assert _setting("sparse=tail") == ("sparse", "tail")
+    assert _setting('lora_targets=["q_proj"]') == ("lora_targets", ["q_proj"])
+    with pytest.raises(argparse.ArgumentTypeError, match="recipe key"):
+        _setting("temprature=1")
+    with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
+        _setting("temperature")

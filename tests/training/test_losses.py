@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from training.losses import IGNORE, DistillLoss
 
@@ -60,6 +61,52 @@ def test_sparse_top_k_is_renormalized_and_the_student_tail_costs_in_forward_kl()
     assert softened(logits, labels, ids, logprobs).item() == pytest.approx(expected, abs=1e-4)
 
 
+def test_the_tail_is_one_more_entry_on_both_sides() -> None:
+    """Teacher top-2 of 4 tokens [0.6, 0.2] + tail 0.2; the uniform student has [0.25, 0.25] + 0.5.
+
+    At T = 1 the divergence is KL([0.6, 0.2, 0.2] || [0.25, 0.25, 0.5]); at T = 3 both three-entry
+    distributions are softened (each entry to the power 1/3, renormalized) before it.
+    """
+    logits, labels = _one([0.0, 0.0, 0.0, 0.0], 0)
+    ids = torch.tensor([[[0, 1]]])
+    logprobs = torch.tensor([[[LN(0.6), LN(0.2)]]])
+
+    def kl(p: list[float], q: list[float]) -> float:
+        return sum(a * LN(a / b) for a, b in zip(p, q, strict=True))
+
+    def soft(p: list[float], t: float) -> list[float]:
+        powered = [a ** (1 / t) for a in p]
+        return [a / sum(powered) for a in powered]
+
+    plain = DistillLoss(temperature=1.0, alpha=1.0, sparse="tail")
+    assert plain(logits, labels, ids, logprobs).item() == pytest.approx(
+        kl([0.6, 0.2, 0.2], [0.25, 0.25, 0.5]), abs=1e-5
+    )
+    softened = DistillLoss(temperature=3.0, alpha=1.0, sparse="tail")
+    expected = 9 * kl(soft([0.6, 0.2, 0.2], 3), soft([0.25, 0.25, 0.5], 3))
+    assert softened(logits, labels, ids, logprobs).item() == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 3.0])
+def test_the_tail_divergence_is_zero_for_the_teachers_own_distribution(temperature: float) -> None:
+    """A student equal to the teacher costs nothing and gets no gradient; at T = 1 the merged-tail KL
+    never exceeds the full KL (merging entries cannot raise a divergence)."""
+    torch.manual_seed(0)
+    teacher_logits = torch.randn(1, 3, 50) * 3
+    labels = torch.zeros(1, 3, dtype=torch.long)
+    logprobs, ids = F.log_softmax(teacher_logits, -1).topk(8, -1)
+    same = teacher_logits.clone().requires_grad_(True)
+    loss = DistillLoss(temperature=temperature, alpha=1.0, sparse="tail")
+    value = loss(same, labels, ids, logprobs)
+    value.backward()
+    assert value.item() == pytest.approx(0.0, abs=1e-5)
+    assert same.grad is not None and same.grad.abs().max().item() < 1e-4
+    student = torch.randn(1, 3, 50)
+    merged = DistillLoss(temperature=1.0, alpha=1.0, sparse="tail")(student, labels, ids, logprobs)
+    full = DistillLoss(temperature=1.0, alpha=1.0)(student, labels, teacher_logits=teacher_logits)
+    assert 0 < merged.item() <= full.item()
+
+
 def test_padded_top_k_and_missing_teacher_rows() -> None:
     """-inf pads a short top-k row; a row with no teacher at all falls back to cross-entropy."""
     logits = torch.zeros(1, 2, 4, requires_grad=True)
@@ -71,10 +118,11 @@ def test_padded_top_k_and_missing_teacher_rows() -> None:
     assert per_token[0, 0].item() == pytest.approx(0.5 * 0.75 * LN(3.0) + 0.5 * LN(4.0), abs=1e-6)
     assert per_token[0, 1].item() == pytest.approx(LN(4.0), abs=1e-6)
     for kind in ("forward_kl", "reverse_kl", "jsd"):
-        value = DistillLoss(kind=kind, temperature=3.0)(logits, labels, ids, logprobs)  # type: ignore[arg-type]
-        value.backward()
-        assert logits.grad is not None and torch.isfinite(logits.grad).all(), kind
-        logits.grad = None
+        for sparse in ("renormalize", "tail"):
+            loss = DistillLoss(kind=kind, temperature=3.0, sparse=sparse)  # type: ignore[arg-type]
+            loss(logits, labels, ids, logprobs).backward()
+            assert logits.grad is not None and torch.isfinite(logits.grad).all(), (kind, sparse)
+            logits.grad = None
 
 
 def test_masked_to_answer_tokens_and_reduced_per_sequence() -> None:
@@ -99,5 +147,7 @@ def test_bad_parameters_are_refused() -> None:
         DistillLoss(kind="kl")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="temperature"):
         DistillLoss(temperature=0.0)
+    with pytest.raises(ValueError, match="sparse support"):
+        DistillLoss(sparse="topk")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="reduction"):
         DistillLoss(reduction="avg")(torch.zeros(1, 1, 2), torch.tensor([[0]]))  # type: ignore[arg-type]
