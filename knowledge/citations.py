@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from knowledge.lexical import tokenize
+from knowledge.lexical import STOP_WORDS, tokenize
 
 _NUMBERS = re.compile(r"\s*(?:(?:source|passage|doc(?:ument)?)\s*)?(\d+(?:\s*[,;]\s*\d+)*)\s*", re.IGNORECASE)
 _NUMERIC_PREFIX = re.compile(r"\s*(?:(?:source|passage|doc(?:ument)?)\s*)?[\d\s,;]*", re.IGNORECASE)
@@ -172,6 +172,8 @@ _MARKER_RUN = re.compile(
     r"(?:\s*\[\s*(?:(?:source|passage|doc(?:ument)?)\s*)?\d+(?:\s*[,;]\s*\d+)*\s*\])+", re.IGNORECASE
 )
 _DIGITS = re.compile(r"\d+(?:[.,:]\d+)*")
+_WRITTEN = re.compile(r"\w+")
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,11 +230,25 @@ def restates(text: str, question: str, headings: Sequence[str] = ()) -> bool:
     Small models sometimes answer with the question again, or with the line that names a passage's
     source ("Laptop request and replacement — Replacement cycle [1]"): cited, so it passes the
     citation check, but it answers nothing.
+
+    Words are compared as written, not as index terms: an answer "`__name__`" to "Which attribute
+    holds a module's name?", or "reversed()" to a question about reverse order, says something the
+    question did not, though stemming and dropped underscores make their index terms the same.
     """
-    known = set(tokenize(question))
-    for heading in headings:
-        known.update(tokenize(heading))
-    return bool(tokenize(strip_markers(text))) and not _claims(text, known)
+    said = _written_words(strip_markers(text))
+    known = _written_words(question).union(*(_written_words(h) for h in headings))
+    return bool(said) and said <= known
+
+
+def _written_words(text: str) -> set[str]:
+    """A text's words as written (lower case, stop words left out); Chinese as single characters."""
+    words: set[str] = set()
+    for word in _WRITTEN.findall(unicodedata.normalize("NFKC", text).lower()):
+        if _CJK.search(word):
+            words.update(c for c in word if c not in STOP_WORDS)
+        elif word not in STOP_WORDS:
+            words.add(word)
+    return words
 
 
 def _claims(text: str, asked: set[str]) -> bool:

@@ -223,6 +223,20 @@ def test_an_answer_with_a_fact_of_its_own_is_not_a_restatement(reply: str) -> No
     assert not restates(reply, "How long can a VPN session last?", ["VPN — Session limits"])
 
 
+@pytest.mark.parametrize(
+    ("reply", "question", "heading"),
+    [
+        ("`__name__` [1]", "Which attribute holds a module's name?", "Modules — Names"),
+        ("Reverse order: reversed() [1].", "How do I iterate in reverse order?", "Sequences — Reverse"),
+        ("年假有 30 天 [1]。", "年假有多少天？", "休假 — 年假"),
+    ],
+)
+def test_words_are_compared_as_written_not_as_index_terms(reply: str, question: str, heading: str) -> None:
+    """Stemming or dropped underscores would make these answers' terms the question's own."""
+    assert not restates(reply, question, [heading])
+    assert restates("年假有多少天 [1]", "年假有多少天？", [heading])
+
+
 async def test_an_answer_restating_a_heading_falls_back_to_the_extractive_answer(embedder: Embedder) -> None:
     question = Question("How long can a VPN session last?")
     for reply in ("VPN — Session limits [1]", "A VPN session ends after 12 hours [1]."):
