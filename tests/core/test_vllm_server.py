@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from core.llm.server import CPU_KV_CACHE_GIB, VLLMServer, VLLMServerError, default_python, is_cpu_build
+from core.llm import server as launcher
+from core.llm.server import (
+    CPU_KV_CACHE_GIB,
+    VLLMServer,
+    VLLMServerError,
+    default_python,
+    is_cpu_build,
+    native_bf16,
+)
 
 
 def test_vllm_server_command_has_the_flags_the_product_needs(tmp_path: Path) -> None:
@@ -73,3 +81,24 @@ def test_the_cpu_build_gets_cpu_defaults_and_the_cuda_build_keeps_its_graphs(
     )
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")  # the operator's own value wins
     assert cpu.environment()["VLLM_CPU_KVCACHE_SPACE"] == "4"
+
+
+def test_a_cpu_without_bfloat16_instructions_is_served_in_float32(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    avx2, zen4, graviton = tmp_path / "avx2", tmp_path / "zen4", tmp_path / "graviton"
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma f16c\n")
+    zen4.write_text("flags\t\t: avx2 avx512f avx512_bf16 avx512_vnni\n")
+    graviton.write_text("Features\t: fp asimd bf16 i8mm\n")
+    assert not native_bf16(avx2) and native_bf16(zen4) and native_bf16(graviton)
+    assert native_bf16(tmp_path / "absent")  # unknown: the model's own dtype stands
+    monkeypatch.setattr(launcher, "native_bf16", lambda: False)
+    cpu = VLLMServer(tmp_path / "model", python=tmp_path / "python", cpu=True)
+    command = cpu.command()
+    assert command[command.index("--dtype") + 1] == "float32"
+    chosen = VLLMServer(tmp_path / "model", python=tmp_path / "python", cpu=True, dtype="bfloat16")
+    assert "float32" not in chosen.command() and "bfloat16" in chosen.command()
+    cuda = VLLMServer(tmp_path / "model", python=tmp_path / "python", cpu=False)
+    assert "--dtype" not in cuda.command()
+    monkeypatch.setattr(launcher, "native_bf16", lambda: True)
+    assert "--dtype" not in VLLMServer(tmp_path / "model", python=tmp_path / "python", cpu=True).command()
