@@ -188,10 +188,14 @@ def _transformers_c8(model_dir: Path, prompts: list[list[Message]], tokens: int)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from core.llm.server import native_bf16
+
     # Every core, as vLLM's CPU engine has (the product pins torch to one thread for queries).
     torch.set_num_threads(os.cpu_count() or 1)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.bfloat16)
+    # The dtype vLLM computes in on this CPU (core.llm.server.native_bf16), so both run the same arithmetic.
+    dtype = "bfloat16" if native_bf16() else "float32"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=getattr(torch, dtype))
     chats = [[{"role": m["role"], "content": m["content"]} for m in p] for p in prompts]
     texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
     batch = tokenizer(texts, return_tensors="pt", padding=True)
@@ -206,7 +210,7 @@ def _transformers_c8(model_dir: Path, prompts: list[list[Message]], tokens: int)
         "tokens": generated,
         "wall_s": round(wall, 2),
         "tokens_per_s": round(generated / wall, 2),
-        "dtype": "bfloat16",
+        "dtype": dtype,
         "torch_threads": torch.get_num_threads(),
     }
 
