@@ -43,6 +43,8 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "memory_gb": memory_gb,
         "amx": "amx_bf16" in flags,
+        # What decides a CPU model's speed here: bfloat16 is emulated without avx512_bf16 or AMX.
+        "isa": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16"}),
     }
 
 

@@ -151,3 +151,30 @@ def test_bad_parameters_are_refused() -> None:
         DistillLoss(sparse="topk")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="reduction"):
         DistillLoss(reduction="avg")(torch.zeros(1, 1, 2), torch.tensor([[0]]))  # type: ignore[arg-type]
+
+
+def test_a_student_fitted_to_a_softened_top_k_keeps_the_teachers_tail_only_with_the_tail_entry() -> None:
+    """Free student logits fitted to one teacher row at T = 3 from its top 4 of 50 tokens.
+
+    Renormalizing drops the tail from the target, so the fitted student puts all of its mass on
+    the top 4 (the teacher has 0.89 there); with the tail as an entry it ends on the teacher's
+    top-4 probabilities and tail mass.
+    """
+    torch.manual_seed(0)
+    teacher = F.log_softmax(torch.randn(1, 1, 50) * 2, -1)
+    logprobs, ids = teacher.topk(4, -1)
+    labels = torch.zeros(1, 1, dtype=torch.long)
+    fitted = {}
+    for sparse in ("renormalize", "tail"):
+        student = torch.zeros(1, 1, 50, requires_grad=True)
+        optimizer = torch.optim.Adam([student], lr=0.1)
+        loss = DistillLoss(temperature=3.0, alpha=1.0, sparse=sparse)  # type: ignore[arg-type]
+        for _ in range(1000):
+            optimizer.zero_grad()
+            loss(student, labels, ids, logprobs).backward()
+            optimizer.step()
+        fitted[sparse] = F.softmax(student.detach(), -1).gather(-1, ids)[0, 0]
+    target = logprobs.exp()[0, 0]
+    assert target.sum().item() == pytest.approx(0.893, abs=1e-3)
+    assert fitted["renormalize"].sum().item() > 0.999
+    assert fitted["tail"].tolist() == pytest.approx(target.tolist(), abs=2e-3)
