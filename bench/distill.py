@@ -89,7 +89,7 @@ DEVICE_PACKAGES = ("opacus", "peft", "gguf", "sqlmodel", "sqlalchemy", "greenlet
 RECIPE = {
     "lora_rank": 2, "lora_targets": ["q_proj", "v_proj"], "epochs": 3, "batch_size": 128,
     "max_physical_batch": 16, "lr": 1e-3, "warmup": 0.1, "max_len": 1280, "temperature": 3.0, "alpha": 0.7,
-    "sparse": "renormalize", "max_grad_norm": 1.0, "top_k": 16, "canary_repeats": CANARY_REPEATS,
+    "sparse": "tail", "max_grad_norm": 1.0, "top_k": 16, "canary_repeats": CANARY_REPEATS,
     "candidates": CANDIDATES,
 }  # fmt: skip
 TUNED_ON = "nothing: the recipe was fixed before any run, on no company data"

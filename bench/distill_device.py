@@ -271,7 +271,7 @@ class Device:
             out_dir=self.work / "runs" / name, epochs=r["epochs"], lr=r["lr"], warmup=r["warmup"],
             batch_size=r["batch_size"], max_physical_batch=r["max_physical_batch"], max_len=r["max_len"],
             temperature=r["temperature"], alpha=r["alpha"] if method == "distill" else 0.0,
-            sparse=r.get("sparse", "renormalize"),
+            sparse=r.get("sparse", "renormalize"),  # what the runs before the tail entry used
             epsilon=epsilon, max_grad_norm=r["max_grad_norm"], lora_rank=r["lora_rank"],
             lora_targets=tuple(r.get("lora_targets", ())), checkpoint_every=10_000, device=self.on,
         )  # fmt: skip

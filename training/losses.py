@@ -14,24 +14,23 @@ with T = 3 and alpha = 0.7 by default, where `_T` means softened by temperature 
 The T² keeps the distillation term's gradients on the scale of the cross-entropy's when T changes.
 
 Teacher distributions come full (logits over the vocabulary, from a local transformers teacher) or
-sparse (the top-k log-probabilities a vLLM server returns). Sparse: the teacher's top-k are
-renormalized, so the teacher's tail (the mass outside its top k, unknown to us) is dropped. For the
-forward KL the student keeps its full softmax, evaluated at the teacher's k ids: mass the student
-puts on the tail lowers its log-probabilities there and so still costs it. Reverse KL and JSD need
-both distributions on one support (the reverse KL of a student with tail mass against a teacher
-with none is infinite), so there the student is renormalized over the same k ids as well, and the
-tail is left to the cross-entropy term.
+sparse (the top-k log-probabilities a vLLM server returns, normalized over the whole vocabulary).
+A sparse teacher's tail (its mass outside the top k) is known only as a total, 1 - sum(top-k), and
+`sparse` says what becomes of it:
 
-Renormalizing is biased at T > 1: softening is what gives the tail its weight, and the renormalized
-teacher has none, so the forward KL asks the student to move nearly all of its softened mass onto
-the k ids, which it can only do by raising those tokens' logits (tokens that are in almost every
-row's top k, such as "[" and digits, gain most). `sparse="tail"` keeps the tail as one more entry
-instead: the teacher's returned log-probabilities are normalized over the whole vocabulary, so its
-tail holds 1 - sum(top-k) exactly; the student's tail is 1 - its mass on the same ids. Both k + 1
-entry distributions are softened by T the same way, and the divergence is taken between them. At
-T = 1 this is the full divergence of the two distributions with the tail's tokens merged into one,
-so it is never more than the full one and is 0 exactly when the student matches the teacher's
-top k and its tail's total.
+- "tail" (the default): the tail is one more entry on both sides (the student's tail is 1 - its
+  mass on the same ids); both k + 1 entry distributions are softened by T the same way and the
+  divergence is taken between them. At T = 1 this is the full divergence with the tail's tokens
+  merged into one, so it never exceeds the full one and is 0 exactly when the student matches
+  the teacher's top k and its tail's total.
+- "renormalize": the teacher's top k are renormalized and its tail dropped. For the forward KL
+  the student keeps its full softmax, evaluated at the teacher's k ids; reverse KL and JSD need
+  one support (the reverse KL of a student with tail mass against a teacher with none is
+  infinite), so there the student is renormalized over the same k ids too and its tail is left
+  to the cross-entropy. This is biased at T > 1: softening is what gives the tail its weight,
+  and the renormalized teacher gives it none, so the forward KL asks the student to move nearly
+  all of its softened mass onto the k ids, which it does by raising those tokens' logits above
+  everything else (tokens in almost every row's top k, such as "[" and digits, gain most).
 
 Reduction is per sequence, because the privacy unit is one example: each sequence's loss is the
 mean over its answer tokens, and `reduction` ('none' -> one loss per sequence, 'mean', 'sum') is an
@@ -96,7 +95,7 @@ class DistillLoss(nn.Module):
         temperature: float = 3.0,
         alpha: float = 0.7,
         beta: float = 0.5,
-        sparse: SparseSupport = "renormalize",
+        sparse: SparseSupport = "tail",
         reduction: Reduction = "mean",
     ) -> None:
         super().__init__()

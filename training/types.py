@@ -90,7 +90,7 @@ class DistillConfig:
     alpha: float = 0.7  # weight of the distillation term; 1 - alpha goes to cross-entropy
     loss: LossKind = "forward_kl"
     jsd_beta: float = 0.5
-    sparse: SparseSupport = "renormalize"  # a top-k teacher's tail: dropped, or kept as one entry
+    sparse: SparseSupport = "tail"  # a top-k teacher's tail: kept as one entry, or dropped (losses)
     epsilon: float | None = 8.0  # None trains without differential privacy
     delta: float | None = None  # None: 1 / N**1.1, capped at 1e-5
     max_grad_norm: float = 1.0

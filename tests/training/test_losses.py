@@ -39,7 +39,7 @@ def test_the_briefs_blend_temperature_squared_and_cross_entropy() -> None:
     expected = 0.7 * 4 * KL_PQ + 0.3 * LN(2.0)
     assert expected == pytest.approx(0.574218, abs=1e-6)
     assert loss(logits, labels, teacher_logits=teacher).item() == pytest.approx(expected, abs=1e-6)
-    assert DistillLoss().temperature == 3.0 and DistillLoss().alpha == 0.7
+    assert DistillLoss().temperature == 3.0 and DistillLoss().alpha == 0.7 and DistillLoss().sparse == "tail"
 
 
 def test_sparse_top_k_is_renormalized_and_the_student_tail_costs_in_forward_kl() -> None:
@@ -51,12 +51,12 @@ def test_sparse_top_k_is_renormalized_and_the_student_tail_costs_in_forward_kl()
     logits, labels = _one([0.0, 0.0, 0.0, 0.0], 0)
     ids = torch.tensor([[[0, 1]]])
     logprobs = torch.tensor([[[LN(0.6), LN(0.2)]]])
-    forward = DistillLoss(temperature=1.0, alpha=1.0)
+    forward = DistillLoss(temperature=1.0, alpha=1.0, sparse="renormalize")
     assert forward(logits, labels, ids, logprobs).item() == pytest.approx(0.75 * LN(3.0), abs=1e-6)
-    reverse = DistillLoss(kind="reverse_kl", temperature=1.0, alpha=1.0)
+    reverse = DistillLoss(kind="reverse_kl", temperature=1.0, alpha=1.0, sparse="renormalize")
     assert reverse(logits, labels, ids, logprobs).item() == pytest.approx(KL_QP, abs=1e-6)
     # At T = 3 the teacher's top-2 soften to [0.6^(1/3), 0.2^(1/3)] / sum = [0.590541, 0.409459].
-    softened = DistillLoss(temperature=3.0, alpha=1.0)
+    softened = DistillLoss(temperature=3.0, alpha=1.0, sparse="renormalize")
     expected = 9 * (0.590541 * LN(0.590541 / 0.25) + 0.409459 * LN(0.409459 / 0.25))
     assert softened(logits, labels, ids, logprobs).item() == pytest.approx(expected, abs=1e-4)
 
@@ -113,7 +113,7 @@ def test_padded_top_k_and_missing_teacher_rows() -> None:
     labels = torch.tensor([[0, 1]])
     ids = torch.tensor([[[0, 1, 0], [0, 0, 0]]])
     logprobs = torch.tensor([[[LN(0.6), LN(0.2), -math.inf], [-math.inf] * 3]])
-    loss = DistillLoss(temperature=1.0, alpha=0.5, reduction="none")
+    loss = DistillLoss(temperature=1.0, alpha=0.5, sparse="renormalize", reduction="none")
     per_token = loss.token_losses(logits, labels, ids, logprobs)
     assert per_token[0, 0].item() == pytest.approx(0.5 * 0.75 * LN(3.0) + 0.5 * LN(4.0), abs=1e-6)
     assert per_token[0, 1].item() == pytest.approx(LN(4.0), abs=1e-6)
