@@ -1,17 +1,21 @@
 """Distillation on the company's knowledge: teacher, student, DP fine-tuning and DP distillation, one table.
 
     .venv/bin/python bench/distill.py prepare        # here: examples, held-out questions, canaries
+    .venv/bin/python bench/distill.py prepare --corpus python-faq --questions 20   # the public pilot
     .venv/bin/python bench/distill.py pack           # here: both GGUFs in pieces, the device's wheels
     # on the GPU machine: pip install --no-index --no-deps --target /tmp/site .carry/wheels/*.whl; one
     # call per piece (carry .carry/pieces/NAME.NN, copy it to /tmp/pieces), the teacher's first; then
     PYTHONPATH=/tmp/site python3 bench/distill.py device data --pieces /tmp/pieces --out $OUT
     PYTHONPATH=/tmp/site python3 bench/distill.py device runs --pieces /tmp/pieces --out $OUT
     # or one process per run side by side (an 80-140 GB GPU holds six): --runs NAME, each with its
-    # own --work (the converted student and state.pkl copied in) and one shared --ledger FILE
+    # own --work (the converted student and state.pkl copied in) and one shared --ledger FILE;
+    # --input picks the corpus (bench/data/distill/CORPUS/input.json), and recipes side by side
+    # are --recipe KEY=VALUE... with a --tag that names their runs apart
     PYTHONPATH=/tmp/site python3 bench/distill.py device speed --pieces /tmp/pieces --out $OUT  # GPU decoding
     PYTHONPATH=/tmp/site python3 bench/distill.py device timing --pieces /tmp/pieces --out $OUT  # DP step
     .venv/bin/python bench/distill.py speed          # here: student vs teacher tokens/s on vLLM
     .venv/bin/python bench/distill.py report DIR     # here: scores -> bench/results/distill.json
+    .venv/bin/python bench/distill.py report DIR --results distill_pilot   # the public pilot's table
 
 Models: teacher `qwen2.5-coder-1.5b-instruct`, student `qwen2.5-coder-0.5b-instruct` with a LoRA
 adapter, both from the model store's pinned wheels (one tokenizer, so the token-level loss holds).
@@ -44,8 +48,10 @@ What runs where, in order:
    8 product prompts at 8 at once.
 4. `report`: the product's answer scoring (knowledge.answer_quality) over the replies.
 
-Hyper-parameters are fixed before any run (`RECIPE`) and tuned on nothing: not on the company's
-data, not on its held-out questions. What the report calls `correct` is the model's own reply,
+Hyper-parameters are fixed before any run (`RECIPE`) and tuned on nothing private: not on the
+company's data, not on its held-out questions. Recipes are compared on the public Python FAQ
+(`--corpus python-faq`, its own ledger) before one is run on the handbook, which stands for the
+company's documents. What the report calls `correct` is the model's own reply,
 before the product's citation check and extractive fallback, so that the table compares models.
 """
 

@@ -50,6 +50,10 @@ def serve(
     ] = None,
     max_lora_rank: Annotated[int, typer.Option(help="Largest LoRA rank loadable at run time.")] = 16,
     kv_cache_gib: Annotated[int | None, typer.Option(help="CPU KV cache in GiB (CPU default 1).")] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(help="Compute dtype (default: the model's; float32 on a CPU lacking bf16)."),
+    ] = None,
     python: Annotated[Path | None, typer.Option(help="vLLM's bin/python (make vllm-env).")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the vLLM command as JSON and exit.")] = False,
 ) -> None:
@@ -74,6 +78,7 @@ def serve(
         max_lora_rank=max_lora_rank,
         kv_cache_gib=kv_cache_gib,
         loras=_parse_loras(lora or []),
+        dtype=dtype,
     )
     server.max_model_len = max_model_len or (cpu_context_length(resolved.path) if server.cpu else None)
     if dry_run:

@@ -98,6 +98,11 @@ def test_kb_llm_serve_resolves_a_store_name_to_its_folder(store: ModelStore, tmp
     assert "--enable-lora" in command and "--enforce-eager" in command and plan["cpu"] is True
     assert plan["env"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "true"
     assert plan["env"]["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    chosen = CliRunner().invoke(
+        app, ["llm", "serve", "--model", NAME, "--python", str(python), "--dtype", "bfloat16", "--dry-run"]
+    )
+    command = json.loads(chosen.stdout)["command"]
+    assert command[command.index("--dtype") + 1] == "bfloat16"
 
 
 def test_kb_llm_serve_answers_to_kb_llm_model_when_it_names_the_model(
