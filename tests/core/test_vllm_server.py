@@ -109,12 +109,12 @@ def test_a_small_machine_gives_the_cpu_engine_every_core(
 ) -> None:
     monkeypatch.delenv("VLLM_CPU_NUM_OF_RESERVED_CPU", raising=False)
     cpu = VLLMServer(tmp_path / "model", python=tmp_path / "python", cpu=True)
-    monkeypatch.setattr(launcher.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
     assert cpu.environment()["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
     cuda = VLLMServer(tmp_path / "model", python=tmp_path / "python", cpu=False)
     assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in cuda.environment()
-    monkeypatch.setattr(launcher.os, "cpu_count", lambda: 32)
+    monkeypatch.setattr("os.cpu_count", lambda: 32)
     assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in cpu.environment()  # vLLM's own default
-    monkeypatch.setattr(launcher.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
     monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")  # the operator's own value wins
     assert cpu.environment()["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"

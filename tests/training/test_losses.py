@@ -119,7 +119,7 @@ def test_padded_top_k_and_missing_teacher_rows() -> None:
     assert per_token[0, 1].item() == pytest.approx(LN(4.0), abs=1e-6)
     for kind in ("forward_kl", "reverse_kl", "jsd"):
         for sparse in ("renormalize", "tail"):
-            loss = DistillLoss(kind=kind, temperature=3.0, sparse=sparse)  # type: ignore[arg-type]
+            loss = DistillLoss(kind=kind, temperature=3.0, sparse=sparse)
             loss(logits, labels, ids, logprobs).backward()
             assert logits.grad is not None and torch.isfinite(logits.grad).all(), (kind, sparse)
             logits.grad = None
@@ -168,7 +168,7 @@ def test_a_student_fitted_to_a_softened_top_k_keeps_the_teachers_tail_only_with_
     for sparse in ("renormalize", "tail"):
         student = torch.zeros(1, 1, 50, requires_grad=True)
         optimizer = torch.optim.Adam([student], lr=0.1)
-        loss = DistillLoss(temperature=3.0, alpha=1.0, sparse=sparse)  # type: ignore[arg-type]
+        loss = DistillLoss(temperature=3.0, alpha=1.0, sparse=sparse)
         for _ in range(1000):
             optimizer.zero_grad()
             loss(student, labels, ids, logprobs).backward()
