@@ -20,7 +20,7 @@ import unicodedata
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from knowledge.lexical import STOP_WORDS, tokenize
+from knowledge.lexical import CJK, STOP_WORDS, tokenize
 
 _NUMBERS = re.compile(r"\s*(?:(?:source|passage|doc(?:ument)?)\s*)?(\d+(?:\s*[,;]\s*\d+)*)\s*", re.IGNORECASE)
 _NUMERIC_PREFIX = re.compile(r"\s*(?:(?:source|passage|doc(?:ument)?)\s*)?[\d\s,;]*", re.IGNORECASE)
@@ -173,7 +173,6 @@ _MARKER_RUN = re.compile(
 )
 _DIGITS = re.compile(r"\d+(?:[.,:]\d+)*")
 _WRITTEN = re.compile(r"\w+")
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +243,7 @@ def _written_words(text: str) -> set[str]:
     """A text's words as written (lower case, stop words left out); Chinese as single characters."""
     words: set[str] = set()
     for word in _WRITTEN.findall(unicodedata.normalize("NFKC", text).lower()):
-        if _CJK.search(word):
+        if CJK.search(word):
             words.update(c for c in word if c not in STOP_WORDS)
         elif word not in STOP_WORDS:
             words.add(word)

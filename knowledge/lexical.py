@@ -29,7 +29,7 @@ LEXICAL_FILE = "lexical.pkl"
 _FORMAT = 1
 
 _WORD = re.compile(r"[0-9a-zà-öø-ÿ]+(?:['’][a-z]+)?|[\u3400-\u9fff\uf900-\ufaff]+", re.IGNORECASE)
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")  # a Chinese (CJK ideograph) character
 # A short list on purpose: BM25's idf already discounts common words; these only add noise.
 STOP_WORDS = frozenset(
     (
@@ -54,7 +54,7 @@ _LATIN = re.compile(r"[a-zà-öø-ÿ]", re.IGNORECASE)
 def is_chinese(text: str) -> bool:
     """True when at least a third of the text's letters are CJK characters (a question or a passage
     in Chinese, English product names in it or not)."""
-    cjk = len(_CJK.findall(text))
+    cjk = len(CJK.findall(text))
     # A CJK character carries about a word: weigh it against Latin letters at 4 letters a word.
     return cjk > 0 and 3 * cjk >= (cjk + len(_LATIN.findall(text)) / 4)
 
@@ -64,15 +64,15 @@ def tokenize(text: str) -> list[str]:
     words: list[str] = []
     for match in _WORD.finditer(text.lower()):
         token = match.group(0)
-        if _CJK.match(token):
+        if CJK.match(token):
             chars = [c for c in token if c not in STOP_WORDS]
             words.extend(chars)
             words.extend(token[i : i + 2] for i in range(len(token) - 1))
         elif token not in STOP_WORDS:
             words.append(token.replace("’", "'"))
-    latin = [w for w in words if not _CJK.match(w)]
+    latin = [w for w in words if not CJK.match(w)]
     stemmed = iter(_stemmer().stemWords(latin))
-    return [next(stemmed) if not _CJK.match(w) else w for w in words]
+    return [next(stemmed) if not CJK.match(w) else w for w in words]
 
 
 class LexicalIndex:
