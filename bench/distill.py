@@ -98,7 +98,6 @@ RECIPE = {
     "sparse": "tail", "max_grad_norm": 1.0, "top_k": 16, "canary_repeats": CANARY_REPEATS,
     "candidates": CANDIDATES,
 }  # fmt: skip
-TUNED_ON = "nothing: the recipe was fixed before any run, on no company data"
 RUNS = [  # (name, method, epsilon)
     ("student", "none", None),
     ("distill-nonprivate", "distill", None),
@@ -325,9 +324,7 @@ def report(args: argparse.Namespace) -> None:
     from bench.common import write_results
     from bench.distill_report import build
 
-    results, summary = build(
-        [Path(d) for d in args.directories], TEACHER, STUDENT, lost=dict(args.lost), tuned_on=TUNED_ON
-    )
+    results, summary = build([Path(d) for d in args.directories], TEACHER, STUDENT, lost=dict(args.lost))
     print(write_results(args.results, results, summary=summary))
 
 
