@@ -10,6 +10,7 @@ when the database changes and saved atomically beside its fingerprint.
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
 import threading
@@ -17,13 +18,20 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import bm25s
 import numpy as np
 import numpy.typing as npt
 import Stemmer
 
 from knowledge.errors import VectorIndexError
 from knowledge.index import Fingerprint, atomic_write
+
+# bm25s imports JAX where it is installed and runs one JAX operation on import; on a GPU machine
+# that starts JAX's GPU backend, which takes 75% of the card's memory up front, out of reach of the
+# PyTorch training beside it. The index uses bm25s's scores only (the top-k is NumPy's, below), so
+# JAX has nothing to do here: it stays on the CPU unless the operator chose its platform.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import bm25s
 
 LEXICAL_FILE = "lexical.pkl"
 _FORMAT = 1

@@ -45,3 +45,21 @@ def test_empty_index_and_corrupt_file(tmp_path: Path) -> None:
     (tmp_path / "lexical.pkl").write_bytes(b"not a pickle")
     with pytest.raises(VectorIndexError, match="cannot load the lexical index"):
         LexicalIndex.load(tmp_path)
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "cpu"), ("cuda", "cuda")])
+def test_importing_the_index_keeps_jax_off_the_gpu_unless_the_operator_chose(
+    given: str | None, expected: str
+) -> None:
+    # bm25s runs a JAX operation on import where JAX is installed: on a GPU machine that would
+    # reserve most of the card before any training starts.
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    if given is not None:
+        env["JAX_PLATFORMS"] = given
+    code = "import os, knowledge.lexical; print(os.environ['JAX_PLATFORMS'])"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == expected
