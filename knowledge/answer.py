@@ -215,7 +215,14 @@ def _faq_answer(
 def _closest(
     candidates: list[tuple[int, int, str]], similarity: Vectors, max_sentences: int, terms: set[str]
 ) -> list[tuple[int, int, str]]:
-    """The sentences closest to the question, in reading order; questions only if nothing else is there.
+    """The sentences of one passage closest to the question, in reading order.
+
+    The passage is the best-ranked one, unless none of its sentences holds any of the question's
+    key terms (or the question is not given); then it is the passage of the single closest
+    sentence. Sentences stitched from several passages cite passages that do not hold the answer:
+    on the labelled sets, one passage raised citation precision from 0.56 to 0.84 (handbook) and
+    0.52 to 0.89 (Python FAQ) with correctness equal or higher
+    (docs/decisions/answer-prompt-and-abstention.md).
 
     Each of the question's key terms a sentence holds adds to its similarity, so the sentences about
     what was asked win near-ties. (Leaving out every sentence without a key term was measured too: it
@@ -226,10 +233,12 @@ def _closest(
     keep = [i for i, c in enumerate(candidates) if not _is_question(c[2])] or list(range(len(candidates)))
     held = [len(terms & set(tokenize(candidates[i][2]))) / len(terms) if terms else 0.0 for i in keep]
     scores = similarity[keep] + _TERM_WEIGHT * np.array(held, dtype=np.float32)
-    # A small preference for the better-ranked passage breaks near-ties sensibly.
-    scores = scores - 0.02 * np.array([candidates[i][0] for i in keep], dtype=np.float32)
-    best = np.argsort(-scores)[:max_sentences].tolist()
-    return sorted((candidates[keep[i]] for i in best), key=lambda c: (c[0], c[1]))
+    order = np.argsort(-scores, kind="stable").tolist()
+    first = min(candidates[i][0] for i in keep)  # citation numbers follow the retrieval ranking
+    holds_term = any(h > 0 for k, h in zip(keep, held, strict=True) if candidates[k][0] == first)
+    passage = first if holds_term else candidates[keep[order[0]]][0]
+    best = [keep[i] for i in order if candidates[keep[i]][0] == passage][:max_sentences]
+    return sorted((candidates[i] for i in best), key=lambda c: (c[0], c[1]))
 
 
 def _is_question(sentence: str) -> bool:

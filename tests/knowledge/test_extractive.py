@@ -87,3 +87,38 @@ def test_sentences_go_on_after_abbreviations_before_a_number_or_lower_case() -> 
         "Reports are paid on the 20th.",
         "Approval takes approx. 5 days.",
     ]
+
+
+PARKING = (
+    "Employees park in car park P2 behind Building B. The barrier opens with your badge. "
+    "Visitors park in P1 at the main gate."
+)
+CANTEEN = (
+    "The canteen in Building B serves lunch from 11:30. Employees pay with their badge. "
+    "Visitors pay by card at the till."
+)
+
+
+def test_the_answer_quotes_one_passage_so_every_citation_holds_what_it_is_cited_for(
+    embedder: Embedder,
+) -> None:
+    # Sentences stitched from several passages cite passages that do not hold the answer.
+    question = "Where do employees park their car?"
+    hits = [_hit(PARKING, 1, 0.7), _hit(CANTEEN, 2, 0.6)]
+    answer = extractive_answer(
+        embedder.encode([question])[0], hits, embedder=embedder, min_score=0.1, question=question
+    )
+    assert "P2" in answer.text
+    assert "[1]" in answer.text and "[2]" not in answer.text
+
+
+def test_a_top_passage_without_the_questions_terms_gives_way_to_the_closest_sentences_passage(
+    embedder: Embedder,
+) -> None:
+    question = "From what time is lunch served in the canteen?"
+    hits = [_hit(PARKING, 1, 0.7), _hit(CANTEEN, 2, 0.6)]
+    answer = extractive_answer(
+        embedder.encode([question])[0], hits, embedder=embedder, min_score=0.1, question=question
+    )
+    assert "11:30" in answer.text
+    assert "[2]" in answer.text and "[1]" not in answer.text
