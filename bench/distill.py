@@ -3,8 +3,9 @@
     .venv/bin/python bench/distill.py prepare        # here: examples, held-out questions, canaries
     .venv/bin/python bench/distill.py prepare --corpus python-faq --questions 20   # the public pilot
     .venv/bin/python bench/distill.py pack           # here: both GGUFs in pieces, the device's wheels
-    # on the GPU machine: pip install --no-index --no-deps --target /tmp/site .carry/wheels/*.whl; one
-    # call per piece (carry .carry/pieces/NAME.NN, copy it to /tmp/pieces), the teacher's first; then
+    # on the GPU machine, one step a call: bench/distill_device.sh (its header says what each
+    # call carries); by hand: pip install --no-index --no-deps --target /tmp/site .carry/wheels/*.whl;
+    # one call per piece (carry .carry/pieces/NAME.NN, copy it to /tmp/pieces), the teacher's first;
     PYTHONPATH=/tmp/site python3 bench/distill.py device data --pieces /tmp/pieces --out $OUT
     PYTHONPATH=/tmp/site python3 bench/distill.py device runs --pieces /tmp/pieces --out $OUT
     # or one process per run side by side (an 80-140 GB GPU holds six): --runs NAME, each with its

