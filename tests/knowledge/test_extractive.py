@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from knowledge.answer import _sentences, extractive_answer
 from knowledge.embeddings import Embedder
 from knowledge.types import Hit
@@ -99,26 +101,21 @@ CANTEEN = (
 )
 
 
+@pytest.mark.parametrize(
+    ("question", "expected", "cited", "not_cited"),
+    [
+        # Sentences stitched from several passages cite passages that do not hold the answer.
+        ("Where do employees park their car?", "P2", "[1]", "[2]"),
+        # The best-ranked passage holds none of the question's key terms: the closest sentence's.
+        ("From what time is lunch served in the canteen?", "11:30", "[2]", "[1]"),
+    ],
+)
 def test_the_answer_quotes_one_passage_so_every_citation_holds_what_it_is_cited_for(
-    embedder: Embedder,
+    embedder: Embedder, question: str, expected: str, cited: str, not_cited: str
 ) -> None:
-    # Sentences stitched from several passages cite passages that do not hold the answer.
-    question = "Where do employees park their car?"
     hits = [_hit(PARKING, 1, 0.7), _hit(CANTEEN, 2, 0.6)]
     answer = extractive_answer(
         embedder.encode([question])[0], hits, embedder=embedder, min_score=0.1, question=question
     )
-    assert "P2" in answer.text
-    assert "[1]" in answer.text and "[2]" not in answer.text
-
-
-def test_a_top_passage_without_the_questions_terms_gives_way_to_the_closest_sentences_passage(
-    embedder: Embedder,
-) -> None:
-    question = "From what time is lunch served in the canteen?"
-    hits = [_hit(PARKING, 1, 0.7), _hit(CANTEEN, 2, 0.6)]
-    answer = extractive_answer(
-        embedder.encode([question])[0], hits, embedder=embedder, min_score=0.1, question=question
-    )
-    assert "11:30" in answer.text
-    assert "[2]" in answer.text and "[1]" not in answer.text
+    assert expected in answer.text
+    assert cited in answer.text and not_cited not in answer.text
