@@ -28,8 +28,8 @@ from knowledge.types import Question
 from tests.conftest import REPO
 
 IT_FILES = 8  # examples/handbook/it
-# The two probes the product promises on both databases run on both; the rest ingest the whole
-# handbook several times and keep to SQLite, so the suite stays within its time.
+# The two probes the product promises on both databases run on both; the rest ingest a handbook
+# several times and keep to SQLite, so the suite stays within its time.
 SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
@@ -53,9 +53,9 @@ def small(tmp_path: Path) -> Path:
 
 
 def test_an_unrelated_folder_of_the_same_name_removes_nothing(
-    kb: KnowledgeBase, handbook_copy: Path, tmp_path: Path
+    kb: KnowledgeBase, small_handbook: Path, tmp_path: Path
 ) -> None:
-    first = kb.ingest([handbook_copy])
+    first = kb.ingest([small_handbook])
     before = kb.stats().documents
     other = write(tmp_path / "other" / "handbook" / "notes.md", "# Notes\n\nLunch is at noon on Fridays.\n")
     report = kb.ingest([other.parent])
@@ -64,19 +64,19 @@ def test_an_unrelated_folder_of_the_same_name_removes_nothing(
     assert any("cited as handbook-2/" in note for note in report.notes)
     hits = kb.retrieve(Question("When is lunch on Fridays?"), 3)
     assert hits[0].uri == "handbook-2/notes.md"
-    assert kb.ingest([handbook_copy]).unchanged == first.added, "the handbook is still whole"
+    assert kb.ingest([small_handbook]).unchanged == first.added, "the handbook is still whole"
 
 
-def test_a_subfolder_updates_its_source_in_place(kb: KnowledgeBase, handbook_copy: Path) -> None:
-    kb.ingest([handbook_copy])
+def test_a_subfolder_updates_its_source_in_place(kb: KnowledgeBase, small_handbook: Path) -> None:
+    kb.ingest([small_handbook])
     before = kb.stats()
-    report = kb.ingest([handbook_copy / "it"])
+    report = kb.ingest([small_handbook / "it"])
     assert (report.added, report.unchanged, report.removed) == (0, IT_FILES, 0)
     assert any("inside source 'handbook'" in note for note in report.notes)
     assert kb.stats().documents == before.documents and kb.stats().chunks == before.chunks
 
-    (handbook_copy / "it" / "vpn-access.md").unlink()
-    again = kb.ingest([handbook_copy / "it"])
+    (small_handbook / "it" / "vpn-access.md").unlink()
+    again = kb.ingest([small_handbook / "it"])
     assert (again.added, again.removed, again.unchanged) == (0, 1, IT_FILES - 1)
     assert kb.stats().documents == before.documents - 1, "only the subfolder was swept"
 
@@ -137,13 +137,13 @@ def test_a_moved_folder_is_refused_until_re_pointed(kb: KnowledgeBase, small: Pa
 
 
 @SQLITE_ONLY
-def test_an_outer_folder_leaves_a_nested_source_alone(kb: KnowledgeBase, handbook_copy: Path) -> None:
-    inner = kb.ingest([handbook_copy / "it"])
+def test_an_outer_folder_leaves_a_nested_source_alone(kb: KnowledgeBase, small_handbook: Path) -> None:
+    inner = kb.ingest([small_handbook / "it"])
     assert inner.added == IT_FILES
-    outer = kb.ingest([handbook_copy])
+    outer = kb.ingest([small_handbook])
     assert any("source 'it' of its own" in note for note in outer.notes)
     assert kb.stats().documents == inner.added + outer.added, "no document twice"
-    assert kb.ingest([handbook_copy / "it"]).unchanged == IT_FILES
+    assert kb.ingest([small_handbook / "it"]).unchanged == IT_FILES
 
 
 @SQLITE_ONLY
@@ -173,9 +173,9 @@ def _downgrade(engine: Engine, revision: str) -> None:
     indirect=["database_url"],
 )
 def test_an_old_database_carries_over_without_duplicates_or_removals(
-    settings: Settings, migrated: Engine, embedder: Embedder, handbook_copy: Path, tmp_path: Path, first: str
+    settings: Settings, migrated: Engine, embedder: Embedder, small_handbook: Path, tmp_path: Path, first: str
 ) -> None:
-    documents = KnowledgeBase(settings, migrated, embedder=embedder).ingest([handbook_copy]).added
+    documents = KnowledgeBase(settings, migrated, embedder=embedder).ingest([small_handbook]).added
     _downgrade(migrated, "0012")  # documents keyed by the folder's base name, no sources table
     assert "document_sources" not in sa.inspect(migrated).get_table_names()
     db.upgrade(migrated, data_steps=data_steps(settings))  # as `kb db upgrade` runs it
@@ -186,11 +186,11 @@ def test_an_old_database_carries_over_without_duplicates_or_removals(
         report = kb.ingest([other.parent])
         assert (report.added, report.removed) == (1, 0)
     elif first == "subfolder":
-        report = kb.ingest([handbook_copy / "it"])
+        report = kb.ingest([small_handbook / "it"])
         assert (report.added, report.unchanged, report.removed) == (0, IT_FILES, 0)
-    report = kb.ingest([handbook_copy])
+    report = kb.ingest([small_handbook])
     assert (report.added, report.removed, report.unchanged) == (0, 0, documents)
-    assert kb.store.owners.get("handbook").root == str(handbook_copy.resolve())  # type: ignore[union-attr]
+    assert kb.store.owners.get("handbook").root == str(small_handbook.resolve())  # type: ignore[union-attr]
 
 
 @SQLITE_ONLY

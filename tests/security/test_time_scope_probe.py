@@ -33,10 +33,10 @@ def test_the_retrieval_filter_is_bounded(text: str) -> None:
 
 
 def test_kb_ask_and_the_chat_path_answer_without_an_error(
-    settings: Settings, migrated: Engine, embedder: Embedder, handbook_copy: Path
+    settings: Settings, migrated: Engine, embedder: Embedder, small_handbook: Path
 ) -> None:
     kb = KnowledgeBase(settings, migrated, embedder=embedder)
-    assert kb.ingest([handbook_copy]).ok
+    assert kb.ingest([small_handbook]).ok
     for text in HUGE:
         answer = kb.ask(Question(text))  # kb ask
         chat = asyncio.run(kb.ask_async(Question(text)))  # Slack, Teams and the web chat
