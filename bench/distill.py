@@ -102,6 +102,7 @@ RECIPE = {
 RUNS = [  # (name, method, epsilon)
     ("student", "none", None),
     ("distill-nonprivate", "distill", None),
+    ("labels-nonprivate", "labels_only", None),
     ("labels-eps8", "labels_only", 8.0),
     ("distill-eps1", "distill", 1.0),
     ("distill-eps4", "distill", 4.0),

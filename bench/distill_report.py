@@ -18,6 +18,7 @@ from bench.common import free_port
 STUDENT_ROWS = (
     "student",
     "distill-nonprivate",
+    "labels-nonprivate",
     "labels-eps8",
     "distill-eps1",
     "distill-eps4",
