@@ -1,7 +1,7 @@
 """Distillation on the company's knowledge: teacher, student, DP fine-tuning and DP distillation, one table.
 
     .venv/bin/python bench/distill.py prepare        # here: examples, held-out questions, canaries
-    .venv/bin/python bench/distill.py prepare --corpus python-faq --questions 20   # the public pilot
+    .venv/bin/python bench/distill.py prepare --corpus python-faq --questions 12 --test-questions 2   # the public pilot
     .venv/bin/python bench/distill.py pack           # here: both GGUFs in pieces, the device's wheels
     # on the GPU machine, one step a call: bench/distill_device.sh (its header says what each
     # call carries); by hand: pip install --no-index --no-deps --target /tmp/site .carry/wheels/*.whl;
