@@ -1,7 +1,8 @@
 """Distillation on the company's knowledge: teacher, student, DP fine-tuning and DP distillation, one table.
 
     .venv/bin/python bench/distill.py prepare        # here: examples, held-out questions, canaries
-    .venv/bin/python bench/distill.py prepare --corpus python-faq --questions 12 --test-questions 2   # the public pilot
+    .venv/bin/python bench/distill.py prepare --corpus python-faq --questions 12 --test-questions 2
+    # ^ the public pilot
     .venv/bin/python bench/distill.py pack           # here: both GGUFs in pieces, the device's wheels
     # on the GPU machine, one step a call: bench/distill_device.sh (its header says what each
     # call carries); by hand: pip install --no-index --no-deps --target /tmp/site .carry/wheels/*.whl;
@@ -40,11 +41,11 @@ What runs where, in order:
    example keeps the teacher's reply as its target when the reply holds the span (or abstains on
    the other-documents form), ended by itself, does not repeat itself and cites only passages it
    was given. The teacher's top-k log-probabilities over those targets are the soft labels. Then,
-   each from the same base student: no training; distillation without DP; DP fine-tuning on the
-   targets alone (cross-entropy) at ε=8; DP distillation at ε = 1, 4, 8. Every DP run reserves and
-   settles its ε in a budget ledger (SQLite) with secure noise. Every model answers the held-out
-   questions (greedy) and, for the students, ranks each canary's secret among `CANDIDATES`
-   look-alikes (training.canaries).
+   each from the same base student: no training; distillation without DP; fine-tuning on the
+   targets alone (cross-entropy) without DP and at ε=8; DP distillation at ε = 1, 4, 8. Every DP
+   run reserves and settles its ε in a budget ledger (SQLite) with secure noise. Every model
+   answers the held-out questions (greedy) and, for the students, ranks each canary's secret
+   among `CANDIDATES` look-alikes (training.canaries).
 3. `speed` (here, vLLM CPU): the trained student (base + ε=8 adapter) against the teacher, the same
    8 product prompts at 8 at once.
 4. `report`: the product's answer scoring (knowledge.answer_quality) over the replies.
