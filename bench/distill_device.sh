@@ -6,7 +6,9 @@
 #   mkdir -p .carry/inputs && cp bench/data/distill/CORPUS/input.json .carry/inputs/CORPUS.json
 #   cp bench/distill_device.sh .carry/   (.carry/ is listed in .git/info/exclude)
 # Then one device call per step, each carrying .carry/distill_device.sh and what the step names:
-#   setup                      carry .carry/wheels .carry/inputs .carry/pieces/sha256.json
+#   setup                      carry .carry/wheels .carry/inputs .carry/pieces/sha256.json, and
+#                              .carry/states/CORPUS.pkl to reuse an earlier data stage (its
+#                              dout/state.pkl): the runs then need no teacher pieces
 #   piece                      carry .carry/pieces/NAME.NN (one 50 MiB piece a call; teacher first)
 #   data CORPUS...             the teacher's stage (needs every teacher piece), in the background
 #   student                    the student's GGUF assembled, checked and converted once
@@ -37,6 +39,10 @@ setup)
   rm -rf /tmp/repo && mkdir -p /tmp/repo  # a copy: later calls replace the working tree
   cp -r app bench bot core knowledge privacy push training pyproject.toml /tmp/repo/
   cp .carry/inputs/*.json /tmp/inputs/ && mv -f .carry/pieces/sha256.json /tmp/pieces/
+  for state in .carry/states/*.pkl; do
+    [ -e "$state" ] || continue
+    corpus=$(basename "$state" .pkl) && mkdir -p "/tmp/w-$corpus" && cp "$state" "/tmp/w-$corpus/state.pkl"
+  done
   nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv
   ;;
 piece)
