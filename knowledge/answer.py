@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from knowledge.citations import SUPPORT_MIN, strip_markers
 from knowledge.embeddings import Embedder, Vectors
 from knowledge.lexical import is_chinese, tokenize
 from knowledge.types import Answer, Citation, Hit
@@ -239,6 +240,36 @@ def _closest(
     passage = first if holds_term else candidates[keep[order[0]]][0]
     best = [keep[i] for i in order if candidates[keep[i]][0] == passage][:max_sentences]
     return sorted((candidates[i] for i in best), key=lambda c: (c[0], c[1]))
+
+
+def off_topic(answer: str, passages: list[str], question: str) -> bool:
+    """Whether a model's answer comes only from sentences about something the question did not ask.
+
+    Small models sometimes answer from the wrong sentence of a right passage ("when is a doctor's
+    note needed?" answered with the passage's rule about notice by e-mail): every word is in the
+    passage, so the citation check passes it. Off topic here means that the sentences holding the
+    answer's words (support of at least SUPPORT_MIN, as for a citation) hold none of the question's
+    key terms, while other sentences of the passages do. The answer's words are its index terms less
+    the question's; a sentence holds the answer when it holds at least SUPPORT_MIN of them. Nothing
+    is judged where no sentence holds a key term (passages in another language than the question)
+    or none holds the answer.
+    """
+    terms = set(key_terms(question))
+    if not terms:
+        return False
+    sentences = [sentence for text in passages for sentence in _sentences(text)]
+    about = [bool(terms & set(tokenize(sentence))) for sentence in sentences]
+    if not any(about):
+        return False
+    said = set(tokenize(strip_markers(answer))) - set(tokenize(question))
+    if not said:
+        return False
+    holding = [
+        on
+        for on, sentence in zip(about, sentences, strict=True)
+        if len(said & set(tokenize(sentence))) >= SUPPORT_MIN * len(said)
+    ]
+    return bool(holding) and not any(holding)
 
 
 def _is_question(sentence: str) -> bool:

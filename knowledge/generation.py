@@ -28,7 +28,7 @@ from contextlib import aclosing
 from dataclasses import replace
 
 from core.llm import LLM
-from knowledge.answer import abstention, extractive_answer, weak_evidence
+from knowledge.answer import abstention, extractive_answer, off_topic, weak_evidence
 from knowledge.citations import (
     CitationRewriter,
     RepetitionStop,
@@ -144,7 +144,12 @@ def _model_answer(
 
 
 def _unusable(
-    text: str, rewriter: CitationRewriter, require_citation: bool, unsupported: int, restated: bool
+    text: str,
+    rewriter: CitationRewriter,
+    require_citation: bool,
+    unsupported: int,
+    restated: bool,
+    drifted: bool = False,
 ) -> str | None:
     """Why the model's (checked, rewritten) answer cannot be shown, or None if it can."""
     if not text.strip():
@@ -153,6 +158,8 @@ def _unusable(
         return f"garbage output {text[:80]!r}"
     if restated:
         return f"only the question or a passage's heading again: {text[:80]!r}"
+    if drifted:
+        return f"words from sentences about something else than the question: {text[:80]!r}"
     if unsupported:
         return f"{unsupported} cited claim(s) that no passage holds in {text[:80]!r}"
     if require_citation and not rewriter.order:
@@ -303,7 +310,8 @@ async def stream_answer(
         return
     headings = [heading(p.citation) for p in prompt.passages]
     restated = restates(text, question.text, headings)
-    reason = _unusable(text, final, require_citation, unsupported, restated)
+    drifted = off_topic(text, [p.text for p in prompt.passages], question.text)
+    reason = _unusable(text, final, require_citation, unsupported, restated, drifted)
     if reason is not None:
         yield clock.stamp(await _fallback(question, query_vector, hits, embedder, reason))
         return

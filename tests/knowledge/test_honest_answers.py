@@ -12,6 +12,7 @@ from knowledge.answer import (
     evidence,
     extractive_answer,
     key_terms,
+    off_topic,
     plain_text,
     weak_evidence,
 )
@@ -26,6 +27,12 @@ LEAVE = ("Leave policy", "Annual leave", "Full-time employees get 30 working day
 BADGE = ("Badges", "Wallet", "The badge wallet holds at most EUR 150. Top it up at the cafeteria.")
 VPN = ("VPN", "Session limits", "A VPN session ends after 12 hours. Idle sessions end after 30 minutes.")
 LEAVE_ZH = ("休假制度", "年假天数", "全职员工每年享有 30 个工作日的年假。")
+SICK = (
+    "Sick leave",
+    "Notice",
+    "From the third calendar day of illness a doctor's note is required. "
+    "In production an e-mail alone is not valid notice; call the shift lead.",
+)
 
 
 def _hits(*passages: tuple[str, str, str], scores: list[float] | None = None) -> list[Hit]:
@@ -248,6 +255,35 @@ async def test_an_answer_restating_a_heading_falls_back_to_the_extractive_answer
         )  # fmt: skip
         assert "12 hours" in answer.text
         assert (answer.model == FALLBACK_MODEL) == (reply == "VPN — Session limits [1]")
+
+
+SICK_QUESTION = "From which day of illness do I need a doctor's note?"
+
+
+def test_an_answer_from_a_sentence_the_question_is_not_about_is_off_topic() -> None:
+    assert off_topic("An e-mail alone is not valid notice [1].", [SICK[2]], SICK_QUESTION)
+    assert not off_topic("From the third calendar day [1].", [SICK[2]], SICK_QUESTION)
+    assert not off_topic("The third calendar day of illness [1].", [SICK[2], VPN[2]], SICK_QUESTION)
+
+
+def test_off_topic_judges_nothing_it_cannot_see() -> None:
+    # No sentence holds a key term (a question in another language than the passages).
+    assert not off_topic("An e-mail alone is not valid notice [1].", [SICK[2]], "从第几天起需要医生证明？")
+    # No sentence holds the answer: that is the citation check's call, not this one's.
+    assert not off_topic("Ask your manager [1].", [SICK[2]], SICK_QUESTION)
+
+
+async def test_an_off_topic_answer_falls_back_to_the_extractive_answer(embedder: Embedder) -> None:
+    question = Question(SICK_QUESTION)
+    for reply in ("An e-mail alone is not valid notice [1].", "From the third calendar day [1]."):
+        llm = FakeLLM()
+        llm.enqueue(reply)
+        answer = await generate_answer(
+            question, _hits(SICK, LEAVE), llm=llm, query_vector=embedder.encode([question.text])[0],
+            embedder=embedder, min_score=0.4,
+        )  # fmt: skip
+        assert "third calendar day" in answer.text
+        assert (answer.model == FALLBACK_MODEL) == reply.startswith("An e-mail")
 
 
 # The repetition stop ------------------------------------------------------------------------------
