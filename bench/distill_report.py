@@ -178,13 +178,19 @@ def build(
     baseline = runs["rows"].get("distill-nonprivate", {})
     if _diverged(baseline):
         baseline = {}  # no step time or memory to compare with
+    # The reference for canary exposure: the same canaries on the student that never trained on
+    # them (the untrained one). Set B, never in any training set, is scored on every model as well;
+    # its canaries are other secrets, so its level differs from set A's even on the untrained model.
+    reference = _mean_exposure(runs["rows"].get("student", {}), "A")
     rows = []
     others = sorted(n for n in scored if n not in ("teacher", *STUDENT_ROWS))
     for name in ("teacher", *STUDENT_ROWS, *others):
         if name not in scored:
             continue
         run = runs["rows"].get(name, {})
-        rows.append(_row(name, run, scored[name], teacher_correct, baseline, speed, runs, timing))
+        row = _row(name, run, scored[name], teacher_correct, baseline, speed, runs, timing)
+        row["reference_exposure"] = reference if row["canary_exposure"] is not None else None
+        rows.append(row)
     ledger_total = round(sum(e["epsilon"] for e in runs["ledger"]), 4)
     results = {
         "teacher": teacher,
@@ -238,7 +244,6 @@ def _row(
     timing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     written = scored["written"]
-    exposure = run.get("exposure", {})
     private = run.get("epsilon") is not None
     correct = written["correct"] or 0.0
     return {
@@ -261,14 +266,20 @@ def _row(
         "student_teacher_tokens_per_s_ratio": speed.get("student_teacher_tokens_per_s_ratio")
         if name != "teacher"
         else None,
-        "canary_exposure": round(statistics.mean(exposure["A"]), 3) if exposure else None,
-        "reference_exposure": round(statistics.mean(exposure["B"]), 3) if exposure else None,
+        "canary_exposure": _mean_exposure(run, "A"),
+        "never_seen_set_exposure": _mean_exposure(run, "B"),
         "dp_step_time_ratio": _step_ratio(run, baseline, timing, "time") if private else None,
         "dp_peak_memory_ratio": _step_ratio(run, baseline, timing, "memory") if private else None,
         "machine": runs["device"],
         "diverged": _diverged(run),
         "recipe": run.get("recipe"),
     }
+
+
+def _mean_exposure(run: dict[str, Any], which: str) -> float | None:
+    """Mean exposure (bits) of a run's canary set A (trained on) or B (never trained on)."""
+    exposure = run.get("exposure") or {}
+    return round(statistics.mean(exposure[which]), 3) if exposure.get(which) else None
 
 
 def _diverged(run: dict[str, Any]) -> bool:

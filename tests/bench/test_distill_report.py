@@ -115,3 +115,23 @@ def test_recipe_settings_on_the_command_line() -> None:
         _setting("temprature=1")
     with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
         _setting("temperature")
+
+
+def test_canary_exposure_is_compared_with_the_untrained_student_on_the_same_canaries(
+    outputs: list[Path], tmp_path: Path
+) -> None:
+    """The reference is a model that never saw the canaries: the untrained student, same set A."""
+    untrained = {"name": "student", "method": "none", "epsilon": None,
+                 "exposure": {"A": [1.0, 2.0], "B": [3.0, 3.0]}}  # fmt: skip
+    private = _run("distill-eps8", 8.0, 4.0, 400) | {"exposure": {"A": [1.5, 2.5], "B": [0.5, 0.5]}}
+    extra = [
+        _output(tmp_path / "s", {"student": untrained}, [], ["A-014 [1]"]),
+        _output(tmp_path / "p", {"distill-eps8": private}, [], ["A-014 [1]"]),
+    ]
+    rows = {r["name"]: r for r in build([*outputs, *extra], "t", "s")[0]["rows"]}
+    assert (rows["distill-eps8"]["canary_exposure"], rows["distill-eps8"]["reference_exposure"]) == (2.0, 1.5)
+    assert rows["distill-eps8"]["never_seen_set_exposure"] == 0.5
+    assert rows["student"]["reference_exposure"] == 1.5
+    unscored = rows["distill-eps1"]
+    assert unscored["canary_exposure"] is None and unscored["reference_exposure"] is None
+    assert rows["teacher"]["reference_exposure"] is None
