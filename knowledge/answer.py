@@ -248,11 +248,11 @@ def off_topic(answer: str, passages: list[str], question: str) -> bool:
     Small models sometimes answer from the wrong sentence of a right passage ("when is a doctor's
     note needed?" answered with the passage's rule about notice by e-mail): every word is in the
     passage, so the citation check passes it. Off topic here means that the sentences holding the
-    answer's words (support of at least SUPPORT_MIN, as for a citation) hold none of the question's
-    key terms, while other sentences of the passages do. The answer's words are its index terms less
-    the question's; a sentence holds the answer when it holds at least SUPPORT_MIN of them. Nothing
-    is judged where no sentence holds a key term (passages in another language than the question)
-    or none holds the answer.
+    answer hold none of the question's key terms, while other sentences of the passages do. The
+    answer's words are its index terms less the question's; a sentence holds the answer when it
+    holds at least SUPPORT_MIN of them (the citation check's share). Nothing is judged where no
+    sentence holds a key term (passages in another language than the question) or none holds the
+    answer.
     """
     terms = set(key_terms(question))
     if not terms:

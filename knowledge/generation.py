@@ -149,7 +149,7 @@ def _unusable(
     require_citation: bool,
     unsupported: int,
     restated: bool,
-    drifted: bool = False,
+    drifted: bool,
 ) -> str | None:
     """Why the model's (checked, rewritten) answer cannot be shown, or None if it can."""
     if not text.strip():
