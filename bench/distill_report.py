@@ -13,7 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.common import free_port
+from bench.common import free_port, machine
 
 STUDENT_ROWS = (
     "student",
@@ -42,7 +42,7 @@ def speed_rows(directory: Path, teacher: str, student: str, *, tokens: int) -> d
     replies = json.loads((directory / "replies.json").read_text())
     chosen = [t for t in replies["test"] if not t["other"]][:8]
     prompts = [grounded_messages(t["question"], [p["text"] for p in t["passages"]]) for t in chosen]
-    found: dict[str, Any] = {"tokens_each": tokens, "concurrency": len(prompts)}
+    found: dict[str, Any] = {"tokens_each": tokens, "concurrency": len(prompts), "machine": machine()}
     store = ModelStore(None)
     folders = {"teacher": resolve_model(teacher, store).path, "student": _merged(directory, student, store)}
     for role, folder in folders.items():
@@ -195,6 +195,8 @@ def build(
     results = {
         "teacher": teacher,
         "student": student,
+        # The machine of the figures measured on a CPU (the vLLM speed), not the one the report runs on.
+        **({"machine": speed["machine"]} if "machine" in speed else {}),
         "ledger_total_epsilon": ledger_total,
         "ledger": runs["ledger"],
         "corpus": runs.get("corpus", "handbook"),

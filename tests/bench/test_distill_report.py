@@ -135,3 +135,15 @@ def test_canary_exposure_is_compared_with_the_untrained_student_on_the_same_cana
     unscored = rows["distill-eps1"]
     assert unscored["canary_exposure"] is None and unscored["reference_exposure"] is None
     assert rows["teacher"]["reference_exposure"] is None
+
+
+def test_the_machine_is_the_one_that_measured_the_speed(outputs: list[Path]) -> None:
+    """The report may run anywhere; the CPU figure it carries (vLLM speed) names its own machine."""
+    assert "machine" not in build(outputs, "t", "s")[0]  # the report's host, filled in when written
+    xeon = {"cpu": "Intel Xeon", "cpus": 2}
+    (outputs[1] / "speed.json").write_text(
+        json.dumps({"student_teacher_tokens_per_s_ratio": 2.8, "machine": xeon})
+    )
+    results, _ = build(outputs, "t", "s")
+    assert results["machine"] == xeon
+    assert {r["student_teacher_tokens_per_s_ratio"] for r in results["rows"]} == {None, 2.8}
