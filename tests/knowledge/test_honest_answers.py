@@ -244,15 +244,20 @@ def test_words_are_compared_as_written_not_as_index_terms(reply: str, question: 
     assert restates("年假有多少天 [1]", "年假有多少天？", [heading])
 
 
+async def _answered(question: Question, hits: list[Hit], reply: str, embedder: Embedder) -> Answer:
+    """The product's answer when the model replies `reply`."""
+    llm = FakeLLM()
+    llm.enqueue(reply)
+    return await generate_answer(
+        question, hits, llm=llm, query_vector=embedder.encode([question.text])[0], embedder=embedder,
+        min_score=0.4,
+    )  # fmt: skip
+
+
 async def test_an_answer_restating_a_heading_falls_back_to_the_extractive_answer(embedder: Embedder) -> None:
     question = Question("How long can a VPN session last?")
     for reply in ("VPN — Session limits [1]", "A VPN session ends after 12 hours [1]."):
-        llm = FakeLLM()
-        llm.enqueue(reply)
-        answer = await generate_answer(
-            question, _hits(VPN, LEAVE), llm=llm, query_vector=embedder.encode([question.text])[0],
-            embedder=embedder, min_score=0.4,
-        )  # fmt: skip
+        answer = await _answered(question, _hits(VPN, LEAVE), reply, embedder)
         assert "12 hours" in answer.text
         assert (answer.model == FALLBACK_MODEL) == (reply == "VPN — Session limits [1]")
 
@@ -276,12 +281,7 @@ def test_off_topic_judges_nothing_it_cannot_see() -> None:
 async def test_an_off_topic_answer_falls_back_to_the_extractive_answer(embedder: Embedder) -> None:
     question = Question(SICK_QUESTION)
     for reply in ("An e-mail alone is not valid notice [1].", "From the third calendar day [1]."):
-        llm = FakeLLM()
-        llm.enqueue(reply)
-        answer = await generate_answer(
-            question, _hits(SICK, LEAVE), llm=llm, query_vector=embedder.encode([question.text])[0],
-            embedder=embedder, min_score=0.4,
-        )  # fmt: skip
+        answer = await _answered(question, _hits(SICK, LEAVE), reply, embedder)
         assert "third calendar day" in answer.text
         assert (answer.model == FALLBACK_MODEL) == reply.startswith("An e-mail")
 
