@@ -327,7 +327,11 @@ def report(args: argparse.Namespace) -> None:
     from bench.common import write_results
     from bench.distill_report import build
 
-    results, summary = build([Path(d) for d in args.directories], TEACHER, STUDENT, lost=dict(args.lost))
+    timing = Path(args.timing) if args.timing else None
+    results, summary = build(
+        [Path(d) for d in args.directories], TEACHER, STUDENT, lost=dict(args.lost),
+        tuned_on=args.tuned_on, tag=args.tag, timing_file=timing,
+    )  # fmt: skip
     print(write_results(args.results, results, summary=summary))
 
 
@@ -384,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     lost = "RUN=EPSILON: a DP run whose ledger went with its machine (counted at its reservation)"
     rep.add_argument("--lost", nargs="*", default=[], type=_lost_run, help=lost)
     rep.add_argument("--results", default="distill", help="bench/results/NAME.json (distill_pilot: public)")
+    rep.add_argument("--tag", default="", help="the runs of this --tag are the table's")
+    rep.add_argument("--timing", help="timing.json of another run (same models, batch and GPU)")
+    rep.add_argument("--tuned-on", default="", help="what the recipe was chosen on (stated in the results)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     {"prepare": prepare, "pack": pack, "device": device, "speed": speed, "report": report}[args.step](args)

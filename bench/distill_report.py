@@ -140,6 +140,28 @@ def _merged_runs(directories: list[Path]) -> tuple[dict[str, Any], dict[str, Any
     return runs, answers
 
 
+def _untag(runs: dict[str, Any], answers: dict[str, Any], tag: str) -> None:
+    """Runs named NAME + `tag` (a recipe run beside the standard ones) become the table's NAME rows."""
+    tagged = [name for name in runs["rows"] if name.endswith(tag) and name != tag]
+    if not tagged:
+        raise SystemExit(f"no run is named with the tag {tag!r}: the tag is what `device --tag` was given")
+    for name in tagged:
+        base = name[: -len(tag)]
+        if base in runs["rows"]:
+            raise SystemExit(f"both {base!r} and {name!r} ran: report one recipe's runs at a time")
+        runs["rows"][base] = {**runs["rows"].pop(name), "name": base}
+        answers["replies"][base] = answers["replies"].pop(name)
+
+
+def _table_recipe(runs: dict[str, Any], tag: str) -> dict[str, Any]:
+    """The recipe of the table's distillation runs: the tagged runs' own where a tag chose them."""
+    if tag:
+        for row in runs["rows"].values():
+            if row.get("method") == "distill" and row.get("recipe"):
+                return dict(row["recipe"])
+    return dict(runs["recipe"])
+
+
 def _entry_key(entry: dict[str, Any]) -> str:
     """A ledger entry's identity: its run id (the same run seen by two processes is one entry)."""
     return f"{entry['run']}|{entry.get('dataset_hash', '')}"
@@ -152,19 +174,27 @@ def build(
     *,
     lost: dict[str, float] | None = None,
     tuned_on: str = "",
+    tag: str = "",
+    timing_file: Path | None = None,
 ) -> tuple[dict[str, Any], str]:
     """The table. Later directories' runs replace earlier ones of the same name (a rerun); `lost`
     names DP runs whose ledger went with their machine, counted at the ε they reserved. Runs of
-    other names (recipes side by side, `--tag`) follow the standard rows, by name."""
+    other names (recipes side by side, `--tag`) follow the standard rows, by name, unless `tag`
+    names the recipe whose runs are the table's rows. `timing_file`: the DP step's timing measured
+    by another run of the same models, batch and GPU (named in the results as its source)."""
     runs, answers = _merged_runs(directories)
+    if tag:
+        _untag(runs, answers, tag)
     for run, epsilon in (lost or {}).items():
         runs["ledger"].append({"run": run, "epsilon": epsilon, "status": "lost with its machine, "
                                "counted at its reservation"})  # fmt: skip
     speed_files = [f for d in directories if (f := d / "speed.json").exists()]
     speed = json.loads(speed_files[0].read_text()) if speed_files else {}
     gpu_speed = [json.loads(f.read_text()) for d in directories if (f := d / "speed_gpu.json").exists()]
-    timings = [json.loads(f.read_text()) for d in directories if (f := d / "timing.json").exists()]
-    timing = timings[-1] if timings else None
+    timing_files = [f for d in directories if (f := d / "timing.json").exists()]
+    if timing_file is not None:
+        timing_files.append(timing_file)
+    timing = json.loads(timing_files[-1].read_text()) if timing_files else None
     written, written_passages = _written(answers["test"])
     labelled, labelled_passages = _labelled(answers["labelled"])
     scored = {
@@ -200,7 +230,8 @@ def build(
         "ledger_total_epsilon": ledger_total,
         "ledger": runs["ledger"],
         "corpus": runs.get("corpus", "handbook"),
-        "recipe": runs["recipe"],
+        "recipe": _table_recipe(runs, tag),
+        **({"table_tag": tag} if tag else {}),
         "tuned_on": tuned_on or "nothing: the recipe was fixed before any run, on no company data",
         "train_examples": runs["train_examples"],
         "held_out": {"written": len(written), "labelled": len(labelled)},
@@ -210,6 +241,7 @@ def build(
         # The DP step against the same step without DP, one after the other with the GPU to
         # themselves (bench/distill.py device timing): the rows' step ratios come from here.
         "timing": timing,
+        "timing_source": str(timing_files[-1]) if timing_files else None,
         # Training processes that shared one GPU time each other's steps too.
         "training_processes": sum(
             any(

@@ -103,6 +103,47 @@ def test_recipes_side_by_side_follow_the_standard_rows(outputs: list[Path], tmp_
     assert results["tuned_on"] == "the public pilot" and "distill-eps8-t1 1.0" in summary
 
 
+def test_a_tag_makes_the_chosen_recipes_runs_the_tables_rows(tmp_path: Path) -> None:
+    """The chosen recipe ran under a tag: its runs are the table's rows, with their own recipe."""
+    teacher = {"teacher": {"name": "teacher", "method": "teacher", "epsilon": None}}
+    chosen = {"temperature": 1.0, "alpha": 0.7}
+    ledger = [_entry("bench-distill-distill-eps8-t1", 7.99, "settled")]
+    nonprivate = _run("distill-nonprivate-t1", None, 1.0, 100) | {"recipe": chosen}
+    private = _run("distill-eps8-t1", 8.0, 2.0, 120) | {"recipe": chosen}
+    made = [
+        _output(tmp_path / "dout", teacher, [], ["Room A-014 [1]."]),
+        _output(tmp_path / "np", {"distill-nonprivate-t1": nonprivate}, [], ["A-014 [1]"]),
+        _output(tmp_path / "e8", {"distill-eps8-t1": private}, ledger, ["No idea."]),
+    ]
+    results, _ = build(made, "t", "s", tag="-t1")
+    rows = {r["name"]: r for r in results["rows"]}
+    assert list(rows) == ["teacher", "distill-nonprivate", "distill-eps8"]
+    assert (rows["distill-nonprivate"]["correct"], rows["distill-eps8"]["correct"]) == (1.0, 0.0)
+    assert rows["distill-eps8"]["dp_step_time_ratio"] == 2.0  # against the tagged run without DP
+    assert results["recipe"] == chosen and results["table_tag"] == "-t1"
+    assert results["ledger_total_epsilon"] == pytest.approx(7.99)
+    with pytest.raises(SystemExit, match="no run is named with the tag"):
+        build(made, "t", "s", tag="-t3")
+    both = _output(tmp_path / "plain", {"distill-eps8": _run("distill-eps8", 8.0, 2.0, 120)}, [], ["x"])
+    with pytest.raises(SystemExit, match="both 'distill-eps8' and 'distill-eps8-t1'"):
+        build([*made, both], "t", "s", tag="-t1")
+
+
+def test_the_step_timing_may_come_from_another_run_and_names_its_source(
+    outputs: list[Path], tmp_path: Path
+) -> None:
+    timing = tmp_path / "timing.json"
+    timing.write_text(json.dumps({"dp_step_time_ratio": 0.99, "dp_peak_memory_ratio": 1.02}))
+    results, _ = build(outputs, "t", "s", timing_file=timing)
+    rows = {r["name"]: r for r in results["rows"]}
+    assert (rows["distill-eps8"]["dp_step_time_ratio"], rows["distill-eps1"]["dp_peak_memory_ratio"]) == (
+        0.99,
+        1.02,
+    )
+    assert results["timing_source"] == str(timing)
+    assert build(outputs, "t", "s")[0]["timing_source"] is None
+
+
 def test_recipe_settings_on_the_command_line() -> None:
     import argparse
 
