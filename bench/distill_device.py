@@ -10,6 +10,7 @@ both forms, the canaries, and writing the answers out for scoring on the other m
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import json
 import shutil
@@ -94,11 +95,15 @@ class Device:
         from privacy.budget import BudgetLedger
 
         engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 60})
-        SQLModel.metadata.create_all(engine)
-        with Session(engine) as session:  # the row the ledger locks (a migration writes it in the product)
-            if session.get(core.models.PrivacyLedgerLockRow, 1) is None:
-                session.add(core.models.PrivacyLedgerLockRow(id=1, version=0))
-                session.commit()
+        # Processes started together would each find no tables and create them ("table ... already
+        # exists" in all but one): the schema and the lock row are made under a file lock.
+        with path.with_suffix(".schema-lock").open("w") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            SQLModel.metadata.create_all(engine)
+            with Session(engine) as session:  # the row the ledger locks (a migration makes it in the product)
+                if session.get(core.models.PrivacyLedgerLockRow, 1) is None:
+                    session.add(core.models.PrivacyLedgerLockRow(id=1, version=0))
+                    session.commit()
         return BudgetLedger(engine, epsilon=BENCH_BUDGET, delta=1e-4)
 
     # ------------------------------------------------------------------ models
