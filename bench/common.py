@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def stamp(name: str, command: str | None = None, *, load: bool = False) -> dict[
     and its load says how much to trust the wall-clock figures."""
     return {
         "benchmark": name,
-        "command": command or " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command or shlex.join([Path(sys.executable).name, *sys.argv]),  # one to paste back
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine() | ({"load_average": load_average()} if load else {}),
     }
