@@ -272,6 +272,34 @@ def off_topic(answer: str, passages: list[str], question: str) -> bool:
     return bool(holding) and not any(holding)
 
 
+# Questions that ask for an amount, a count, a duration, a frequency, a distance or a time of day.
+_ASKS_AMOUNT = re.compile(
+    r"\bhow\s+(?:much|many|long|often|far)\b|\bwhat\s+time\b|\bat\s+what\s+age\b"
+    r"|多少|多久|多长|几点|几(?:天|个|次|年|月|周|小时|分钟|岁)",
+    re.IGNORECASE,
+)
+_NUMBER = re.compile(
+    r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty"
+    r"|forty|fifty|hundred|thousand|half|once|twice|daily|weekly|monthly|yearly|annually|every|each|per)\b"
+    r"|[一二两三四五六七八九十百千万半每]",
+    re.IGNORECASE,
+)
+
+
+def misses_amount(answer: str, question: str) -> bool:
+    """Whether the question asks for an amount (how much, how many, how long, what time; 多少, 几,
+    多久) and the answer gives none: no figure or number word of its own, beyond the question's.
+
+    "How much is deducted for losing my badge a second time within 24 months?" answered "The
+    second loss within 24 months is deducted from your salary [1]" cites the right passage and
+    holds only its words, yet does not answer; the passage's sentence with the amount does.
+    """
+    if not _ASKS_AMOUNT.search(question):
+        return False
+    own = set(_NUMBER.findall(plain_text(strip_markers(answer)).casefold()))
+    return not own - set(_NUMBER.findall(question.casefold()))
+
+
 def _is_question(sentence: str) -> bool:
     return sentence.endswith(_QUESTION_MARKS)
 

@@ -28,7 +28,7 @@ from contextlib import aclosing
 from dataclasses import replace
 
 from core.llm import LLM
-from knowledge.answer import abstention, extractive_answer, off_topic, weak_evidence
+from knowledge.answer import abstention, extractive_answer, misses_amount, off_topic, weak_evidence
 from knowledge.citations import (
     CitationRewriter,
     RepetitionStop,
@@ -150,6 +150,7 @@ def _unusable(
     unsupported: int,
     restated: bool,
     drifted: bool,
+    no_amount: bool,
 ) -> str | None:
     """Why the model's (checked, rewritten) answer cannot be shown, or None if it can."""
     if not text.strip():
@@ -160,6 +161,8 @@ def _unusable(
         return f"only the question or a passage's heading again: {text[:80]!r}"
     if drifted:
         return f"words from sentences about something else than the question: {text[:80]!r}"
+    if no_amount:
+        return f"no figure for a question that asks for one: {text[:80]!r}"
     if unsupported:
         return f"{unsupported} cited claim(s) that no passage holds in {text[:80]!r}"
     if require_citation and not rewriter.order:
@@ -311,7 +314,8 @@ async def stream_answer(
     headings = [heading(p.citation) for p in prompt.passages]
     restated = restates(text, question.text, headings)
     drifted = off_topic(text, [p.text for p in prompt.passages], question.text)
-    reason = _unusable(text, final, require_citation, unsupported, restated, drifted)
+    no_amount = misses_amount(text, question.text)
+    reason = _unusable(text, final, require_citation, unsupported, restated, drifted, no_amount)
     if reason is not None:
         yield clock.stamp(await _fallback(question, query_vector, hits, embedder, reason))
         return

@@ -12,6 +12,7 @@ from knowledge.answer import (
     evidence,
     extractive_answer,
     key_terms,
+    misses_amount,
     off_topic,
     plain_text,
     weak_evidence,
@@ -284,6 +285,45 @@ async def test_an_off_topic_answer_falls_back_to_the_extractive_answer(embedder:
         answer = await _answered(question, _hits(SICK, LEAVE), reply, embedder)
         assert "third calendar day" in answer.text
         assert (answer.model == FALLBACK_MODEL) == reply.startswith("An e-mail")
+
+
+BADGE_LOSS = (
+    "Badges",
+    "Lost badges",
+    "Report a lost badge to the gatehouse at once. From the second loss within 24 months, "
+    "EUR 25 is deducted from your salary.",
+)
+BADGE_QUESTION = "How much is deducted for losing my badge a second time within 24 months?"
+SABBATICAL = "How far in advance do I apply for a sabbatical?"
+
+
+@pytest.mark.parametrize(
+    ("reply", "question", "misses"),
+    [
+        ("The second loss within 24 months is deducted from your salary [1].", BADGE_QUESTION, True),
+        ("EUR 25 is deducted [1].", BADGE_QUESTION, False),
+        ("Apply at least three months in advance [1].", SABBATICAL, False),
+        ("Apply early in PeopleHub [1].", SABBATICAL, True),
+        ("It runs every weekday [1].", "How often does the shuttle run?", False),
+        ("需要提前三个月申请 [1]。", "休假需要提前多久申请？", False),
+        ("在 PeopleHub 中申请 [1]。", "休假需要提前多久申请？", True),
+        # Questions that do not ask for an amount are not judged.
+        ("Forward it to the security team [1].", "Where do I forward a suspicious email?", False),
+        ("After the probation period [1].", "When can I take parental leave?", False),
+    ],
+)
+def test_an_answer_without_an_amount_asked_for_is_recognised(reply: str, question: str, misses: bool) -> None:
+    assert misses_amount(reply, question) is misses
+
+
+async def test_an_answer_without_the_amount_asked_for_falls_back_to_the_extractive_answer(
+    embedder: Embedder,
+) -> None:
+    question = Question(BADGE_QUESTION)
+    for reply in ("The second loss within 24 months is deducted from your salary [1].", "EUR 25 [1]."):
+        answer = await _answered(question, _hits(BADGE_LOSS, LEAVE), reply, embedder)
+        assert "EUR 25" in answer.text
+        assert (answer.model == FALLBACK_MODEL) == reply.startswith("The second loss")
 
 
 # The repetition stop ------------------------------------------------------------------------------
