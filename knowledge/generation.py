@@ -6,9 +6,10 @@ when the model answers with the abstention sentence (prompt.NOT_FOUND) it abstai
 model is down, slow, behind an open circuit breaker, or says nothing usable (empty, garbage, only
 the question or a heading again, words from sentences the question is not about, no figure where
 the question asks for one, - with `require_citation` - nothing cited, or a cited claim that no
-passage holds), the question gets the extractive answer, marked `model="extractive (fallback)"`. A cited passage that does not hold the
-words it is cited for is re-numbered to the passage that does (citations.check_citations), and a
-reply that starts repeating itself is stopped and cut (citations.RepetitionStop).
+passage holds), the question gets the extractive answer, marked `model="extractive (fallback)"`.
+A cited passage that does not hold the words it is cited for is re-numbered to the passage that
+does (citations.check_citations), and a reply that starts repeating itself is stopped and cut
+(citations.RepetitionStop).
 
 `stream_answer` is the one answer path; `generate_answer` is that stream collected, with the
 model's reply asked for in one request.
