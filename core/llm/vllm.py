@@ -48,6 +48,12 @@ from core.llm.wire import (
 
 T = TypeVar("T")
 _CHAT = "/v1/chat/completions"
+# vLLM's HTTP server closes a keep-alive connection after 5 s idle (VLLM_HTTP_TIMEOUT_KEEP_ALIVE).
+# The pool hands out its oldest idle connection first, and one the server is closing at that
+# moment fails as "Can not write request body"; the prompt's token counts open several
+# connections at once, so several such failures in a row opened the breaker for 30 s. Idle
+# connections are therefore dropped on this side first.
+KEEPALIVE_S = 4.0
 
 
 class VLLMClient:
@@ -112,7 +118,9 @@ class VLLMClient:
                 total=None, connect=self.connect_timeout, sock_connect=self.connect_timeout
             )
             self._session = aiohttp.ClientSession(
-                timeout=timeout, headers=self._headers, connector=aiohttp.TCPConnector(limit=256)
+                timeout=timeout,
+                headers=self._headers,
+                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=KEEPALIVE_S),
             )
         return self._session
 

@@ -39,6 +39,7 @@ class Recorded:
     path: str
     body: dict[str, Any]
     headers: dict[str, str]
+    port: int = 0  # the client's end of the connection
 
 
 class FakeOpenAI:
@@ -75,7 +76,9 @@ class FakeOpenAI:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json() if request.can_read_body else {}
-        self.requests.append(Recorded(request.method, request.path, body, dict(request.headers)))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        port = int(peer[1]) if peer else 0
+        self.requests.append(Recorded(request.method, request.path, body, dict(request.headers), port))
         behaviour = self.script.popleft() if self.script else self._default
         return await behaviour(request, body)
 
@@ -207,6 +210,24 @@ async def test_one_pooled_session_for_all_calls(server: FakeOpenAI) -> None:
     assert llm._session is session and session is not None
     await llm.aclose()
     assert session.closed
+
+
+async def test_idle_connections_are_dropped_before_vllm_drops_them(
+    server: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM's server closes a connection idle for 5 s: the client never reuses one idle that long."""
+    from core.llm import vllm
+
+    assert vllm.KEEPALIVE_S < 5
+    monkeypatch.setattr(vllm, "KEEPALIVE_S", 0.2)
+    llm = client(server)
+    await llm.chat(HELLO)
+    await llm.chat(HELLO)  # right after: the same connection
+    await asyncio.sleep(0.5)
+    await llm.chat(HELLO)  # idle longer than the keep-alive: a new one
+    await llm.aclose()
+    first, again, later = (r.port for r in server.requests)
+    assert first == again != later
 
 
 @pytest.mark.parametrize("codes", [[500], [503, 502], [429]])
