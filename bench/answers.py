@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import shutil
 import sys
@@ -73,16 +74,34 @@ def _server(model: str, log: Path) -> Any:
     )
 
 
+class _Unreachable(logging.Handler):
+    """Counts the answers that fell back because the model server could not be reached or was
+    marked down: a row with any measured the server's trouble as well as the model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += "LLMUnavailable" in record.getMessage()
+
+
 async def _answer_with(
     kb: KnowledgeBase, retrieved: list[Retrieved], url: str, model: str, max_tokens: int
-) -> list[Any]:
+) -> tuple[list[Any], int]:
     from core.llm.vllm import VLLMClient
     from knowledge.answer_runs import answer_set
 
+    unreachable, log = _Unreachable(), logging.getLogger("knowledge.generation")
+    log.addHandler(unreachable)
     # Generous timeouts: a busy 2-core machine prefills 1.5k tokens of a 1.5B model slowly, and a
     # timeout would score the extractive fallback instead of the model.
-    async with VLLMClient(url, model=model, first_token_timeout=300, total_timeout=900) as llm:
-        return await answer_set(kb, retrieved, llm=llm, model=model, max_answer_tokens=max_tokens)
+    try:
+        async with VLLMClient(url, model=model, first_token_timeout=300, total_timeout=900) as llm:
+            answered = await answer_set(kb, retrieved, llm=llm, model=model, max_answer_tokens=max_tokens)
+    finally:
+        log.removeHandler(unreachable)
+    return answered, unreachable.count
 
 
 def run_models(
@@ -113,8 +132,14 @@ def run_models(
             server.wait_ready(timeout=900)
             ready_s = round(time.perf_counter() - started, 1)
             for name, kb in kbs.items() if not args.c8_only else ():
-                answered = asyncio.run(_answer_with(kb, retrieved[name], server.url, model, args.max_tokens))
-                rows.append({"model": model, "set": name, "server_start_s": ready_s} | summarise(answered))
+                answered, unreachable = asyncio.run(
+                    _answer_with(kb, retrieved[name], server.url, model, args.max_tokens)
+                )
+                rows.append(
+                    {"model": model, "set": name, "server_start_s": ready_s}
+                    | summarise(answered)
+                    | {"model_unreachable": unreachable}
+                )
                 _progress(rows[-1])
                 _details(args, model, name, answered)
             # Beside the scratch data: a run that dies late keeps what it measured.
@@ -152,7 +177,10 @@ def _details(args: argparse.Namespace, model: str, set_name: str, answered: list
 
 def _progress(row: dict[str, Any]) -> None:
     keys = ("correct", "abstain", "citation_precision", "invented_citations", "ttft_p95_s", "tokens_per_s")
-    print(f"{row['model']:<28} {row['set']:<10} " + "  ".join(f"{k} {row[k]}" for k in keys), flush=True)
+    line = f"{row['model']:<28} {row['set']:<10} " + "  ".join(f"{k} {row[k]}" for k in keys)
+    if row.get("model_unreachable"):
+        line += f"  MODEL UNREACHABLE for {row['model_unreachable']} answers: the row measures that too"
+    print(line, flush=True)
 
 
 async def _c8_prompts(retrieved: dict[str, list[Retrieved]], url: str, model: str) -> list[list[Message]]:
