@@ -148,22 +148,22 @@ def _model_answer(
 def _unusable(
     text: str,
     rewriter: CitationRewriter,
+    prompt: Prompt,
+    question: str,
+    *,
     require_citation: bool,
     unsupported: int,
-    restated: bool,
-    drifted: bool,
-    no_amount: bool,
 ) -> str | None:
     """Why the model's (checked, rewritten) answer cannot be shown, or None if it can."""
     if not text.strip():
         return "empty output"
     if looks_like_garbage(text):
         return f"garbage output {text[:80]!r}"
-    if restated:
+    if restates(text, question, [heading(p.citation) for p in prompt.passages]):
         return f"only the question or a passage's heading again: {text[:80]!r}"
-    if drifted:
+    if off_topic(text, [p.text for p in prompt.passages], question):
         return f"words from sentences about something else than the question: {text[:80]!r}"
-    if no_amount:
+    if misses_amount(text, question):
         return f"no figure for a question that asks for one: {text[:80]!r}"
     if unsupported:
         return f"{unsupported} cited claim(s) that no passage holds in {text[:80]!r}"
@@ -313,11 +313,9 @@ async def stream_answer(
     if abstained or (NOT_FOUND.casefold() in text.casefold() and not final.order):
         yield clock.stamp(_abstain(hits, reply.model))
         return
-    headings = [heading(p.citation) for p in prompt.passages]
-    restated = restates(text, question.text, headings)
-    drifted = off_topic(text, [p.text for p in prompt.passages], question.text)
-    no_amount = misses_amount(text, question.text)
-    reason = _unusable(text, final, require_citation, unsupported, restated, drifted, no_amount)
+    reason = _unusable(
+        text, final, prompt, question.text, require_citation=require_citation, unsupported=unsupported
+    )
     if reason is not None:
         yield clock.stamp(await _fallback(question, query_vector, hits, embedder, reason))
         return
