@@ -42,7 +42,8 @@ What runs where, in order:
    the other-documents form), ended by itself, does not repeat itself and cites only passages it
    was given. The teacher's top-k log-probabilities over those targets are the soft labels. Then,
    each from the same base student: no training; distillation without DP; fine-tuning on the
-   targets alone (cross-entropy) without DP and at ε=8; DP distillation at ε = 1, 4, 8. Every DP
+   targets alone (cross-entropy) without DP and at ε=8; DP distillation at ε = 1, 4, 8; and a
+   canary control made to memorize (`RUN_RECIPES`: no DP, canaries 16 times, 6 epochs). Every DP
    run reserves and settles its ε in a budget ledger (SQLite) with secure noise. Every model
    answers the held-out questions (greedy) and, for the students, ranks each canary's secret
    among `CANDIDATES` look-alikes (training.canaries).
@@ -108,7 +109,12 @@ RUNS = [  # (name, method, epsilon)
     ("distill-eps1", "distill", 1.0),
     ("distill-eps4", "distill", 4.0),
     ("distill-eps8", "distill", 8.0),
+    ("canary-memorize", "labels_only", None),
 ]
+# Runs that change the recipe. The canary control trains without DP on set A's canaries shown
+# 16 times an epoch for 6 epochs: a model that memorized them, so the exposure test shows that it
+# sees memorization where there is some before a DP row's exposure is read as "at the reference".
+RUN_RECIPES: dict[str, dict[str, Any]] = {"canary-memorize": {"canary_repeats": 16, "epochs": 6}}
 
 
 def held_out(unit: str) -> bool:
@@ -306,7 +312,7 @@ def device(args: argparse.Namespace) -> None:
         run.models(Path(args.pieces), (STUDENT,))
         run.restore()
         for name, method, epsilon in [r for r in RUNS if not args.runs or r[0] in args.runs]:
-            run.train_and_evaluate(name, method, epsilon)
+            run.train_and_evaluate(name, method, epsilon, RUN_RECIPES.get(name, {}))
             run.save()
     run.save()
     run.finish()

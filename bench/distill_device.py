@@ -219,13 +219,17 @@ class Device:
             ]
             for s in ("A", "B")
         }
-        for repeat in range(self.recipe["canary_repeats"]):
-            for canary in self.canary_examples["A"]:
-                self.train.append(
-                    QAExample(**{**asdict(canary), "example_id": f"{canary.example_id}-{repeat}"})
-                )
+        self.train += self._canary_copies(0, self.recipe["canary_repeats"])
         self._answer_all("teacher", self.teacher)
         self.rows["teacher"] = {"name": "teacher", "method": "teacher", "epsilon": None}
+
+    def _canary_copies(self, start: int, stop: int) -> list[QAExample]:
+        """Set A's canaries, copies `start` to `stop` (each copy its own example id)."""
+        return [
+            QAExample(**{**asdict(canary), "example_id": f"{canary.example_id}-{repeat}"})
+            for repeat in range(start, stop)
+            for canary in self.canary_examples["A"]
+        ]
 
     def _answers(self, model: Any, examples: list[QAExample]) -> list[str]:
         from training.evaluate import greedy_answers
@@ -267,15 +271,17 @@ class Device:
 
     # ------------------------------------------------------------------ runs
 
-    def _train(self, name: str, method: str, epsilon: float | None, train: list[QAExample]) -> dict[str, Any]:
-        """One run of the recipe from the base student; its row, with the adapter under "adapter"."""
+    def _train(
+        self, name: str, method: str, epsilon: float | None, train: list[QAExample], recipe: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One run of `recipe` from the base student; its row, with the adapter under "adapter"."""
         import torch
 
         from training.data import dataset_hash, tokenize
         from training.distill import distill
         from training.types import DistillConfig
 
-        r = self.recipe
+        r = recipe
         soft = self.soft if method == "distill" else None
         examples = tokenize(train, self.tokenizer, signals=soft,
                             max_len=r["max_len"], require_signals=method == "distill")  # fmt: skip
@@ -306,14 +312,20 @@ class Device:
                 "guarantee": result.extra["private"], "grad_sample_mode": result.extra["grad_sample_mode"],
                 "train_examples": len(examples), "adapter": result.checkpoint_dir}  # fmt: skip
 
-    def train_and_evaluate(self, name: str, method: str, epsilon: float | None) -> None:
+    def train_and_evaluate(
+        self, name: str, method: str, epsilon: float | None, changes: dict[str, Any] | None = None
+    ) -> None:
+        """One run, then its answers and canary exposures. `changes`: recipe settings of this run
+        alone; more canary repeats than the data stage put in are added here."""
         import torch
 
         name += self.tag
+        recipe = {**self.recipe, **(changes or {})}
         row: dict[str, Any] = {"name": name, "method": method, "epsilon": epsilon}
         if method != "none":
-            row = self._train(name, method, epsilon, self.train)
-            row["recipe"] = self.recipe
+            train = self.train + self._canary_copies(self.recipe["canary_repeats"], recipe["canary_repeats"])
+            row = self._train(name, method, epsilon, train, recipe)
+            row["recipe"] = recipe
         adapter = row.pop("adapter", None)
         model = self._load(STUDENT, adapter)
         self._answer_all(name, model)
@@ -336,7 +348,8 @@ class Device:
         """
         subset = self.train[: steps * self.recipe["batch_size"]]
         rows = [
-            self._train(f"timing-{n}", "distill", e, subset) for n, e in (("nonprivate", None), ("eps8", 8.0))
+            self._train(f"timing-{n}", "distill", e, subset, self.recipe)
+            for n, e in (("nonprivate", None), ("eps8", 8.0))
         ]
         plain, private = ({k: v for k, v in r.items() if k != "adapter"} for r in rows)
         found = {

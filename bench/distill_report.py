@@ -23,6 +23,7 @@ STUDENT_ROWS = (
     "distill-eps1",
     "distill-eps4",
     "distill-eps8",
+    "canary-memorize",
 )
 
 
