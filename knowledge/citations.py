@@ -172,6 +172,14 @@ _MARKER_RUN = re.compile(
     r"(?:\s*\[\s*(?:(?:source|passage|doc(?:ument)?)\s*)?\d+(?:\s*[,;]\s*\d+)*\s*\])+", re.IGNORECASE
 )
 _DIGITS = re.compile(r"\d+(?:[.,:]\d+)*")
+# Words that only lead in to a citation ("According to [1], ...", "根据[1]，..."): a marker after
+# them is the next claim's source, and they are no claim of their own.
+_LEAD_IN = re.compile(
+    r"(?:^|[.!?。！？;；]\s*)(?:as\s+(?:stated|described|shown|noted|explained)\s+in|according\s+to|as\s+per"
+    r"|per|see(?:\s+also)?|in|from|source|sources|根据第?|依据第?|按照第?|据|参见|参考|见|如|来源)"
+    r"\s*[:：]?\s*$",
+    re.IGNORECASE,
+)
 _WRITTEN = re.compile(r"\w+")
 
 
@@ -198,9 +206,24 @@ def check_citations(text: str, passages: Mapping[int, str], question: str = "") 
     out: list[str] = []
     kept = repaired = unsupported = 0
     position = 0
-    for match in [*_MARKER_RUN.finditer(text), None]:
+    runs = [*_MARKER_RUN.finditer(text), None]
+    for index, match in enumerate(runs):
         claim = text[position : match.start() if match else len(text)]
         cited = [int(n) for n in re.findall(r"\d+", match.group())] if match else []
+        if match is not None and _LEAD_IN.search(claim):
+            # "According to [1], X": the marker is X's source, checked against X's words.
+            after = text[match.end() : (following.start() if (following := runs[index + 1]) else len(text))]
+            scores = {n: support(after, body, asked) for n, body in passages.items()}
+            claims = _claims(after, asked)
+            good = [n for n in dict.fromkeys(cited) if claims and scores.get(n, 0.0) >= SUPPORT_MIN]
+            kept += len(good)
+            best = max(scores, key=lambda n: scores[n], default=None)
+            if not good and claims and best is not None and scores[best] >= SUPPORT_MIN:
+                good, repaired = [best], repaired + 1
+            lead = match.group()[: len(match.group()) - len(match.group().lstrip())]
+            out.append(claim + (lead + "".join(f"[{n}]" for n in good) if good else ""))
+            position = match.end()
+            continue
         scores = {n: support(claim, body, asked) for n, body in passages.items()}
         claims = _claims(claim, asked)  # a marker after no claim of its own ("[1] It is...") goes
         good = [n for n in dict.fromkeys(cited) if claims and scores.get(n, 0.0) >= SUPPORT_MIN]

@@ -179,6 +179,24 @@ def test_a_claim_no_passage_holds_is_unsupported_and_uncited() -> None:
     assert support("The wallet holds EUR 999", PASSAGES[2]) == 0.0  # a number the passage lacks
 
 
+def test_a_marker_after_according_to_is_the_next_claims_source_not_a_claim() -> None:
+    checked = check_citations("According to [2], the wallet holds at most EUR 150.", PASSAGES)
+    assert (
+        checked.unsupported == 0 and checked.text == "According to [2], the wallet holds at most EUR 150 [2]."
+    )
+    zh = {1: LEAVE_ZH[2]}
+    checked = check_citations(
+        "根据第 [1] 条，全职员工每年享有30个工作日的年假 [1]。", zh, "全职员工有多少天年假？"
+    )
+    assert (checked.unsupported, checked.kept) == (0, 2)
+    # The lead-in's marker follows the claim's evidence: re-numbered, or gone with nothing to hold it.
+    assert check_citations("See [1]: a VPN session ends after 12 hours.", PASSAGES).text.startswith(
+        "See [3]:"
+    )
+    checked = check_citations("According to [1], the VPN bandwidth limit is EUR 5,000.", PASSAGES)
+    assert checked.unsupported == 1 and "[" not in checked.text
+
+
 def test_invented_numbers_and_markers_before_any_claim_are_removed() -> None:
     checked = check_citations("[2] The wallet holds at most EUR 150 [2][7].", PASSAGES)
     assert checked.text == " The wallet holds at most EUR 150 [2]."
