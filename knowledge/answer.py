@@ -43,6 +43,11 @@ MIN_COVERAGE = 0.5
 # same evidence covers fewer of them: the bar for a Chinese question is this share of MIN_COVERAGE.
 CHINESE_COVERAGE_SCALE = 0.6
 EVIDENCE_PASSAGES = 3
+# Evidence strong enough to doubt a model that says the passages do not answer: the best passage
+# this close to the question, and the top passages holding this share of its key terms (scaled for
+# Chinese as above). No unanswerable question of either labelled set comes near both.
+STRONG_SCORE = 0.6
+STRONG_COVERAGE = 0.8
 # Words of how a question is asked, not what it is about (stemmed as `tokenize` stems them).
 _QUESTION_WORDS = frozenset(
     (
@@ -121,6 +126,15 @@ def weak_evidence(question: str, hits: list[Hit], *, min_score: float, min_cover
     found = evidence(question, hits)
     bar = min_coverage * (CHINESE_COVERAGE_SCALE if found.chinese else 1.0)
     return found.coverage < bar
+
+
+def strong_evidence(question: str, hits: list[Hit]) -> bool:
+    """Whether the best passage matches the question closely and the top passages hold most of
+    its key terms: too much to believe a small model's "not in the documents" (see STRONG_SCORE)."""
+    if not hits or not question or hits[0].score < STRONG_SCORE:
+        return False
+    found = evidence(question, hits)
+    return found.coverage >= STRONG_COVERAGE * (CHINESE_COVERAGE_SCALE if found.chinese else 1.0)
 
 
 def plain_text(text: str) -> str:

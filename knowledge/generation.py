@@ -6,7 +6,8 @@ when the model answers with the abstention sentence (prompt.NOT_FOUND) it abstai
 model is down, slow, behind an open circuit breaker, or says nothing usable (empty, garbage, only
 the question or a heading again, words from sentences the question is not about, no figure where
 the question asks for one, - with `require_citation` - nothing cited, or a cited claim that no
-passage holds), the question gets the extractive answer, marked `model="extractive (fallback)"`.
+passage holds), or abstains where the evidence is strong (`strong_evidence`), the question gets
+the extractive answer, marked `model="extractive (fallback)"`.
 A cited passage that does not hold the words it is cited for is re-numbered to the passage that
 does (citations.check_citations), and a reply that starts repeating itself is stopped and cut
 (citations.RepetitionStop).
@@ -30,7 +31,14 @@ from contextlib import aclosing
 from dataclasses import replace
 
 from core.llm import LLM
-from knowledge.answer import abstention, extractive_answer, misses_amount, off_topic, weak_evidence
+from knowledge.answer import (
+    abstention,
+    extractive_answer,
+    misses_amount,
+    off_topic,
+    strong_evidence,
+    weak_evidence,
+)
 from knowledge.citations import (
     CitationRewriter,
     RepetitionStop,
@@ -311,6 +319,11 @@ async def stream_answer(
     clock.first_token()
     text, final, unsupported = _final_text(raw, prompt, question.text)
     if abstained or (NOT_FOUND.casefold() in text.casefold() and not final.order):
+        if strong_evidence(question.text, hits):
+            # A small model sometimes misses an answer its best passage plainly holds.
+            doubted = "the model found no answer where the best passage matches the question closely"
+            yield clock.stamp(await _fallback(question, query_vector, hits, embedder, doubted))
+            return
         yield clock.stamp(_abstain(hits, reply.model))
         return
     reason = _unusable(

@@ -72,10 +72,11 @@ async def _stream(
 ) -> tuple[list[str], Answer]:
     deltas: list[str] = []
     final: Answer | None = None
+    hits = kwargs.pop("hits", None) or _hits()
     options: dict[str, object] = {"min_score": 0.3, **kwargs}
     async for part in stream_answer(
         QUESTION,
-        _hits(),
+        hits,  # type: ignore[arg-type]
         llm=llm,
         query_vector=query,
         embedder=embedder,
@@ -218,12 +219,26 @@ async def test_weak_evidence_abstains_without_calling_the_model(query: Vectors, 
 async def test_the_model_saying_not_in_context_abstains(query: Vectors, embedder: Embedder) -> None:
     llm = FakeLLM(piece_chars=3)
     llm.enqueue(f" {NOT_FOUND}", f"{NOT_FOUND}.")
-    answer = await _ask(llm, query, embedder)
-    deltas, streamed = await _stream(llm, query, embedder)
+    hits = _hits(scores=[0.55 - 0.05 * i for i in range(len(PASSAGES))])  # evidence, not strong
+    answer = await _ask(llm, query, embedder, hits=hits)
+    deltas, streamed = await _stream(llm, query, embedder, hits=hits)
     assert deltas == []  # the sentinel was held back, never shown
     for result in (answer, streamed):
         assert result.abstained and result.text.startswith(ABSTAIN_TEXT)
         assert result.model == "fake-llm" and len(result.citations) == 5
+
+
+async def test_not_in_context_against_strong_evidence_gets_the_extractive_answer(
+    query: Vectors, embedder: Embedder
+) -> None:
+    llm = FakeLLM(piece_chars=3)
+    llm.enqueue(NOT_FOUND, NOT_FOUND)
+    answer = await _ask(llm, query, embedder)  # the best passage at 0.8, holding every key term
+    deltas, streamed = await _stream(llm, query, embedder)
+    assert deltas == []
+    for result in (answer, streamed):
+        assert not result.abstained and result.model == FALLBACK_MODEL
+        assert "self-service portal" in result.text
 
 
 async def test_the_prompt_quotes_passages_as_data_and_asks_for_citations_in_the_question_language(
