@@ -45,7 +45,8 @@ CHINESE_COVERAGE_SCALE = 0.6
 EVIDENCE_PASSAGES = 3
 # Evidence strong enough to doubt a model that says the passages do not answer: the best passage
 # this close to the question, and the top passages holding this share of its key terms (scaled for
-# Chinese as above). No unanswerable question of either labelled set comes near both.
+# Chinese as above). No unanswerable question a model abstained on, in either labelled set, comes
+# near both.
 STRONG_SCORE = 0.6
 STRONG_COVERAGE = 0.8
 # Words of how a question is asked, not what it is about (stemmed as `tokenize` stems them).

@@ -193,6 +193,16 @@ class CheckedCitations:
     unsupported: int  # markers after words that no passage holds (their text is not grounded)
 
 
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """One claim's passage numbers after the check, and whether they were kept, repaired or lost."""
+
+    numbers: tuple[int, ...]
+    kept: int = 0
+    repaired: int = 0
+    unsupported: int = 0
+
+
 def check_citations(text: str, passages: Mapping[int, str], question: str = "") -> CheckedCitations:
     """Check the claims of a model's answer (markers numbered as in the prompt) against the passages.
 
@@ -200,7 +210,8 @@ def check_citations(text: str, passages: Mapping[int, str], question: str = "") 
     (or a whole answer without any) is a claim too. Its passage must hold its words (`support`);
     if not, the marker is re-numbered to the passage that holds them best, and an uncited claim
     gets that passage's number. A claim that no passage holds is counted as unsupported and left
-    uncited; markers of numbers that no passage has are removed as invented.
+    uncited; markers of numbers that no passage has are removed as invented. A marker after a
+    lead-in ("According to [1], X") is X's source, checked against X's words; the lead-in is no claim.
     """
     asked = set(tokenize(question))
     out: list[str] = []
@@ -211,29 +222,14 @@ def check_citations(text: str, passages: Mapping[int, str], question: str = "") 
         claim = text[position : match.start() if match else len(text)]
         cited = [int(n) for n in re.findall(r"\d+", match.group())] if match else []
         if match is not None and _LEAD_IN.search(claim):
-            # "According to [1], X": the marker is X's source, checked against X's words.
+            # The claim this marker stands for comes after it, up to the next marker.
             after = text[match.end() : (following.start() if (following := runs[index + 1]) else len(text))]
-            scores = {n: support(after, body, asked) for n, body in passages.items()}
-            claims = _claims(after, asked)
-            good = [n for n in dict.fromkeys(cited) if claims and scores.get(n, 0.0) >= SUPPORT_MIN]
-            kept += len(good)
-            best = max(scores, key=lambda n: scores[n], default=None)
-            if not good and claims and best is not None and scores[best] >= SUPPORT_MIN:
-                good, repaired = [best], repaired + 1
-            lead = match.group()[: len(match.group()) - len(match.group().lstrip())]
-            out.append(claim + (lead + "".join(f"[{n}]" for n in good) if good else ""))
-            position = match.end()
-            continue
-        scores = {n: support(claim, body, asked) for n, body in passages.items()}
-        claims = _claims(claim, asked)  # a marker after no claim of its own ("[1] It is...") goes
-        good = [n for n in dict.fromkeys(cited) if claims and scores.get(n, 0.0) >= SUPPORT_MIN]
-        kept += len(good)
-        if not good and claims:
-            best = max(scores, key=lambda n: scores[n], default=None)
-            if best is not None and scores[best] >= SUPPORT_MIN:
-                good, repaired = [best], repaired + 1
-            else:
-                unsupported += 1
+            checked = _source(after, cited, passages, asked)
+        else:
+            checked = _source(claim, cited, passages, asked)
+            unsupported += checked.unsupported  # a lead-in's claim is counted once, as itself
+        good = checked.numbers
+        kept, repaired = kept + checked.kept, repaired + checked.repaired
         markers = "".join(f"[{n}]" for n in good)
         if match is None and markers:  # an uncited last claim: its number before the full stop
             body = claim.rstrip()
@@ -244,6 +240,20 @@ def check_citations(text: str, passages: Mapping[int, str], question: str = "") 
             out.append(claim + (lead + markers if markers else ""))
         position = match.end() if match else len(text)
     return CheckedCitations("".join(out), kept, repaired, unsupported)
+
+
+def _source(claim: str, cited: list[int], passages: Mapping[int, str], asked: set[str]) -> _Source:
+    """A claim's markers: those cited whose passage holds it, else the passage that holds it best
+    (repaired), else none (unsupported). A claim of nothing of its own keeps none."""
+    scores = {n: support(claim, body, asked) for n, body in passages.items()}
+    claims = _claims(claim, asked)  # a marker after no claim of its own ("[1] It is...") goes
+    good = tuple(n for n in dict.fromkeys(cited) if claims and scores.get(n, 0.0) >= SUPPORT_MIN)
+    if good or not claims:
+        return _Source(good, kept=len(good))
+    best = max(scores, key=lambda n: scores[n], default=None)
+    if best is not None and scores[best] >= SUPPORT_MIN:
+        return _Source((best,), repaired=1)
+    return _Source((), unsupported=1)
 
 
 def restates(text: str, question: str, headings: Sequence[str] = ()) -> bool:
