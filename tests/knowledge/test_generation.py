@@ -76,7 +76,7 @@ async def _stream(
     options: dict[str, object] = {"min_score": 0.3, **kwargs}
     async for part in stream_answer(
         QUESTION,
-        hits,  # type: ignore[arg-type]
+        hits,
         llm=llm,
         query_vector=query,
         embedder=embedder,
