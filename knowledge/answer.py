@@ -124,9 +124,7 @@ def weak_evidence(question: str, hits: list[Hit], *, min_score: float, min_cover
         return True
     if min_coverage <= 0 or not question:
         return False
-    found = evidence(question, hits)
-    bar = min_coverage * (CHINESE_COVERAGE_SCALE if found.chinese else 1.0)
-    return found.coverage < bar
+    return not _covers(evidence(question, hits), min_coverage)
 
 
 def strong_evidence(question: str, hits: list[Hit]) -> bool:
@@ -134,8 +132,12 @@ def strong_evidence(question: str, hits: list[Hit]) -> bool:
     its key terms: too much to believe a small model's "not in the documents" (see STRONG_SCORE)."""
     if not hits or not question or hits[0].score < STRONG_SCORE:
         return False
-    found = evidence(question, hits)
-    return found.coverage >= STRONG_COVERAGE * (CHINESE_COVERAGE_SCALE if found.chinese else 1.0)
+    return _covers(evidence(question, hits), STRONG_COVERAGE)
+
+
+def _covers(found: Evidence, share: float) -> bool:
+    """Whether the evidence holds `share` of the key terms (a Chinese question's bar scaled)."""
+    return found.coverage >= share * (CHINESE_COVERAGE_SCALE if found.chinese else 1.0)
 
 
 def plain_text(text: str) -> str:
