@@ -15,7 +15,7 @@ import gc
 import json
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +279,7 @@ class Device:
 
         from training.data import dataset_hash, tokenize
         from training.distill import distill
+        from training.dp import OutOfMemory
         from training.types import DistillConfig
 
         r = recipe
@@ -294,15 +295,25 @@ class Device:
             lora_targets=tuple(r.get("lora_targets", ())), checkpoint_every=10_000, device=self.on,
         )  # fmt: skip
         shutil.rmtree(config.out_dir, ignore_errors=True)
-        student = self._load(STUDENT)
-        result = distill(
-            student, examples, config, ledger=self.ledger, dataset_hash=dataset_hash(train),
-            run_name=f"bench-distill-{name}", pad_id=int(self.tokenizer.pad_token_id),
-            actor="bench/distill.py",
-        )  # fmt: skip
-        del student
-        gc.collect()
-        torch.cuda.empty_cache()
+        while True:
+            student = self._load(STUDENT)
+            try:
+                result = distill(
+                    student, examples, config, ledger=self.ledger, dataset_hash=dataset_hash(train),
+                    run_name=f"bench-distill-{name}", pad_id=int(self.tokenizer.pad_token_id),
+                    actor="bench/distill.py",
+                )  # fmt: skip
+                break
+            except OutOfMemory as exc:  # processes side by side: one may find the GPU full
+                if config.max_physical_batch == 1:
+                    raise
+                config = replace(config, max_physical_batch=config.max_physical_batch // 2)
+                smaller = config.max_physical_batch
+                self.note(step="out of memory", run=name, error=str(exc), physical_batch=smaller)
+            finally:
+                del student
+                gc.collect()
+                torch.cuda.empty_cache()
         return {"name": name, "method": method, "epsilon": epsilon, "steps": result.steps,
                 "epsilon_spent": result.epsilon_spent, "delta": result.delta,
                 "sample_rate": result.extra["sample_rate"],

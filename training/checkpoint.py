@@ -24,7 +24,9 @@ from torch import nn
 from training.dp import DistillError
 
 KEEP = 2  # complete checkpoints kept on disk
-IGNORED_KEYS = {"out_dir", "device", "checkpoint_every"}  # may differ when a run resumes elsewhere
+# May differ when a run resumes: elsewhere, or with a physical batch that fits the device's memory
+# (memory only: the logical batch, the sampling and the noise do not depend on it).
+IGNORED_KEYS = {"out_dir", "device", "checkpoint_every", "max_physical_batch"}
 
 
 def checkpoint_root(out_dir: Path) -> Path:

@@ -168,12 +168,29 @@ def distill(
             )
             owner = ledger if rank == 0 else None
             return _train(model, run, on_step=on_step, ledger=owner, run_name=run_name, done=done)
-    except BaseException:
+    except BaseException as exc:
         # Nothing spent yet: give the reservation back. Otherwise it stays, covering what was spent,
         # and the run resumes from its last checkpoint under the same name.
+        released = False
         if ledger is not None and rank == 0 and private and done[0] == 0:
-            ledger.release(run_name)
+            released = ledger.release(run_name)
+        if isinstance(exc, torch.OutOfMemoryError):
+            raise _out_of_memory(config, done[0], total_steps, released=released) from exc
         raise
+
+
+def _out_of_memory(config: DistillConfig, step: int, total: int, *, released: bool) -> dp.OutOfMemory:
+    where = f"{config.device} ran out of memory at a physical batch of {config.max_physical_batch}"
+    if step == 0:
+        spent = "; nothing was spent" + (" and the reservation was released" if released else "")
+        return dp.OutOfMemory(f"{where} before the first step{spent}",
+                              hint="run it again with a smaller max_physical_batch")  # fmt: skip
+    held = "; its reservation stays, covering what was spent" if config.epsilon is not None else ""
+    return dp.OutOfMemory(
+        f"{where} after step {step} of {total}{held}",
+        hint="run it again under the same name with a smaller max_physical_batch: it resumes from its "
+        "last checkpoint (the physical batch is memory only: the logical batch, sampling and noise stay)",
+    )
 
 
 @dataclass(frozen=True)

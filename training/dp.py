@@ -57,6 +57,12 @@ class DistillError(KBError):
     """A distillation run cannot start or go on; the message says why and what to change."""
 
 
+class OutOfMemory(DistillError):
+    """The device ran out of memory during a run. The physical batch is memory only (the logical
+    batch, the sampling and the noise do not depend on it), so the same run resumes with a smaller
+    one under the reservation it holds; a run that took no step has had its reservation released."""
+
+
 def default_delta(n_examples: int) -> float:
     """δ = 1 / N^1.1 (below 1/N, as DP needs), capped at 1e-5."""
     return min(1.0 / math.pow(n_examples, 1.1), MAX_DELTA)

@@ -36,7 +36,7 @@ import hashlib
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from privacy.redaction import Redactor
 from training import canaries, synthesis
 from training import data as dataset
 from training.distill import StepInfo, distill
-from training.dp import DistillError, default_delta, plan_privacy
+from training.dp import DistillError, OutOfMemory, default_delta, plan_privacy
 from training.evaluate import answer_correct, greedy_answers
 from training.feedback import feedback_examples
 from training.registry import Registry
@@ -274,11 +274,35 @@ def distill_student(
         if context.progress(update):
             raise RunCancelled(f"run #{spec.run_id} was cancelled at step {info.step}")
 
-    return distill(
-        student, examples, config, ledger=context.ledger, dataset_hash=data.dataset_hash,
-        run_name=run_name(spec.run_id), pad_id=int(tokenizer.pad_token_id or 0),
-        actor=spec.requested_by, on_step=on_step,
-    )  # fmt: skip
+    while True:
+        try:
+            return distill(
+                student, examples, config, ledger=context.ledger, dataset_hash=data.dataset_hash,
+                run_name=run_name(spec.run_id), pad_id=int(tokenizer.pad_token_id or 0),
+                actor=spec.requested_by, on_step=on_step,
+            )  # fmt: skip
+        except OutOfMemory as exc:
+            # The physical batch is memory only: half of it resumes the same run, from its last
+            # checkpoint and under the reservation it holds (or a new one, if it took no step).
+            if config.max_physical_batch == 1:
+                raise
+            config = replace(config, max_physical_batch=config.max_physical_batch // 2)
+            retry = f"{exc}; trying again at a physical batch of {config.max_physical_batch}"
+            if context.progress({"stage": "training", "retry": retry}):
+                raise RunCancelled(f"run #{spec.run_id} was cancelled after running out of memory") from exc
+            del student
+            _free_device_memory()
+            student, _ = _load(spec.student)
+
+
+def _free_device_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def run_name(run_id: int) -> str:

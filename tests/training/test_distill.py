@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import torch
@@ -21,7 +21,7 @@ from privacy.audit import AuditLog
 from privacy.budget import BudgetExceededError, BudgetLedger
 from tests.training.students import load_student, synthetic_examples, worker_config
 from training.distill import StepInfo, distill
-from training.dp import DistillError
+from training.dp import DistillError, OutOfMemory
 from training.types import PRIVACY_UNIT, DistillConfig, DistillResult, TrainExample
 
 N = 32
@@ -285,3 +285,99 @@ def test_a_process_killed_with_sigkill_resumes_from_its_last_checkpoint(
     assert resumed.epsilon_spent == pytest.approx(straight.epsilon_spent)
     [entry] = [e for e in ledger.entries() if e.run_id == "killed"]
     assert entry.status == "settled" and entry.epsilon_spent == pytest.approx(straight.epsilon_spent)
+
+
+# Out of memory -------------------------------------------------------------------------------------
+
+
+def _fits(model: Any, rows: int, *, after: int = 0) -> None:
+    """Make `model` run out of memory, as a GPU would, on any forward pass of more than `rows`
+    examples once `after` forward passes have gone through."""
+    calls = [0]
+
+    def check(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        calls[0] += 1
+        if calls[0] > after and args[0].shape[0] > rows:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    model.get_input_embeddings().register_forward_pre_hook(check)
+
+
+def _run_fitting(
+    student_dir: Path, config: DistillConfig, ledger: BudgetLedger, *, rows: int, after: int = 0
+) -> DistillResult:
+    model = load_student(student_dir)
+    _fits(model, rows, after=after)
+    data = synthetic_examples(N, vocab=model.config.vocab_size)
+    return distill(model, data, config, ledger=ledger, dataset_hash="hash-1", run_name="run", pad_id=0)
+
+
+def test_a_run_out_of_memory_resumes_at_a_smaller_physical_batch_under_its_reservation(
+    student_dir: Path, tmp_path: Path, ledger_engine: Engine
+) -> None:
+    ledger = BudgetLedger(ledger_engine, epsilon=10.0, delta=1e-4)
+    config = _config(tmp_path / "oom", max_physical_batch=4)
+    with pytest.raises(OutOfMemory, match=r"physical batch of 4 after step [2-7] of 8; its reservation"):
+        _run_fitting(student_dir, config, ledger, rows=2, after=6)
+    [held] = ledger.entries()
+    assert held.status == "reserved" and held.epsilon_planned == pytest.approx(8.0)
+    # The physical batch is memory only: the same run resumes with a smaller one, nothing spent twice.
+    resumed = _run_fitting(student_dir, replace(config, max_physical_batch=2), ledger, rows=2)
+    assert resumed.steps == 8 and resumed.extra["resumed_from_step"] in (2, 4, 6)
+    [entry] = ledger.entries()
+    assert entry.status == "settled" and 7.9 <= (entry.epsilon_spent or 0) <= 8.0
+
+
+def test_a_run_out_of_memory_before_its_first_step_gives_its_reservation_back(
+    student_dir: Path, tmp_path: Path, ledger_engine: Engine
+) -> None:
+    ledger = BudgetLedger(ledger_engine, epsilon=10.0, delta=1e-4)
+    config = _config(tmp_path / "oom", max_physical_batch=4)
+    with pytest.raises(OutOfMemory, match="before the first step; nothing was spent and the reservation"):
+        _run_fitting(student_dir, config, ledger, rows=2)
+    assert ledger.entries() == []
+    # Nothing is held: the run starts again at a smaller physical batch and reserves anew.
+    _run_fitting(student_dir, replace(config, max_physical_batch=2), ledger, rows=2)
+    [entry] = ledger.entries()
+    assert entry.status == "settled"
+
+
+def test_a_retraining_run_out_of_memory_goes_on_at_half_the_physical_batch(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from training import run
+
+    tried: list[int] = []
+    trained = object()
+
+    def fake_distill(_model: Any, _examples: Any, config: DistillConfig, **_: Any) -> Any:
+        tried.append(config.max_physical_batch)
+        if config.max_physical_batch > 2:
+            raise OutOfMemory(f"cuda ran out of memory at a physical batch of {config.max_physical_batch}")
+        return trained
+
+    class Tokenizer:
+        pad_token_id = 0
+
+    monkeypatch.setattr(run, "distill", fake_distill)
+    monkeypatch.setattr(run, "_load", lambda _folder, adapter=None: (object(), Tokenizer()))
+    monkeypatch.setattr("training.data.tokenize", lambda *_args, **_kwargs: [])
+    updates: list[dict[str, Any]] = []
+
+    def progress(update: dict[str, Any]) -> bool:
+        updates.append(update)
+        return False  # not cancelled
+
+    spec = run.RunSpec(run_id=7, epsilon=8.0, epochs=1, student=tmp_path, teacher=None, out_dir=tmp_path)
+    data = run.Data(train=[], test=[], canary=cast(Any, None), dataset_hash="h")
+    context = run.RunContext(engine=cast(Any, None), ledger=cast(Any, None), registry=cast(Any, None),
+                             progress=progress)  # fmt: skip
+    assert run.distill_student(spec, data, None, context) is trained
+    assert tried == [8, 4, 2]
+    assert [u["retry"].rsplit(" ", 1)[1] for u in updates] == ["4", "2"]
+    # At a physical batch of 1 there is nothing smaller to try: the error is the run's.
+    tried.clear()
+    monkeypatch.setattr(run, "_config", lambda _spec: DistillConfig(out_dir=tmp_path, max_physical_batch=1))
+    monkeypatch.setattr(run, "distill", lambda *_a, **_k: (_ for _ in ()).throw(OutOfMemory("out of memory")))
+    with pytest.raises(OutOfMemory):
+        run.distill_student(spec, data, None, context)
