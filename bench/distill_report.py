@@ -150,15 +150,16 @@ def _untag(runs: dict[str, Any], answers: dict[str, Any], tag: str) -> None:
         base = name[: -len(tag)]
         if base in runs["rows"]:
             raise SystemExit(f"both {base!r} and {name!r} ran: report one recipe's runs at a time")
-        runs["rows"][base] = {**runs["rows"].pop(name), "name": base}
+        runs["rows"][base] = {**runs["rows"].pop(name), "name": base, "tagged": True}
         answers["replies"][base] = answers["replies"].pop(name)
 
 
 def _table_recipe(runs: dict[str, Any], tag: str) -> dict[str, Any]:
-    """The recipe of the table's distillation runs: the tagged runs' own where a tag chose them."""
+    """The recipe of the table's distillation runs: the tagged runs' own where a tag chose them
+    (not that of another recipe's runs beside them)."""
     if tag:
         for row in runs["rows"].values():
-            if row.get("method") == "distill" and row.get("recipe"):
+            if row.get("tagged") and row.get("method") == "distill" and row.get("recipe"):
                 return dict(row["recipe"])
     return dict(runs["recipe"])
 
@@ -190,7 +191,8 @@ def build(
         runs["ledger"].append({"run": run, "epsilon": epsilon, "status": "lost with its machine, "
                                "counted at its reservation"})  # fmt: skip
     speed_files = [f for d in directories if (f := d / "speed.json").exists()]
-    speed = json.loads(speed_files[0].read_text()) if speed_files else {}
+    # The trained student's speed is its ε 8 adapter's: a later directory's (a rerun's) wins.
+    speed = json.loads(speed_files[-1].read_text()) if speed_files else {}
     gpu_speed = [json.loads(f.read_text()) for d in directories if (f := d / "speed_gpu.json").exists()]
     timing_files = [f for d in directories if (f := d / "timing.json").exists()]
     if timing_file is not None:

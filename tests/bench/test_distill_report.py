@@ -115,9 +115,12 @@ def test_a_tag_makes_the_chosen_recipes_runs_the_tables_rows(tmp_path: Path) -> 
         _output(tmp_path / "np", {"distill-nonprivate-t1": nonprivate}, [], ["A-014 [1]"]),
         _output(tmp_path / "e8", {"distill-eps8-t1": private}, ledger, ["No idea."]),
     ]
+    # Another recipe's run beside them, listed first: its recipe is not the table's.
+    other = _run("distill-eps4-t3a07", 4.0, 2.0, 120) | {"recipe": {"temperature": 3.0, "alpha": 0.7}}
+    made.insert(1, _output(tmp_path / "t3", {"distill-eps4-t3a07": other}, [], ["A-014 [1]"]))
     results, _ = build(made, "t", "s", tag="-t1")
     rows = {r["name"]: r for r in results["rows"]}
-    assert list(rows) == ["teacher", "distill-nonprivate", "distill-eps8"]
+    assert list(rows) == ["teacher", "distill-nonprivate", "distill-eps8", "distill-eps4-t3a07"]
     assert (rows["distill-nonprivate"]["correct"], rows["distill-eps8"]["correct"]) == (1.0, 0.0)
     assert rows["distill-eps8"]["dp_step_time_ratio"] == 2.0  # against the tagged run without DP
     assert results["recipe"] == chosen and results["table_tag"] == "-t1"
@@ -187,4 +190,8 @@ def test_the_machine_is_the_one_that_measured_the_speed(outputs: list[Path]) -> 
     )
     results, _ = build(outputs, "t", "s")
     assert results["machine"] == xeon
+    assert {r["student_teacher_tokens_per_s_ratio"] for r in results["rows"]} == {None, 2.8}
+    # An earlier directory's measurement (another adapter's) gives way to a later one's.
+    (outputs[0] / "speed.json").write_text(json.dumps({"student_teacher_tokens_per_s_ratio": 2.6}))
+    results, _ = build(outputs, "t", "s")
     assert {r["student_teacher_tokens_per_s_ratio"] for r in results["rows"]} == {None, 2.8}
