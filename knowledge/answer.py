@@ -289,6 +289,38 @@ def off_topic(answer: str, passages: list[str], question: str) -> bool:
     return bool(holding) and not any(holding)
 
 
+# The prompt asks for one or two short sentences: a reply of this many, all copied from one passage,
+# is that passage quoted, not an answer.
+QUOTE_MIN_SENTENCES = 3
+
+
+def quotes_passage(answer: str, passages: list[str]) -> bool:
+    """Whether a model's answer is one passage quoted at length instead of an answer: three or more
+    sentences (the prompt asks for one or two), every one of them word for word in the same passage.
+
+    A small model that cannot find the answer sometimes copies a whole passage that mentions the
+    question's subject ("how far in advance do I apply for a sabbatical?" answered with the
+    compliance-training page's three sentences on who is exempt during a sabbatical). Every word is
+    in the passage and the passage is on the subject, so neither the citation check nor `off_topic`
+    objects; the extractive answer picks that passage's or another's sentences by the question.
+    A long answer stitched from several passages, or one in the model's own words, is not judged.
+    """
+    said = [_flat(s).rstrip(_ENDS) for s in _SENTENCE.split(plain_text(strip_markers(answer)))]
+    said = [s for s in said if s]
+    if len(said) < QUOTE_MIN_SENTENCES:
+        return False
+    return any(all(s in flat for s in said) for flat in (_flat(plain_text(p)) for p in passages))
+
+
+_ENDS = " .!?。！？"
+_SPACE_BEFORE_PUNCTUATION = re.compile(r"\s+(?=[.,;:!?。，；：！？])")
+
+
+def _flat(text: str) -> str:
+    """Whitespace runs made one space, none before punctuation (where a marker was), case folded."""
+    return _SPACE_BEFORE_PUNCTUATION.sub("", " ".join(text.split())).casefold()
+
+
 # Questions that ask for an amount, a count, a duration, a frequency, a distance or a time of day.
 _ASKS_AMOUNT = re.compile(
     r"\bhow\s+(?:much|many|long|often|far)\b|\bwhat\s+time\b|\bat\s+what\s+age\b"

@@ -36,6 +36,7 @@ from knowledge.answer import (
     extractive_answer,
     misses_amount,
     off_topic,
+    quotes_passage,
     strong_evidence,
     weak_evidence,
 )
@@ -171,6 +172,8 @@ def _unusable(
         return f"only the question or a passage's heading again: {text[:80]!r}"
     if off_topic(text, [p.text for p in prompt.passages], question):
         return f"words from sentences about something else than the question: {text[:80]!r}"
+    if quotes_passage(text, [p.text for p in prompt.passages]):
+        return f"a passage quoted at length instead of an answer: {text[:80]!r}"
     if misses_amount(text, question):
         return f"no figure for a question that asks for one: {text[:80]!r}"
     if unsupported:

@@ -15,6 +15,7 @@ from knowledge.answer import (
     misses_amount,
     off_topic,
     plain_text,
+    quotes_passage,
     weak_evidence,
 )
 from knowledge.citations import RepetitionStop, check_citations, restates, support
@@ -343,6 +344,59 @@ async def test_an_answer_without_the_amount_asked_for_falls_back_to_the_extracti
         answer = await _answered(question, _hits(BADGE_LOSS, LEAVE), reply, embedder)
         assert "EUR 25" in answer.text
         assert (answer.model == FALLBACK_MODEL) == reply.startswith("The second loss")
+
+
+SABBATICAL_LEAVE = (
+    "Leave policy",
+    "Sabbaticals",
+    "After two years of service you can apply for unpaid leave of 1 to 3 months. "
+    "Apply at least **3 months** in advance in PeopleHub.",
+)
+TRAINING_EXEMPT = (
+    "Compliance training",
+    "Exemptions",
+    "Employees on long-term sick leave, parental leave or a sabbatical are exempt. "
+    "They complete the courses within **30 days** of returning. "
+    "HR records exemptions automatically based on PeopleHub absence data.",
+)
+QUOTED = (
+    "Employees on long-term sick leave, parental leave or a sabbatical are exempt. They complete the "
+    "courses within 30 days of returning. HR records exemptions automatically based on PeopleHub "
+    "absence data [1]."
+)
+
+
+@pytest.mark.parametrize(
+    ("reply", "quoted"),
+    [
+        (QUOTED, True),
+        # Two sentences are what the prompt asks for, quoted or not.
+        ("Employees on long-term sick leave, parental leave or a sabbatical are exempt. They complete "
+         "the courses within **30 days** of returning [1].", False),
+        # Three sentences, one of them the model's own words.
+        ("Employees on a sabbatical are exempt. They complete the courses within 30 days of returning. "
+         "HR records exemptions automatically based on PeopleHub absence data [1].", False),
+        # Three sentences from two passages: stitched, not one passage quoted.
+        ("After two years of service you can apply for unpaid leave of 1 to 3 months. Apply at least "
+         "3 months in advance in PeopleHub [1]. HR records exemptions automatically based on "
+         "PeopleHub absence data [2].", False),
+    ],
+)  # fmt: skip
+def test_a_passage_quoted_at_length_is_recognised(reply: str, quoted: bool) -> None:
+    passages = [SABBATICAL_LEAVE[2], TRAINING_EXEMPT[2]]
+    assert quotes_passage(reply, passages) is quoted
+
+
+async def test_a_passage_quoted_instead_of_an_answer_falls_back_to_the_extractive_answer(
+    embedder: Embedder,
+) -> None:
+    question = Question("How far in advance do I have to apply for a sabbatical?")
+    hits = _hits(SABBATICAL_LEAVE, TRAINING_EXEMPT)
+    quoted = QUOTED.replace("[1]", "[2]")
+    for reply in (quoted, "Apply at least 3 months in advance in PeopleHub [1]."):
+        answer = await _answered(question, hits, reply, embedder)
+        assert "3 months" in answer.text
+        assert (answer.model == FALLBACK_MODEL) == (reply == quoted)
 
 
 # The repetition stop ------------------------------------------------------------------------------
