@@ -29,9 +29,11 @@ ANSWER = " ".join(
 
 
 def grounded(answer: str) -> dict[str, str]:
-    """Pages that hold what the fake model writes, so the answer's citation check keeps it."""
+    """Pages that hold what the fake model writes, so the answer's citation check keeps it; in other
+    words than the answer's ("open the" dropped), since a reply that only copies a passage falls back."""
     base = "Install HaldenConnect from the Software Center, then sign in.\n\n"
-    return {**PAGES, "vpn.md": "# VPN\n\n## Installing\n\n" + base + strip_markers(answer) + "\n"}
+    page = strip_markers(answer).replace("open the ", "")
+    return {**PAGES, "vpn.md": "# VPN\n\n## Installing\n\n" + base + page + "\n"}
 
 
 def updates(calls: list[Any], ts: str) -> list[Any]:
