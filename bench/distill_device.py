@@ -50,6 +50,49 @@ def assemble(pieces: Path, name: str, folder: Path) -> bool:
     return True
 
 
+def bench_ledger(path: Path, earlier: list[dict[str, Any]] | None = None) -> Any:
+    """The benchmark's budget ledger, holding what earlier machines spent on the same data.
+
+    Processes side by side share one file, so one budget holds on one machine. A machine's ledger
+    file goes back with the machine, so `earlier` carries the entries of the corpus's earlier
+    device outputs (`bench/distill.py spent`): each is entered under its own run id (settled at
+    what it spent, or reserved at its plan), so a new run is refused once the corpus's whole
+    spending would pass BENCH_BUDGET, and the report counts each entry once.
+    """
+    from sqlmodel import Session, SQLModel, create_engine
+
+    import core.models  # the tables, and the lock row below
+    from privacy.budget import BudgetExceededError, BudgetLedger
+
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 60})
+    # Processes started together would each find no tables and create them ("table ... already
+    # exists" in all but one): the schema, the lock row and the earlier entries are made under a
+    # file lock.
+    with path.with_suffix(".schema-lock").open("w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        SQLModel.metadata.create_all(engine)
+        with Session(engine) as session:  # the row the ledger locks (a migration makes it in the product)
+            if session.get(core.models.PrivacyLedgerLockRow, 1) is None:
+                session.add(core.models.PrivacyLedgerLockRow(id=1, version=0))
+                session.commit()
+        ledger = BudgetLedger(engine, epsilon=BENCH_BUDGET, delta=1e-4)
+        for entry in earlier or []:
+            if ledger.get(entry["run"]) is not None:
+                continue
+            details = {"carried_from": "an earlier machine's ledger", **(entry.get("details") or {})}
+            try:
+                ledger.reserve(
+                    entry["run"], dataset_hash=entry["dataset_hash"], epsilon=entry["epsilon"],
+                    delta=entry["delta"], actor="bench/distill.py (earlier machine)", details=details,
+                )  # fmt: skip
+            except BudgetExceededError as exc:
+                why = f"the earlier machines' entries alone pass the benchmark's budget: {exc}"
+                raise SystemExit(why) from exc
+            if entry["status"] == "settled":
+                ledger.settle(entry["run"], epsilon_spent=entry["epsilon"])
+    return ledger
+
+
 class Device:
     def __init__(
         self,
@@ -61,6 +104,7 @@ class Device:
         limit: int = 0,
         ledger: Path | None = None,
         tag: str = "",
+        earlier: list[dict[str, Any]] | None = None,
     ) -> None:
         self.work, self.out, self.on, self.tag = work, out, on, tag
         self.corpus = data.get("corpus", "handbook")
@@ -80,31 +124,12 @@ class Device:
         self.rows: dict[str, dict[str, Any]] = {}
         work.mkdir(parents=True, exist_ok=True)
         out.mkdir(parents=True, exist_ok=True)
-        self.ledger = self._ledger(ledger or work / "ledger.db")
+        self.ledger = bench_ledger(ledger or work / "ledger.db", earlier)
 
     def note(self, **what: Any) -> None:
         what["t_s"] = round(time.perf_counter() - self.started, 1)
         self.log.append(what)
         print(json.dumps(what, ensure_ascii=False), flush=True)
-
-    def _ledger(self, path: Path) -> Any:
-        """The benchmark's budget ledger; processes side by side share one file, so one budget holds."""
-        from sqlmodel import Session, SQLModel, create_engine
-
-        import core.models  # the tables, and the lock row below
-        from privacy.budget import BudgetLedger
-
-        engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 60})
-        # Processes started together would each find no tables and create them ("table ... already
-        # exists" in all but one): the schema and the lock row are made under a file lock.
-        with path.with_suffix(".schema-lock").open("w") as guard:
-            fcntl.flock(guard, fcntl.LOCK_EX)
-            SQLModel.metadata.create_all(engine)
-            with Session(engine) as session:  # the row the ledger locks (a migration makes it in the product)
-                if session.get(core.models.PrivacyLedgerLockRow, 1) is None:
-                    session.add(core.models.PrivacyLedgerLockRow(id=1, version=0))
-                    session.commit()
-        return BudgetLedger(engine, epsilon=BENCH_BUDGET, delta=1e-4)
 
     # ------------------------------------------------------------------ models
 

@@ -5,6 +5,8 @@
 # Here first: `bench/distill.py prepare` (each corpus), `bench/distill.py pack`, then
 #   mkdir -p .carry/inputs && cp bench/data/distill/CORPUS/input.json .carry/inputs/CORPUS.json
 #   cp bench/distill_device.sh .carry/   (.carry/ is listed in .git/info/exclude)
+#   bench/distill.py spent DIR... --out .carry/inputs/CORPUS.spent.json   (what earlier machines
+#   spent on the corpus's data: every run's ledger starts with it, so the budget holds across them)
 # Then one device call per step, each carrying .carry/distill_device.sh and what the step names:
 #   setup                      carry .carry/wheels .carry/inputs .carry/pieces/sha256.json, and
 #                              .carry/states/CORPUS.pkl to reuse an earlier data stage (its
@@ -27,6 +29,9 @@ step=${1:?step}; shift
 device() {  # NAME ARGS...: bench/distill.py device ARGS..., in its own session, logged to NAME
   local name=$1; shift
   setsid nohup python3 /tmp/repo/bench/distill.py device "$@" > "/tmp/logs/$name.log" 2>&1 < /dev/null &
+}
+spent() {  # CORPUS: --spent FILE where earlier machines' ledger entries were carried
+  [ -e "/tmp/inputs/$1.spent.json" ] && echo "--spent /tmp/inputs/$1.spent.json"
 }
 prepared() {  # DIR CORPUS: a work folder with the converted student and the data stage's state
   mkdir -p "$1" && ln -sfn /tmp/student/qwen2.5-coder-0.5b-instruct "$1/qwen2.5-coder-0.5b-instruct"
@@ -64,15 +69,16 @@ runs)
   prepared "/tmp/r-$name" "$corpus" || exit 1
   recipe=(); [ $# -gt 0 ] && recipe=(--recipe "$@")
   tagged=(); [ -n "$tag" ] && tagged=("--tag=$tag")  # "=": a tag may start with "-"
-  # shellcheck disable=SC2086  # RUNS is a comma-separated list made into words on purpose
+  # shellcheck disable=SC2086,SC2046  # RUNS, and spent's output, made into words on purpose
   device "$name" runs --input "/tmp/inputs/$corpus.json" --pieces /tmp/pieces --work "/tmp/r-$name" \
     --out "/tmp/res/$name" --ledger "/tmp/ledger-$corpus.db" --physical-batch "$batch" \
-    --runs ${runs//,/ } "${tagged[@]}" "${recipe[@]}"
+    --runs ${runs//,/ } "${tagged[@]}" "${recipe[@]}" $(spent "$corpus")
   ;;
 timing)
   prepared /tmp/r-timing "$1" || exit 1
+  # shellcheck disable=SC2046  # spent's output is two words or none
   device timing timing --input "/tmp/inputs/$1.json" --pieces /tmp/pieces --work /tmp/r-timing \
-    --out /tmp/res/timing --ledger "/tmp/ledger-$1.db"
+    --out /tmp/res/timing --ledger "/tmp/ledger-$1.db" $(spent "$1")
   ;;
 poll)
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader

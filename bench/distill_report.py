@@ -24,6 +24,7 @@ STUDENT_ROWS = (
     "distill-eps4",
     "distill-eps8",
     "canary-memorize",
+    "canary-memorize-eps6",
 )
 
 
@@ -116,28 +117,18 @@ def _labelled(labelled: list[dict[str, Any]]) -> tuple[list[Any], list[list[Any]
 
 
 def _merged_runs(directories: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """runs.json and replies.json of one device output, or of several that ran side by side.
-
-    Processes with their own ledgers list their entries together, to be summed; processes that
-    shared one ledger (`--ledger`) each list all of it as they last saw it, so an entry is kept
-    once: settled where any process saw it settled, else as the last one saw it.
-    """
+    """runs.json and replies.json of one device output, or of several that ran side by side."""
     runs = json.loads((directories[0] / "runs.json").read_text())
     answers = json.loads((directories[0] / "replies.json").read_text())
-    ledger = {_entry_key(e): e for e in runs["ledger"]}
     for other in directories[1:]:
         more, replies = (
             json.loads((other / "runs.json").read_text()),
             json.loads((other / "replies.json").read_text()),
         )
         runs["rows"].update(more["rows"])
-        for entry in more["ledger"]:
-            seen = ledger.get(_entry_key(entry))
-            if seen is None or seen.get("status") != "settled":
-                ledger[_entry_key(entry)] = entry
         runs["log"] += more["log"]
         answers["replies"].update(replies["replies"])
-    runs["ledger"] = list(ledger.values())
+    runs["ledger"] = merged_ledger(directories)
     return runs, answers
 
 
@@ -162,6 +153,23 @@ def _table_recipe(runs: dict[str, Any], tag: str) -> dict[str, Any]:
             if row.get("tagged") and row.get("method") == "distill" and row.get("recipe"):
                 return dict(row["recipe"])
     return dict(runs["recipe"])
+
+
+def merged_ledger(directories: list[Path]) -> list[dict[str, Any]]:
+    """The ledger entries of device outputs, each once.
+
+    Processes with their own ledgers list their entries together, to be summed; processes that
+    shared one ledger (`--ledger`), or a ledger that began with earlier machines' entries
+    (`--spent`), each list all of it as they last saw it, so an entry is kept once: settled where
+    any process saw it settled, else as the last one saw it.
+    """
+    ledger: dict[str, dict[str, Any]] = {}
+    for directory in directories:
+        for entry in json.loads((directory / "runs.json").read_text())["ledger"]:
+            seen = ledger.get(_entry_key(entry))
+            if seen is None or seen.get("status") != "settled":
+                ledger[_entry_key(entry)] = entry
+    return list(ledger.values())
 
 
 def _entry_key(entry: dict[str, Any]) -> str:

@@ -37,12 +37,13 @@ def device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Device, lis
     return run, trained
 
 
-def test_the_canary_control_trains_on_its_canaries_16_times_for_6_epochs(
-    device: tuple[Device, list[dict[str, Any]]],
+@pytest.mark.parametrize(("name", "private"), [("canary-memorize", None), ("canary-memorize-eps6", 6.0)])
+def test_the_canary_control_and_its_dp_twin_train_on_their_canaries_16_times_for_6_epochs(
+    device: tuple[Device, list[dict[str, Any]]], name: str, private: float | None
 ) -> None:
     run, trained = device
-    name, method, epsilon = next(r for r in RUNS if r[0] == "canary-memorize")
-    assert method == "labels_only" and epsilon is None  # a control without DP spends no ε
+    _, method, epsilon = next(r for r in RUNS if r[0] == name)
+    assert method == "labels_only" and epsilon == private  # the control spends no ε, its twin 6
 
     run.train_and_evaluate(name, method, epsilon, RUN_RECIPES[name])
 
