@@ -50,10 +50,19 @@ def machine() -> dict[str, Any]:
 
 
 def machine_label(described: dict[str, Any]) -> str:
-    """The BENCHMARKS.md column: CPU model and core count (AMX noted: it decides bf16's speed)."""
+    """The BENCHMARKS.md column: CPU model and core count, and what decides bf16's speed: AMX, else
+    whether the CPU has bfloat16 instructions at all (without them models run in float32)."""
     cpu = str(described.get("cpu", "unknown")).replace("(R)", "").replace(" Processor", "")
-    amx = " with AMX" if described.get("amx") else ""
-    return f"{cpu}{amx}, {described.get('cpus', '?')} cores"
+    isa = set(described.get("isa") or ())
+    if described.get("amx"):
+        kind = " with AMX"
+    elif "avx512_bf16" in isa:
+        kind = " with bfloat16"
+    elif isa and "avx512f" not in isa:
+        kind = " with AVX2 only (float32)"
+    else:
+        kind = ""
+    return f"{cpu}{kind}, {described.get('cpus', '?')} cores"
 
 
 def load_average() -> list[float]:

@@ -4,13 +4,16 @@
     .venv/bin/python bench/distill.py prepare --corpus python-faq --questions 12 --test-questions 2
     # ^ the public pilot
     .venv/bin/python bench/distill.py pack           # here: both GGUFs in pieces, the device's wheels
+    .venv/bin/python bench/distill.py spent DIR... --out .carry/inputs/handbook.spent.json
+    # ^ what earlier machines spent on this data stage: a new machine's ledger starts with it
     # on the GPU machine, one step a call: bench/distill_device.sh (its header says what each
     # call carries); by hand: pip install --no-index --no-deps --target /tmp/site .carry/wheels/*.whl;
     # one call per piece (carry .carry/pieces/NAME.NN, copy it to /tmp/pieces), the teacher's first;
     PYTHONPATH=/tmp/site python3 bench/distill.py device data --pieces /tmp/pieces --out $OUT
     PYTHONPATH=/tmp/site python3 bench/distill.py device runs --pieces /tmp/pieces --out $OUT
     # or one process per run side by side (an 80-140 GB GPU holds six): --runs NAME, each with its
-    # own --work (the converted student and state.pkl copied in) and one shared --ledger FILE;
+    # own --work (the converted student and state.pkl copied in), one shared --ledger FILE and
+    # --spent FILE (from `spent`), so that the budget holds over every machine's runs;
     # --input picks the corpus (bench/data/distill/CORPUS/input.json), and recipes side by side
     # are --recipe KEY=VALUE... with a --tag that names their runs apart
     PYTHONPATH=/tmp/site python3 bench/distill.py device speed --pieces /tmp/pieces --out $OUT  # GPU decoding
