@@ -13,7 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.common import free_port, machine
+from bench.common import RESULTS, free_port, machine
 
 STUDENT_ROWS = (
     "student",
@@ -172,6 +172,25 @@ def merged_ledger(directories: list[Path]) -> list[dict[str, Any]]:
     return list(ledger.values())
 
 
+def every_stage_ledger(corpus: str, root: Path = RESULTS / "distill_device") -> dict[str, Any]:
+    """Every committed ledger entry of `corpus`'s runs, over all its data stages, each once.
+
+    A table's ledger covers the examples of one data stage; stages drawn from the same pages cover
+    the same documents again, so what those pages have been exposed to is the sum over all of them.
+    """
+    directories = sorted(
+        f.parent
+        for f in root.rglob("runs.json")
+        if json.loads(f.read_text()).get("corpus", "handbook") == corpus
+    )
+    entries = merged_ledger(directories)
+    stages: dict[str, float] = {}
+    for entry in entries:
+        stage = str(entry.get("dataset_hash", ""))[:12]
+        stages[stage] = round(stages.get(stage, 0.0) + entry["epsilon"], 4)
+    return {"epsilon": round(sum(stages.values()), 4), "data_stages": stages, "outputs": len(directories)}
+
+
 def _entry_key(entry: dict[str, Any]) -> str:
     """A ledger entry's identity: its run id (the same run seen by two processes is one entry)."""
     return f"{entry['run']}|{entry.get('dataset_hash', '')}"
@@ -240,6 +259,9 @@ def build(
         **({"machine": speed["machine"]} if "machine" in speed else {}),
         "ledger_total_epsilon": ledger_total,
         "ledger": runs["ledger"],
+        # The same pages over every data stage drawn from them (committed outputs; runs whose
+        # ledger went with a machine are not in these files and are named in the decision record).
+        "corpus_epsilon_every_stage": every_stage_ledger(runs.get("corpus", "handbook")),
         "corpus": runs.get("corpus", "handbook"),
         "recipe": _table_recipe(runs, tag),
         **({"table_tag": tag} if tag else {}),

@@ -86,3 +86,24 @@ def test_spent_lists_each_entry_once_and_the_report_counts_it_once(tmp_path: Pat
 
     total = sum(e["epsilon"] for e in merged_ledger([first, second, later]))
     assert total == pytest.approx(11.0)
+
+
+def test_every_stage_ledger_sums_a_corpus_over_its_data_stages_and_leaves_other_corpora_out(
+    tmp_path: Path,
+) -> None:
+    from bench.distill_report import every_stage_ledger
+
+    def output(name: str, corpus: str, ledger: list[dict[str, Any]]) -> None:
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "runs.json").write_text(json.dumps({"corpus": corpus, "ledger": ledger}))
+
+    other_stage = {**_entry("b", 8.0), "dataset_hash": "e363b1c984" * 4}
+    output("first/p1", "handbook", [_entry("a", 1.0)])
+    output("first/p2", "handbook", [_entry("a", 1.0), _entry("c", 4.0)])  # shared the file with p1
+    output("second", "handbook", [other_stage])
+    output("pilot", "python-faq", [_entry("d", 8.0)])
+
+    found = every_stage_ledger("handbook", tmp_path)
+
+    assert found["epsilon"] == pytest.approx(13.0) and found["outputs"] == 3
+    assert found["data_stages"] == {HASH[:12]: 5.0, "e363b1c984e3": 8.0}
