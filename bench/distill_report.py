@@ -188,7 +188,7 @@ def every_stage_ledger(corpus: str, root: Path = RESULTS / "distill_device") -> 
     for entry in entries:
         stage = str(entry.get("dataset_hash", ""))[:12]
         stages[stage] = round(stages.get(stage, 0.0) + entry["epsilon"], 4)
-    return {"epsilon": round(sum(stages.values()), 4), "data_stages": stages, "outputs": len(directories)}
+    return {"epsilon": round(sum(stages.values()), 4), "by_dataset_hash": stages, "outputs": len(directories)}
 
 
 def _entry_key(entry: dict[str, Any]) -> str:

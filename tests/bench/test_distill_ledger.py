@@ -106,4 +106,4 @@ def test_every_stage_ledger_sums_a_corpus_over_its_data_stages_and_leaves_other_
     found = every_stage_ledger("handbook", tmp_path)
 
     assert found["epsilon"] == pytest.approx(13.0) and found["outputs"] == 3
-    assert found["data_stages"] == {HASH[:12]: 5.0, "e363b1c984e3": 8.0}
+    assert found["by_dataset_hash"] == {HASH[:12]: 5.0, "e363b1c984e3": 8.0}
