@@ -46,8 +46,9 @@ What runs where, in order:
    was given. The teacher's top-k log-probabilities over those targets are the soft labels. Then,
    each from the same base student: no training; distillation without DP; fine-tuning on the
    targets alone (cross-entropy) without DP and at ε=8; DP distillation at ε = 1, 4, 8; and a
-   canary control made to memorize (`RUN_RECIPES`: no DP, canaries 16 times, 6 epochs). Every DP
-   run reserves and settles its ε in a budget ledger (SQLite) with secure noise. Every model
+   canary control made to memorize (`RUN_RECIPES`: no DP, canaries 16 times, 6 epochs) and its DP
+   twin at ε 6. Every DP run reserves and settles its ε in a budget ledger (SQLite) with secure
+   noise, which starts with what earlier machines spent on the same data (`spent`). Every model
    answers the held-out questions (greedy) and, for the students, ranks each canary's secret
    among `CANDIDATES` look-alikes (training.canaries).
 3. `speed` (here, vLLM CPU): the trained student (base + ε=8 adapter) against the teacher, the same

@@ -39,7 +39,7 @@ QUESTIONS = (
     "What is the maximum attachment size for an email?",
     "Which extension do I call for an emergency on site?",
 )
-GIVE_UP_S = 30 * 60  # twice the target: a model that never answers this question ends the run
+GIVE_UP_S = 30 * 60  # twice the target: a model that never writes an answer ends the run here
 MILESTONES = {  # the step a line of `make run`'s output ends -> what the line holds
     ".venv installed": "touch .venv/.installed",
     "handbook ingested": "Ingested in ",
