@@ -16,6 +16,8 @@
     # --spent FILE (from `spent`), so that the budget holds over every machine's runs;
     # --input picks the corpus (bench/data/distill/CORPUS/input.json), and recipes side by side
     # are --recipe KEY=VALUE... with a --tag that names their runs apart
+    PYTHONPATH=/tmp/site python3 bench/distill.py device start --input FAQ.json --start DIR --out $OUT
+    # ^ the public start on the Python FAQ's data stage; `runs --start DIR` then train on top of it
     PYTHONPATH=/tmp/site python3 bench/distill.py device speed --pieces /tmp/pieces --out $OUT  # GPU decoding
     PYTHONPATH=/tmp/site python3 bench/distill.py device timing --pieces /tmp/pieces --out $OUT  # DP step
     .venv/bin/python bench/distill.py speed          # here: student vs teacher tokens/s on vLLM
@@ -47,12 +49,16 @@ What runs where, in order:
    each from the same base student: no training; distillation without DP; fine-tuning on the
    targets alone (cross-entropy) without DP and at ε=8; DP distillation at ε = 1, 4, 8; and a
    canary control made to memorize (`RUN_RECIPES`: no DP, canaries 16 times, 6 epochs) and its DP
-   twin at ε 6. Every DP run reserves and settles its ε in a budget ledger (SQLite) with secure
-   noise, which starts with what earlier machines spent on the same data (`spent`). Every model
+   twin at ε 6. With `--start`, every run but the untrained student trains on top of a public
+   start (`device start`: adapters trained without DP on the public Python FAQ's data stage, the
+   best on its own held-out questions kept; START_CANDIDATES), merged into the base student, and the
+   `public-start` row is that start alone. Every DP run reserves and settles its ε in a budget
+   ledger (SQLite) with secure noise, which starts with what earlier machines spent on the same data
+   (`spent`). Every model
    answers the held-out questions (greedy) and, for the students, ranks each canary's secret
    among `CANDIDATES` look-alikes (training.canaries).
-3. `speed` (here, vLLM CPU): the trained student (base + ε=8 adapter) against the teacher, the same
-   8 product prompts at 8 at once.
+3. `speed` (here, vLLM CPU): the trained student (base + ε=8 adapter, and the public start when the
+   runs had one, merged) against the teacher, the same 8 product prompts at 8 at once.
 4. `report`: the product's answer scoring (knowledge.answer_quality) over the replies.
 
 Hyper-parameters are fixed before any run (`RECIPE`) and tuned on nothing private: not on the
@@ -107,6 +113,7 @@ RECIPE = {
 }  # fmt: skip
 RUNS = [  # (name, method, epsilon)
     ("student", "none", None),
+    ("public-start", "none", None),  # with `--start`: the public start alone, before any company data
     ("distill-nonprivate", "distill", None),
     ("labels-nonprivate", "labels_only", None),
     ("labels-eps8", "labels_only", 8.0),
@@ -123,6 +130,18 @@ RUNS = [  # (name, method, epsilon)
 # table): with an adapter that memorizes without DP, it shows what DP does to the same canaries.
 MEMORIZE = {"canary_repeats": 16, "epochs": 6}
 RUN_RECIPES: dict[str, dict[str, Any]] = {"canary-memorize": MEMORIZE, "canary-memorize-eps6": MEMORIZE}
+# The public start (`device start`, on the Python FAQ): the student learns the bot's prompt, its
+# citations, abstaining and ending a reply from public data, without DP and so without spending ε;
+# the company's runs then train the table's adapter on top of it. The candidates and the rule that
+# picks one (most correct on the public corpus's held-out questions; a tie keeps the first, the
+# smaller adapter) are fixed before the run. Their shared settings: the pilot's T 1 / α 0.3, and a
+# batch of 32 so that a few hundred public examples still give about 75 steps.
+PUBLIC_START = {"temperature": 1.0, "alpha": 0.3, "batch_size": 32, "max_physical_batch": 8}
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+START_CANDIDATES: dict[str, dict[str, Any]] = {
+    "r2-qv": {**PUBLIC_START, "lora_rank": 2, "lora_targets": ["q_proj", "v_proj"]},
+    "r16-all": {**PUBLIC_START, "lora_rank": 16, "lora_targets": ALL_LINEAR},
+}
 
 
 def held_out(unit: str) -> bool:
@@ -319,7 +338,14 @@ def device(args: argparse.Namespace) -> None:
     on = "cuda" if torch.cuda.is_available() else "cpu"
     ledger = Path(args.ledger) if args.ledger else None
     earlier = json.loads(Path(args.spent).read_text())["ledger"] if args.spent else None
-    run = Device(work, out, data, on=on, limit=args.limit, ledger=ledger, tag=args.tag, earlier=earlier)
+    start = Path(args.start) if args.start and args.stage != "start" else None
+    if start is not None and not (start / "adapter_config.json").exists():
+        raise SystemExit(f"--start {start}: no adapter there (make one with `device start`)")
+    if "public-start" in args.runs and start is None:
+        raise SystemExit("the public-start row needs --start DIR (from `device start`)")
+    run = Device(
+        work, out, data, on=on, limit=args.limit, ledger=ledger, tag=args.tag, earlier=earlier, start=start
+    )
     if args.stage == "speed":
         run.models(Path(args.pieces), (TEACHER, STUDENT))
         run.restore()
@@ -331,6 +357,17 @@ def device(args: argparse.Namespace) -> None:
         run.timing()
         run.finish()
         return
+    if args.stage == "start":
+        if not args.start:
+            raise SystemExit("device start needs --start DIR: where the chosen adapter is kept")
+        run.models(Path(args.pieces), (STUDENT,))
+        run.restore()
+        candidates = START_CANDIDATES
+        if args.smoke:
+            candidates = {k: {**v, "batch_size": 4, "max_physical_batch": 2} for k, v in candidates.items()}
+        run.public_start(candidates, Path(args.start))
+        run.finish()
+        return
     if args.stage == "data":
         run.models(Path(args.pieces), (TEACHER,))
         run.questions()
@@ -339,7 +376,8 @@ def device(args: argparse.Namespace) -> None:
     else:
         run.models(Path(args.pieces), (STUDENT,))
         run.restore()
-        for name, method, epsilon in [r for r in RUNS if not args.runs or r[0] in args.runs]:
+        chosen = [r for r in RUNS if (r[0] in args.runs if args.runs else r[0] != "public-start" or start)]
+        for name, method, epsilon in chosen:
             run.train_and_evaluate(name, method, epsilon, RUN_RECIPES.get(name, {}))
             run.save()
     run.save()
@@ -376,6 +414,7 @@ def report(args: argparse.Namespace) -> None:
     results, summary = build(
         [Path(d) for d in args.directories], TEACHER, STUDENT, lost=dict(args.lost),
         tuned_on=args.tuned_on, tag=args.tag, timing_file=timing,
+        start_file=Path(args.public_start) if args.public_start else None,
     )  # fmt: skip
     print(write_results(args.results, results, summary=summary))
 
@@ -411,8 +450,11 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--test-questions", type=int, default=3, help="sampled per held-out chunk")
     sub.add_parser("pack")
     dev = sub.add_parser("device", help="on the GPU machine")
-    stages = "data: teacher questions, targets, signals; speed: both models' decoding; timing: DP vs not"
-    dev.add_argument("stage", choices=["data", "runs", "speed", "timing"], help=stages)
+    stages = (
+        "data: teacher questions, targets, signals; start: the public start (a public corpus); "
+        "speed: both models' decoding; timing: DP vs not"
+    )
+    dev.add_argument("stage", choices=["data", "start", "runs", "speed", "timing"], help=stages)
     dev.add_argument("--out", required=True)
     dev.add_argument("--input", default=str(DATA / "handbook" / "input.json"), help="from prepare")
     dev.add_argument("--recipe", nargs="*", default=[], type=_setting, help="KEY=VALUE over RECIPE")
@@ -425,6 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--smoke", action="store_true", help="tiny batches and one epoch (a CPU check)")
     dev.add_argument("--physical-batch", type=int, default=0, help="memory only: the logical batch stays")
     dev.add_argument("--spent", help="the corpus's earlier ledger entries (from `spent`), entered first")
+    where = "the public start's adapter: `start` keeps the chosen one there, `runs` train on top of it"
+    dev.add_argument("--start", help=where)
     spt = sub.add_parser("spent", help="here: earlier device outputs' ledger entries, for --spent")
     spt.add_argument("directories", nargs="+", help="device outputs of one corpus's data stage")
     spt.add_argument("--out", required=True)
@@ -439,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--results", default="distill", help="bench/results/NAME.json (distill_pilot: public)")
     rep.add_argument("--tag", default="", help="the runs of this --tag are the table's")
     rep.add_argument("--timing", help="timing.json of another run (same models, batch and GPU)")
+    rep.add_argument("--public-start", help="start.json of the public start the runs trained on top of")
     rep.add_argument("--tuned-on", default="", help="what the recipe was chosen on (stated in the results)")
     args = parser.parse_args(argv)
     started = time.perf_counter()

@@ -105,8 +105,12 @@ class Device:
         ledger: Path | None = None,
         tag: str = "",
         earlier: list[dict[str, Any]] | None = None,
+        start: Path | None = None,
     ) -> None:
         self.work, self.out, self.on, self.tag = work, out, on, tag
+        # The public start (`public_start`): an adapter trained on public data only, merged into the
+        # base student before every run but the untrained "student" row.
+        self.start = start
         self.corpus = data.get("corpus", "handbook")
         self.recipe = data["recipe"]
         chunks = data["chunks"]
@@ -164,16 +168,22 @@ class Device:
         for key, value in pickle.loads((self.work / "state.pkl").read_bytes()).items():
             setattr(self, key, value)
 
-    def _load(self, name: str, adapter: Path | None = None) -> Any:
+    def _load(self, name: str, *adapters: Path) -> Any:
+        """`name` in bf16 with each adapter merged into its weights in turn."""
         import torch
         from transformers import AutoModelForCausalLM
 
         model: Any = AutoModelForCausalLM.from_pretrained(str(self.work / name), dtype=torch.bfloat16)
-        if adapter is not None:
+        for adapter in adapters:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
         return model.to(self.on).eval()
+
+    def _student(self, adapter: Path | None = None, *, from_start: bool = True) -> Any:
+        """The student every run trains from (the base, or the base with the public start merged)."""
+        first = (self.start,) if from_start and self.start is not None else ()
+        return self._load(STUDENT, *first, *((adapter,) if adapter is not None else ()))
 
     # ------------------------------------------------------------------ data
 
@@ -321,7 +331,7 @@ class Device:
         )  # fmt: skip
         shutil.rmtree(config.out_dir, ignore_errors=True)
         while True:
-            student = self._load(STUDENT)
+            student = self._student()
             try:
                 result = distill(
                     student, examples, config, ledger=self.ledger, dataset_hash=dataset_hash(train),
@@ -363,16 +373,55 @@ class Device:
             row = self._train(name, method, epsilon, train, recipe)
             row["recipe"] = recipe
         adapter = row.pop("adapter", None)
-        model = self._load(STUDENT, adapter)
+        from_start = name != f"student{self.tag}"  # the untrained base: the canaries' first reference
+        if self.start is not None and from_start:
+            row["start"] = str(self.start)
+        model = self._student(adapter, from_start=from_start)
         self._answer_all(name, model)
         row["exposure"] = {s: self._exposures(model, s) for s in ("A", "B")}
         self.rows[name] = row
         self.note(step="run", **{k: v for k, v in row.items() if k != "exposure"})
         if name == f"distill-eps8{self.tag}" and adapter is not None:
-            self._keep_adapter(adapter)
+            self._keep_adapter(adapter, self.out / "adapter")
+            if self.start is not None:  # the served student is the start and this adapter, merged
+                self._keep_adapter(self.start, self.out / "start")
         del model
         gc.collect()
         torch.cuda.empty_cache()
+
+    def public_start(self, candidates: dict[str, dict[str, Any]], keep: Path) -> None:
+        """Train each candidate without DP on this (public) corpus, keep the best at `keep`.
+
+        Each candidate is the recipe with its changes, trained from the base student on every
+        training example of the public data stage, then answers that corpus's held-out questions.
+        The rule is fixed before it runs: the most correct replies over the held-out teacher-written
+        items; on a tie, the first candidate named (the smaller adapter). No private data is read, so
+        nothing is spent; `start.json` holds every candidate's scores and the choice.
+        """
+        from bench.distill_report import _score, _written
+
+        items, shown = _written(self._test_records())
+        found: dict[str, Any] = {}
+        for key, changes in candidates.items():
+            recipe = {**self.recipe, **changes}
+            row = self._train(f"start-{key}", "distill", None, self.train, recipe)
+            adapter = row.pop("adapter")
+            model = self._load(STUDENT, adapter)
+            self._answer_all(f"start-{key}", model)
+            del model
+            gc.collect()
+            scores = _score(items, self.replies[f"start-{key}"]["written"], shown)
+            found[key] = {"recipe": recipe, "run": row, "scores": scores, "adapter": str(adapter)}
+            self.rows[f"start-{key}"] = {**row, "recipe": recipe}
+            self.note(step="start candidate", candidate=key, correct=scores["correct"],
+                      citation_precision=scores["citation_precision"], abstain=scores["abstain"])  # fmt: skip
+        chosen = max(found, key=lambda k: (found[k]["scores"]["correct"] or 0.0, -list(found).index(k)))
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.copytree(found[chosen]["adapter"], keep)
+        (self.out / "start.json").write_text(
+            json.dumps({"corpus": self.corpus, "chosen": chosen, "candidates": found}, indent=1, default=str)
+        )
+        self.note(step="start chosen", chosen=chosen, kept=str(keep))
 
     def timing(self, steps: int = 8) -> None:
         """A DP step against the same step without DP: one student, batch, data and GPU, one after the other.
@@ -403,12 +452,11 @@ class Device:
         count = self.recipe["candidates"]
         return [round(exposure_bits(model, self.tokenizer, c, count), 3) for c in self.canary_examples[which]]
 
-    def _keep_adapter(self, adapter: Path) -> None:
-        """The ε=8 adapter in bf16 (small enough to come back), for the speed run on the other machine."""
+    def _keep_adapter(self, adapter: Path, target: Path) -> None:
+        """An adapter in bf16 (small enough to come back), for the speed run on the other machine."""
         import torch
         from safetensors.torch import load_file, save_file
 
-        target = self.out / "adapter"
         target.mkdir(parents=True, exist_ok=True)
         tensors = load_file(str(adapter / "adapter_model.safetensors"))
         save_file(
@@ -456,6 +504,15 @@ class Device:
         (self.out / "speed_gpu.json").write_text(json.dumps(found, indent=1))
         self.note(step="speed", **found)
 
+    def _test_records(self) -> list[dict[str, Any]]:
+        """The held-out items as the report scores them: question, span, form and the passages shown."""
+        return [{"key": a["key"], "question": a["question"], "span": a["span"], "page": a["chunk"]["page"],
+                 "link": a["chunk"]["link"], "other": other,
+                 "passages": [{"number": n, "chunk": i, "link": self.by_id[i]["link"],
+                               "text": self.by_id[i]["passage"]}
+                              for n, i in enumerate(a["other"] if other else a["chunk"]["context"], 1)]}
+                for a, other in self.test]  # fmt: skip
+
     def finish(self) -> None:
         import torch
 
@@ -466,15 +523,11 @@ class Device:
              "dataset_hash": e.dataset_hash, "details": e.details}
             for e in self.ledger.entries()
         ]  # fmt: skip
-        test = [{"key": a["key"], "question": a["question"], "span": a["span"], "page": a["chunk"]["page"],
-                 "link": a["chunk"]["link"], "other": other,
-                 "passages": [{"number": n, "chunk": i, "link": self.by_id[i]["link"],
-                               "text": self.by_id[i]["passage"]}
-                              for n, i in enumerate(a["other"] if other else a["chunk"]["context"], 1)]}
-                for a, other in self.test]  # fmt: skip
+        test = self._test_records()
         payload = {
             "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
             "corpus": self.corpus, "recipe": self.recipe, "tag": self.tag, "rows": self.rows,
+            "start": str(self.start) if self.start is not None else None,
             "ledger": ledger, "log": self.log,
             "train_examples": len(self.train), "questions_kept": len(self.asked),
             "elapsed_s": round(time.perf_counter() - self.started, 1),

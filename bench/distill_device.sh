@@ -14,9 +14,12 @@
 #   piece                      carry .carry/pieces/NAME.NN (one piece a call, sized by pack to fit; teacher first)
 #   data CORPUS...             the teacher's stage (needs every teacher piece), in the background
 #   student                    the student's GGUF assembled, checked and converted once
+#   start CORPUS               the public start on a public corpus's data stage (after `student`):
+#                              candidates trained without DP, the best kept at /tmp/start
 #   runs CORPUS PB NAME RUNS TAG [KEY=VALUE...]   one process: RUNS comma-separated, PB the
 #                              physical batch (4 on an 80 GB card beside four others), TAG and the
-#                              recipe settings for a pilot; every process of a corpus shares its ledger
+#                              recipe settings for a pilot; every process of a corpus shares its ledger;
+#                              START=/tmp/start before it: the runs train on top of the public start
 #   timing CORPUS              the DP step against the same step without DP (the GPU to itself)
 #   poll                       GPU, processes, each log's last lines; $OUT/res.tgz back home
 # A call must follow the last within the machine's idle release (30 s), or the machine goes back.
@@ -64,6 +67,11 @@ student)
 assemble(Path("/tmp/pieces"), "qwen2.5-coder-0.5b-instruct", Path("/tmp/student/qwen2.5-coder-0.5b-instruct"))' \
     && echo "student ready"
   ;;
+start)
+  prepared /tmp/r-start "$1" || exit 1
+  device start start --input "/tmp/inputs/$1.json" --pieces /tmp/pieces --work /tmp/r-start \
+    --out /tmp/res/start --ledger "/tmp/ledger-$1.db" --start /tmp/start
+  ;;
 runs)
   corpus=$1 batch=$2 name=$3 runs=$4 tag=$5; shift 5
   prepared "/tmp/r-$name" "$corpus" || exit 1
@@ -72,7 +80,7 @@ runs)
   # shellcheck disable=SC2086,SC2046  # RUNS, and spent's output, made into words on purpose
   device "$name" runs --input "/tmp/inputs/$corpus.json" --pieces /tmp/pieces --work "/tmp/r-$name" \
     --out "/tmp/res/$name" --ledger "/tmp/ledger-$corpus.db" --physical-batch "$batch" \
-    --runs ${runs//,/ } "${tagged[@]}" "${recipe[@]}" $(spent "$corpus")
+    --runs ${runs//,/ } "${tagged[@]}" "${recipe[@]}" $(spent "$corpus") ${START:+--start "$START"}
   ;;
 timing)
   prepared /tmp/r-timing "$1" || exit 1
@@ -87,6 +95,6 @@ poll)
   tar czf "$OUT/res.tgz" -C /tmp res logs
   ;;
 *)
-  echo "unknown step $step (setup, piece, data, student, runs, timing, poll)" >&2; exit 2
+  echo "unknown step $step (setup, piece, data, student, start, runs, timing, poll)" >&2; exit 2
   ;;
 esac

@@ -17,6 +17,7 @@ from bench.common import RESULTS, free_port, machine
 
 STUDENT_ROWS = (
     "student",
+    "public-start",
     "distill-nonprivate",
     "labels-nonprivate",
     "labels-eps8",
@@ -76,8 +77,11 @@ def _merged(directory: Path, student: str, store: Any) -> Path:
     if (target / "config.json").exists():
         return target
     base = resolve_model(student, store).path
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.bfloat16)
-    merged = PeftModel.from_pretrained(model, str(directory / "adapter")).merge_and_unload()
+    merged = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.bfloat16)
+    # A run on top of a public start returns that start too: the served student is both, merged.
+    for part in ("start", "adapter"):
+        if (directory / part / "adapter_config.json").exists():
+            merged = PeftModel.from_pretrained(merged, str(directory / part)).merge_and_unload()
     merged.save_pretrained(str(target))
     AutoTokenizer.from_pretrained(str(base)).save_pretrained(str(target))
     return target
@@ -205,6 +209,7 @@ def build(
     tuned_on: str = "",
     tag: str = "",
     timing_file: Path | None = None,
+    start_file: Path | None = None,
 ) -> tuple[dict[str, Any], str]:
     """The table. Later directories' runs replace earlier ones of the same name (a rerun); `lost`
     names DP runs whose ledger went with their machine, counted at the ε they reserved. Runs of
@@ -241,7 +246,8 @@ def build(
     # The reference for canary exposure: the same canaries on the student that never trained on
     # them (the untrained one). Set B, never in any training set, is scored on every model as well;
     # its canaries are other secrets, so its level differs from set A's even on the untrained model.
-    reference = _mean_exposure(runs["rows"].get("student", {}), "A")
+    # Runs trained on top of a public start have it as their untrained model: it never saw a canary.
+    reference = _mean_exposure(runs["rows"].get("public-start") or runs["rows"].get("student", {}), "A")
     rows = []
     others = sorted(n for n in scored if n not in ("teacher", *STUDENT_ROWS))
     for name in ("teacher", *STUDENT_ROWS, *others):
@@ -266,6 +272,9 @@ def build(
         "recipe": _table_recipe(runs, tag),
         **({"table_tag": tag} if tag else {}),
         "tuned_on": tuned_on or "nothing: the recipe was fixed before any run, on no company data",
+        # The public start the runs trained on top of (`device start`): its candidates, their scores
+        # on the public corpus's held-out questions, and the one chosen.
+        "public_start": _public_start(start_file) if start_file is not None else None,
         "train_examples": runs["train_examples"],
         "held_out": {"written": len(written), "labelled": len(labelled)},
         "training_machine": runs["device"],
@@ -340,7 +349,24 @@ def _row(
         "machine": runs["device"],
         "diverged": _diverged(run),
         "recipe": run.get("recipe"),
+        "start": run.get("start"),
     }
+
+
+def _public_start(path: Path) -> dict[str, Any]:
+    """start.json, less the adapters' paths on the GPU machine."""
+    found = json.loads(path.read_text())
+    kept = ("steps", "train_examples", "final_loss", "train_time_s")
+    return {
+        "corpus": found["corpus"],
+        "chosen": found["chosen"],
+        "source": str(path),
+        "candidates": {
+            key: {"recipe": c["recipe"], "scores": c["scores"],
+                  "train": {k: c["run"].get(k) for k in kept}}
+            for key, c in found["candidates"].items()
+        },
+    }  # fmt: skip
 
 
 def _mean_exposure(run: dict[str, Any], which: str) -> float | None:

@@ -195,3 +195,27 @@ def test_the_machine_is_the_one_that_measured_the_speed(outputs: list[Path]) -> 
     (outputs[0] / "speed.json").write_text(json.dumps({"student_teacher_tokens_per_s_ratio": 2.6}))
     results, _ = build(outputs, "t", "s")
     assert {r["student_teacher_tokens_per_s_ratio"] for r in results["rows"]} == {None, 2.8}
+
+
+def test_runs_on_a_public_start_take_it_as_their_canary_reference_and_name_it(
+    outputs: list[Path], tmp_path: Path
+) -> None:
+    """On top of a public start, the model that never saw the canaries is the start itself."""
+    untrained = {"name": "student", "method": "none", "epsilon": None, "exposure": {"A": [1.0], "B": [1.0]}}
+    start = {"name": "public-start", "method": "none", "epsilon": None, "start": "/tmp/start",
+             "exposure": {"A": [3.0], "B": [1.0]}}  # fmt: skip
+    extra = [_output(tmp_path / "s", {"student": untrained, "public-start": start}, [], ["A-014 [1]"])]
+    run = {"steps": 75, "train_examples": 800, "final_loss": 1.0, "train_time_s": 9.0}
+    candidate = {"recipe": {"lora_rank": 2}, "scores": {"correct": 0.7}, "adapter": "/tmp/x", "run": run}
+    chosen = {"corpus": "python-faq", "chosen": "r2-qv", "candidates": {"r2-qv": candidate}}
+    (tmp_path / "start.json").write_text(json.dumps(chosen))
+
+    results = build([*outputs, *extra], "t", "s", start_file=tmp_path / "start.json")[0]
+
+    rows = {r["name"]: r for r in results["rows"]}
+    assert rows["public-start"]["reference_exposure"] == rows["student"]["reference_exposure"] == 3.0
+    assert [r["name"] for r in results["rows"]][:3] == ["teacher", "student", "public-start"]
+    assert rows["public-start"]["start"] == "/tmp/start" and rows["student"]["start"] is None
+    assert results["public_start"]["chosen"] == "r2-qv"
+    assert results["public_start"]["candidates"]["r2-qv"]["train"]["steps"] == 75
+    assert "adapter" not in results["public_start"]["candidates"]["r2-qv"]

@@ -1,13 +1,15 @@
-"""The distillation benchmark's runs: a run's own recipe settings reach its training, and only its."""
+"""The distillation benchmark's runs: a run's own recipe settings reach its training, and only its;
+the public start is chosen by its fixed rule and every run but the untrained one starts from it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.distill import RUN_RECIPES, RUNS
+from bench.distill import RUN_RECIPES, RUNS, START_CANDIDATES, main
 from bench.distill_device import Device
 from training.types import QAExample
 
@@ -31,7 +33,7 @@ def device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Device, lis
         return {"name": name, "method": method, "epsilon": epsilon}
 
     monkeypatch.setattr(run, "_train", train)
-    monkeypatch.setattr(run, "_load", lambda name, adapter=None: object())
+    monkeypatch.setattr(run, "_load", lambda name, *adapters: object())
     monkeypatch.setattr(run, "_answer_all", lambda name, model: None)
     monkeypatch.setattr(run, "_exposures", lambda model, which: [0.0])
     return run, trained
@@ -64,3 +66,84 @@ def test_other_runs_keep_the_data_stages_recipe_and_canaries(
     (done,) = trained
     assert [e.example_id for e in done["examples"]] == [e.example_id for e in run.train]
     assert done["recipe"] == RECIPE and run.recipe == RECIPE  # the control's changes did not leak
+
+
+def test_every_run_but_the_untrained_student_starts_from_the_public_start(
+    device: tuple[Device, list[dict[str, Any]]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run, _ = device
+    run.start = tmp_path / "start"
+    loaded: list[tuple[Path, ...]] = []
+    monkeypatch.setattr(run, "_load", lambda name, *adapters: loaded.append(adapters))
+    monkeypatch.setattr(
+        run, "_train", lambda name, method, epsilon, examples, recipe: {"adapter": tmp_path / name}
+    )
+    kept: list[tuple[Path, Path]] = []
+    monkeypatch.setattr(run, "_keep_adapter", lambda adapter, target: kept.append((adapter, target)))
+
+    for name, method, epsilon in [r for r in RUNS if r[0] in ("student", "public-start", "distill-eps8")]:
+        run.train_and_evaluate(name, method, epsilon)
+
+    assert loaded == [(), (run.start,), (run.start, tmp_path / "distill-eps8")]
+    assert "start" not in run.rows["student"]
+    assert run.rows["public-start"]["start"] == run.rows["distill-eps8"]["start"] == str(run.start)
+    # The served student is the start and the ε 8 adapter: both come back for the speed run.
+    assert kept == [(tmp_path / "distill-eps8", run.out / "adapter"), (run.start, run.out / "start")]
+
+
+def _candidates_answering(
+    run: Device, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, replies: dict[str, str]
+) -> None:
+    """Each candidate trains to an adapter folder of its own and answers the one held-out item thus."""
+    run.test = [({"key": "k", "question": "Where is IT?", "span": "A-014", "other": [],
+                  "chunk": {"page": "it.md", "link": "it.md", "context": [7]}}, False)]  # fmt: skip
+    run.by_id = {7: {"link": "it.md", "passage": "IT sits in room A-014."}}
+
+    def train(name: str, method: str, epsilon: float | None, examples: Any, recipe: Any) -> dict[str, Any]:
+        assert method == "distill" and epsilon is None  # public data: no DP, nothing spent
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        (folder / "adapter_config.json").write_text(name)
+        return {"name": name, "steps": 3, "adapter": folder}
+
+    monkeypatch.setattr(run, "_train", train)
+    monkeypatch.setattr(
+        run, "_answer_all", lambda name, model: run.replies.update({name: {"written": [replies[name]]}})
+    )
+
+
+@pytest.mark.parametrize(
+    ("replies", "chosen"),
+    [
+        ({"start-r2-qv": "I do not know.", "start-r16-all": "Room A-014 [1]."}, "r16-all"),
+        ({"start-r2-qv": "Room A-014 [1].", "start-r16-all": "Room A-014 [1]."}, "r2-qv"),  # a tie
+    ],
+)
+def test_the_public_start_keeps_the_most_correct_candidate_and_on_a_tie_the_smaller(
+    device: tuple[Device, list[dict[str, Any]]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    replies: dict[str, str],
+    chosen: str,
+) -> None:
+    run, _ = device
+    _candidates_answering(run, tmp_path, monkeypatch, replies)
+
+    run.public_start(START_CANDIDATES, tmp_path / "kept")
+
+    assert (tmp_path / "kept" / "adapter_config.json").read_text() == f"start-{chosen}"
+    found = json.loads((run.out / "start.json").read_text())
+    assert found["chosen"] == chosen and set(found["candidates"]) == {"r2-qv", "r16-all"}
+    correct = {k: c["scores"]["correct"] for k, c in found["candidates"].items()}
+    assert correct == {k.removeprefix("start-"): float("A-014" in r) for k, r in replies.items()}
+
+
+def test_the_public_start_row_needs_a_start(tmp_path: Path) -> None:
+    data = {"chunks": [], "labelled": [], "canaries": {"A": [], "B": []}, "recipe": dict(RECIPE)}
+    (tmp_path / "input.json").write_text(json.dumps(data))
+    common = ["device", "runs", "--input", str(tmp_path / "input.json"), "--out", str(tmp_path / "o"),
+              "--work", str(tmp_path / "w")]  # fmt: skip
+    with pytest.raises(SystemExit, match="public-start row needs --start"):
+        main([*common, "--runs", "public-start"])
+    with pytest.raises(SystemExit, match="no adapter there"):
+        main([*common, "--start", str(tmp_path / "nothing")])
