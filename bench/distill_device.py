@@ -418,6 +418,7 @@ class Device:
         chosen = max(found, key=lambda k: (found[k]["scores"]["correct"] or 0.0, -list(found).index(k)))
         shutil.rmtree(keep, ignore_errors=True)
         shutil.copytree(found[chosen]["adapter"], keep)
+        self._keep_adapter(keep, self.out / "adapter")  # back home: later machines can carry it
         (self.out / "start.json").write_text(
             json.dumps({"corpus": self.corpus, "chosen": chosen, "candidates": found}, indent=1, default=str)
         )

@@ -20,6 +20,10 @@
 #                              physical batch (4 on an 80 GB card beside four others), TAG and the
 #                              recipe settings for a pilot; every process of a corpus shares its ledger;
 #                              START=/tmp/start before it: the runs train on top of the public start
+#   table CORPUS PUBLIC PB [KEY=VALUE...]   every piece carried: the rest of the window in one
+#                              call, in the background: CORPUS's data stage and PUBLIC's public start
+#                              side by side, then the table's runs on top of the start, one process
+#                              each (TABLE below), so that only polls are left to call
 #   timing CORPUS              the DP step against the same step without DP (the GPU to itself)
 #   poll                       GPU, processes, each log's last lines; $OUT/res.tgz back home
 # A call must follow the last within the machine's idle release (30 s), or the machine goes back.
@@ -40,6 +44,8 @@ prepared() {  # DIR CORPUS: a work folder with the converted student and the dat
   mkdir -p "$1" && ln -sfn /tmp/student/qwen2.5-coder-0.5b-instruct "$1/qwen2.5-coder-0.5b-instruct"
   cp "/tmp/w-$2/state.pkl" "$1/state.pkl"
 }
+# The table's runs, one process each (a process's runs are comma-separated).
+TABLE="student,public-start distill-nonprivate labels-eps8 distill-eps1 distill-eps4 distill-eps8"
 case $step in
 setup)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -82,6 +88,25 @@ runs)
     --out "/tmp/res/$name" --ledger "/tmp/ledger-$corpus.db" --physical-batch "$batch" \
     --runs ${runs//,/ } "${tagged[@]}" "${recipe[@]}" $(spent "$corpus") ${START:+--start "$START"}
   ;;
+table)
+  corpus=$1 public=$2
+  cp "$0" /tmp/dd.sh
+  setsid nohup bash /tmp/dd.sh table-chain "$@" > /tmp/logs/table.log 2>&1 < /dev/null &
+  echo "table: data $corpus, start $public, then: $TABLE"
+  ;;
+table-chain)  # in its own session (see table)
+  corpus=$1 public=$2 batch=$3; shift 3
+  bash /tmp/dd.sh data "$corpus"
+  bash /tmp/dd.sh student && bash /tmp/dd.sh start "$public" || exit 1
+  until [ -e /tmp/res/start/start.json ] && [ -e "/tmp/res/data-$corpus/runs.json" ]; do
+    pgrep -f "distill.py device (data|start)" > /dev/null || { echo "a stage ended without its output"; exit 1; }
+    sleep 5
+  done
+  for runs in $TABLE; do
+    START=/tmp/start bash /tmp/dd.sh runs "$corpus" "$batch" "${runs%%,*}" "$runs" "" "$@"
+  done
+  echo "table: every run started"
+  ;;
 timing)
   prepared /tmp/r-timing "$1" || exit 1
   # shellcheck disable=SC2046  # spent's output is two words or none
@@ -95,6 +120,6 @@ poll)
   tar czf "$OUT/res.tgz" -C /tmp res logs
   ;;
 *)
-  echo "unknown step $step (setup, piece, data, student, start, runs, timing, poll)" >&2; exit 2
+  echo "unknown step $step (setup, piece, data, student, start, runs, table, timing, poll)" >&2; exit 2
   ;;
 esac

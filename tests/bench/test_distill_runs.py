@@ -128,10 +128,13 @@ def test_the_public_start_keeps_the_most_correct_candidate_and_on_a_tie_the_smal
 ) -> None:
     run, _ = device
     _candidates_answering(run, tmp_path, monkeypatch, replies)
+    kept: list[tuple[Path, Path]] = []
+    monkeypatch.setattr(run, "_keep_adapter", lambda adapter, target: kept.append((adapter, target)))
 
     run.public_start(START_CANDIDATES, tmp_path / "kept")
 
     assert (tmp_path / "kept" / "adapter_config.json").read_text() == f"start-{chosen}"
+    assert kept == [(tmp_path / "kept", run.out / "adapter")]
     found = json.loads((run.out / "start.json").read_text())
     assert found["chosen"] == chosen and set(found["candidates"]) == {"r2-qv", "r16-all"}
     correct = {k: c["scores"]["correct"] for k, c in found["candidates"].items()}
