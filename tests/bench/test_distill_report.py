@@ -219,3 +219,49 @@ def test_runs_on_a_public_start_take_it_as_their_canary_reference_and_name_it(
     assert results["public_start"]["chosen"] == "r2-qv"
     assert results["public_start"]["candidates"]["r2-qv"]["train"]["steps"] == 75
     assert "adapter" not in results["public_start"]["candidates"]["r2-qv"]
+
+
+def _adapter(model_dir: Path, out: Path, targets: list[str], rank: int) -> None:
+    """A LoRA adapter with non-zero weights (peft's default B is zero, a no-op), saved at `out`."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    config = LoraConfig(r=rank, target_modules=targets, init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(str(out))
+
+
+def test_the_served_student_merges_the_public_start_then_the_runs_adapter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The speed row serves what the runs trained: the base, the public start and the ε 8 adapter."""
+    import shutil
+    import types
+
+    import torch
+    from safetensors.torch import load_file
+
+    import core.llm.store
+    from bench.distill_report import _merged
+    from tests.tiny_llm import build_tiny_llama
+
+    base = build_tiny_llama(tmp_path / "base")
+    monkeypatch.setattr(core.llm.store, "resolve_model", lambda name, store: types.SimpleNamespace(path=base))
+    run = tmp_path / "run"
+    _adapter(base, run / "start", ["q_proj", "v_proj", "gate_proj"], 4)
+    _adapter(base, run / "adapter", ["q_proj", "v_proj"], 2)
+    only_adapter = tmp_path / "only"
+    shutil.copytree(run / "adapter", only_adapter / "adapter")
+
+    weights = load_file(str(_merged(run, "student", None) / "model.safetensors"))
+    without_start = load_file(str(_merged(only_adapter, "student", None) / "model.safetensors"))
+    plain = {k: v.to(torch.bfloat16) for k, v in load_file(str(base / "model.safetensors")).items()}
+
+    key = "model.layers.0.mlp.gate_proj.weight"  # only the start adapts it
+    assert not torch.equal(weights[key], plain[key]) and torch.equal(
+        without_start[key].float(), plain[key].float()
+    )
+    key = "model.layers.0.self_attn.q_proj.weight"  # both do: the merged model differs from either alone
+    assert not torch.equal(weights[key], without_start[key]) and not torch.equal(
+        without_start[key], plain[key]
+    )
