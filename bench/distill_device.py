@@ -398,9 +398,9 @@ class Device:
         items; on a tie, the first candidate named (the smaller adapter). No private data is read, so
         nothing is spent; `start.json` holds every candidate's scores and the choice.
         """
-        from bench.distill_report import _score, _written
+        from bench.distill_report import score_replies, written_items
 
-        items, shown = _written(self._test_records())
+        items, shown = written_items(self._test_records())
         found: dict[str, Any] = {}
         for key, changes in candidates.items():
             recipe = {**self.recipe, **changes}
@@ -410,7 +410,7 @@ class Device:
             self._answer_all(f"start-{key}", model)
             del model
             gc.collect()
-            scores = _score(items, self.replies[f"start-{key}"]["written"], shown)
+            scores = score_replies(items, self.replies[f"start-{key}"]["written"], shown)
             found[key] = {"recipe": recipe, "run": row, "scores": scores, "adapter": str(adapter)}
             self.rows[f"start-{key}"] = {**row, "recipe": recipe}
             self.note(step="start candidate", candidate=key, correct=scores["correct"],

@@ -66,7 +66,8 @@ def speed_rows(directory: Path, teacher: str, student: str, *, tokens: int) -> d
 
 
 def _merged(directory: Path, student: str, store: Any) -> Path:
-    """The student's base with the returned adapter merged into its weights (bf16), made once."""
+    """The student's base with the returned adapters merged into its weights (bf16), made once: the
+    public start first where the runs had one, then the run's own adapter."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -87,7 +88,7 @@ def _merged(directory: Path, student: str, store: Any) -> Path:
     return target
 
 
-def _score(items: list[Any], replies: list[str], passages: list[list[Any]]) -> dict[str, Any]:
+def score_replies(items: list[Any], replies: list[str], passages: list[list[Any]]) -> dict[str, Any]:
     from knowledge.answer_quality import aggregate, score_answer
     from knowledge.prompt import is_not_found
 
@@ -98,7 +99,7 @@ def _score(items: list[Any], replies: list[str], passages: list[list[Any]]) -> d
     return aggregate(scores).as_dict()
 
 
-def _written(test: list[dict[str, Any]]) -> tuple[list[Any], list[list[Any]]]:
+def written_items(test: list[dict[str, Any]]) -> tuple[list[Any], list[list[Any]]]:
     from knowledge.answer_quality import AnswerItem, CitedPassage
 
     items, shown = [], []
@@ -230,12 +231,12 @@ def build(
     if timing_file is not None:
         timing_files.append(timing_file)
     timing = json.loads(timing_files[-1].read_text()) if timing_files else None
-    written, written_passages = _written(answers["test"])
+    written, written_passages = written_items(answers["test"])
     labelled, labelled_passages = _labelled(answers["labelled"])
     scored = {
         name: {
-            "written": _score(written, replies["written"], written_passages),
-            "labelled": _score(labelled, replies["labelled"], labelled_passages),
+            "written": score_replies(written, replies["written"], written_passages),
+            "labelled": score_replies(labelled, replies["labelled"], labelled_passages),
         }
         for name, replies in answers["replies"].items()
     }
