@@ -89,6 +89,7 @@ def _merged(directory: Path, student: str, store: Any) -> Path:
 
 
 def score_replies(items: list[Any], replies: list[str], passages: list[list[Any]]) -> dict[str, Any]:
+    """The product's answer scores (correct, abstention, citation precision) of one model's replies."""
     from knowledge.answer_quality import aggregate, score_answer
     from knowledge.prompt import is_not_found
 
@@ -100,6 +101,7 @@ def score_replies(items: list[Any], replies: list[str], passages: list[list[Any]
 
 
 def written_items(test: list[dict[str, Any]]) -> tuple[list[Any], list[list[Any]]]:
+    """The held-out teacher-written items as answer-set items, with the passages each was shown."""
     from knowledge.answer_quality import AnswerItem, CitedPassage
 
     items, shown = [], []
