@@ -15,15 +15,17 @@
 #   data CORPUS...             the teacher's stage (needs every teacher piece), in the background
 #   student                    the student's GGUF assembled, checked and converted once
 #   start CORPUS               the public start on a public corpus's data stage (after `student`):
-#                              candidates trained without DP, the best kept at /tmp/start
+#                              candidates trained without DP, the best kept at /tmp/start; it needs
+#                              no teacher, so it can train while the teacher's pieces are carried
 #   runs CORPUS PB NAME RUNS TAG [KEY=VALUE...]   one process: RUNS comma-separated, PB the
 #                              physical batch (4 on an 80 GB card beside four others), TAG and the
 #                              recipe settings for a pilot; every process of a corpus shares its ledger;
 #                              START=/tmp/start before it: the runs train on top of the public start
 #   table CORPUS PUBLIC PB [KEY=VALUE...]   every piece carried: the rest of the window in one
 #                              call, in the background: CORPUS's data stage and PUBLIC's public start
-#                              side by side, then the table's runs on top of the start, one process
-#                              each (TABLE below), so that only polls are left to call
+#                              side by side (the start only where it was not started already),
+#                              then the table's runs on top of the start, one process each (TABLE
+#                              below), so that only polls are left to call
 #   timing CORPUS              the DP step against the same step without DP (the GPU to itself)
 #   poll                       GPU, processes, each log's last lines; $OUT/res.tgz back home
 # A call must follow the last within the machine's idle release (30 s), or the machine goes back.
@@ -97,7 +99,10 @@ table)
 table-chain)  # in its own session (see table)
   corpus=$1 public=$2 batch=$3; shift 3
   bash /tmp/dd.sh data "$corpus"
-  bash /tmp/dd.sh student && bash /tmp/dd.sh start "$public" || exit 1
+  # The start needs only the student's pieces: carried first, it may already be running (or done).
+  if [ ! -e /tmp/res/start/start.json ] && ! pgrep -f "distill.py device start" > /dev/null; then
+    bash /tmp/dd.sh student && bash /tmp/dd.sh start "$public" || exit 1
+  fi
   until [ -e /tmp/res/start/start.json ] && [ -e "/tmp/res/data-$corpus/runs.json" ]; do
     pgrep -f "distill.py device (data|start)" > /dev/null || { echo "a stage ended without its output"; exit 1; }
     sleep 5
