@@ -10,7 +10,9 @@
 # Then one device call per step, each carrying .carry/distill_device.sh and what the step names:
 #   setup                      carry .carry/wheels .carry/inputs .carry/pieces/sha256.json, and
 #                              .carry/states/CORPUS.pkl to reuse an earlier data stage (its
-#                              dout/state.pkl): the runs then need no teacher pieces
+#                              state.pkl): the runs then need no teacher pieces; .carry/start to
+#                              reuse an earlier machine's public start (its res/start folder:
+#                              start.json and the chosen adapter), which is then not trained again
 #   piece                      carry .carry/pieces/NAME.NN (one piece a call, sized by pack to fit; teacher first)
 #   data CORPUS...             the teacher's stage (needs every teacher piece), in the background
 #   student                    the student's GGUF assembled, checked and converted once
@@ -59,6 +61,10 @@ setup)
     [ -e "$state" ] || continue
     corpus=$(basename "$state" .pkl) && mkdir -p "/tmp/w-$corpus" && cp "$state" "/tmp/w-$corpus/state.pkl"
   done
+  if [ -e .carry/start/start.json ]; then
+    rm -rf /tmp/start /tmp/res/start && mkdir -p /tmp/res
+    cp -r .carry/start/adapter /tmp/start && cp -r .carry/start /tmp/res/start
+  fi
   nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv
   ;;
 piece)
@@ -98,12 +104,15 @@ table)
   ;;
 table-chain)  # in its own session (see table)
   corpus=$1 public=$2 batch=$3; shift 3
-  bash /tmp/dd.sh data "$corpus"
+  # A data stage carried from an earlier machine (setup) is not run again.
+  [ -e "/tmp/w-$corpus/state.pkl" ] || bash /tmp/dd.sh data "$corpus"
+  bash /tmp/dd.sh student || exit 1  # nothing done when it is converted already
   # The start needs only the student's pieces: carried first, it may already be running (or done).
   if [ ! -e /tmp/res/start/start.json ] && ! pgrep -f "distill.py device start" > /dev/null; then
-    bash /tmp/dd.sh student && bash /tmp/dd.sh start "$public" || exit 1
+    bash /tmp/dd.sh start "$public" || exit 1
   fi
-  until [ -e /tmp/res/start/start.json ] && [ -e "/tmp/res/data-$corpus/runs.json" ]; do
+  until [ -e /tmp/res/start/start.json ] && [ -e "/tmp/w-$corpus/state.pkl" ] \
+    && ! pgrep -f "distill.py device data" > /dev/null; do
     pgrep -f "distill.py device (data|start)" > /dev/null || { echo "a stage ended without its output"; exit 1; }
     sleep 5
   done
