@@ -29,7 +29,9 @@
 #                              then the table's runs on top of the start, one process each (TABLE
 #                              below), so that only polls are left to call
 #   timing CORPUS              the DP step against the same step without DP (the GPU to itself)
-#   poll                       GPU, processes, each log's last lines; $OUT/res.tgz back home
+#   poll                       GPU, processes, each log's last lines; $OUT/res.tgz.aa, .ab, ...
+#                              back home (15 MiB parts: a file over 16 MiB does not come back;
+#                              here `cat res.tgz.* | tar xz`)
 # A call must follow the last within the machine's idle release (30 s), or the machine goes back.
 set -u
 # bm25s runs a JAX operation on import: without this, JAX takes 75% of the card's free memory.
@@ -131,7 +133,7 @@ poll)
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
   ps -eo pid,etimes,args | grep "[b]ench/distill.py device" | cut -c1-160
   for log in /tmp/logs/*.log; do echo "== $log"; grep -v -E "Loading weights|Converting" "$log" | tail -n 2 | cut -c1-300; done
-  tar czf "$OUT/res.tgz" -C /tmp res logs
+  tar czf - -C /tmp res logs | split -b 15M - "$OUT/res.tgz."
   ;;
 *)
   echo "unknown step $step (setup, piece, data, student, start, runs, table, timing, poll)" >&2; exit 2
