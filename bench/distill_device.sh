@@ -34,106 +34,112 @@
 #                              here `cat res.tgz.* | tar xz`)
 # A call must follow the last within the machine's idle release (30 s), or the machine goes back.
 set -u
+R=${DD_ROOT:-/tmp}  # everything the machine keeps between calls (elsewhere only in tests)
 # bm25s runs a JAX operation on import: without this, JAX takes 75% of the card's free memory.
-export JAX_PLATFORMS=cpu PYTHONPATH=/tmp/site:/tmp/repo PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+export JAX_PLATFORMS=cpu PYTHONPATH=$R/site:$R/repo PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 export TOKENIZERS_PARALLELISM=false
-mkdir -p /tmp/pieces /tmp/res /tmp/logs /tmp/inputs
+mkdir -p $R/pieces $R/res $R/logs $R/inputs
 step=${1:?step}; shift
 device() {  # NAME ARGS...: bench/distill.py device ARGS..., in its own session, logged to NAME
   local name=$1; shift
-  setsid nohup python3 /tmp/repo/bench/distill.py device "$@" > "/tmp/logs/$name.log" 2>&1 < /dev/null &
+  setsid nohup python3 $R/repo/bench/distill.py device "$@" > "$R/logs/$name.log" 2>&1 < /dev/null &
 }
 spent() {  # CORPUS: --spent FILE where earlier machines' ledger entries were carried
-  [ -e "/tmp/inputs/$1.spent.json" ] && echo "--spent /tmp/inputs/$1.spent.json"
+  [ -e "$R/inputs/$1.spent.json" ] && echo "--spent $R/inputs/$1.spent.json"
 }
 prepared() {  # DIR CORPUS: a work folder with the converted student and the data stage's state
-  mkdir -p "$1" && ln -sfn /tmp/student/qwen2.5-coder-0.5b-instruct "$1/qwen2.5-coder-0.5b-instruct"
-  cp "/tmp/w-$2/state.pkl" "$1/state.pkl"
+  mkdir -p "$1" && ln -sfn $R/student/qwen2.5-coder-0.5b-instruct "$1/qwen2.5-coder-0.5b-instruct"
+  cp "$R/w-$2/state.pkl" "$1/state.pkl"
 }
 # The table's runs, one process each (a process's runs are comma-separated).
 TABLE="student,public-start distill-nonprivate labels-eps8 distill-eps1 distill-eps4 distill-eps8"
 case $step in
 setup)
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .carry/wheels/*.whl || exit 1
-  rm -rf /tmp/repo && mkdir -p /tmp/repo  # a copy: later calls replace the working tree
-  cp -r app bench bot core knowledge privacy push training pyproject.toml /tmp/repo/
-  cp .carry/inputs/*.json /tmp/inputs/ && mv -f .carry/pieces/sha256.json /tmp/pieces/
+    --target $R/site .carry/wheels/*.whl || exit 1
+  rm -rf $R/repo && mkdir -p $R/repo  # a copy: later calls replace the working tree
+  cp -r app bench bot core knowledge privacy push training pyproject.toml $R/repo/
+  cp .carry/inputs/*.json $R/inputs/ && mv -f .carry/pieces/sha256.json $R/pieces/
   for state in .carry/states/*.pkl; do
     [ -e "$state" ] || continue
-    corpus=$(basename "$state" .pkl) && mkdir -p "/tmp/w-$corpus" && cp "$state" "/tmp/w-$corpus/state.pkl"
+    corpus=$(basename "$state" .pkl) && mkdir -p "$R/w-$corpus" && cp "$state" "$R/w-$corpus/state.pkl"
   done
   if [ -e .carry/start/start.json ]; then
-    rm -rf /tmp/start /tmp/res/start && mkdir -p /tmp/res
-    cp -r .carry/start/adapter /tmp/start && cp -r .carry/start /tmp/res/start
+    rm -rf $R/start $R/res/start && mkdir -p $R/res
+    cp -r .carry/start/adapter $R/start && cp -r .carry/start $R/res/start
   fi
   nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv
   ;;
 piece)
-  mv -f .carry/pieces/* /tmp/pieces/ && ls /tmp/pieces | wc -l
+  mv -f .carry/pieces/* $R/pieces/ && ls $R/pieces | wc -l
   ;;
 data)
   for corpus in "$@"; do
-    device "data-$corpus" data --input "/tmp/inputs/$corpus.json" --pieces /tmp/pieces \
-      --work "/tmp/w-$corpus" --out "/tmp/res/data-$corpus"
+    device "data-$corpus" data --input "$R/inputs/$corpus.json" --pieces $R/pieces \
+      --work "$R/w-$corpus" --out "$R/res/data-$corpus"
   done
   ;;
 student)
-  mkdir -p /tmp/student && python3 -c 'from pathlib import Path; from bench.distill_device import assemble
-assemble(Path("/tmp/pieces"), "qwen2.5-coder-0.5b-instruct", Path("/tmp/student/qwen2.5-coder-0.5b-instruct"))' \
-    && echo "student ready"
+  mkdir -p "$R/student" && python3 -c 'import sys; from pathlib import Path; from bench.distill_device import assemble
+assemble(Path(sys.argv[1]), "qwen2.5-coder-0.5b-instruct", Path(sys.argv[2]))' \
+    "$R/pieces" "$R/student/qwen2.5-coder-0.5b-instruct" && echo "student ready"
   ;;
 start)
-  prepared /tmp/r-start "$1" || exit 1
-  device start start --input "/tmp/inputs/$1.json" --pieces /tmp/pieces --work /tmp/r-start \
-    --out /tmp/res/start --ledger "/tmp/ledger-$1.db" --start /tmp/start
+  prepared $R/r-start "$1" || exit 1
+  device start start --input "$R/inputs/$1.json" --pieces $R/pieces --work $R/r-start \
+    --out $R/res/start --ledger "$R/ledger-$1.db" --start $R/start
   ;;
 runs)
   corpus=$1 batch=$2 name=$3 runs=$4 tag=$5; shift 5
-  prepared "/tmp/r-$name" "$corpus" || exit 1
+  prepared "$R/r-$name" "$corpus" || exit 1
   recipe=(); [ $# -gt 0 ] && recipe=(--recipe "$@")
   tagged=(); [ -n "$tag" ] && tagged=("--tag=$tag")  # "=": a tag may start with "-"
   # shellcheck disable=SC2086,SC2046  # RUNS, and spent's output, made into words on purpose
-  device "$name" runs --input "/tmp/inputs/$corpus.json" --pieces /tmp/pieces --work "/tmp/r-$name" \
-    --out "/tmp/res/$name" --ledger "/tmp/ledger-$corpus.db" --physical-batch "$batch" \
+  device "$name" runs --input "$R/inputs/$corpus.json" --pieces $R/pieces --work "$R/r-$name" \
+    --out "$R/res/$name" --ledger "$R/ledger-$corpus.db" --physical-batch "$batch" \
     --runs ${runs//,/ } "${tagged[@]}" "${recipe[@]}" $(spent "$corpus") ${START:+--start "$START"}
   ;;
 table)
   corpus=$1 public=$2
-  cp "$0" /tmp/dd.sh
-  setsid nohup bash /tmp/dd.sh table-chain "$@" > /tmp/logs/table.log 2>&1 < /dev/null &
+  cp "$0" $R/dd.sh
+  setsid nohup bash $R/dd.sh table-chain "$@" > $R/logs/table.log 2>&1 < /dev/null &
   echo "table: data $corpus, start $public, then: $TABLE"
   ;;
 table-chain)  # in its own session (see table)
   corpus=$1 public=$2 batch=$3; shift 3
   # A data stage carried from an earlier machine (setup) is not run again.
-  [ -e "/tmp/w-$corpus/state.pkl" ] || bash /tmp/dd.sh data "$corpus"
-  bash /tmp/dd.sh student || exit 1  # nothing done when it is converted already
+  [ -e "$R/w-$corpus/state.pkl" ] || bash $R/dd.sh data "$corpus"
+  bash $R/dd.sh student || exit 1  # nothing done when it is converted already
   # The start needs only the student's pieces: carried first, it may already be running (or done).
-  if [ ! -e /tmp/res/start/start.json ] && ! pgrep -f "distill.py device start" > /dev/null; then
-    bash /tmp/dd.sh start "$public" || exit 1
+  if [ ! -e $R/res/start/start.json ] && ! pgrep -f "$R/repo/bench/distill.py device start" > /dev/null; then
+    bash $R/dd.sh start "$public" || exit 1
   fi
-  until [ -e /tmp/res/start/start.json ] && [ -e "/tmp/w-$corpus/state.pkl" ] \
-    && ! pgrep -f "distill.py device data" > /dev/null; do
-    pgrep -f "distill.py device (data|start)" > /dev/null || { echo "a stage ended without its output"; exit 1; }
-    sleep 5
+  ready() {  # both stages' outputs, and no data stage still writing its state
+    [ -e "$R/res/start/start.json" ] && [ -e "$R/w-$corpus/state.pkl" ] \
+      && ! pgrep -f "$R/repo/bench/distill.py device data" > /dev/null
+  }
+  until ready; do
+    # Looked at again once no stage runs: one may have ended between the two looks.
+    pgrep -f "$R/repo/bench/distill.py device (data|start)" > /dev/null || ready \
+      || { echo "a stage ended without its output: no run started"; exit 1; }
+    sleep "${DD_POLL_S:-5}"
   done
   for runs in $TABLE; do
-    START=/tmp/start bash /tmp/dd.sh runs "$corpus" "$batch" "${runs%%,*}" "$runs" "" "$@"
+    START=$R/start bash $R/dd.sh runs "$corpus" "$batch" "${runs%%,*}" "$runs" "" "$@"
   done
   echo "table: every run started"
   ;;
 timing)
-  prepared /tmp/r-timing "$1" || exit 1
+  prepared $R/r-timing "$1" || exit 1
   # shellcheck disable=SC2046  # spent's output is two words or none
-  device timing timing --input "/tmp/inputs/$1.json" --pieces /tmp/pieces --work /tmp/r-timing \
-    --out /tmp/res/timing --ledger "/tmp/ledger-$1.db" $(spent "$1")
+  device timing timing --input "$R/inputs/$1.json" --pieces $R/pieces --work $R/r-timing \
+    --out $R/res/timing --ledger "$R/ledger-$1.db" $(spent "$1")
   ;;
 poll)
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
   ps -eo pid,etimes,args | grep "[b]ench/distill.py device" | cut -c1-160
-  for log in /tmp/logs/*.log; do echo "== $log"; grep -v -E "Loading weights|Converting" "$log" | tail -n 2 | cut -c1-300; done
-  tar czf - -C /tmp res logs | split -b 15M - "$OUT/res.tgz."
+  for log in $R/logs/*.log; do echo "== $log"; grep -v -E "Loading weights|Converting" "$log" | tail -n 2 | cut -c1-300; done
+  tar czf - -C "$R" res logs | split -b 15M - "$OUT/res.tgz."
   ;;
 *)
   echo "unknown step $step (setup, piece, data, student, start, runs, table, timing, poll)" >&2; exit 2
