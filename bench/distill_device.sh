@@ -13,7 +13,8 @@
 #                              state.pkl): the runs then need no teacher pieces; .carry/start to
 #                              reuse an earlier machine's public start (its res/start folder:
 #                              start.json and the chosen adapter), which is then not trained again
-#   piece                      carry .carry/pieces/NAME.NN (one piece a call, sized by pack to fit; teacher first)
+#   piece                      carry .carry/pieces/NAME.NN (one piece a call, sized by pack to fit): the
+#                              student's first, so that the start trains while the teacher's travel
 #   data CORPUS...             the teacher's stage (needs every teacher piece), in the background
 #   student                    the student's GGUF assembled, checked and converted once
 #   start CORPUS               the public start on a public corpus's data stage (after `student`):
