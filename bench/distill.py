@@ -8,8 +8,8 @@
     # ^ what earlier machines spent on this data stage: a new machine's ledger starts with it
     # on the GPU machine, one step a call: bench/distill_device.sh (its header says what each
     # call carries); by hand: pip install --no-index --no-deps --target /tmp/site .carry/wheels/*.whl;
-    # one call per piece (carry .carry/pieces/NAME.NN, copy it to /tmp/pieces): the student's first
-    # (the public start needs no teacher, so it trains while the teacher's pieces travel);
+    # one call per piece (carry .carry/pieces/NAME.NN, copy it to /tmp/pieces): the teacher's first
+    # (its data stage needs no student, so it writes while the student's pieces travel);
     PYTHONPATH=/tmp/site python3 bench/distill.py device data --pieces /tmp/pieces --out $OUT
     PYTHONPATH=/tmp/site python3 bench/distill.py device runs --pieces /tmp/pieces --out $OUT
     # or one process per run side by side (an 80-140 GB GPU holds six): --runs NAME, each with its

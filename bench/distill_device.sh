@@ -14,7 +14,8 @@
 #                              reuse an earlier machine's public start (its res/start folder:
 #                              start.json and the chosen adapter), which is then not trained again
 #   piece                      carry .carry/pieces/NAME.NN (one piece a call, sized by pack to fit): the
-#                              student's first, so that the start trains while the teacher's travel
+#                              teacher's first, so that its data stage (`data`) writes while the
+#                              student's travel
 #   data CORPUS...             the teacher's stage (needs every teacher piece), in the background
 #   student                    the student's GGUF assembled, checked and converted once
 #   start CORPUS               the public start on a public corpus's data stage (after `student`):
@@ -26,7 +27,7 @@
 #                              START=/tmp/start before it: the runs train on top of the public start
 #   table CORPUS PUBLIC PB [KEY=VALUE...]   every piece carried: the rest of the window in one
 #                              call, in the background: CORPUS's data stage and PUBLIC's public start
-#                              side by side (the start only where it was not started already),
+#                              side by side (each only where it was not started or carried already),
 #                              then the table's runs on top of the start, one process each (TABLE
 #                              below), so that only polls are left to call
 #   timing CORPUS              the DP step against the same step without DP (the GPU to itself)
@@ -108,8 +109,12 @@ table)
   ;;
 table-chain)  # in its own session (see table)
   corpus=$1 public=$2 batch=$3; shift 3
-  # A data stage carried from an earlier machine (setup) is not run again.
-  [ -e "$R/w-$corpus/state.pkl" ] || bash $R/dd.sh data "$corpus"
+  # A data stage carried from an earlier machine (setup), or started by `data` while the student's
+  # pieces travelled, is not run again.
+  if [ ! -e "$R/w-$corpus/state.pkl" ] \
+    && ! pgrep -f "$R/repo/bench/distill.py device data --input $R/inputs/$corpus.json" > /dev/null; then
+    bash $R/dd.sh data "$corpus"
+  fi
   bash $R/dd.sh student || exit 1  # nothing done when it is converted already
   # The start needs only the student's pieces: carried first, it may already be running (or done).
   if [ ! -e $R/res/start/start.json ] && ! pgrep -f "$R/repo/bench/distill.py device start" > /dev/null; then

@@ -33,7 +33,7 @@ if args[:1] == ["-c"]:
     Path(args[-1]).mkdir(parents=True, exist_ok=True)
 elif "device" in args:
     stage = args[args.index("device") + 1]
-    time.sleep(0.3)
+    time.sleep(float(os.environ.get("STUB_DATA_S", "0.3")) if stage == "data" else 0.3)
     if stage == os.environ.get("STUB_FAIL"):
         sys.exit(1)
     if stage == "data":
@@ -67,18 +67,25 @@ def machine(tmp_path: Path) -> dict[str, Path]:
     return {"bin": bin_dir, "tree": tree, "root": root, "calls": tmp_path / "calls"}
 
 
-def _step(machine: dict[str, Path], *args: str, fail: str = "") -> str:
+def _step(machine: dict[str, Path], *args: str, fail: str = "", data_s: float = 0.3) -> str:
     env = {**os.environ, "PATH": f"{machine['bin']}:{os.environ['PATH']}", "DD_ROOT": str(machine["root"]),
-           "STUB_CALLS": str(machine["calls"]), "STUB_FAIL": fail, "DD_POLL_S": "0.2"}  # fmt: skip
+           "STUB_CALLS": str(machine["calls"]), "STUB_FAIL": fail, "DD_POLL_S": "0.2",
+           "STUB_DATA_S": str(data_s)}  # fmt: skip
     done = subprocess.run(["bash", str(SCRIPT), *args], cwd=machine["tree"], env=env, capture_output=True,
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
 
-def _table(machine: dict[str, Path], fail: str = "") -> tuple[str, list[list[str]]]:
-    """`setup`, then `table` (which goes on in its own session): its log and every stage called."""
+def _table(machine: dict[str, Path], fail: str = "", data_first: bool = False) -> tuple[str, list[list[str]]]:
+    """`setup`, then `table` (which goes on in its own session): its log and every stage called.
+
+    `data_first`: the data stage is started by its own call before `table`, as when the teacher's
+    pieces travel first, and is still running when `table` comes.
+    """
     _step(machine, "setup")
+    if data_first:
+        _step(machine, "data", "handbook", data_s=3.0)
     _step(machine, "table", "handbook", "python-faq", "8", "temperature=1", fail=fail)
     log = machine["root"] / "logs" / "table.log"
     deadline = time.monotonic() + 30
@@ -148,6 +155,15 @@ def test_a_carried_start_and_data_stage_are_not_redone(machine: dict[str, Path])
     assert (root / "res" / "start" / "start.json").read_text() == '{"chosen": "r2-qv"}'
     for line in (line for line in lines if "runs" in line[1:3]):
         assert (Path(_value(line, "--work")) / "state.pkl").read_text() == "carried state"
+
+
+def test_a_data_stage_still_running_from_its_own_call_is_not_started_twice(machine: dict[str, Path]) -> None:
+    _, lines = _table(machine, data_first=True)
+    stages = _stages(lines)
+    # A second data stage would write the same state again and hold the teacher twice as long.
+    assert stages.count("data") == 1, stages
+    assert stages.count("start") == 1, stages
+    assert sorted(s for s in stages if s not in ("data", "start")) == sorted(["student", *TABLE]), stages
 
 
 @pytest.mark.parametrize("stage", ["data", "start"])
