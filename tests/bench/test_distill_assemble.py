@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.distill import write_pieces
 from bench.distill_device import assemble
 from tests.core.model_packages import tiny_llama_gguf
 
@@ -41,3 +42,19 @@ def test_pieces_that_do_not_match_their_sha256_are_refused(tmp_path: Path) -> No
     with pytest.raises(SystemExit, match="does not match its sha256"):
         assemble(pieces, "tiny", folder)
     assert not (folder / "config.json").exists()
+
+
+def test_packing_again_at_another_size_leaves_no_stale_piece(tmp_path: Path) -> None:
+    gguf = tiny_llama_gguf(tmp_path / "whole.gguf")
+    data = gguf.read_bytes()
+    pieces = tmp_path / "pieces"
+    pieces.mkdir()
+    (pieces / "other.00").write_bytes(b"another model's piece")
+    assert write_pieces(gguf, "tiny", pieces, len(data) // 5 + 1) == 5
+    assert write_pieces(gguf, "tiny", pieces, len(data) // 3 + 1) == 3  # larger pieces: fewer
+    assert sorted(p.name for p in pieces.glob("tiny.*")) == ["tiny.00", "tiny.01", "tiny.02"]
+    assert (pieces / "other.00").exists()
+    (pieces / "sha256.json").write_text(json.dumps({"tiny": hashlib.sha256(data).hexdigest()}))
+    folder = tmp_path / "device" / "tiny"
+    folder.parent.mkdir()
+    assert assemble(pieces, "tiny", folder) is True

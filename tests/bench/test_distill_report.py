@@ -3,7 +3,9 @@ and the DP step ratios come from the timing stage when it ran."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -265,3 +267,30 @@ def test_the_served_student_merges_the_public_start_then_the_runs_adapter(
     assert not torch.equal(weights[key], without_start[key]) and not torch.equal(
         without_start[key], plain[key]
     )
+
+
+def test_gzipped_replies_score_as_the_plain_ones(outputs: list[Path]) -> None:
+    """Committed device outputs keep their replies gzipped; the report reads them the same."""
+    plain, _ = build(outputs, "t", "s")
+    for folder in outputs:
+        replies = folder / "replies.json"
+        (folder / "replies.json.gz").write_bytes(gzip.compress(replies.read_bytes()))
+        replies.unlink()
+    zipped, _ = build(outputs, "t", "s")
+    assert [(r["name"], r["correct"]) for r in zipped["rows"]] == [
+        (r["name"], r["correct"]) for r in plain["rows"]
+    ]
+    assert zipped["scores"] == plain["scores"]
+
+
+def test_committed_device_outputs_keep_their_replies_gzipped() -> None:
+    """Every device call carries the working tree beside a model piece within 64 MiB: plain replies
+    (about 300 KB each, seven times their gzipped size) would shrink the pieces as results grow."""
+    repo = Path(__file__).parents[2]
+    listed = subprocess.run(
+        ["git", "ls-files", "bench/results/distill_device"], cwd=repo, capture_output=True, text=True
+    )
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    plain = [name for name in listed.stdout.splitlines() if name.endswith("replies.json")]
+    assert plain == [], f"gzip -9 -n these before committing: {plain}"
