@@ -299,8 +299,9 @@ def write_pieces(gguf: Path, name: str, folder: Path, piece_bytes: int) -> int:
         stale.unlink()
     count = 0
     with gguf.open("rb") as source:
-        for count, piece in enumerate(iter(lambda: source.read(piece_bytes), b""), start=1):
-            (folder / f"{name}.{count - 1:02d}").write_bytes(piece)
+        while piece := source.read(piece_bytes):
+            (folder / f"{name}.{count:02d}").write_bytes(piece)
+            count += 1
     return count
 
 

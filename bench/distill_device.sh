@@ -116,7 +116,7 @@ table-chain)  # in its own session (see table)
     bash $R/dd.sh data "$corpus"
   fi
   bash $R/dd.sh student || exit 1  # nothing done when it is converted already
-  # The start needs only the student's pieces: carried first, it may already be running (or done).
+  # The start needs only the student's pieces: started by its own call, it may be running or done.
   if [ ! -e $R/res/start/start.json ] && ! pgrep -f "$R/repo/bench/distill.py device start" > /dev/null; then
     bash $R/dd.sh start "$public" || exit 1
   fi
