@@ -45,8 +45,13 @@ def _quiet() -> None:
     hf_logging.disable_progress_bar()
 
 
-def build_tokenizer(corpus: Sequence[str], out: Path, *, vocab_size: int = 600) -> Any:
-    """A byte-level BPE tokenizer with Llama-style special tokens and a chat template, saved to `out`."""
+def build_tokenizer(
+    corpus: Sequence[str], out: Path, *, vocab_size: int = 600, first_special: Sequence[str] = ()
+) -> Any:
+    """A byte-level BPE tokenizer with Llama-style special tokens and a chat template, saved to `out`.
+
+    `first_special` go before the others, which moves every id (another tokenizer's ids, for tests).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -56,7 +61,7 @@ def build_tokenizer(corpus: Sequence[str], out: Path, *, vocab_size: int = 600) 
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[PAD, BOS, EOS, *ROLE_TOKENS],
+        special_tokens=[*first_special, PAD, BOS, EOS, *ROLE_TOKENS],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -66,7 +71,7 @@ def build_tokenizer(corpus: Sequence[str], out: Path, *, vocab_size: int = 600) 
         bos_token=BOS,
         eos_token=EOS,
         pad_token=PAD,
-        additional_special_tokens=list(ROLE_TOKENS),
+        additional_special_tokens=[*first_special, *ROLE_TOKENS],
     )
     fast.chat_template = CHAT_TEMPLATE
     out.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -272,13 +272,16 @@ def tokenize(
     signals: Mapping[str, TeacherSignal] | None = None,
     max_len: int = 256,
     require_signals: bool = False,
+    teacher_tokenizer: Any = None,
 ) -> list[TrainExample]:
     """Token ids for the student, with the teacher's top-k rows at the answer tokens when given.
 
     With a signal, the answer is the one the teacher's rows describe (`signal.token_ids`); without,
     the reference answer (cross-entropy only). Long prompts lose their last passages first, never the
-    question or the answer.
+    question or the answer. A `teacher_tokenizer` other than the student's carries each signal over
+    to the student's tokens (training.crosstok); without it the two must be one tokenizer.
     """
+    carry = _carrier(teacher_tokenizer, tokenizer) if signals else None
     out: list[TrainExample] = []
     for example in examples:
         signal = signals.get(example.example_id) if signals is not None else None
@@ -291,6 +294,15 @@ def tokenize(
             raise TrainingDataError(
                 f"example {example.example_id!r} has no answer and no teacher signal",
                 hint="let the teacher answer it first (training.teacher.collect_signals, mode='generate')",
+            )
+        if signal is not None and carry is not None:
+            signal = carry(signal)
+        elif signal is not None and signal.answer.strip() and not _reads_as(tokenizer, signal):
+            raise TrainingDataError(
+                f"the teacher's answer to {example.example_id!r} does not read the same in the student's "
+                "tokenizer: the signal comes from another tokenizer",
+                hint="the teacher and the student must share one tokenizer, or give the teacher's "
+                "tokenizer (teacher_tokenizer) to carry the signal over",
             )
         answer = list(signal.token_ids) if signal is not None else answer_ids(tokenizer, example.answer)
         prompt = fitted_prompt(tokenizer, example, max_len - len(answer))
@@ -312,3 +324,28 @@ def tokenize(
             )
         )
     return out
+
+
+def _reads_as(tokenizer: Any, signal: TeacherSignal) -> bool:
+    """Whether the signal's token ids spell its answer in `tokenizer` (the special tokens left out)."""
+    text: str = tokenizer.decode(list(signal.token_ids), skip_special_tokens=True)
+    return text.strip() == signal.answer.strip()
+
+
+def _carrier(teacher: Any, student: Any) -> Callable[[TeacherSignal], TeacherSignal] | None:
+    """The step that puts a teacher signal into the student's tokens; None when they share a vocabulary."""
+    if teacher is None or teacher is student:
+        return None
+    from training import crosstok
+
+    source, target = crosstok.Vocabulary(teacher), crosstok.Vocabulary(student)
+    if source.same_as(target):
+        return None
+
+    def carry(signal: TeacherSignal) -> TeacherSignal:
+        moved = crosstok.carry(signal.token_ids, signal.top_ids, signal.top_logprobs, source, target)
+        return replace(
+            signal, token_ids=moved.token_ids, top_ids=moved.top_ids, top_logprobs=moved.top_logprobs
+        )
+
+    return carry

@@ -266,7 +266,11 @@ def distill_student(
     spec: RunSpec, data: Data, signals: dict[str, TeacherSignal] | None, context: RunContext
 ) -> DistillResult:
     student, tokenizer = _load(spec.student)
-    examples = dataset.tokenize(data.train, tokenizer, signals=signals, max_len=spec.max_len)
+    # A teacher with another (byte-level) tokenizer: its signals are carried over (training.crosstok).
+    teacher_tokenizer = _tokenizer(spec.teacher) if signals and spec.teacher is not None else None
+    examples = dataset.tokenize(
+        data.train, tokenizer, signals=signals, max_len=spec.max_len, teacher_tokenizer=teacher_tokenizer
+    )
     config = _config(spec)
 
     def on_step(info: StepInfo) -> None:

@@ -5,8 +5,9 @@ QAExample (text, from the knowledge base: training.data)
   -> TrainExample (token ids, answer mask, sparse teacher distribution: training.data.tokenize)
   -> distill(student, examples, DistillConfig) -> DistillResult (training.distill, training.dp)
 
-Teacher and student share one tokenizer (the student is distilled from the teacher's vocabulary),
-so teacher token ids index the student's logits directly.
+Teacher and student share one tokenizer (teacher token ids index the student's logits directly),
+or a byte-level student's tokens receive the teacher's rows where both tokenizations agree
+(training.crosstok, through `tokenize(..., teacher_tokenizer=...)`).
 """
 
 from __future__ import annotations

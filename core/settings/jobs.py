@@ -94,7 +94,8 @@ class TrainingSettings(Group):
         default=None, description="The student's base model folder (HF); the adapter is trained over it."
     )
     teacher: Path | None = Field(
-        default=None, description="The teacher's model folder (HF); same tokenizer as the student."
+        default=None,
+        description="The teacher's model folder (HF): the student's tokenizer, or both byte-level BPE.",
     )
     served_base: str = Field(
         default="", description="The name vLLM serves the student base under; default: KB_LLM_MODEL."
