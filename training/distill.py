@@ -292,8 +292,9 @@ def _train(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    # --- 6. the loop (bf16 autocast on a GPU that has it; the CPU keeps fp32, where bf16 is slower) ---
-    bf16 = config.bf16 and device.type == "cuda" and torch.cuda.is_bf16_supported()
+    # --- 6. the loop (bf16 autocast on a GPU that has it; the CPU keeps fp32 unless asked) ---
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    bf16 = config.bf16 and (cuda_bf16 or (device.type == "cpu" and config.cpu_bf16))
     module.train()
     started = time.perf_counter()
     while step < total_steps:
@@ -391,6 +392,7 @@ def _train(
             "accountant": plan.accountant if plan else None,
             "sample_rate": plan.sample_rate if plan else 1.0 / steps_per_epoch,
             "world_size": world,
+            "bf16_autocast": bf16,
             "resumed_from_step": state["step"] if state else None,
             "secure_mode": config.seed is None,
             "private": runtime.guarantee(config),

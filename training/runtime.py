@@ -83,6 +83,15 @@ def check_finite(module: nn.Module, step: int) -> None:
         )
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 itself (AVX512-BF16 or AMX), where CPU autocast pays (Linux)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def answer_window(labels: torch.Tensor) -> int:
     """How many trailing positions hold every label of a right-padded batch (at least 1).
 

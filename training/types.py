@@ -83,7 +83,10 @@ class DistillConfig:
     epochs: int = 3
     lr: float = 1e-3  # the peak of the schedule: linear warm-up over `warmup` of the steps, then decay
     warmup: float = 0.1
-    bf16: bool = True  # autocast on a GPU with bf16; the CPU always trains in fp32
+    bf16: bool = True  # autocast on a GPU with bf16; the CPU trains in fp32 unless cpu_bf16
+    # Autocast on the CPU too: about twice as fast where the CPU has bf16 instructions (AVX512-BF16,
+    # AMX), slower where it emulates them, so it is the caller's choice (training.runtime.cpu_has_bf16).
+    cpu_bf16: bool = False
     batch_size: int = 64  # logical batch (the expected batch under Poisson sampling)
     max_physical_batch: int = 16  # what fits in memory at once (BatchMemoryManager)
     max_len: int = 256

@@ -110,6 +110,15 @@ def test_a_private_run_spends_what_it_planned_and_saves_a_plain_model(
 
 
 @pytest.mark.slow
+def test_the_cpu_trains_in_fp32_unless_asked_for_bf16_autocast(student_dir: Path, tmp_path: Path) -> None:
+    plain = _run(student_dir, _config(tmp_path / "fp32", epsilon=None, epochs=1), None)
+    asked = _run(student_dir, _config(tmp_path / "bf16", epsilon=None, epochs=1, cpu_bf16=True), None)
+    assert plain.extra["bf16_autocast"] is False and asked.extra["bf16_autocast"] is True
+    # Same seed, same data: bf16 matmuls move the losses a little, not the run.
+    assert asked.final_loss == pytest.approx(plain.final_loss, rel=0.05)
+    assert asked.final_loss != plain.final_loss
+
+
 def test_a_killed_run_resumes_without_counting_epsilon_twice(
     student_dir: Path, tmp_path: Path, ledger_engine: Engine
 ) -> None:
