@@ -111,6 +111,9 @@ class Device:
         # The public start (`public_start`): an adapter trained on public data only, merged into the
         # base student before every run but the untrained "student" row.
         self.start = start
+        # The teacher's tokenizer where it is not the student's: the signals are carried over to the
+        # student's tokens (training.crosstok). None: one tokenizer, as for the Qwen pair.
+        self.teacher_tokenizer: Any = None
         self.corpus = data.get("corpus", "handbook")
         self.recipe = data["recipe"]
         chunks = data["chunks"]
@@ -319,8 +322,10 @@ class Device:
 
         r = recipe
         soft = self.soft if method == "distill" else None
-        examples = tokenize(train, self.tokenizer, signals=soft,
-                            max_len=r["max_len"], require_signals=method == "distill")  # fmt: skip
+        examples = tokenize(
+            train, self.tokenizer, signals=soft, max_len=r["max_len"], require_signals=method == "distill",
+            teacher_tokenizer=self.teacher_tokenizer,
+        )  # fmt: skip
         config = DistillConfig(
             out_dir=self.work / "runs" / name, epochs=r["epochs"], lr=r["lr"], warmup=r["warmup"],
             batch_size=r["batch_size"], max_physical_batch=r["max_physical_batch"], max_len=r["max_len"],
@@ -328,6 +333,7 @@ class Device:
             sparse=r.get("sparse", "renormalize"),  # what the runs before the tail entry used
             epsilon=epsilon, max_grad_norm=r["max_grad_norm"], lora_rank=r["lora_rank"],
             lora_targets=tuple(r.get("lora_targets", ())), checkpoint_every=10_000, device=self.on,
+            cpu_bf16=r.get("cpu_bf16", False),
         )  # fmt: skip
         shutil.rmtree(config.out_dir, ignore_errors=True)
         while True:
