@@ -150,3 +150,41 @@ def test_the_public_start_row_needs_a_start(tmp_path: Path) -> None:
         main([*common, "--runs", "public-start"])
     with pytest.raises(SystemExit, match="no adapter there"):
         main([*common, "--start", str(tmp_path / "nothing")])
+
+
+def test_a_student_with_another_tokenizer_trains_on_the_teachers_carried_signal(tmp_path: Path) -> None:
+    import math
+
+    from tests.tiny_llm import SENTENCES, build_tiny_llama, build_tokenizer
+    from training.data import TrainingDataError
+    from training.types import TeacherSignal
+
+    folder = build_tiny_llama(tmp_path / "student", hidden=128, layers=1, heads=2, vocab_size=300)
+    teacher = build_tokenizer(SENTENCES, tmp_path / "teacher", vocab_size=600, first_special=["<x>"])
+    recipe = {"epochs": 1, "lr": 1e-3, "warmup": 0.1, "batch_size": 2, "max_physical_batch": 2,
+              "max_len": 2048, "temperature": 1.0, "alpha": 0.3, "sparse": "tail", "max_grad_norm": 1.0,
+              "lora_rank": 0, "canary_repeats": 0}  # fmt: skip
+    data = {"chunks": [], "labelled": [], "canaries": {"A": [], "B": []}, "recipe": recipe}
+    run = Device(tmp_path / "work", tmp_path / "out", data, on="cpu")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    run._student = lambda adapter=None, *, from_start=True: AutoModelForCausalLM.from_pretrained(str(folder))  # type: ignore[method-assign]
+    answer = "Passwords expire every 90 days [1]."
+    ids = (*teacher(answer, add_special_tokens=False)["input_ids"], teacher.eos_token_id)
+    rows = tuple((i, teacher.eos_token_id) for i in ids)
+    run.train = [
+        QAExample(f"q{n}", f"d{n}", ("Passwords expire every 90 days.",), "When?", answer) for n in range(4)
+    ]
+    run.soft = {
+        e.example_id: TeacherSignal(e.example_id, "t", answer, ids, rows, tuple((-0.1, -3.0) for _ in ids))
+        for e in run.train
+    }
+    with pytest.raises(TrainingDataError, match="share one tokenizer"):
+        run._train("distill-nonprivate", "distill", None, run.train, recipe)
+
+    run.teacher_tokenizer = teacher
+    row = run._train("distill-nonprivate", "distill", None, run.train, recipe)
+
+    assert row["train_examples"] == 4 and row["steps"] == 2 and math.isfinite(row["final_loss"])
+    assert (row["adapter"] / "config.json").exists() or any(row["adapter"].iterdir())
