@@ -5,6 +5,7 @@
     .venv/bin/kb models fetch qwen2.5-coder-1.5b-instruct           # the teacher's tokenizer
     .venv/bin/python bench/distill_cross.py                          # -> bench/results/distill_cross.json
     .venv/bin/python bench/distill_cross.py --limit 16 --epochs 1    # the whole path in minutes
+    .venv/bin/python bench/distill_cross.py --speed-only             # the speed row again, on vLLM
 
 Models: teacher `qwen2.5-coder-1.5b-instruct` (vocabulary 151,936), student `smollm2-135m-instruct`
 (49,152, another byte-level BPE), both from the model store. The student is eleven times smaller
@@ -28,6 +29,10 @@ three epochs):
 the untrained student; fine-tuning on the teacher's targets alone (cross-entropy, `labels_only`);
 distillation with the carried signal (`distill`). So the difference between the last two is what
 the teacher's distribution adds over its text, through another tokenizer.
+
+Speed: the distilled student (base + its adapter, merged) against the teacher on vLLM (CPU build),
+the same 8 held-out prompts at once, 64 tokens each (bench/distill_report.speed_rows, as the main
+table's speed row).
 """
 
 from __future__ import annotations
@@ -95,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", nargs="*", default=[name for name, _ in RUNS])
     parser.add_argument("--work", default=str(REPO / "var" / "bench-distill-cross"))
     parser.add_argument("--results", default="distill_cross", help="bench/results/NAME.json")
+    parser.add_argument("--speed-only", action="store_true", help="time the kept student and teacher again")
     args = parser.parse_args(argv)
+    if args.speed_only:
+        return speed(Path(args.work) / "out", args.results)
 
     import torch
     from transformers import AutoTokenizer
@@ -161,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         row |= score_replies(items, run.replies[name]["written"], shown)
         row["elapsed_s"] = round(time.perf_counter() - started, 1)
         rows[name] = row
+        if name == "distill-nonprivate" and adapter is not None:  # the served student, for the speed row
+            run._keep_adapter(adapter, out / "adapter")
         run.note(step="row", name=name, correct=row["correct"], citation_precision=row["citation_precision"])
         (out / "rows.json").write_text(json.dumps(rows, indent=1, default=str))
     run.rows = rows
@@ -168,13 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher = rows["teacher"]["correct"] or 0.0
     for row in rows.values():
         row["student_teacher_correct_ratio"] = round(row["correct"] / teacher, 3) if teacher else None
-    shown_rows = ", ".join(f"{n} {r['correct']:.3f}" for n, r in rows.items())
     command = "python bench/distill_cross.py" + (" " + " ".join(argv) if argv else "")
-    summary = (
-        f"Python FAQ, {len(items)} held-out items: correct {shown_rows}; signal carried to "
-        f"{carried.aligned_share:.1%} of the student's answer tokens, {carried.kept_mass:.1%} of their "
-        "top-16 mass"
-    )
     if args.limit:
         print(json.dumps({"rows": rows, "carried": carried.to_json()}, indent=1, default=str))
         return 0
@@ -183,7 +187,39 @@ def main(argv: list[str] | None = None) -> int:
         "held_out_items": len(items), "training_examples": len(run.train), "carried": carried.to_json(),
         "rows": rows, "ledger_total_epsilon": 0.0, "elapsed_s": round(time.perf_counter() - run.started, 1),
     }  # fmt: skip
-    print(write_results(args.results, results, summary=summary, command=command))
+    print(write_results(args.results, results, summary=_summary(results), command=command))
+    if "distill-nonprivate" in rows:
+        return speed(out, args.results)
+    return 0
+
+
+def _summary(results: dict[str, Any]) -> str:
+    rows = ", ".join(f"{n} {r['correct']:.3f}" for n, r in results["rows"].items())
+    carried = results["carried"]
+    return (
+        f"{STUDENT} + LoRA from {TEACHER} (another tokenizer) on python-faq, {results['held_out_items']} "
+        f"held-out items: correct {rows}; the signal reached {carried['aligned_share']:.1%} of the "
+        f"student's answer tokens with {carried['kept_mass']:.1%} of their top-16 mass"
+    )
+
+
+def speed(out: Path, name: str) -> int:
+    """The kept student (merged) and the teacher on vLLM, 8 at once; added to bench/results/NAME.json."""
+    from bench.common import RESULTS, write_results
+    from bench.distill_report import speed_rows
+
+    if not (out / "adapter" / "adapter_config.json").exists():
+        raise SystemExit(f"no kept adapter in {out}: run the rows first")
+    found = speed_rows(out, TEACHER, STUDENT, tokens=64)
+    results = json.loads((RESULTS / f"{name}.json").read_text())
+    results["speed"] = found
+    ratio = found["student_teacher_tokens_per_s_ratio"]
+    for row in results["rows"].values():
+        if row.get("method") == "distill":
+            row["student_teacher_tokens_per_s_ratio"] = ratio
+    kept = {k: v for k, v in results.items() if k not in ("benchmark", "date", "machine", "command")}
+    summary = f"{_summary(results)}; distilled student {ratio}x the teacher's tokens/s on vLLM (CPU, c8)"
+    print(write_results(name, kept, summary=summary, command=results.get("command")))
     return 0
 
 
