@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.tiny_llm import SENTENCES, build_tokenizer
+from core import db
+from core.settings import Settings
+from privacy.budget import BudgetLedger
+from tests.tiny_llm import SENTENCES, build_tiny_llama, build_tokenizer
 from training.batches import example_tensors
 from training.crosstok import EOS, TokenizerMismatch, Vocabulary, carry, stats
 from training.data import TrainingDataError, tokenize
@@ -127,3 +132,32 @@ def test_a_signal_from_another_tokenizer_than_the_one_named_is_refused(pair: tup
         carry(too_far, (*signal.top_ids, (1,)), (*signal.top_logprobs, (0.0,)), source, target)
     with pytest.raises(TokenizerMismatch, match="rows for"):
         carry(signal.token_ids, signal.top_ids[:-2], signal.top_logprobs[:-2], source, target)
+
+
+def test_a_training_run_distils_a_teacher_of_another_tokenizer_into_the_student(
+    pair: tuple[Any, Any], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    from training import run
+
+    teacher, _ = pair
+    student = build_tiny_llama(tmp_path / "student", hidden=128, layers=1, heads=2, vocab_size=300)
+    teacher.save_pretrained(str(tmp_path / "teacher"))  # a teacher folder: only its tokenizer is read here
+    engine = db.make_engine(make_settings(database_url=f"sqlite:///{tmp_path / 'kb.db'}"))
+    db.upgrade(engine)
+    ledger = BudgetLedger(engine, epsilon=8.0, delta=1e-5)
+    spec = run.RunSpec(run_id=5, epsilon=4.0, epochs=1, student=student, teacher=tmp_path / "teacher",
+                       out_dir=tmp_path / "run", batch_size=4, max_len=2048, seed=0)  # fmt: skip
+    train = [
+        QAExample(f"e{n}", f"d{n}", ("Passwords expire every 90 days.",), "When?", ANSWER) for n in range(8)
+    ]
+    signals = {
+        e.example_id: replace(teacher_signal(teacher, teacher), example_id=e.example_id) for e in train
+    }
+    data = run.Data(train=train, test=[], canary=train[0], dataset_hash="h")
+    context = run.RunContext(engine, ledger, registry=None)  # type: ignore[arg-type]
+
+    result = run.distill_student(spec, data, signals, context)
+
+    assert result.steps >= 1 and math.isfinite(result.final_loss)
+    assert result.epsilon_spent is not None and 0 < result.epsilon_spent <= 4.0
+    assert ledger.state().epsilon_used == pytest.approx(result.epsilon_spent)
