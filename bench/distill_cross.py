@@ -25,7 +25,7 @@ pilot's DP runs, and the cross-tokenizer question is whether the carried signal 
 
 Rows, each from the base student and on the same examples, steps and recipe (fixed before running:
 the public start's kept recipe, LoRA rank 16 on every projection, T 1, α 0.3, batch 32, lr 1e-3,
-three epochs):
+but one epoch, 10 steps, where the start took three):
 the untrained student; fine-tuning on the teacher's targets alone (cross-entropy, `labels_only`);
 distillation with the carried signal (`distill`). So the difference between the last two is what
 the teacher's distribution adds over its text, through another tokenizer.
@@ -58,10 +58,12 @@ STATE = REPO / "bench" / "results" / "distill_device" / "fifth-h100" / "pilot" /
 STATE = STATE / "state.pkl.gz"
 INPUT = REPO / "bench" / "data" / "distill" / "python-faq" / "input.json"
 RECIPE = {"lora_rank": 16, "lora_targets": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-          "down_proj"], "epochs": 3, "batch_size": 32, "max_physical_batch": 8, "lr": 1e-3, "warmup": 0.1,
+          "down_proj"], "epochs": 1, "batch_size": 32, "max_physical_batch": 8, "lr": 1e-3, "warmup": 0.1,
           "max_len": 1280, "temperature": 1.0, "alpha": 0.3, "sparse": "tail", "max_grad_norm": 1.0,
           "top_k": 16, "canary_repeats": 4, "candidates": 1100}  # fmt: skip
-# Three epochs (30 steps): about 36 minutes a run on a 2-core CPU with bf16 instructions.
+# One epoch (10 steps), where the public start took three: a run of three epochs had not ended
+# after 50 minutes on a 2-core CPU with bf16 instructions (physical batches of 8 padded to the
+# longest prompt), and a session gives the whole table about an hour.
 RUNS = [("student", "none"), ("labels-nonprivate", "labels_only"), ("distill-nonprivate", "distill")]
 
 
