@@ -154,8 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, Any] = {
         "teacher": {"model": TEACHER, "machine": "NVIDIA H100 80GB (the data stage)", **teacher_scores}
     }
+    earlier = _earlier_rows(args.results, run.recipe)
     for name, method in RUNS:
         if name not in args.runs:
+            if name in earlier:  # same recipe and data: a row of an earlier run, kept as it was
+                rows[name] = earlier[name]
             continue
         started = time.perf_counter()
         row: dict[str, Any] = {"model": STUDENT, "method": method, "epsilon": None}
@@ -193,6 +196,16 @@ def main(argv: list[str] | None = None) -> int:
     if "distill-nonprivate" in rows:
         return speed(out, args.results)
     return 0
+
+
+def _earlier_rows(name: str, recipe: dict[str, Any]) -> dict[str, Any]:
+    from bench.common import RESULTS
+
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return {}
+    found = json.loads(path.read_text())
+    return dict(found["rows"]) if found.get("recipe") == recipe else {}
 
 
 def _summary(results: dict[str, Any]) -> str:

@@ -6,7 +6,8 @@ as such, so the signal is carried over where it can be, and nowhere else:
 
 - The answer is re-tokenized by the student from the teacher's answer bytes (both tokenizers are
   byte-level, so the text is exactly the same), ending in the student's end-of-turn token where
-  the teacher's answer ended in its own.
+  the teacher's answer ended in a special token of its own (its eos, or another end such as
+  Qwen's <|endoftext|>: both mean the end of turn there, and so do they as candidates).
 - A student answer token gets the teacher's row where the two tokenizations agree: the teacher
   has a token starting at the same byte offset, and it is the same token (the same bytes, or both
   the end of turn). There the teacher's row is the distribution over what follows the same
@@ -124,8 +125,13 @@ class CarryStats:
                 "aligned_share": share, "kept_mass": kept}  # fmt: skip
 
 
-def _spans(vocab: Vocabulary, ids: Iterable[int]) -> tuple[list[tuple[int, Unit]], bytes, bool]:
-    """Each answer token's start offset and unit, the answer's bytes, and whether it ended in EOS."""
+def _spans(vocab: Vocabulary, ids: Iterable[int]) -> tuple[list[tuple[int, Unit]], bytes, int | None]:
+    """Each answer token's start offset and unit, the answer's bytes, and the id that ended it.
+
+    An answer ends at its first special token, whatever its name: the end of turn its tokenizer
+    appended (chat models have several, such as Qwen's <|im_end|> and <|endoftext|>, and a
+    tokenizer converted elsewhere may name the other one as its eos).
+    """
     spans: list[tuple[int, Unit]] = []
     text = b""
     for token_id in ids:
@@ -135,13 +141,12 @@ def _spans(vocab: Vocabulary, ids: Iterable[int]) -> tuple[list[tuple[int, Unit]
                 f"token id {token_id} has no bytes in {_name(vocab.tokenizer)}",
                 hint="the teacher's signal must come from the teacher tokenizer given here",
             )
-        if unit == EOS:
+        if not isinstance(unit, bytes):
             spans.append((len(text), EOS))
-            return spans, text, True
+            return spans, text, token_id
         spans.append((len(text), unit))
-        if isinstance(unit, bytes):
-            text += unit
-    return spans, text, False
+        text += unit
+    return spans, text, None
 
 
 def carry(
@@ -153,7 +158,8 @@ def carry(
 ) -> Carried:
     """One teacher answer and its top-k rows, in the student's tokens (see the module docstring)."""
     rows = [(tuple(i), tuple(lp)) for i, lp in zip(top_ids, top_logprobs, strict=True)]
-    spans, text, ended = _spans(teacher, token_ids)
+    spans, text, ending = _spans(teacher, token_ids)
+    ends = {teacher.eos} | ({ending} if ending is not None else set())
     if len(rows) < len(spans):
         raise TokenizerMismatch(
             f"the teacher's signal has {len(rows)} rows for {len(spans)} answer tokens",
@@ -163,7 +169,7 @@ def carry(
     body: list[int] = student.tokenizer(text.decode("utf-8", errors="replace"), add_special_tokens=False)[
         "input_ids"
     ]
-    ids = [*body, student.eos] if ended else body
+    ids = [*body, student.eos] if ending is not None else body
     out_ids: list[tuple[int, ...]] = []
     out_lp: list[tuple[float, ...]] = []
     teacher_mass = kept_mass = 0.0
@@ -179,7 +185,7 @@ def carry(
             continue
         kept: dict[int, float] = {}
         for candidate, logprob in zip(*rows[n], strict=True):
-            mapped = teacher.unit(candidate)
+            mapped = EOS if candidate in ends else teacher.unit(candidate)
             target = student.ids.get(mapped) if mapped is not None else None
             teacher_mass += _exp(logprob)
             if target is not None and target not in kept:

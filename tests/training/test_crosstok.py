@@ -88,6 +88,29 @@ def test_rows_reach_the_student_only_where_both_tokenizers_take_the_same_token(p
     assert all(len(row) == 3 for row in moved.top_ids if row)
 
 
+def test_an_answer_that_ends_in_another_end_token_still_teaches_the_student_to_stop(
+    tmp_path: Path, pair: tuple[Any, Any]
+) -> None:
+    # Qwen's signals may end in <|endoftext|> where its tokenizer's eos is <|im_end|>: a converted
+    # tokenizer can name either. The answer ends there all the same, and so must the student's.
+    _, student = pair
+    teacher = build_tokenizer(
+        SENTENCES, tmp_path / "qwen-like", vocab_size=600, first_special=["<|endoftext|>"]
+    )
+    end = teacher.convert_tokens_to_ids("<|endoftext|>")
+    assert end != teacher.eos_token_id
+    signal = teacher_signal(teacher, student)
+    ids = (*signal.token_ids[:-1], end)
+    last = (teacher.eos_token_id, end, *signal.top_ids[-1][2:])
+    rows = (*signal.top_ids[:-1], last)
+    moved = carry(ids, rows, signal.top_logprobs, Vocabulary(teacher), Vocabulary(student))
+    assert moved.token_ids[-1] == student.eos_token_id
+    # Both end tokens are the end of turn as candidates too: the row holds the student's eos once,
+    # with the first one's log-probability.
+    assert moved.top_ids[-1][0] == student.eos_token_id and student.eos_token_id not in moved.top_ids[-1][1:]
+    assert moved.top_logprobs[-1][0] == pytest.approx(math.log(0.7))
+
+
 def test_tokenize_carries_the_signal_over_when_given_the_teacher_tokenizer(pair: tuple[Any, Any]) -> None:
     teacher, student = pair
     example = QAExample("e1", "d", ("Passwords expire every 90 days.",), "When do passwords expire?", ANSWER)
