@@ -183,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     teacher = rows["teacher"]["correct"] or 0.0
     for row in rows.values():
         row["student_teacher_correct_ratio"] = round(row["correct"] / teacher, 3) if teacher else None
-    command = "python bench/distill_cross.py" + (" " + " ".join(argv) if argv else "")
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python bench/distill_cross.py", *given])
+    if set(earlier) & set(rows) - set(args.runs):
+        command += " (the other rows from an earlier run of the same recipe)"
     if args.limit:
         print(json.dumps({"rows": rows, "carried": carried.to_json()}, indent=1, default=str))
         return 0
